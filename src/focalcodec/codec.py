@@ -1,0 +1,518 @@
+"""FocalCodec: the five stages composed, with the reference's conversion methods and an
+exactly batch-invariant ``encode``/``decode``.
+
+Pipeline and tensor names::
+
+    sig (B, N) @ 16 kHz
+      -> encoder (WavLM)            -> feats  (B, T, 1024)          50 Hz
+      -> compressor (FocalEncoder)  -> lats   (B, T', D)  unit norm
+      -> quantizer (BSQ)            -> codes  (B, T', D) in ±1/sqrt(D)  <->  toks (B, T') int64
+      -> decompressor (FocalDecoder)-> qfeats (B, T'', 1024)
+      -> decoder (Vocos / WaveNeXt) -> sig    (B, T'' * hop) @ 16 or 24 kHz
+
+The reference-named methods (``sig_to_toks``, ``toks_to_sig``, ...) keep the reference's
+argument order, ``length=`` (relative lengths, encoder only) and streaming-state
+conventions. :meth:`FocalCodec.encode` and :meth:`FocalCodec.decode` take per-item lengths
+and mask padded positions in every layer that mixes time, so a padded item gets exactly
+the tokens and audio it gets alone.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import FocalCodecConfig
+from .errors import InputError
+from .hub import load_state_dict, load_weights_file, resolve_checkpoint, save_checkpoint
+
+__all__ = ["DecodeOutput", "EncodeOutput", "FocalCodec"]
+
+SAMPLE_RATE = 16000
+ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
+State = Any  # opaque nested lists of tensors
+
+
+class EncodeOutput(NamedTuple):
+    """``tokens``: (B, T') int64 (padded positions are 0) or (T',) for 1-D input;
+    ``lengths``: (B,) int64 valid tokens per item."""
+
+    tokens: Tensor
+    lengths: Tensor
+
+
+class DecodeOutput(NamedTuple):
+    """``audio``: (B, M) float32 at ``sample_rate_output`` (padding is 0) or (M,) for 1-D
+    input; ``lengths``: (B,) int64 valid samples per item."""
+
+    audio: Tensor
+    lengths: Tensor
+
+
+def _state(state: State) -> Optional[State]:
+    """The reference passes ``()`` or ``[]`` for "no state yet"."""
+    if state is None or (isinstance(state, (tuple, list)) and len(state) == 0):
+        return None
+    return state
+
+
+def _fit_length(sig: Tensor, length: int) -> Tensor:
+    """Truncate, or right-pad by repeating the last sample, to ``length`` samples."""
+    n = sig.shape[-1]
+    if n >= length:
+        return sig[..., :length]
+    if n == 0:
+        return sig.new_zeros(*sig.shape[:-1], length)
+    return torch.cat([sig, sig[..., -1:].expand(*sig.shape[:-1], length - n)], dim=-1)
+
+
+class FocalCodec(nn.Module):
+    """FocalCodec neural speech codec. Build with :meth:`from_config` (random weights) or
+    :meth:`from_pretrained` (official or saved checkpoints)."""
+
+    def __init__(self, config: Union[str, Path, FocalCodecConfig, Mapping[str, Any]] = "focalcodec_50hz") -> None:
+        super().__init__()
+        self.config = FocalCodecConfig.load(config)
+        self.encoder = self.config.build("encoder")
+        self.compressor = self.config.build("compressor")
+        self.quantizer = self.config.build("quantizer")
+        self.decompressor = self.config.build("decompressor")
+        self.decoder = self.config.build("decoder")
+        self.model_id = self.config.name
+        self.eval()
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls,
+        config: Union[str, Path, FocalCodecConfig, Mapping[str, Any]],
+        overrides: Optional[Mapping[str, Any]] = None,
+    ) -> "FocalCodec":
+        """Random weights from a preset name, a config .json / directory, or a dict."""
+        cfg = FocalCodecConfig.load(config).with_overrides(overrides)
+        return cls(cfg)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: Union[str, Path] = "lucadellalib/focalcodec_50hz",
+        overrides: Optional[Mapping[str, Any]] = None,
+        revision: Optional[str] = None,
+        cache_dir: Optional[Union[str, Path]] = None,
+        map_location: Union[str, torch.device] = "cpu",
+        **hub_kwargs: Any,
+    ) -> "FocalCodec":
+        """Config and weights from a local directory / config file or a Hugging Face repo.
+
+        Both the current and the legacy v0.0.1 key layouts load; loading is strict.
+        ``revision``, ``cache_dir`` and other keyword arguments go to ``hf_hub_download``.
+        """
+        if revision is not None:
+            hub_kwargs["revision"] = revision
+        if cache_dir is not None:
+            hub_kwargs["cache_dir"] = str(cache_dir)
+        config, weights_path = resolve_checkpoint(str(source), **hub_kwargs)
+        model = cls(config.with_overrides(overrides))
+        load_state_dict(model, load_weights_file(weights_path), source=str(weights_path))
+        return model.to(map_location).eval()
+
+    def save_pretrained(self, directory: Union[str, Path], safetensors: bool = True) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (official format); returns the weights path."""
+        return save_checkpoint(self, self.config, Path(directory), safetensors)
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def sample_rate_input(self) -> int:
+        return SAMPLE_RATE
+
+    @property
+    def sample_rate_output(self) -> int:
+        return SAMPLE_RATE * self.decoder.upsample_factor // self.encoder.downsample_factor
+
+    @property
+    def sample_rate(self) -> int:
+        if self.sample_rate_input != self.sample_rate_output:
+            raise AttributeError(
+                f"input and output sample rates differ ({self.sample_rate_input} vs {self.sample_rate_output}); "
+                "use sample_rate_input / sample_rate_output"
+            )
+        return self.sample_rate_input
+
+    @property
+    def token_rate(self) -> float:
+        """Tokens per second (50, 25 or 12.5 for the official models)."""
+        return self.sample_rate_input / (self.encoder.downsample_factor * self.compressor.downsample_factor)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def code_dim(self) -> int:
+        """Bits per token, D = log2(codebook_size)."""
+        return self.quantizer.dim
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second: ``D * token_rate``."""
+        return self.code_dim * self.token_rate
+
+    @property
+    def causal(self) -> bool:
+        return all(bool(getattr(m, "causal", False)) for m in (self.encoder, self.compressor, self.decompressor, self.decoder))
+
+    @property
+    def chunk_size(self) -> int:
+        """Samples per streaming chunk (1280 = 80 ms for the official configs)."""
+        return self.encoder.chunk_size
+
+    @property
+    def latency(self) -> Optional[float]:
+        """Theoretical latency in ms for causal models, else None."""
+        return 1000.0 * self.chunk_size / self.sample_rate_input if self.causal else None
+
+    @property
+    def codebook(self) -> Tensor:
+        """All codes, ``(2^D, D)``; row index = token."""
+        return self.quantizer.codebook.clone()
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the architecture's canonical config (identifies the model in files)."""
+        return self.config.fingerprint
+
+    def info(self) -> dict:
+        return {
+            "model_id": self.model_id,
+            "sample_rate_input": self.sample_rate_input,
+            "sample_rate_output": self.sample_rate_output,
+            "token_rate": self.token_rate,
+            "codebook_size": self.codebook_size,
+            "bitrate": self.bitrate,
+            "causal": self.causal,
+            "chunk_size": self.chunk_size,
+            "latency": self.latency,
+            "num_params": sum(p.numel() for p in self.parameters()),
+        }
+
+    # -- reference-named conversions ---------------------------------------------------------
+    def _out(self, output: Any, states: List[State], return_state: bool) -> Any:
+        if not return_state:
+            return output
+        if isinstance(output, tuple):
+            return (*output, *states)
+        return (output, *states)
+
+    def sig_to_feats(self, sig: Tensor, encoder_state: State = (), length: Optional[Tensor] = None, return_state: bool = False) -> Any:
+        """``(B, N) -> (B, T, C)``."""
+        feats, es = self.encoder(sig, _state(encoder_state), length=length)
+        return self._out(feats, [es], return_state)
+
+    def feats_to_lats(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
+        """``(B, T, C) -> (B, T', D)`` unit-norm latents."""
+        lats, cs = self.compressor(feats, _state(compressor_state))
+        return self._out(F.normalize(lats, dim=-1), [cs], return_state)
+
+    def feats_to_toks(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
+        lats, cs = self.feats_to_lats(feats, compressor_state, return_state=True)
+        return self._out(self.quantizer.lats_to_toks(lats), [cs], return_state)
+
+    def feats_to_codes(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
+        lats, cs = self.feats_to_lats(feats, compressor_state, return_state=True)
+        return self._out(self.quantizer.lats_to_codes(lats), [cs], return_state)
+
+    def feats_to_qfeats(self, feats: Tensor, compressor_state: State = (), decompressor_state: State = (), return_state: bool = False) -> Any:
+        codes, cs = self.feats_to_codes(feats, compressor_state, return_state=True)
+        qfeats, ds = self.codes_to_qfeats(codes, decompressor_state, return_state=True)
+        return self._out(qfeats, [cs, ds], return_state)
+
+    def feats_to_sig(
+        self,
+        feats: Tensor,
+        decoder_state: State = (),
+        matching_set: Optional[Tensor] = None,
+        topk: int = 4,
+        num_splits: int = 1,
+        output_length: Optional[int] = None,
+        return_state: bool = False,
+    ) -> Any:
+        """``(B, T, C) -> (B, T * hop)``; with ``matching_set (M, C)`` every frame is first
+        replaced by the mean of its ``topk`` nearest (cosine) matching frames (kNN-VC)."""
+        if matching_set is not None:
+            feats = self.knn(feats, matching_set.to(feats), topk, num_splits).mean(dim=-2)
+        sig, gs = self.decoder(feats, _state(decoder_state))
+        if output_length is not None:
+            sig = _fit_length(sig, int(output_length))
+        return self._out(sig, [gs], return_state)
+
+    def lats_to_toks(self, lats: Tensor) -> Tensor:
+        return self.quantizer.lats_to_toks(lats)
+
+    def lats_to_codes(self, lats: Tensor) -> Tensor:
+        return self.quantizer.lats_to_codes(lats)
+
+    def lats_to_qfeats(self, lats: Tensor, decompressor_state: State = (), return_state: bool = False) -> Any:
+        return self.codes_to_qfeats(self.quantizer.lats_to_codes(lats), decompressor_state, return_state)
+
+    def toks_to_codes(self, toks: Tensor) -> Tensor:
+        return self.quantizer.toks_to_codes(toks)
+
+    def toks_to_qfeats(self, toks: Tensor, decompressor_state: State = (), return_state: bool = False) -> Any:
+        return self.codes_to_qfeats(self.quantizer.toks_to_codes(toks), decompressor_state, return_state)
+
+    def toks_to_sig(
+        self,
+        toks: Tensor,
+        decompressor_state: State = (),
+        decoder_state: State = (),
+        matching_set: Optional[Tensor] = None,
+        topk: int = 4,
+        num_splits: int = 1,
+        output_length: Optional[int] = None,
+        return_state: bool = False,
+    ) -> Any:
+        return self.codes_to_sig(
+            self.quantizer.toks_to_codes(toks), decompressor_state, decoder_state, matching_set, topk, num_splits, output_length, return_state
+        )
+
+    def codes_to_toks(self, codes: Tensor) -> Tensor:
+        return self.quantizer.codes_to_toks(codes)
+
+    def codes_to_qfeats(self, codes: Tensor, decompressor_state: State = (), return_state: bool = False) -> Any:
+        qfeats, ds = self.decompressor(codes.to(self.decompressor.in_proj.weight.dtype), _state(decompressor_state))
+        return self._out(qfeats, [ds], return_state)
+
+    def codes_to_sig(
+        self,
+        codes: Tensor,
+        decompressor_state: State = (),
+        decoder_state: State = (),
+        matching_set: Optional[Tensor] = None,
+        topk: int = 4,
+        num_splits: int = 1,
+        output_length: Optional[int] = None,
+        return_state: bool = False,
+    ) -> Any:
+        qfeats, ds = self.codes_to_qfeats(codes, decompressor_state, return_state=True)
+        sig, gs = self.feats_to_sig(qfeats, decoder_state, matching_set, topk, num_splits, output_length, return_state=True)
+        return self._out(sig, [ds, gs], return_state)
+
+    def sig_to_lats(self, sig: Tensor, encoder_state: State = (), compressor_state: State = (), length: Optional[Tensor] = None, return_state: bool = False) -> Any:
+        feats, es = self.sig_to_feats(sig, encoder_state, length, return_state=True)
+        lats, cs = self.feats_to_lats(feats, compressor_state, return_state=True)
+        return self._out(lats, [es, cs], return_state)
+
+    def sig_to_toks(self, sig: Tensor, encoder_state: State = (), compressor_state: State = (), length: Optional[Tensor] = None, return_state: bool = False) -> Any:
+        lats, es, cs = self.sig_to_lats(sig, encoder_state, compressor_state, length, return_state=True)
+        return self._out(self.quantizer.lats_to_toks(lats), [es, cs], return_state)
+
+    def sig_to_codes(self, sig: Tensor, encoder_state: State = (), compressor_state: State = (), length: Optional[Tensor] = None, return_state: bool = False) -> Any:
+        lats, es, cs = self.sig_to_lats(sig, encoder_state, compressor_state, length, return_state=True)
+        return self._out(self.quantizer.lats_to_codes(lats), [es, cs], return_state)
+
+    def sig_to_qfeats(
+        self, sig: Tensor, encoder_state: State = (), compressor_state: State = (), decompressor_state: State = (), length: Optional[Tensor] = None, return_state: bool = False
+    ) -> Any:
+        codes, es, cs = self.sig_to_codes(sig, encoder_state, compressor_state, length, return_state=True)
+        qfeats, ds = self.codes_to_qfeats(codes, decompressor_state, return_state=True)
+        return self._out(qfeats, [es, cs, ds], return_state)
+
+    def forward(
+        self,
+        sig: Tensor,
+        encoder_state: State = (),
+        compressor_state: State = (),
+        decompressor_state: State = (),
+        decoder_state: State = (),
+        length: Optional[Tensor] = None,
+        return_state: bool = False,
+    ) -> Any:
+        """``(B, N) -> toks (B, T'), codes (B, T', D), rec_sig (B, floor(N * sr_out / sr_in))``."""
+        codes, es, cs = self.sig_to_codes(sig, encoder_state, compressor_state, length, return_state=True)
+        toks = self.quantizer.codes_to_toks(codes)
+        output_length = sig.shape[-1] * self.sample_rate_output // self.sample_rate_input
+        rec, ds, gs = self.codes_to_sig(codes, decompressor_state, decoder_state, output_length=output_length, return_state=True)
+        return self._out((toks, codes, rec), [es, cs, ds, gs], return_state)
+
+    def sig_to_sig(
+        self,
+        sig: Tensor,
+        encoder_state: State = (),
+        compressor_state: State = (),
+        decompressor_state: State = (),
+        decoder_state: State = (),
+        length: Optional[Tensor] = None,
+        return_state: bool = False,
+    ) -> Any:
+        """``(B, N) -> (B, floor(N * sr_out / sr_in))``."""
+        out = self.forward(sig, encoder_state, compressor_state, decompressor_state, decoder_state, length, return_state)
+        if not return_state:
+            return out[2]
+        return (out[2], *out[3:])
+
+    @staticmethod
+    def knn(input: Tensor, matching_set: Tensor, topk: int = 4, num_splits: int = 1) -> Tensor:
+        """The ``topk`` nearest rows of ``matching_set (M, H)`` under cosine distance for every
+        vector of ``input (..., H)`` -> ``(..., topk, H)``, nearest first. ``num_splits`` splits
+        the matching set to bound memory."""
+        if matching_set.ndim != 2 or matching_set.shape[-1] != input.shape[-1]:
+            raise InputError(
+                f"matching_set must be (M, {input.shape[-1]}), got {tuple(matching_set.shape)}"
+            )
+        if matching_set.shape[0] < topk:
+            raise InputError(f"matching_set has {matching_set.shape[0]} frames, fewer than topk={topk}")
+        query = F.normalize(input.reshape(-1, input.shape[-1]), dim=-1)
+        best_sim: Optional[Tensor] = None
+        best_idx: Optional[Tensor] = None
+        offset = 0
+        for part in torch.tensor_split(matching_set, max(1, int(num_splits))):
+            if part.shape[0] == 0:
+                continue
+            sim = query @ F.normalize(part, dim=-1).T
+            k = min(topk, part.shape[0])
+            s, i = sim.topk(k, dim=-1)
+            i = i + offset
+            offset += part.shape[0]
+            if best_sim is None:
+                best_sim, best_idx = s, i
+            else:
+                s = torch.cat([best_sim, s], dim=-1)
+                i = torch.cat([best_idx, i], dim=-1)
+                best_sim, order = s.topk(topk, dim=-1)
+                best_idx = i.gather(-1, order)
+        assert best_idx is not None
+        return matching_set[best_idx].reshape(*input.shape[:-1], topk, input.shape[-1])
+
+    # -- batch-invariant interface -----------------------------------------------------------
+    def _as_batch(self, x: ArrayLike, what: str, integer: bool = False) -> Tuple[Tensor, bool]:
+        if isinstance(x, np.ndarray) or not isinstance(x, Tensor):
+            try:
+                x = torch.as_tensor(np.asarray(x))
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"{what} must be a tensor or array: {exc}") from None
+        if x.ndim not in (1, 2):
+            raise InputError(f"{what} must be 1-D (one item) or 2-D (batch, time), got shape {tuple(x.shape)}")
+        if x.shape[-1] == 0 or x.shape[0] == 0:
+            raise InputError(f"{what} is empty (shape {tuple(x.shape)})")
+        if integer:
+            if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+                raise InputError(f"{what} must be integers, got {x.dtype}")
+        else:
+            if not (x.dtype.is_floating_point or x.dtype in (torch.int16, torch.int32)):
+                raise InputError(f"{what} must be floating point samples, got {x.dtype}")
+            if x.dtype == torch.int16:
+                x = x.float() / 32768.0
+            elif x.dtype == torch.int32:
+                x = x.float() / 2147483648.0
+            if not torch.isfinite(x).all():
+                raise InputError(f"{what} contains NaN or infinite values; clean the audio before encoding")
+        one = x.ndim == 1
+        return (x[None] if one else x), one
+
+    @staticmethod
+    def _lengths(lengths: Optional[ArrayLike], batch: int, size: int, what: str) -> Tensor:
+        if lengths is None:
+            return torch.full((batch,), size, dtype=torch.long)
+        lens = torch.as_tensor(np.asarray(lengths) if not isinstance(lengths, Tensor) else lengths).reshape(-1).cpu()
+        if lens.dtype.is_floating_point:
+            if not torch.equal(lens, lens.round()):
+                raise InputError(f"{what} must be whole numbers (absolute lengths, not relative ones)")
+            lens = lens.long()
+        lens = lens.long()
+        if lens.numel() != batch:
+            raise InputError(f"{what} has {lens.numel()} entries for a batch of {batch}")
+        if (lens < 1).any() or (lens > size).any():
+            raise InputError(f"{what} must lie in [1, {size}], got {lens.tolist()}")
+        return lens
+
+    @property
+    def _device(self) -> torch.device:
+        return self.encoder.feature_proj.weight.device
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.encoder.feature_proj.weight.dtype
+
+    def num_tokens(self, num_samples: Union[int, Tensor]) -> Tensor:
+        """Tokens that ``encode`` produces for inputs of ``num_samples`` samples."""
+        n = torch.as_tensor(num_samples, dtype=torch.long)
+        return self.compressor.num_frames(self.encoder.num_frames(n))
+
+    @torch.inference_mode()
+    def encode(self, wav: ArrayLike, lengths: Optional[ArrayLike] = None) -> EncodeOutput:
+        """Audio at 16 kHz -> tokens, exactly batch-invariant.
+
+        ``wav``: (N,) or (B, N) float (int16/int32 PCM is scaled to [-1, 1]);
+        ``lengths``: (B,) valid samples per item (default: all N).
+        Returns :class:`EncodeOutput` ``(tokens (B, T') int64, lengths (B,))``; 1-D input gives
+        1-D tokens. Each item's tokens equal those it gets when encoded alone.
+        """
+        sig, one = self._as_batch(wav, "audio")
+        B, N = sig.shape
+        lens = self._lengths(lengths, B, N, "lengths")
+        sig = sig.to(self._device, self._dtype)
+        sig = sig * (torch.arange(N, device=sig.device)[None] < lens.to(sig.device)[:, None])
+        frames = self.encoder.num_frames(lens)
+        tok_lens = self.compressor.num_frames(frames)
+        T = int(tok_lens.max())
+        toks = torch.zeros(B, T, dtype=torch.long, device=sig.device)
+        # Items shorter than the conv receptive field are zero-padded inside the feature
+        # extractor when run alone; run them alone so that they match exactly.
+        short = (lens < self.encoder.receptive_field) & (not self.encoder.causal)
+        batch_items = [i for i in range(B) if not bool(short[i])]
+        if batch_items:
+            idx = torch.tensor(batch_items)
+            sub = sig[idx.to(sig.device), : int(lens[idx].max())]
+            t = self._encode_batch(sub, frames[idx].to(sig.device))
+            for row, i in enumerate(batch_items):
+                toks[i, : int(tok_lens[i])] = t[row, : int(tok_lens[i])]
+        for i in range(B):
+            if bool(short[i]):
+                t = self._encode_batch(sig[i : i + 1, : int(lens[i])], None)
+                toks[i, : int(tok_lens[i])] = t[0, : int(tok_lens[i])]
+        if one:
+            return EncodeOutput(toks[0], tok_lens)
+        return EncodeOutput(toks, tok_lens)
+
+    def _encode_batch(self, sig: Tensor, frame_lengths: Optional[Tensor]) -> Tensor:
+        feats, _ = self.encoder(sig, frame_lengths=frame_lengths)
+        lats, _ = self.compressor(feats, lengths=frame_lengths)
+        return self.quantizer.lats_to_toks(F.normalize(lats, dim=-1))
+
+    @torch.inference_mode()
+    def decode(self, tokens: ArrayLike, token_lengths: Optional[ArrayLike] = None) -> DecodeOutput:
+        """Tokens -> audio at ``sample_rate_output``, exactly batch-invariant.
+
+        ``tokens``: (T',) or (B, T') integers in ``[0, codebook_size)``;
+        ``token_lengths``: (B,) valid tokens per item (default: all T').
+        Returns :class:`DecodeOutput` ``(audio (B, M) float32, lengths (B,))`` with
+        ``M = T' * upsampling * hop``; 1-D input gives 1-D audio.
+        """
+        toks, one = self._as_batch(tokens, "tokens", integer=True)
+        B, T = toks.shape
+        lens = self._lengths(token_lengths, B, T, "token_lengths")
+        toks = toks.long()
+        valid = torch.arange(T)[None] < lens[:, None]
+        bad = valid & ((toks.cpu() < 0) | (toks.cpu() >= self.codebook_size))
+        if bad.any():
+            raise InputError(
+                f"tokens must lie in [0, {self.codebook_size}) for this model (D = {self.code_dim}); "
+                f"found {int(toks.cpu()[bad][0])}: were they made by another model?"
+            )
+        toks = toks.clamp(0, self.codebook_size - 1).to(self._device)
+        lens_d = lens.to(self._device)
+        codes = self.quantizer.toks_to_codes(toks).to(self._dtype)
+        qfeats, _ = self.decompressor(codes, lengths=lens_d)
+        q_lens = lens_d * self.decompressor.upsample_factor
+        audio, _ = self.decoder(qfeats, lengths=q_lens)
+        out_lens = (q_lens * self.decoder.upsample_factor).cpu()
+        audio = audio.float() * (torch.arange(audio.shape[1], device=audio.device)[None] < out_lens.to(audio.device)[:, None])
+        if one:
+            return DecodeOutput(audio[0], out_lens)
+        return DecodeOutput(audio, out_lens)

@@ -1,0 +1,383 @@
+"""Compressor and decompressor: focal-modulation blocks with down/up-scaling.
+
+``FocalEncoder``: ``feats: (B, T, C_in) -> raw latents (B, T', D)`` (three FocalDownScale
+layers then ``out_proj``). ``FocalDecoder``: ``codes: (B, T', D) -> qfeats (B, T'', C_out)``
+(``in_proj``, three FocalUpScale layers, and the chunk refiner of causal models).
+
+Non-causal models use LayerNorm, "same" depthwise convs and a global mean context; causal
+models use DynamicTanh, left-context convs (replicate padding at stream start) and a
+``window_size``-tap causal depthwise conv as global context.
+
+Every ``forward`` takes an optional streaming ``state`` (nested lists of context tensors,
+causal only) and optional ``lengths`` (valid frames per item) for exact batch invariance.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import CausalPad, DynamicTanh, FeedForward, Snake, time_mask, zero_padded_frames
+
+__all__ = ["FocalDecoder", "FocalEncoder"]
+
+State = List[Tensor]
+
+
+class FocalModulation(nn.Module):
+    """Focal modulation over time; ``(B, T, C) -> (B, T, C)``."""
+
+    def __init__(
+        self,
+        dim: int,
+        focal_window: int,
+        focal_level: int,
+        focal_factor: int,
+        dropout: float,
+        normalize_modulator: bool,
+        causal: bool,
+        window_size: int,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.focal_level = focal_level
+        self.causal = causal
+        self.normalize_modulator = normalize_modulator
+        self.in_proj = nn.Linear(dim, 2 * dim + focal_level + 1)
+        kernels = [focal_factor * level + focal_window for level in range(focal_level)]
+        if causal:
+            kernels.append(window_size)
+        self.kernel_sizes = kernels
+        self.layers = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv1d(dim, dim, k, groups=dim, padding=0 if causal else "same"),
+                nn.GELU(),
+            )
+            for k in kernels
+        )
+        self.pads = nn.ModuleList(CausalPad(k - 1 if causal else 0) for k in kernels)
+        self.activation = nn.GELU()
+        self.context_proj = nn.Conv1d(dim, dim, 1)
+        self.out_proj = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, state: Optional[State] = None, lengths: Optional[Tensor] = None
+    ) -> Tuple[Tensor, State]:
+        q, ctx, gates = self.in_proj(x).transpose(1, 2).split([self.dim, self.dim, self.focal_level + 1], dim=1)
+        acc = 0.0
+        new_state: State = []
+        for level, (layer, pad) in enumerate(zip(self.layers, self.pads)):
+            if self.causal:
+                ctx, c = pad(ctx, None if state is None else state[level])
+                new_state.append(c)
+            else:
+                ctx = zero_padded_frames(ctx, lengths, time_dim=2)
+            ctx = layer(ctx)
+            acc = acc + ctx * gates[:, level : level + 1]
+        if not self.causal:
+            if lengths is None:
+                pooled = ctx.mean(dim=2, keepdim=True)
+            else:
+                valid = time_mask(lengths, ctx.shape[2])[:, None, :]
+                pooled = (ctx * valid).sum(dim=2, keepdim=True) / lengths.clamp(min=1)[:, None, None]
+            acc = acc + self.activation(pooled) * gates[:, self.focal_level :]
+        if self.normalize_modulator:
+            acc = acc / (self.focal_level + 1)
+        out = (q * self.context_proj(acc)).transpose(1, 2)
+        return self.dropout(self.out_proj(out)), new_state
+
+
+class FocalBlock(nn.Module):
+    """Pre-norm block: ``x + Mod(Norm(x))`` then ``x + FFN(Norm(x))``; ``(B, T, C) -> (B, T, C)``."""
+
+    def __init__(
+        self,
+        dim: int,
+        focal_window: int,
+        focal_level: int,
+        focal_factor: int,
+        dropout: float,
+        use_post_norm: bool,
+        use_layerscale: bool,
+        layerscale_init: float,
+        tanhscale_init: float,
+        normalize_modulator: bool,
+        causal: bool,
+        window_size: int,
+    ) -> None:
+        super().__init__()
+        if use_post_norm:
+            raise ValueError("use_post_norm=True is not used by any FocalCodec model and is not supported")
+
+        def norm() -> nn.Module:
+            return DynamicTanh(tanhscale_init) if causal else nn.LayerNorm(dim)
+
+        self.modulation_norm = norm()
+        self.modulation = FocalModulation(
+            dim, focal_window, focal_level, focal_factor, dropout, normalize_modulator, causal, window_size
+        )
+        self.feed_forward_norm = norm()
+        self.feed_forward = FeedForward(dim, 4 * dim, dropout)
+        if use_layerscale:
+            self.modulation_gamma = nn.Parameter(torch.full((dim,), float(layerscale_init)))
+            self.feed_forward_gamma = nn.Parameter(torch.full((dim,), float(layerscale_init)))
+        else:
+            self.modulation_gamma = None
+            self.feed_forward_gamma = None
+
+    def forward(
+        self, x: Tensor, state: Optional[State] = None, lengths: Optional[Tensor] = None
+    ) -> Tuple[Tensor, State]:
+        y, new_state = self.modulation(self.modulation_norm(x), state, lengths)
+        if self.modulation_gamma is not None:
+            y = y * self.modulation_gamma
+        x = x + y
+        y = self.feed_forward(self.feed_forward_norm(x))
+        if self.feed_forward_gamma is not None:
+            y = y * self.feed_forward_gamma
+        return x + y, new_state
+
+
+class DownScale(nn.Module):
+    """Strided conv (kernel = stride = factor) then Snake; ``(B, T, C_in) -> (B, T', C)``.
+
+    Non-causal: right zero-pad by ``(T - f) mod f`` (as the reference). Causal: ``f - 1``
+    frames of left context.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, factor: int, causal: bool) -> None:
+        super().__init__()
+        self.factor = factor
+        self.causal = causal
+        self.downscale = nn.Conv1d(in_dim, out_dim, factor, factor)
+        self.activation = Snake(out_dim)
+        self.pad = CausalPad(factor - 1 if causal else 0)
+
+    def num_frames(self, lengths: Tensor) -> Tensor:
+        f = self.factor
+        if self.causal:
+            return torch.div(lengths - 1, f, rounding_mode="floor") + 1
+        padded = lengths + torch.remainder(lengths - f, f)
+        return torch.div(padded - f, f, rounding_mode="floor") + 1
+
+    def forward(
+        self, x: Tensor, context: Optional[Tensor] = None, lengths: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        x = x.transpose(1, 2)
+        new_context = None
+        if self.causal:
+            x, new_context = self.pad(x, context)
+        else:
+            x = zero_padded_frames(x, lengths, time_dim=2)
+            pad = (x.shape[2] - self.factor) % self.factor
+            if pad > 0:
+                x = F.pad(x, (0, pad))
+        return self.activation(self.downscale(x).transpose(1, 2)), new_context
+
+
+class UpScale(nn.Module):
+    """Snake then transposed conv (kernel = stride = factor); ``(B, T, C) -> (B, T*u, C_out)``."""
+
+    def __init__(self, in_dim: int, out_dim: int, factor: int, causal: bool) -> None:
+        super().__init__()
+        self.factor = factor
+        self.causal = causal
+        self.activation = Snake(in_dim)
+        self.upscale = nn.ConvTranspose1d(in_dim, out_dim, factor, factor)
+        self.pad = CausalPad(factor - 1 if causal else 0)
+
+    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+        T = x.shape[1]
+        new_context = None
+        if self.causal:
+            xt, new_context = self.pad(x.transpose(1, 2), context)
+            x = xt.transpose(1, 2)
+        y = self.upscale(self.activation(x).transpose(1, 2))
+        if self.causal:
+            y = y[:, :, y.shape[2] - T * self.factor :]
+        return y.transpose(1, 2), new_context
+
+
+class FocalDownScale(nn.Module):
+    """DownScale then FocalBlock."""
+
+    def __init__(self, in_dim: int, out_dim: int, factor: int, **block: object) -> None:
+        super().__init__()
+        self.downscale = DownScale(in_dim, out_dim, factor, bool(block["causal"]))
+        self.focal_block = FocalBlock(out_dim, **block)  # type: ignore[arg-type]
+
+    def forward(
+        self, x: Tensor, state: Optional[State] = None, lengths: Optional[Tensor] = None
+    ) -> Tuple[Tensor, State, Optional[Tensor]]:
+        x, ctx = self.downscale(x, None if state is None else state[0], lengths)
+        if lengths is not None:
+            lengths = self.downscale.num_frames(lengths)
+        x, block_state = self.focal_block(x, None if state is None else state[1:], lengths)
+        return x, ([ctx] + block_state if ctx is not None else []), lengths
+
+
+class FocalUpScale(nn.Module):
+    """FocalBlock then UpScale."""
+
+    def __init__(self, in_dim: int, out_dim: int, factor: int, **block: object) -> None:
+        super().__init__()
+        self.focal_block = FocalBlock(in_dim, **block)  # type: ignore[arg-type]
+        self.upscale = UpScale(in_dim, out_dim, factor, bool(block["causal"]))
+
+    def forward(
+        self, x: Tensor, state: Optional[State] = None, lengths: Optional[Tensor] = None
+    ) -> Tuple[Tensor, State, Optional[Tensor]]:
+        x, block_state = self.focal_block(x, None if state is None else state[:-1], lengths)
+        x, ctx = self.upscale(x, None if state is None else state[-1])
+        if lengths is not None:
+            lengths = lengths * self.upscale.factor
+        return x, (block_state + [ctx] if ctx is not None else []), lengths
+
+
+class ChunkRefiner(nn.Module):
+    """Residual MLP over non-overlapping blocks of ``chunk`` frames, aligned to the call start.
+
+    ``(B, T, C) -> (B, T, C)``; a trailing partial block is zero-padded.
+    """
+
+    def __init__(self, chunk: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.chunk = chunk
+        width = chunk * dim
+        self.in_proj = nn.Linear(width, width)
+        self.activation = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(width, width)
+
+    def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        B, T, C = x.shape
+        x = zero_padded_frames(x, lengths)
+        pad = (-T) % self.chunk
+        blocks = F.pad(x, (0, 0, 0, pad)).reshape(B, (T + pad) // self.chunk, self.chunk * C)
+        y = self.dropout(self.out_proj(self.dropout(self.activation(self.in_proj(blocks)))))
+        return x + y.reshape(B, T + pad, C)[:, :T]
+
+
+def _block_kwargs(cfg: dict, window_size: int) -> dict:
+    return dict(
+        focal_window=cfg["focal_window"],
+        focal_level=cfg["focal_level"],
+        focal_factor=cfg["focal_factor"],
+        dropout=cfg["dropout"],
+        use_post_norm=cfg["use_post_norm"],
+        use_layerscale=cfg["use_layerscale"],
+        layerscale_init=cfg["layerscale_init"],
+        tanhscale_init=cfg["tanhscale_init"],
+        normalize_modulator=cfg["normalize_modulator"],
+        causal=cfg["causal"],
+        window_size=window_size,
+    )
+
+
+class FocalEncoder(nn.Module):
+    """Compressor: ``(B, T, input_dim) -> (B, T', output_dim)`` (not yet L2-normalised)."""
+
+    def __init__(
+        self,
+        input_dim: int = 1024,
+        output_dim: int = 12,
+        hidden_dims: Sequence[int] = (1024, 1024, 1024),
+        downscale_factors: Sequence[int] = (1, 1, 1),
+        focal_window: int = 14,
+        focal_level: int = 2,
+        focal_factor: int = 4,
+        dropout: float = 0.0,
+        use_post_norm: bool = False,
+        use_layerscale: bool = False,
+        layerscale_init: float = 1e-4,
+        tanhscale_init: float = 0.5,
+        normalize_modulator: bool = False,
+        causal: bool = False,
+        window_size: int = 512,
+    ) -> None:
+        super().__init__()
+        if len(hidden_dims) != len(downscale_factors):
+            raise ValueError("compressor hidden_dims and downscale_factors must have the same length")
+        cfg = dict(locals())
+        self.causal = causal
+        self.downsample_factor = 1
+        for f in downscale_factors:
+            self.downsample_factor *= f
+        self.layers = nn.ModuleList()
+        in_dim = input_dim
+        for dim, factor in zip(hidden_dims, downscale_factors):
+            self.layers.append(FocalDownScale(in_dim, dim, factor, **_block_kwargs(cfg, window_size)))
+            in_dim = dim
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(in_dim, output_dim)
+
+    def num_frames(self, lengths: Tensor) -> Tensor:
+        for layer in self.layers:
+            lengths = layer.downscale.num_frames(lengths)
+        return lengths
+
+    def forward(
+        self, x: Tensor, state: Optional[List[State]] = None, lengths: Optional[Tensor] = None
+    ) -> Tuple[Tensor, List[State]]:
+        new_state = []
+        for i, layer in enumerate(self.layers):
+            x, s, lengths = layer(x, None if not state else state[i], lengths)
+            new_state.append(s)
+        return self.out_proj(self.dropout(x)), new_state
+
+
+class FocalDecoder(nn.Module):
+    """Decompressor: ``(B, T', input_dim) -> (B, T'', output_dim)``, plus the causal refiner."""
+
+    def __init__(
+        self,
+        input_dim: int = 12,
+        output_dim: int = 1024,
+        hidden_dims: Sequence[int] = (1024, 1024, 1024),
+        upscale_factors: Sequence[int] = (1, 1, 1),
+        focal_window: int = 14,
+        focal_level: int = 2,
+        focal_factor: int = 4,
+        dropout: float = 0.0,
+        use_post_norm: bool = False,
+        use_layerscale: bool = False,
+        layerscale_init: float = 1e-4,
+        tanhscale_init: float = 0.5,
+        normalize_modulator: bool = False,
+        causal: bool = False,
+        window_size: int = 512,
+        last_window_size: int = 512,
+        lookahead_size: int = 3,
+    ) -> None:
+        super().__init__()
+        if len(hidden_dims) != len(upscale_factors):
+            raise ValueError("decompressor hidden_dims and upscale_factors must have the same length")
+        cfg = dict(locals())
+        self.causal = causal
+        self.upsample_factor = 1
+        for u in upscale_factors:
+            self.upsample_factor *= u
+        dims = list(hidden_dims) + [output_dim]
+        self.in_proj = nn.Linear(input_dim, dims[0])
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList()
+        for i, factor in enumerate(upscale_factors):
+            window = window_size if i < len(upscale_factors) - 1 else last_window_size
+            self.layers.append(FocalUpScale(dims[i], dims[i + 1], factor, **_block_kwargs(cfg, window)))
+        self.refiner = ChunkRefiner(1 + lookahead_size, output_dim, dropout) if causal and lookahead_size > 0 else None
+
+    def forward(
+        self, x: Tensor, state: Optional[List[State]] = None, lengths: Optional[Tensor] = None
+    ) -> Tuple[Tensor, List[State]]:
+        x = self.dropout(self.in_proj(x))
+        new_state = []
+        for i, layer in enumerate(self.layers):
+            x, s, lengths = layer(x, None if not state else state[i], lengths)
+            new_state.append(s)
+        if self.refiner is not None:
+            x = self.refiner(x, lengths)
+        return x, new_state

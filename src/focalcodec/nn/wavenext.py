@@ -1,0 +1,57 @@
+"""Decoder B: WaveNeXt (ConvNeXt backbone + linear head), 24 kHz output.
+
+``qfeats: (B, T, input_dim) -> sig: (B, T * hop_length)``: each frame is projected to
+``hop_length`` samples, concatenated and clamped to [-1, 1]. Causal convs zero-pad at
+stream start (unlike every other causal module).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from torch import Tensor, nn
+
+from .convnext import ConvNeXtBackbone
+
+__all__ = ["WaveNeXt"]
+
+
+class LinearHead(nn.Module):
+    """``(B, T, dim) -> (B, T * hop)`` clamped to [-1, 1]."""
+
+    def __init__(self, dim: int, hop_length: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, hop_length)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, _ = x.shape
+        return self.proj(x).reshape(B, -1).clamp(-1.0, 1.0)
+
+
+class WaveNeXt(nn.Module):
+    """WaveNeXt decoder. Keys match the official checkpoints."""
+
+    def __init__(
+        self,
+        input_dim: int = 1024,
+        num_layers: int = 8,
+        dim: int = 1024,
+        ffn_dim: int = 2048,
+        kernel_size: int = 7,
+        layerscale_init: Optional[float] = None,
+        hop_length: int = 480,
+        causal: bool = False,
+    ) -> None:
+        super().__init__()
+        self.causal = causal
+        self.hop_length = hop_length
+        self.upsample_factor = hop_length
+        self.backbone = ConvNeXtBackbone(input_dim, dim, ffn_dim, num_layers, kernel_size, layerscale_init, causal, "zeros")
+        self.head = LinearHead(dim, hop_length)
+
+    def forward(
+        self, x: Tensor, state: Optional[List[Tensor]] = None, lengths: Optional[Tensor] = None
+    ) -> Tuple[Tensor, List[Tensor]]:
+        """``(B, T, input_dim) -> (B, T * hop)`` and the new state (causal)."""
+        x, new_state = self.backbone(x, state, lengths)
+        return self.head(x), new_state
