@@ -121,23 +121,31 @@ def _hub_download(repo_id: str, filename: str, **hub_kwargs: Any) -> Optional[Pa
     """Download one file; None if the repo exists but lacks it; HubError otherwise."""
     try:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
         raise HubError("huggingface_hub is not installed: pip install huggingface_hub") from None
     try:
         return Path(hf_hub_download(repo_id, filename, **hub_kwargs))
+    except LocalEntryNotFoundError as exc:
+        error: Exception = exc
     except EntryNotFoundError:
         return None
     except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise HubError(f"Hugging Face repo {repo_id!r} (or its revision) was not found: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - network, offline mode, auth...
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-        raise HubError(
-            f"could not fetch {filename} of {repo_id!r} from the Hugging Face Hub"
-            + (" (HF_HUB_OFFLINE is set)" if offline else " (no network?)")
-            + f": {type(exc).__name__}. Download the checkpoint on a machine with access, e.g. "
-            f"`huggingface-cli download {repo_id} --local-dir DIR`, and pass DIR instead of the repo id."
-        ) from None
+        error = exc
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    raise HubError(
+        f"could not fetch {filename} of {repo_id!r} from the Hugging Face Hub"
+        + (" (HF_HUB_OFFLINE is set)" if offline else " (no network?)")
+        + f": {type(error).__name__}. Download the checkpoint on a machine with access, e.g. "
+        f"`huggingface-cli download {repo_id} --local-dir DIR`, and pass DIR instead of the repo id."
+    )
 
 
 def resolve_checkpoint(source: str, **hub_kwargs: Any) -> Tuple[FocalCodecConfig, Path]:

@@ -1,0 +1,113 @@
+"""Audio I/O shared by every command: read any soundfile format at any rate and channel
+count, validate, mix down, resample (soxr); write WAV/FLAC.
+
+``load_audio(path, sample_rate) -> (N,) float32 tensor`` at ``sample_rate``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import InputError
+
+__all__ = ["AudioError", "check_signal", "load_audio", "read_audio", "resample", "save_audio"]
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf")
+
+
+class AudioError(InputError):
+    """An audio file that cannot be read or written."""
+
+
+def read_audio(path: Union[str, Path]) -> Tuple[np.ndarray, int]:
+    """Read a file as float32 ``(N, C)`` samples in [-1, 1] and its sample rate."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    if path.stat().st_size == 0:
+        raise AudioError(f"audio file is empty (0 bytes): {path}")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
+        raise AudioError(f"cannot read {path} as audio (corrupt, truncated or unsupported format?): {exc}") from None
+    return data, int(rate)
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Resample ``(N,)`` or ``(N, C)`` float32 with soxr (high quality)."""
+    if rate_in == rate_out:
+        return x
+    import soxr
+
+    return soxr.resample(x, rate_in, rate_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def check_signal(sig: Tensor, what: str = "audio") -> Tensor:
+    """Raise :class:`InputError` for empty or non-finite signals; return ``sig`` unchanged."""
+    if sig.numel() == 0:
+        raise InputError(f"{what} has no samples")
+    if not torch.isfinite(sig).all():
+        raise InputError(f"{what} contains NaN or infinite samples")
+    return sig
+
+
+def load_audio(path: Union[str, Path], sample_rate: int = 16000, warn: bool = True) -> Tensor:
+    """Read ``path``, mix down to mono (with a warning), resample to ``sample_rate``.
+
+    Returns a ``(N,)`` float32 tensor. Raises :class:`AudioError` on missing, empty or
+    unreadable files and :class:`InputError` on NaN/inf samples.
+    """
+    data, rate = read_audio(path)
+    if data.shape[0] == 0:
+        raise AudioError(f"audio file has no samples: {path}")
+    if data.shape[1] > 1:
+        if warn:
+            warnings.warn(f"{path}: {data.shape[1]} channels mixed down to mono", stacklevel=2)
+        data = data.mean(axis=1, keepdims=True)
+    if not np.isfinite(data).all():
+        raise InputError(f"{path} contains NaN or infinite samples")
+    mono = resample(np.ascontiguousarray(data[:, 0]), rate, sample_rate)
+    return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+
+
+def save_audio(
+    path: Union[str, Path],
+    sig: Union[Tensor, np.ndarray],
+    sample_rate: int,
+    output_rate: Optional[int] = None,
+    subtype: Optional[str] = None,
+) -> Path:
+    """Write ``(N,)`` samples as WAV/FLAC (format from the suffix), optionally resampled to
+    ``output_rate``. Written atomically: a failure leaves no partial file behind."""
+    import soundfile as sf
+
+    path = Path(path)
+    x = sig.detach().cpu().float().numpy() if isinstance(sig, Tensor) else np.asarray(sig, dtype=np.float32)
+    x = np.ascontiguousarray(x.reshape(-1))
+    rate = sample_rate
+    if output_rate is not None and output_rate != sample_rate:
+        x = resample(x, sample_rate, output_rate)
+        rate = output_rate
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(f"cannot write {path}: use a .wav, .flac or .ogg file name")
+    if subtype is None:
+        subtype = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
+    x = np.clip(x, -1.0, 1.0)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        sf.write(str(tmp), x, rate, format=fmt, subtype=subtype)
+        os.replace(tmp, path)
+    except Exception as exc:  # noqa: BLE001
+        tmp.unlink(missing_ok=True)
+        raise AudioError(f"cannot write {path}: {exc}") from None
+    return path
