@@ -6,13 +6,18 @@
     >>> audio, lengths = codec.decode(toks)                                   # doctest: +SKIP
 """
 
+from .bitstream import CompressedAudio
 from .codec import DecodeOutput, EncodeOutput, FocalCodec
+from .compression import compress, decompress
 from .config import PRESETS, FocalCodecConfig
 from .errors import CheckpointError, ConfigError, FocalCodecError, HubError, InputError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompressedAudio",
+    "compress",
+    "decompress",
     "CheckpointError",
     "ConfigError",
     "DecodeOutput",

@@ -1,0 +1,408 @@
+"""The ``.fc`` compressed-file format: a small header, the tokens bit-packed at exactly D bits
+each, two CRC32 checksums. See ``docs/bitstream.md`` for the byte layout.
+
+    >>> blob = CompressedAudio(tokens=toks, ...).to_bytes()      # doctest: +SKIP
+    >>> CompressedAudio.from_bytes(blob).tokens                   # doctest: +SKIP
+
+Every way a file can be wrong maps to one :class:`BitstreamError` subclass:
+
+==========================  =========================================================
+:class:`ForeignFileError`   not a FocalCodec file (wrong magic bytes, too short)
+:class:`TruncatedFileError` the file ends before the header or the payload does
+:class:`CorruptHeaderError` header checksum mismatch, impossible field values, extra bytes
+:class:`ChecksumError`      the payload (tokens) does not match its CRC32
+:class:`UnsupportedVersionError` written by a newer format version than this reader knows
+:class:`ModelMismatchError` made by a different model than the one asked to decode it
+==========================  =========================================================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from .errors import FocalCodecError
+
+__all__ = [
+    "BitstreamError",
+    "ChecksumError",
+    "CompressedAudio",
+    "CorruptHeaderError",
+    "FORMAT_VERSION",
+    "ForeignFileError",
+    "MAGIC",
+    "ModelMismatchError",
+    "SUFFIX",
+    "TruncatedFileError",
+    "UnsupportedVersionError",
+    "pack_tokens",
+    "payload_size",
+    "unpack_tokens",
+    "write_atomic",
+]
+
+MAGIC = b"FCDC"
+FORMAT_VERSION = 1
+SUFFIX = ".fc"
+MAX_CODE_DIM = 32
+FINGERPRINT_BYTES = 8
+
+# After the name: fingerprint, rate_in, rate_out, samples per token, original rate,
+# original length, token count, payload CRC32; then the header CRC32.
+_PREFIX = struct.Struct("<4sBBBB")  # magic, version, flags, code_dim, name length
+_FIELDS = struct.Struct(f"<{FINGERPRINT_BYTES}sIIIIQQI")
+_CRC = struct.Struct("<I")
+MIN_HEADER_SIZE = _PREFIX.size + 1 + _FIELDS.size + _CRC.size
+
+
+class BitstreamError(FocalCodecError, ValueError):
+    """A ``.fc`` file (or bytes) that cannot be decoded."""
+
+
+class ForeignFileError(BitstreamError):
+    """Not a FocalCodec bitstream at all."""
+
+
+class TruncatedFileError(BitstreamError):
+    """The data ends early (an interrupted download or copy)."""
+
+
+class CorruptHeaderError(BitstreamError):
+    """The header is damaged or describes an impossible stream."""
+
+
+class ChecksumError(BitstreamError):
+    """The token payload was altered (its CRC32 does not match)."""
+
+
+class UnsupportedVersionError(BitstreamError):
+    """Written with a newer format version than this package reads."""
+
+
+class ModelMismatchError(BitstreamError):
+    """The stream was made by another model than the one decoding it."""
+
+
+def payload_size(num_tokens: int, code_dim: int) -> int:
+    """Bytes taken by ``num_tokens`` tokens of ``code_dim`` bits: ``ceil(T * D / 8)``."""
+    return (int(num_tokens) * int(code_dim) + 7) // 8
+
+
+def pack_tokens(tokens: np.ndarray, code_dim: int) -> bytes:
+    """``tokens: (T,)`` integers in ``[0, 2^D)`` -> ``ceil(T*D/8)`` bytes, most significant bit
+    first, the last byte zero-padded."""
+    toks = np.asarray(tokens).reshape(-1)
+    if toks.size == 0:
+        return b""
+    if not np.issubdtype(toks.dtype, np.integer):
+        raise ValueError(f"tokens must be integers, got {toks.dtype}")
+    toks = toks.astype(np.int64)
+    if toks.min() < 0 or toks.max() >= (1 << code_dim):
+        raise ValueError(f"tokens must lie in [0, 2^{code_dim}), got range [{toks.min()}, {toks.max()}]")
+    shifts = np.arange(code_dim - 1, -1, -1, dtype=np.int64)
+    bits = ((toks[:, None] >> shifts[None]) & 1).astype(np.uint8)
+    return np.packbits(bits.reshape(-1)).tobytes()
+
+
+def unpack_tokens(payload: bytes, num_tokens: int, code_dim: int) -> np.ndarray:
+    """Inverse of :func:`pack_tokens`: ``(T,)`` int64. ``payload`` must hold exactly
+    ``payload_size(T, D)`` bytes."""
+    if num_tokens == 0:
+        return np.zeros(0, dtype=np.int64)
+    bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), count=num_tokens * code_dim)
+    weights = (1 << np.arange(code_dim - 1, -1, -1, dtype=np.int64))
+    return bits.reshape(num_tokens, code_dim).astype(np.int64) @ weights
+
+
+def write_atomic(path: Union[str, Path], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, so that a
+    failure never leaves a partial file behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _fingerprint_bytes(fingerprint: Union[str, bytes]) -> bytes:
+    if isinstance(fingerprint, bytes):
+        raw = fingerprint
+    else:
+        try:
+            raw = bytes.fromhex(fingerprint)
+        except ValueError:
+            raise ValueError(f"fingerprint must be hex digits, got {fingerprint!r}") from None
+    if len(raw) < FINGERPRINT_BYTES:
+        raise ValueError(f"fingerprint needs at least {FINGERPRINT_BYTES} bytes, got {len(raw)}")
+    return raw[:FINGERPRINT_BYTES]
+
+
+@dataclass(frozen=True, eq=False)
+class CompressedAudio:
+    """One compressed utterance: what a ``.fc`` file holds.
+
+    ``tokens``: (T,) int64 in ``[0, 2^code_dim)``. ``num_samples`` is the length of the
+    original audio at ``original_rate`` (what decoding restores exactly); the model saw
+    ``model_num_samples`` samples at ``sample_rate_input``.
+    """
+
+    tokens: np.ndarray
+    model_name: str
+    fingerprint: str  # hex, the first 8 bytes of the model's config SHA-256
+    code_dim: int
+    sample_rate_input: int
+    sample_rate_output: int
+    samples_per_token: int
+    original_rate: int
+    num_samples: int
+    version: int = field(default=FORMAT_VERSION)
+
+    def __post_init__(self) -> None:
+        toks = np.ascontiguousarray(np.asarray(self.tokens).reshape(-1))
+        if toks.size and not np.issubdtype(toks.dtype, np.integer):
+            raise ValueError(f"tokens must be integers, got {toks.dtype}")
+        object.__setattr__(self, "tokens", toks.astype(np.int64, copy=False))
+        object.__setattr__(self, "fingerprint", _fingerprint_bytes(self.fingerprint).hex())
+        name = self.model_name.encode("utf-8")
+        if not 1 <= len(name) <= 255:
+            raise ValueError(f"model name must be 1-255 UTF-8 bytes, got {len(name)}")
+        if not 1 <= self.code_dim <= MAX_CODE_DIM:
+            raise ValueError(f"code_dim must lie in [1, {MAX_CODE_DIM}], got {self.code_dim}")
+        for what in ("sample_rate_input", "sample_rate_output", "samples_per_token", "original_rate"):
+            if not 1 <= int(getattr(self, what)) < 2**32:
+                raise ValueError(f"{what} must be a positive 32-bit integer, got {getattr(self, what)}")
+        if not 1 <= self.num_samples < 2**64:
+            raise ValueError(f"num_samples must be positive, got {self.num_samples}")
+
+    # -- derived facts -----------------------------------------------------------------------
+    @property
+    def num_tokens(self) -> int:
+        return int(self.tokens.size)
+
+    @property
+    def token_rate(self) -> float:
+        """Tokens per second."""
+        return self.sample_rate_input / self.samples_per_token
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio."""
+        return self.num_samples / self.original_rate
+
+    @property
+    def model_num_samples(self) -> int:
+        """Input length at the model's rate: ``floor(num_samples * rate_in / original_rate)``."""
+        return self.num_samples * self.sample_rate_input // self.original_rate
+
+    @property
+    def nominal_bitrate(self) -> float:
+        """Bits per second of the token stream, ``D * token_rate`` (no header)."""
+        return self.code_dim * self.token_rate
+
+    @property
+    def header_size(self) -> int:
+        return MIN_HEADER_SIZE - 1 + len(self.model_name.encode("utf-8"))
+
+    @property
+    def payload_size(self) -> int:
+        return payload_size(self.num_tokens, self.code_dim)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole file: header + ``ceil(T * D / 8)``."""
+        return self.header_size + self.payload_size
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second of the whole file, header included."""
+        return 8 * self.size / self.duration
+
+    def check_model(self, model: Any) -> None:
+        """Raise :class:`ModelMismatchError` unless ``model`` (a FocalCodec) made this stream."""
+        name = getattr(model, "model_id", "?")
+        fp = _fingerprint_bytes(getattr(model, "fingerprint", "00" * FINGERPRINT_BYTES)).hex()
+        if name != self.model_name or fp != self.fingerprint:
+            raise ModelMismatchError(
+                f"this stream was made by model {self.model_name!r} (config {self.fingerprint}) but is being "
+                f"decoded with {name!r} (config {fp}); decode it with --model set to the {self.model_name!r} model"
+            )
+
+    def info(self) -> dict:
+        """Header fields and derived facts, for ``focalcodec info``."""
+        return {
+            "format_version": self.version,
+            "model": self.model_name,
+            "config_fingerprint": self.fingerprint,
+            "code_dim": self.code_dim,
+            "codebook_size": 1 << self.code_dim,
+            "sample_rate_input": self.sample_rate_input,
+            "sample_rate_output": self.sample_rate_output,
+            "token_rate": self.token_rate,
+            "original_sample_rate": self.original_rate,
+            "num_samples": self.num_samples,
+            "num_tokens": self.num_tokens,
+            "duration_s": round(self.duration, 6),
+            "header_bytes": self.header_size,
+            "payload_bytes": self.payload_size,
+            "file_bytes": self.size,
+            "nominal_bitrate_bps": self.nominal_bitrate,
+            "file_bitrate_bps": round(self.bitrate, 3),
+        }
+
+    # -- serialisation -----------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The ``.fc`` file contents (see docs/bitstream.md)."""
+        payload = pack_tokens(self.tokens, self.code_dim)
+        name = self.model_name.encode("utf-8")
+        head = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, self.code_dim, len(name)) + name
+        head += _FIELDS.pack(
+            bytes.fromhex(self.fingerprint),
+            self.sample_rate_input,
+            self.sample_rate_output,
+            self.samples_per_token,
+            self.original_rate,
+            self.num_samples,
+            self.num_tokens,
+            zlib.crc32(payload),
+        )
+        return head + _CRC.pack(zlib.crc32(head)) + payload
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "bitstream") -> "CompressedAudio":
+        """Parse and validate a ``.fc`` file's contents; raise a :class:`BitstreamError`
+        subclass naming the problem."""
+        data = bytes(data)
+        n = len(data)
+        if n < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+            if n < len(MAGIC) and MAGIC.startswith(data) and n > 0:
+                raise TruncatedFileError(f"{source}: only {n} bytes, the file was cut off; copy or download it again")
+            raise ForeignFileError(
+                f"{source} is not a FocalCodec file (it does not start with {MAGIC!r}); "
+                "pass a .fc file written by `focalcodec encode`"
+            )
+        if n < _PREFIX.size:
+            raise TruncatedFileError(f"{source}: only {n} bytes, the header was cut off; copy or download it again")
+        _, version, flags, code_dim, name_len = _PREFIX.unpack_from(data)
+        if version > FORMAT_VERSION:
+            raise UnsupportedVersionError(
+                f"{source} uses bitstream format version {version}, but this focalcodec reads versions up to "
+                f"{FORMAT_VERSION}; upgrade focalcodec (pip install -U focalcodec)"
+            )
+        if version < 1:
+            raise CorruptHeaderError(f"{source}: invalid format version {version}; the header is damaged")
+        header_size = MIN_HEADER_SIZE - 1 + name_len
+        if n < header_size:
+            raise TruncatedFileError(
+                f"{source}: only {n} bytes but the header alone takes {header_size}; "
+                "the file was cut off, copy or download it again"
+            )
+        (header_crc,) = _CRC.unpack_from(data, header_size - _CRC.size)
+        if zlib.crc32(data[: header_size - _CRC.size]) != header_crc:
+            raise CorruptHeaderError(f"{source}: header checksum mismatch; the file is damaged")
+        fields = _FIELDS.unpack_from(data, _PREFIX.size + name_len)
+        fp, rate_in, rate_out, spt, orig_rate, num_samples, num_tokens, payload_crc = fields
+        if flags != 0:
+            raise UnsupportedVersionError(
+                f"{source} uses format features (flags {flags:#04x}) this focalcodec does not know; upgrade focalcodec"
+            )
+        try:
+            name = data[_PREFIX.size : _PREFIX.size + name_len].decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptHeaderError(f"{source}: the model name is not valid UTF-8; the header is damaged") from None
+        problems = []
+        if not 1 <= code_dim <= MAX_CODE_DIM:
+            problems.append(f"bits per token {code_dim} not in [1, {MAX_CODE_DIM}]")
+        if name_len == 0:
+            problems.append("empty model name")
+        if 0 in (rate_in, rate_out, spt, orig_rate):
+            problems.append("a sample rate or the token hop is 0")
+        if num_samples == 0:
+            problems.append("zero samples")
+        elif rate_in and spt and orig_rate:
+            model_samples = num_samples * rate_in // orig_rate
+            if model_samples == 0 or num_tokens > model_samples // spt + 2 or num_tokens < model_samples // spt - 2 or num_tokens == 0:
+                problems.append(f"{num_tokens} tokens cannot describe {num_samples} samples at {orig_rate} Hz")
+        if problems:
+            raise CorruptHeaderError(f"{source}: invalid header ({'; '.join(problems)})")
+        expected = header_size + payload_size(num_tokens, code_dim)
+        if n < expected:
+            raise TruncatedFileError(
+                f"{source}: {n} bytes but the header announces {expected} ({num_tokens} tokens); "
+                "the file was cut off, copy or download it again"
+            )
+        if n > expected:
+            raise CorruptHeaderError(f"{source}: {n - expected} unexpected bytes after the {expected}-byte stream")
+        payload = data[header_size:]
+        if zlib.crc32(payload) != payload_crc:
+            raise ChecksumError(f"{source}: token data checksum (CRC32) mismatch; the file is damaged")
+        tokens = unpack_tokens(payload, num_tokens, code_dim)
+        return cls(
+            tokens=tokens,
+            model_name=name,
+            fingerprint=fp.hex(),
+            code_dim=code_dim,
+            sample_rate_input=rate_in,
+            sample_rate_output=rate_out,
+            samples_per_token=spt,
+            original_rate=orig_rate,
+            num_samples=num_samples,
+            version=version,
+        )
+
+    def save(self, path: Union[str, Path], overwrite: bool = False) -> Path:
+        """Write the ``.fc`` file atomically; refuse to replace an existing file unless ``overwrite``."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+        return write_atomic(path, self.to_bytes())
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "CompressedAudio":
+        """Read and validate a ``.fc`` file."""
+        path = Path(path)
+        if not path.is_file():
+            raise BitstreamError(f"bitstream file not found: {path}")
+        return cls.from_bytes(path.read_bytes(), source=str(path))
+
+    @classmethod
+    def describe(cls, model: Any, tokens: np.ndarray, original_rate: int, num_samples: int) -> "CompressedAudio":
+        """The stream of ``tokens`` made by ``model`` (a FocalCodec) from ``num_samples``
+        samples at ``original_rate``."""
+        spt = model.sample_rate_input / model.token_rate
+        if not math.isclose(spt, round(spt)):
+            raise ValueError(f"the model's token hop {spt} is not a whole number of samples")
+        return cls(
+            tokens=np.asarray(tokens),
+            model_name=model.model_id,
+            fingerprint=model.fingerprint,
+            code_dim=model.code_dim,
+            sample_rate_input=model.sample_rate_input,
+            sample_rate_output=model.sample_rate_output,
+            samples_per_token=int(round(spt)),
+            original_rate=int(original_rate),
+            num_samples=int(num_samples),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CompressedAudio):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()
+
+    def __repr__(self) -> str:
+        return (
+            f"CompressedAudio(model={self.model_name!r}, tokens={self.num_tokens}, D={self.code_dim}, "
+            f"duration={self.duration:.3f}s, bytes={self.size})"
+        )
+

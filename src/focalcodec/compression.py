@@ -1,0 +1,247 @@
+"""Python API mirroring the CLI: audio (file or array) <-> ``.fc`` bitstream.
+
+    >>> import focalcodec
+    >>> blob = focalcodec.compress("speech.flac", "lucadellalib/focalcodec_50hz")   # doctest: +SKIP
+    >>> audio, rate = focalcodec.decompress(blob, "lucadellalib/focalcodec_50hz")   # doctest: +SKIP
+
+Any length works (see :mod:`focalcodec.longform`); the decoded audio has exactly the
+original duration: ``num_samples`` samples at the original rate, or
+``floor(num_samples * rate / original_rate)`` at another ``output_rate``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .audio import load_audio, resample, save_audio
+from .bitstream import BitstreamError, CompressedAudio, write_atomic
+from .errors import FocalCodecError, InputError
+from .longform import DEFAULT, Windowing, decode_long, encode_long
+
+__all__ = [
+    "Decompressed",
+    "OutputExistsError",
+    "compress",
+    "decode_stream",
+    "decompress",
+    "encode_audio",
+    "resolve_model",
+]
+
+Source = Union[str, Path, np.ndarray, Tensor]
+ModelLike = Union[str, Path, Any]  # a FocalCodec, or what FocalCodec.from_pretrained accepts
+
+
+class OutputExistsError(FocalCodecError, FileExistsError):
+    """The output file exists and overwriting was not asked for."""
+
+
+class Decompressed(NamedTuple):
+    """``audio``: (M,) float32; ``sample_rate``: its rate in Hz."""
+
+    audio: Tensor
+    sample_rate: int
+
+
+def resolve_model(model: Optional[ModelLike], stream: Optional[CompressedAudio] = None) -> Any:
+    """A FocalCodec from an instance, a preset / hub id / local directory, or (``None``)
+    the published model named in ``stream``'s header."""
+    from .codec import FocalCodec
+    from .config import PRESETS
+
+    if isinstance(model, FocalCodec):
+        return model
+    if model is None:
+        if stream is None:
+            raise InputError("no model given: pass a FocalCodec, a preset name, a hub id or a checkpoint directory")
+        if stream.model_name not in PRESETS:
+            raise InputError(
+                f"the stream was made by model {stream.model_name!r}, which is not a published preset; "
+                "pass its checkpoint directory as the model (CLI: --model DIR)"
+            )
+        model = f"lucadellalib/{stream.model_name}"
+    return FocalCodec.from_pretrained(str(model))
+
+
+def _check_output(output: Optional[Union[str, Path]], overwrite: bool) -> Optional[Path]:
+    if output is None:
+        return None
+    path = Path(output)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
+    if path.is_dir():
+        raise OutputExistsError(f"{path} is a directory; give a file name")
+    return path
+
+
+def _as_signal(source: Source, sample_rate: Optional[int], model_rate: int) -> "tuple[Tensor, int, int]":
+    """(signal at model_rate (N,), original rate, original length) from a file or an array."""
+    if isinstance(source, (str, Path)):
+        import soundfile as sf
+
+        if sample_rate is not None:
+            raise InputError("sample_rate is only for arrays; a file carries its own rate")
+        sig = load_audio(source, model_rate)  # validates: missing, empty, unreadable, NaN
+        try:
+            meta = sf.info(str(source))
+            rate, frames = int(meta.samplerate), int(meta.frames)
+        except Exception:  # noqa: BLE001 - load_audio has already read the file
+            rate, frames = model_rate, sig.shape[0]
+        if frames <= 0:
+            frames = sig.shape[0] * rate // model_rate
+        return sig, rate, frames
+    if isinstance(source, (bytes, bytearray)):
+        raise InputError("compress takes an audio file path or an array of samples, not bytes")
+    x = source if isinstance(source, Tensor) else torch.as_tensor(np.asarray(source))
+    rate = int(sample_rate or model_rate)
+    if x.ndim == 2:  # (C, N) channels first
+        if x.shape[0] > 1:
+            warnings.warn(f"{x.shape[0]} channels mixed down to mono", stacklevel=3)
+        x = x.float().mean(dim=0) if x.dtype.is_floating_point else x.double().mean(dim=0).to(x.dtype)
+    if x.ndim != 1:
+        raise InputError(f"audio must be (N,) or (channels, N), got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise InputError("audio has no samples")
+    if x.dtype == torch.int16:
+        x = x.float() / 32768.0
+    elif x.dtype == torch.int32:
+        x = x.float() / 2147483648.0
+    elif not x.dtype.is_floating_point:
+        raise InputError(f"samples must be float, int16 or int32, got {x.dtype}")
+    x = x.detach().float().cpu()
+    if not torch.isfinite(x).all():
+        raise InputError("audio contains NaN or infinite samples; clean it before encoding")
+    frames = x.shape[0]
+    if rate != model_rate:
+        x = torch.from_numpy(np.ascontiguousarray(resample(x.numpy(), rate, model_rate)))
+    return x, rate, frames
+
+
+def _fit(sig: Tensor, length: int) -> Tensor:
+    """Truncate or zero-pad ``(N,)`` to ``length`` samples (resampler rounding)."""
+    if sig.shape[0] >= length:
+        return sig[:length]
+    return torch.cat([sig, sig.new_zeros(length - sig.shape[0])])
+
+
+def encode_audio(
+    source: Source,
+    model: ModelLike,
+    sample_rate: Optional[int] = None,
+    windowing: Windowing = DEFAULT,
+) -> CompressedAudio:
+    """Audio -> :class:`CompressedAudio`.
+
+    ``source``: a file (any soundfile format, rate and channel count) or samples ``(N,)`` /
+    ``(channels, N)`` (float in [-1, 1], int16 or int32) at ``sample_rate`` (default: the
+    model's 16 kHz).
+    """
+    codec = resolve_model(model)
+    rate_in = codec.sample_rate_input
+    sig, orig_rate, num_samples = _as_signal(source, sample_rate, rate_in)
+    n_model = num_samples * rate_in // orig_rate
+    if n_model < 1:
+        raise InputError(f"audio is too short: {num_samples} samples at {orig_rate} Hz is less than one sample at {rate_in} Hz")
+    sig = _fit(sig, n_model)
+    toks = encode_long(codec, sig, windowing)
+    return CompressedAudio.describe(codec, toks.numpy(), orig_rate, num_samples)
+
+
+def compress(
+    source: Source,
+    model: ModelLike,
+    output: Optional[Union[str, Path]] = None,
+    *,
+    sample_rate: Optional[int] = None,
+    overwrite: bool = False,
+    windowing: Windowing = DEFAULT,
+) -> bytes:
+    """Audio -> ``.fc`` bytes; also written (atomically) to ``output`` when given.
+
+    See :func:`encode_audio` for ``source`` and ``sample_rate``. The result takes
+    ``header + ceil(T * D / 8)`` bytes (docs/bitstream.md).
+    """
+    path = _check_output(output, overwrite)
+    data = encode_audio(source, model, sample_rate, windowing).to_bytes()
+    if path is not None:
+        write_atomic(path, data)
+    return data
+
+
+def _as_stream(source: Union[CompressedAudio, bytes, bytearray, str, Path]) -> CompressedAudio:
+    if isinstance(source, CompressedAudio):
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return CompressedAudio.from_bytes(bytes(source))
+    if isinstance(source, (str, Path)):
+        return CompressedAudio.load(source)
+    raise BitstreamError(f"cannot decode a {type(source).__name__}; pass .fc bytes, a .fc path or a CompressedAudio")
+
+
+def _output_rate(stream: CompressedAudio, codec: Any, output_rate: Optional[Union[int, str]]) -> int:
+    if output_rate is None:
+        return int(codec.sample_rate_output)
+    if isinstance(output_rate, str):
+        if output_rate.lower() in ("input", "original", "orig"):
+            return stream.original_rate
+        if not output_rate.isdigit():
+            raise InputError(f"output rate must be a number of Hz or 'input', got {output_rate!r}")
+        output_rate = int(output_rate)
+    if not 1000 <= int(output_rate) <= 384000:
+        raise InputError(f"output rate must lie in [1000, 384000] Hz, got {output_rate}")
+    return int(output_rate)
+
+
+def decode_stream(
+    stream: CompressedAudio,
+    model: Optional[ModelLike] = None,
+    output_rate: Optional[Union[int, str]] = None,
+    windowing: Windowing = DEFAULT,
+) -> Decompressed:
+    """:class:`CompressedAudio` -> audio. ``output_rate``: ``None`` (the model's output rate),
+    ``"input"`` (the original file's rate) or Hz. Raises :class:`ModelMismatchError` when
+    ``model`` did not make the stream."""
+    codec = resolve_model(model, stream)
+    stream.check_model(codec)
+    rate = _output_rate(stream, codec, output_rate)
+    expected = int(codec.num_tokens(stream.model_num_samples))
+    if stream.num_tokens != expected:
+        raise BitstreamError(
+            f"the stream holds {stream.num_tokens} tokens but {stream.model_num_samples} samples need {expected}; "
+            "it was not written by this package's encoder"
+        )
+    audio = decode_long(codec, torch.from_numpy(stream.tokens), stream.model_num_samples, windowing)
+    target = stream.num_samples * rate // stream.original_rate
+    if rate != codec.sample_rate_output:
+        audio = torch.from_numpy(np.ascontiguousarray(resample(audio.numpy(), codec.sample_rate_output, rate)))
+    if audio.shape[0] < target:  # resampler rounding: repeat the last sample
+        audio = torch.cat([audio, audio[-1:].expand(target - audio.shape[0])])
+    return Decompressed(audio[:target].contiguous(), rate)
+
+
+def decompress(
+    source: Union[CompressedAudio, bytes, str, Path],
+    model: Optional[ModelLike] = None,
+    output: Optional[Union[str, Path]] = None,
+    *,
+    output_rate: Optional[Union[int, str]] = None,
+    overwrite: bool = False,
+    windowing: Windowing = DEFAULT,
+) -> Decompressed:
+    """``.fc`` bytes / file / :class:`CompressedAudio` -> :class:`Decompressed` ``(audio (M,), rate)``;
+    also written (atomically, WAV or FLAC by suffix) to ``output`` when given.
+
+    ``model=None`` loads the published model named in the header. See
+    :func:`decode_stream` for ``output_rate``.
+    """
+    path = _check_output(output, overwrite)
+    result = decode_stream(_as_stream(source), model, output_rate, windowing)
+    if path is not None:
+        save_audio(path, result.audio, result.sample_rate)
+    return result

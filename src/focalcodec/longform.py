@@ -1,0 +1,219 @@
+"""Inputs of any length with bounded memory.
+
+* **Non-causal models** (global context over the whole input): the token grid is cut into
+  windows of ``window`` seconds. Each window is encoded together with ``context`` seconds
+  of left context and ``lookahead`` seconds of right context, and only its own tokens are
+  kept. Decoding runs the same windows over the tokens and joins the audio with a linear
+  cross-fade of ``crossfade`` seconds centred on each window boundary (the paper's chunked
+  inference: left context, overlap, linear cross-fade OLA). Window starts fall on token
+  boundaries, so every window sees exactly the samples / tokens it would see in one pass.
+* **Causal models**: chunk by chunk through the streaming states (``chunk`` seconds per
+  call, a multiple of ``codec.chunk_size``); this equals one offline pass.
+
+Inputs that fit in one window are processed in one pass, exactly as ``codec.encode`` /
+``codec.decode``. Memory is the model, the input, the output and one window.
+
+    >>> toks = encode_long(codec, sig)                      # sig: (N,) @ 16 kHz -> (T',) int64
+    >>> audio = decode_long(codec, toks, num_samples=N)     # -> (floor(N*sr_out/16k),) float32
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .errors import InputError
+
+__all__ = ["Windowing", "decode_long", "encode_long", "iter_decode", "output_length"]
+
+
+@dataclass(frozen=True)
+class Windowing:
+    """Window geometry in seconds (see the module docstring).
+
+    ``window`` >= 1 s of kept output per non-causal window; ``context`` / ``lookahead``
+    seconds of left / right context; ``crossfade`` seconds of linear overlap between decoded
+    windows (at most twice the smaller context); ``chunk`` seconds per causal call.
+    """
+
+    window: float = 12.0
+    context: float = 3.0
+    lookahead: float = 1.0
+    crossfade: float = 0.1
+    chunk: float = 2.56
+
+    def __post_init__(self) -> None:
+        if not self.window >= 1.0:
+            raise InputError(f"window must be at least 1 s, got {self.window}")
+        if not (self.context >= 0 and self.lookahead >= 0 and self.crossfade >= 0 and self.chunk > 0):
+            raise InputError("context, lookahead and crossfade must be >= 0 and chunk > 0")
+        if self.crossfade > min(2 * self.context, 2 * self.lookahead, self.window / 2):
+            raise InputError(
+                f"crossfade ({self.crossfade} s) must not exceed twice the context ({self.context} s), twice the "
+                f"lookahead ({self.lookahead} s) or half the window ({self.window} s)"
+            )
+
+    def token_geometry(self, token_rate: float) -> Tuple[int, int, int]:
+        """(core, left, right) window sizes in tokens."""
+        core = max(1, int(round(self.window * token_rate)))
+        return core, int(math.ceil(self.context * token_rate)), int(math.ceil(self.lookahead * token_rate))
+
+
+DEFAULT = Windowing()
+
+
+def _samples_per_token(codec) -> int:
+    return int(round(codec.sample_rate_input / codec.token_rate))
+
+
+def _out_samples_per_token(codec) -> int:
+    return int(round(codec.sample_rate_output / codec.token_rate))
+
+
+def _device(codec) -> torch.device:
+    return next(codec.parameters()).device
+
+
+def output_length(codec, num_samples: int) -> int:
+    """Samples at ``sample_rate_output`` for ``num_samples`` input samples: ``floor(N*out/in)``."""
+    return int(num_samples) * codec.sample_rate_output // codec.sample_rate_input
+
+
+def _fit(sig: Tensor, length: int) -> Tensor:
+    """Truncate, or extend by repeating the last sample, to ``length`` samples."""
+    n = sig.shape[-1]
+    if n >= length:
+        return sig[:length]
+    return torch.cat([sig, sig[-1:].expand(length - n)])
+
+
+def _windows(num_tokens: int, core: int, left: int, right: int) -> List[Tuple[int, int, int, int]]:
+    """(start, a, b, end) token indices: window [start, end) keeps tokens [a, b)."""
+    count = -(-num_tokens // core)
+    base, extra = divmod(num_tokens, count)  # balanced: every window keeps >= core / 2 tokens
+    out, a = [], 0
+    for k in range(count):
+        b = a + base + (1 if k < extra else 0)
+        out.append((max(0, a - left), a, b, min(num_tokens, b + right)))
+        a = b
+    return out
+
+
+def _check_signal(sig: Tensor) -> Tensor:
+    if not isinstance(sig, Tensor):
+        sig = torch.as_tensor(sig)
+    if sig.ndim != 1:
+        raise InputError(f"expected one signal of shape (N,), got shape {tuple(sig.shape)}")
+    if sig.numel() == 0:
+        raise InputError("the signal has no samples")
+    if not sig.dtype.is_floating_point:
+        raise InputError(f"samples must be floating point, got {sig.dtype}")
+    if not torch.isfinite(sig).all():
+        raise InputError("the signal contains NaN or infinite samples; clean the audio before encoding")
+    return sig
+
+
+@torch.inference_mode()
+def encode_long(codec, sig: Tensor, windowing: Windowing = DEFAULT) -> Tensor:
+    """``sig: (N,)`` float at 16 kHz -> ``(codec.num_tokens(N),)`` int64 tokens (on CPU).
+
+    Non-causal: one pass if the input fits in one window, else windows with context.
+    Causal: streaming calls of ``windowing.chunk`` seconds.
+    """
+    sig = _check_signal(sig)
+    n = sig.shape[0]
+    total = int(codec.num_tokens(n))
+    if codec.causal:
+        step = codec.chunk_size * max(1, int(round(windowing.chunk * codec.sample_rate_input / codec.chunk_size)))
+        dev = _device(codec)
+        enc_state: object = ()
+        comp_state: object = ()
+        parts = []
+        for s in range(0, n, step):
+            chunk = sig[s : s + step].to(dev, torch.float32)[None]
+            toks, enc_state, comp_state = codec.sig_to_toks(chunk, enc_state, comp_state, return_state=True)
+            parts.append(toks[0].cpu())
+        out = torch.cat(parts)
+    else:
+        core, left, right = windowing.token_geometry(codec.token_rate)
+        if total <= core + left + right:
+            return codec.encode(sig).tokens.cpu()
+        spt = _samples_per_token(codec)
+        # Token j depends on samples [spt*j, spt*(j+1) + tail): the last frame's window overhang.
+        tail = codec.encoder.receptive_field - codec.encoder.downsample_factor
+        out = torch.empty(total, dtype=torch.long)
+        for start, a, b, end in _windows(total, core, left, right):
+            seg = sig[start * spt : min(n, end * spt + tail)]
+            toks = codec.encode(seg).tokens.cpu()
+            out[a:b] = toks[a - start : b - start]
+    if out.shape[0] != total:
+        raise RuntimeError(f"internal error: {out.shape[0]} tokens for {total} expected")
+    return out
+
+
+@torch.inference_mode()
+def iter_decode(codec, tokens: Tensor, windowing: Windowing = DEFAULT) -> Iterator[Tensor]:
+    """Yield consecutive ``(M_i,)`` float32 blocks of audio at ``sample_rate_output`` whose
+    concatenation is the decoded ``tokens: (T',)``, of natural length ``T' * out_hop``.
+    Only one window is in memory at a time."""
+    toks = torch.as_tensor(tokens).reshape(-1).long().cpu()
+    total = toks.shape[0]
+    if total == 0:
+        raise InputError("no tokens to decode")
+    if (toks < 0).any() or (toks >= codec.codebook_size).any():
+        raise InputError(f"tokens must lie in [0, {codec.codebook_size}) for this model; were they made by another model?")
+    if codec.causal:
+        step = 4 * max(1, int(round(windowing.chunk * codec.token_rate / 4)))
+        dev = _device(codec)
+        dec_state: object = ()
+        voc_state: object = ()
+        for s in range(0, total, step):
+            audio, dec_state, voc_state = codec.toks_to_sig(toks[s : s + step].to(dev)[None], dec_state, voc_state, return_state=True)
+            yield audio[0].float().cpu()
+        return
+    core, left, right = windowing.token_geometry(codec.token_rate)
+    if total <= core + left + right:
+        yield codec.decode(toks).audio.float().cpu()
+        return
+    hop = _out_samples_per_token(codec)
+    natural = total * hop
+    half = int(round(windowing.crossfade * codec.sample_rate_output)) // 2
+    fade = (torch.arange(2 * half, dtype=torch.float32) + 0.5) / max(1, 2 * half)  # rising ramp
+    pending: Optional[Tensor] = None  # fading-out tail of the previous window, at [boundary - half, boundary + half)
+    for start, a, b, end in _windows(total, core, left, right):
+        audio = codec.decode(toks[start:end]).audio.float().cpu()
+        base = start * hop
+        lo = a * hop - half if a > 0 else 0
+        hi = b * hop - half if b < total else natural
+        block = audio[lo - base : hi - base].clone()
+        if pending is not None and half:
+            block[: 2 * half] = block[: 2 * half] * fade + pending
+        yield block
+        if b < total:
+            pending = audio[hi - base : hi - base + 2 * half] * (1.0 - fade)
+
+
+def decode_long(codec, tokens: Tensor, num_samples: Optional[int] = None, windowing: Windowing = DEFAULT) -> Tensor:
+    """``tokens: (T',)`` -> ``(M,)`` float32 audio at ``sample_rate_output``.
+
+    With ``num_samples`` (the input length at 16 kHz) the audio has exactly
+    ``floor(num_samples * sr_out / 16000)`` samples (truncated, or extended by repeating the
+    last sample, as the reference's ``output_length``); else its natural length.
+    """
+    toks = torch.as_tensor(tokens).reshape(-1)
+    hop = _out_samples_per_token(codec)
+    natural = toks.shape[0] * hop
+    out = torch.empty(natural, dtype=torch.float32)
+    pos = 0
+    for block in iter_decode(codec, toks, windowing):
+        out[pos : pos + block.shape[0]] = block
+        pos += block.shape[0]
+    if pos != natural:
+        raise RuntimeError(f"internal error: decoded {pos} samples, expected {natural}")
+    if num_samples is None:
+        return out
+    return _fit(out, output_length(codec, num_samples))
