@@ -1,0 +1,319 @@
+"""Corpus tokenization: shards equal solo encoding, resume is byte-exact, two processes (gloo)
+give the same output as one, bad files are listed and skipped, read-back API and detokenize."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import FIXTURES, SPEECH, fixture_model, speech_files
+
+import pyarrow as pa  # noqa: E402 - the corpus extra: pip install -e ".[corpus]"
+import pyarrow.parquet as pq  # noqa: E402
+
+from focalcodec.audio import load_audio, resample  # noqa: E402
+from focalcodec.cli import main  # noqa: E402
+from focalcodec.corpus import (  # noqa: E402
+    CorpusItem,
+    TokenCorpus,
+    TokenDataset,
+    collate_tokens,
+    length_batches,
+    list_corpus,
+    tokenize_corpus,
+)
+from focalcodec.errors import InputError  # noqa: E402
+
+MODEL_DIR = FIXTURES / "tiny_50hz"
+SHARD_SIZE = 2
+GOOD_IDS = ["a_22k", "b_ogg", "c_mono48k", "sub/d_stereo", "sub/e_wav", "sub/f_short"]
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    """Six short real utterances in several formats, rates and channel counts, plus one
+    corrupt file: 7 items, 4 shards of 2."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "sub").mkdir()
+    src = [p for p in speech_files("eval") if p.name.startswith(("s2i_", "ravdess_"))][:6]
+    clips = [load_audio(p).numpy()[: int(16000 * (0.5 + 0.1 * n))] for n, p in enumerate(src)]
+    sf.write(root / "a_22k.wav", resample(clips[0], 16000, 22050), 22050)
+    sf.write(root / "b_ogg.ogg", clips[1], 16000)
+    sf.write(root / "c_mono48k.flac", resample(clips[2], 16000, 48000), 48000)
+    sf.write(root / "sub" / "d_stereo.flac", np.stack([clips[3], 0.5 * clips[3]], axis=1), 16000)
+    sf.write(root / "sub" / "e_wav.wav", clips[4], 16000, subtype="FLOAT")
+    sf.write(root / "sub" / "f_short.wav", clips[5][:300], 16000)  # shorter than the CNN's receptive field
+    (root / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt junk that is not audio")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(corpus_dir, tmp_path_factory) -> Path:
+    """One uninterrupted single-process run (with a DataLoader worker process)."""
+    out = tmp_path_factory.mktemp("ref") / "tokens"
+    summary = tokenize_corpus(
+        corpus_dir, out, fixture_model("tiny_50hz"), model_source=str(MODEL_DIR),
+        shard_size=SHARD_SIZE, window=3, batch_seconds=1.5, num_workers=1, progress=False,
+    )
+    assert summary.num_utterances == 6 and summary.num_errors == 1 and summary.num_shards == 4
+    assert summary.world_size == 1 and summary.skipped_shards == 0
+    return out
+
+
+def _files(out: Path) -> dict:
+    """Every file of an output folder (relative path -> bytes)."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _cli_env() -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    return env
+
+
+def _tokenize_cmd(data: Path, out: Path) -> list:
+    return [
+        "-m", "focalcodec", "tokenize", "--data", str(data), "--out", str(out), "--model", str(MODEL_DIR),
+        "--shard-size", str(SHARD_SIZE), "--window", "3", "--batch-seconds", "1.5", "--workers", "0", "--quiet",
+    ]
+
+
+# -- the run's output ---------------------------------------------------------------------------
+def test_tokens_equal_solo_encode(reference, corpus_dir):
+    model = fixture_model("tiny_50hz")
+    corpus = TokenCorpus(reference)
+    assert corpus.ids() == GOOD_IDS  # sorted relative paths, the corrupt file left out
+    for utt in corpus:
+        sig = load_audio(corpus_dir / utt.path, warn=False)
+        solo = model.encode(sig).tokens
+        assert torch.equal(utt.tokens, solo), utt.id
+        assert utt.num_samples == sig.numel()
+        assert utt.duration == pytest.approx(sig.numel() / 16000)
+        assert utt.tokens.numel() == int(model.num_tokens(sig.numel()))
+
+
+def test_parquet_loads_with_pyarrow(reference):
+    index = json.loads((reference / "index.json").read_text())
+    tables = [pq.read_table(reference / s["file"]) for s in index["shards"]]
+    for table, shard in zip(tables, index["shards"]):
+        assert table.schema.names == ["id", "path", "duration", "num_samples", "num_tokens", "tokens"]
+        assert table.schema.field("tokens").type == pa.list_(pa.int32())
+        assert table.num_rows == shard["num_rows"]
+        lens = [len(t) for t in table.column("tokens").to_pylist()]
+        assert lens == table.column("num_tokens").to_pylist()
+    whole = pq.ParquetDataset(sorted((reference / "shards").glob("*.parquet"))).read()
+    assert whole.column("id").to_pylist() == GOOD_IDS
+    assert whole.column("path").to_pylist()[:3] == ["a_22k.wav", "b_ogg.ogg", "c_mono48k.flac"]
+
+
+def test_index_checksums_and_model_identity(reference):
+    index = json.loads((reference / "index.json").read_text())
+    model = fixture_model("tiny_50hz")
+    assert index["model"]["fingerprint"] == model.fingerprint
+    assert index["model"]["source"] == str(MODEL_DIR)
+    assert index["model"]["codebook_size"] == model.codebook_size
+    assert [s["file"] for s in index["shards"]] == [f"shards/shard-{k:06d}.parquet" for k in range(4)]
+    for s in index["shards"]:
+        assert hashlib.sha256((reference / s["file"]).read_bytes()).hexdigest() == s["sha256"]
+    assert index["num_utterances"] == 6 and index["num_errors"] == 1
+    assert index["num_tokens"] == sum(s["num_tokens"] for s in index["shards"])
+    TokenCorpus(reference, verify=True)
+
+
+def test_corrupt_file_listed_with_reason_and_skipped(reference):
+    errors = TokenCorpus(reference).errors()
+    assert [(e["id"], e["path"]) for e in errors] == [("broken", "broken.wav")]
+    assert "cannot read" in errors[0]["reason"]
+    assert (reference / "errors.tsv").read_text().splitlines()[0] == "id\tpath\treason"
+    assert "broken" not in TokenCorpus(reference)
+
+
+# -- resume ----------------------------------------------------------------------------------------
+def test_resume_after_crash_debris_is_byte_identical(reference, corpus_dir, tmp_path):
+    """A crash can leave a shard without marker, a truncated shard, a temporary file and no
+    index; the same command finishes the job with exactly the uninterrupted run's bytes."""
+    out = tmp_path / "tokens"
+    shutil.copytree(reference, out)
+    (out / "shards" / "shard-000001.json").unlink()
+    damaged = out / "shards" / "shard-000002.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    (out / "shards" / ".shard-000003.parquet.99999.tmp").write_bytes(b"partial")
+    (out / "index.json").unlink()
+    (out / "errors.tsv").unlink()
+    summary = tokenize_corpus(
+        corpus_dir, out, fixture_model("tiny_50hz"), model_source=str(MODEL_DIR),
+        shard_size=SHARD_SIZE, batch_seconds=100.0, num_workers=0, progress=False,
+    )
+    assert summary.skipped_shards == 2
+    assert _files(out) == _files(reference)
+
+
+def test_kill_and_resume_gives_identical_shards(reference, corpus_dir, tmp_path):
+    out = tmp_path / "tokens"
+    cmd = [sys.executable, *_tokenize_cmd(corpus_dir, out)]
+    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while proc.poll() is None and not (out / "shards" / "shard-000000.json").exists():
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "index.json").exists()
+    with pytest.raises(InputError, match="no index.json"):
+        TokenCorpus(out)
+    res = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "shards were already done" in res.stdout and "0 shards were already done" not in res.stdout
+    assert _files(out) == _files(reference)
+
+
+def test_other_run_in_same_folder_is_refused(reference, corpus_dir, tmp_path):
+    out = tmp_path / "tokens"
+    shutil.copytree(reference, out)
+    with pytest.raises(InputError, match="another tokenization run"):
+        tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), shard_size=3, progress=False)
+    assert _files(out) == _files(reference)
+
+
+# -- scale-out -------------------------------------------------------------------------------------
+def test_two_processes_gloo_same_output_as_one(reference, corpus_dir, tmp_path):
+    """torchrun with 2 ranks on CPU (gloo): ranks split the shards, rank 0 writes the index,
+    and every file equals the single-process run's."""
+    out = tmp_path / "tokens"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *_tokenize_cmd(corpus_dir, out)]
+    res = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "on 2 processes" in res.stdout
+    assert _files(out) == _files(reference)
+
+
+# -- reading back ----------------------------------------------------------------------------------
+def test_fetch_by_id_and_position(reference):
+    corpus = TokenCorpus(reference, cache_shards=1)
+    assert len(corpus) == 6
+    by_order = list(corpus)
+    for i, utt in enumerate(by_order):
+        assert corpus[utt.id].id == utt.id and torch.equal(corpus[utt.id].tokens, utt.tokens)
+        assert torch.equal(corpus[i].tokens, utt.tokens)
+    assert corpus[-1].id == GOOD_IDS[-1]
+    assert by_order[0].tokens.dtype == torch.int64
+    with pytest.raises(KeyError, match="nope"):
+        corpus["nope"]
+    with pytest.raises(IndexError):
+        corpus[6]
+
+
+def test_torch_dataset_and_collate(reference):
+    ds = TokenDataset(reference, max_tokens=20)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=collate_tokens)
+    batches = list(loader)
+    assert [b["tokens"].shape[0] for b in batches] == [4, 2]
+    corpus = TokenCorpus(reference)
+    b = batches[0]
+    assert b["ids"] == GOOD_IDS[:4]
+    for row, uid in enumerate(b["ids"]):
+        want = corpus[uid].tokens[:20]
+        n = int(b["lengths"][row])
+        assert n == want.numel() and torch.equal(b["tokens"][row, :n], want)
+        assert (b["tokens"][row, n:] == 0).all()
+
+
+def test_detokenize_cli_decodes_chosen_ids(reference, tmp_path):
+    out = tmp_path / "audio"
+    assert main(["detokenize", str(reference), "--ids", "sub/d_stereo", "b_ogg", "--out", str(out)]) == 0
+    model = fixture_model("tiny_50hz")
+    corpus = TokenCorpus(reference)
+    for uid in ("sub/d_stereo", "b_ogg"):
+        audio, rate = sf.read(out / f"{uid}.wav", dtype="float32")
+        want = model.decode(corpus[uid].tokens).audio.numpy()
+        assert rate == model.sample_rate_output
+        assert audio.shape == want.shape
+        np.testing.assert_allclose(audio, np.clip(want, -1, 1), atol=1.0 / 32768 + 1e-6)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav")) == ["b_ogg.wav", "sub/d_stereo.wav"]
+
+
+def test_detokenize_refuses_unknown_ids_and_other_model(reference, tmp_path, capsys):
+    assert main(["detokenize", str(reference), "--ids", "missing", "--out", str(tmp_path)]) == 1
+    assert "not in" in capsys.readouterr().err
+    other = str(FIXTURES / "tiny_25hz")
+    assert main(["detokenize", str(reference), "--ids", "b_ogg", "--out", str(tmp_path), "--model", other]) == 1
+    assert "pass that model with --model" in capsys.readouterr().err
+
+
+# -- file lists ------------------------------------------------------------------------------------
+def test_manifest_with_missing_file(tmp_path):
+    """A manifest's ids and order are kept; a missing file lands in the errors list."""
+    clip = sorted((SPEECH / "eval").glob("s2i_*.flac"))[0]
+    x = load_audio(clip).numpy()[:8000]
+    sf.write(tmp_path / "one.wav", x, 16000)
+    sf.write(tmp_path / "two.wav", x[:6000], 16000)
+    manifest = tmp_path / "list.tsv"
+    manifest.write_text("id\tpath\tduration\nz\ttwo.wav\t0.375\ny\tgone.wav\t1.0\nx\tone.wav\t0.5\n")
+    out = tmp_path / "tokens"
+    summary = tokenize_corpus(manifest, out, fixture_model("tiny_50hz"), num_workers=0, progress=False)
+    assert summary.num_utterances == 2 and summary.num_errors == 1
+    corpus = TokenCorpus(out)
+    assert corpus.ids() == ["z", "x"]
+    assert [(e["id"], e["path"]) for e in corpus.errors()] == [("y", "gone.wav")]
+    assert "not found" in corpus.errors()[0]["reason"]
+    assert torch.equal(corpus["x"].tokens, fixture_model("tiny_50hz").encode(torch.from_numpy(x)).tokens)
+
+
+def test_list_corpus_shared_manifest_and_folder():
+    items = list_corpus(SPEECH / "eval" / "manifest.tsv")
+    assert len(items) == 210 and all(Path(it.file).is_file() for it in items)
+    assert items[0].id == "ls_testother_1688-142285-0007" and items[0].duration == pytest.approx(7.06)
+    folder = list_corpus(SPEECH / "eval")
+    assert [it.path for it in folder] == sorted(p.name for p in speech_files("eval"))
+
+
+def test_list_corpus_errors(tmp_path):
+    sf.write(tmp_path / "a.wav", np.zeros(100, dtype=np.float32), 16000)
+    sf.write(tmp_path / "a.flac", np.zeros(100, dtype=np.float32), 16000)
+    with pytest.raises(InputError, match="more than once"):
+        list_corpus(tmp_path)
+    with pytest.raises(InputError, match="is an audio file"):
+        list_corpus(tmp_path / "a.wav")
+    with pytest.raises(InputError, match="does not exist"):
+        list_corpus(tmp_path / "nothing")
+    bad = tmp_path / "m.csv"
+    bad.write_text("name,seconds\na,1\n")
+    with pytest.raises(InputError, match="no path column"):
+        list_corpus(bad)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no audio files"):
+        list_corpus(tmp_path / "empty")
+
+
+def test_length_batches_respect_budget():
+    lengths = [5, 100, 40, 41, 7, 100, 300, 1]
+    batches = length_batches(lengths, max_batch_samples=200, max_batch_size=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 200
+    assert batches[0] == [6]  # longer than the budget: alone
+    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+
+
+def test_items_list_and_bad_arguments(tmp_path, corpus_dir):
+    items = [CorpusItem(id="only", path="a_22k.wav", file=str(corpus_dir / "a_22k.wav"))]
+    with pytest.raises(InputError, match="shard_size"):
+        tokenize_corpus(items, tmp_path / "o", fixture_model("tiny_50hz"), shard_size=0)
+    summary = tokenize_corpus(items, tmp_path / "o", fixture_model("tiny_50hz"), num_workers=0, progress=False)
+    assert summary.num_utterances == 1 and TokenCorpus(tmp_path / "o").ids() == ["only"]
