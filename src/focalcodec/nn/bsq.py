@@ -4,18 +4,45 @@
   (``+`` where ``lat > 0``; zero maps to ``-``).
 - ``codes <-> toks: (...,) int64`` in ``[0, 2^D)``; latent dimension 0 is the most
   significant bit: ``tok = sum_i bit_i * 2^(D-1-i)``.
+
+Training (:meth:`BinarySphericalQuantizer.quantize_with_losses`, SPEC §4.2): the codes go
+forward with a straight-through estimator (the gradient reaches the latents unchanged),
+and the entropy loss ``per_sample_entropy - gamma * codebook_entropy`` is computed from a
+soft assignment ``softmax(inv_temperature * 2 <u, c_j>)`` over all ``2^D`` codes.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Dict, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BinarySphericalQuantizer"]
+__all__ = ["BinarySphericalQuantizer", "QuantizerOutput"]
 
 MAX_BITS = 62  # tokens are int64
+MAX_TRAIN_BITS = 20  # the soft assignment spans the whole codebook
+
+
+class QuantizerOutput(NamedTuple):
+    """Training output of the quantizer.
+
+    ``codes``: (..., D) straight-through codes (forward value = the hard code, gradient
+    = identity to the unit-norm latents); ``toks``: (...,) int64; ``entropy_loss``: 0-dim
+    ``per_sample_entropy - gamma * codebook_entropy``; ``stats``: detached 0-dim tensors
+    (``per_sample_entropy``, ``codebook_entropy``).
+    """
+
+    codes: Tensor
+    toks: Tensor
+    entropy_loss: Tensor
+    stats: Dict[str, Tensor]
+
+
+def _entropy(probs: Tensor, eps: float) -> Tensor:
+    """``(..., K) -> (...)`` Shannon entropy (nats) with ``log(clamp(p, eps))``."""
+    return -(probs * probs.clamp(min=eps).log()).sum(dim=-1)
 
 
 class BinarySphericalQuantizer(nn.Module):
@@ -56,6 +83,47 @@ class BinarySphericalQuantizer(nn.Module):
         bits = torch.bitwise_and(toks.long()[..., None], self.mask) != 0
         one = torch.full(bits.shape, self.code_value, device=toks.device)
         return torch.where(bits, one, -one)
+
+    def quantize_with_losses(
+        self,
+        lats: Tensor,
+        mask: Optional[Tensor] = None,
+        inv_temperature: float = 100.0,
+        diversity_gamma: float = 1.0,
+        eps: float = 1e-5,
+        chunk_size: int = 4096,
+    ) -> QuantizerOutput:
+        """Training forward (SPEC §4.2).
+
+        ``lats: (B, T, D)`` unit-norm latents (the L2-normalised compressor output);
+        ``mask: (B, T)`` bool, True on valid frames (default: all). The per-sample entropy is
+        the mean over valid frames of ``H(p)``; the codebook entropy is ``H`` of the mean of
+        ``p`` over valid frames of the whole batch. The hard codes equal
+        :meth:`lats_to_codes` exactly.
+        """
+        if lats.shape[-1] != self.dim:
+            raise ValueError(f"latents have {lats.shape[-1]} dims, the quantizer expects D = {self.dim}")
+        if self.dim > MAX_TRAIN_BITS:
+            raise ValueError(f"the entropy loss enumerates the codebook: D = {self.dim} > {MAX_TRAIN_BITS} is too large")
+        hard = self.lats_to_codes(lats)
+        codes = lats + (hard - lats).detach()
+        flat = lats.reshape(-1, self.dim).float()
+        if mask is not None:
+            flat = flat[mask.reshape(-1).to(flat.device)]
+        codebook = self.codebook.to(flat)
+        per_sample = flat.new_zeros(())
+        avg_probs = flat.new_zeros(self.codebook_size)
+        count = max(flat.shape[0], 1)
+        for start in range(0, flat.shape[0], chunk_size):
+            logits = 2.0 * inv_temperature * flat[start : start + chunk_size] @ codebook.t()
+            probs = torch.softmax(logits, dim=-1)
+            per_sample = per_sample + _entropy(probs, eps).sum()
+            avg_probs = avg_probs + probs.sum(dim=0)
+        per_sample = per_sample / count
+        codebook_entropy = _entropy(avg_probs / count, eps)
+        loss = per_sample - diversity_gamma * codebook_entropy
+        stats = {"per_sample_entropy": per_sample.detach(), "codebook_entropy": codebook_entropy.detach()}
+        return QuantizerOutput(codes, self.codes_to_toks(hard), loss, stats)
 
     def forward(self, lats: Tensor) -> tuple[Tensor, Tensor]:
         """``lats: (..., D) -> (toks (...,), codes (..., D))``."""

@@ -1,0 +1,366 @@
+"""Training data: manifests, datasets with on-the-fly resampling, length-bucketed batches
+and an optional cache of encoder features.
+
+Manifest (JSON lines, one utterance per line)::
+
+    {"path": "/data/LibriTTS/train-clean-100/19/198/19_198_000000_000000.wav",
+     "duration": 3.12, "sample_rate": 24000, "speaker": "19", "text": "..."}
+
+``path`` may be relative to the manifest's folder. :func:`build_manifest` reads the
+LibriTTS layout (``SPEAKER/CHAPTER/SPEAKER_CHAPTER_*.wav`` with ``.normalized.txt``
+transcripts) and any folder of audio files (speaker = the parent folder, text = a sibling
+``.txt``/``.lab`` file, or a ``manifest.tsv`` with ``path``/``speaker``/``text`` columns).
+
+Randomness that shapes a batch (bucket shuffling, crop positions) is a pure function of
+``(seed, epoch, index)``, so a run resumed from a checkpoint sees exactly the same data as
+an uninterrupted one, whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import random
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from ..audio import AUDIO_EXTENSIONS, load_audio
+from ..errors import InputError
+
+__all__ = [
+    "AudioDataset",
+    "BucketBatchSampler",
+    "FeatureCache",
+    "build_manifest",
+    "collate",
+    "read_manifest",
+    "write_manifest",
+]
+
+Entry = Dict[str, Any]
+_LIBRITTS = re.compile(r"^(\d+)_(\d+)_")
+_TEXT_SUFFIXES = (".normalized.txt", ".txt", ".lab", ".original.txt")
+
+
+def _read_text(audio: Path) -> Optional[str]:
+    base = audio.with_suffix("")
+    for suffix in _TEXT_SUFFIXES:
+        candidate = base.parent / (base.name + suffix)
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8", errors="replace").strip()
+    return None
+
+
+def _tsv_metadata(root: Path) -> Dict[str, Dict[str, str]]:
+    """``manifest.tsv`` files under ``root`` (columns ``path``, optional ``speaker``, ``text``),
+    keyed by resolved audio path."""
+    out: Dict[str, Dict[str, str]] = {}
+    for tsv in root.rglob("manifest.tsv"):
+        with open(tsv, encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh, delimiter="\t"):
+                rel = row.get("path")
+                if not rel:
+                    continue
+                for base in (tsv.parent, tsv.parent.parent):
+                    p = (base / rel).resolve()
+                    if p.is_file():
+                        out[str(p)] = row
+                        break
+    return out
+
+
+def _probe(path: Path) -> Optional[Entry]:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception:  # noqa: BLE001 - unreadable files are skipped and counted
+        return None
+    if info.samplerate <= 0 or info.frames <= 0:
+        return None
+    return {"duration": round(info.frames / info.samplerate, 4), "sample_rate": int(info.samplerate)}
+
+
+def build_manifest(
+    roots: Union[str, Path, Sequence[Union[str, Path]]],
+    min_duration: float = 0.0,
+    max_duration: float = float("inf"),
+    extensions: Sequence[str] = AUDIO_EXTENSIONS,
+    num_workers: int = 8,
+) -> List[Entry]:
+    """Scan folders for audio and describe each file (absolute paths, sorted).
+
+    Utterances outside ``[min_duration, max_duration]`` seconds and unreadable files are
+    dropped. Raises :class:`InputError` when nothing usable is found.
+    """
+    if isinstance(roots, (str, Path)):
+        roots = [roots]
+    exts = tuple(e.lower() for e in extensions)
+    entries: List[Entry] = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise InputError(f"data folder not found: {root}")
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+        meta = _tsv_metadata(root)
+        with ThreadPoolExecutor(max(1, num_workers)) as pool:
+            probes = list(pool.map(_probe, files))
+        for path, probe in zip(files, probes):
+            if probe is None or not (min_duration <= probe["duration"] <= max_duration):
+                continue
+            resolved = path.resolve()
+            entry: Entry = {"path": str(resolved), **probe}
+            row = meta.get(str(resolved), {})
+            m = _LIBRITTS.match(path.name)
+            speaker = row.get("speaker") or (m.group(1) if m else None)
+            if speaker is None and path.parent != root:
+                speaker = path.parent.name
+            if speaker:
+                entry["speaker"] = speaker
+            text = row.get("text") or _read_text(path)
+            if text:
+                entry["text"] = text
+            entries.append(entry)
+    if not entries:
+        raise InputError(f"no usable audio files found in {', '.join(map(str, roots))}")
+    return entries
+
+
+def write_manifest(entries: Sequence[Entry], path: Union[str, Path]) -> Path:
+    """Write JSON lines atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for e in entries:
+            fh.write(json.dumps(e, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(
+    path: Union[str, Path], min_duration: float = 0.0, max_duration: float = float("inf"), limit: Optional[int] = None
+) -> List[Entry]:
+    """Read a JSON-lines manifest (relative paths resolved against its folder), keeping
+    utterances within ``[min_duration, max_duration]`` seconds (and the first ``limit``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest not found: {path} (build one with `focalcodec prepare DATA_DIR -o {path}`)")
+    out: List[Entry] = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                e = json.loads(line)
+                dur = float(e["duration"])
+                audio = Path(e["path"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise InputError(f"{path}:{n}: not a manifest line (needs 'path' and 'duration')") from None
+            if not audio.is_absolute():
+                e["path"] = str((path.parent / audio).resolve())
+            if min_duration <= dur <= max_duration:
+                out.append(e)
+            if limit is not None and len(out) >= limit:
+                break
+    if not out:
+        raise InputError(f"{path}: no utterance between {min_duration} and {max_duration} s")
+    return out
+
+
+def _seeded(*parts: int) -> random.Random:
+    """A private RNG that depends only on ``parts``."""
+    digest = hashlib.sha256(",".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "little"))
+
+
+class FeatureCache:
+    """Encoder features on disk, one ``.pt`` file per utterance, keyed by the audio path and
+    the encoder's identity (``tag``, e.g. a hash of its weights); ``(T, C)`` tensors."""
+
+    def __init__(self, directory: Union[str, Path], tag: str) -> None:
+        self.directory = Path(directory)
+        self.tag = tag
+
+    def path(self, audio_path: str) -> Path:
+        key = hashlib.sha1(f"{self.tag}\0{audio_path}".encode()).hexdigest()
+        return self.directory / key[:2] / f"{key}.pt"
+
+    def get(self, audio_path: str) -> Optional[Tensor]:
+        p = self.path(audio_path)
+        return torch.load(p, map_location="cpu", weights_only=True) if p.is_file() else None
+
+    def put(self, audio_path: str, feats: Tensor) -> None:
+        p = self.path(audio_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        torch.save(feats.detach().cpu().contiguous(), tmp)
+        os.replace(tmp, p)
+
+    @torch.inference_mode()
+    def fill(self, encoder: torch.nn.Module, entries: Sequence[Entry], sample_rate: int = 16000, device: str = "cpu", dtype: torch.dtype = torch.float32) -> int:
+        """Compute and store missing features (one utterance at a time: exact, no padding);
+        returns how many were computed."""
+        done = 0
+        for e in entries:
+            if self.path(e["path"]).is_file():
+                continue
+            sig = load_audio(e["path"], sample_rate, warn=False)[None].to(device)
+            feats, _ = encoder(sig)
+            self.put(e["path"], feats[0].to(dtype))
+            done += 1
+        return done
+
+
+class AudioDataset(Dataset):
+    """Utterances of a manifest, read and resampled on the fly.
+
+    Item ``i`` is a dict with ``sig`` ((N,) float32 at ``sample_rate``), ``target`` ((M,) at
+    ``target_sample_rate``, only when it differs from ``sample_rate``), ``feats`` ((T, C),
+    only with a feature cache), ``crop`` (a uniform number in [0, 1) that the stage turns into
+    a crop position, a function of ``(seed, epoch, i)``) and ``index``.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[Entry],
+        sample_rate: int = 16000,
+        target_sample_rate: Optional[int] = None,
+        feature_cache: Optional[FeatureCache] = None,
+        seed: int = 0,
+    ) -> None:
+        self.entries = list(entries)
+        self.sample_rate = sample_rate
+        self.target_sample_rate = target_sample_rate if target_sample_rate != sample_rate else None
+        self.feature_cache = feature_cache
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        e = self.entries[i]
+        item: Dict[str, Any] = {"index": i, "sig": load_audio(e["path"], self.sample_rate, warn=False)}
+        if self.target_sample_rate is not None:
+            item["target"] = load_audio(e["path"], self.target_sample_rate, warn=False)
+        if self.feature_cache is not None:
+            feats = self.feature_cache.get(e["path"])
+            if feats is None:
+                raise InputError(f"no cached features for {e['path']}: fill the cache first (data.feature_cache)")
+            item["feats"] = feats.float()
+        item["crop"] = _seeded(self.seed, self.epoch, i).random()
+        return item
+
+
+def _pad_stack(items: List[Tensor]) -> Tensor:
+    size = max(int(x.shape[0]) for x in items)
+    out = items[0].new_zeros((len(items), size) + tuple(items[0].shape[1:]))
+    for b, x in enumerate(items):
+        out[b, : x.shape[0]] = x
+    return out
+
+
+def collate(items: List[Dict[str, Any]]) -> Dict[str, Tensor]:
+    """Zero-pad to the longest item: ``sig (B, N)``, ``sig_lengths (B,)``, and likewise
+    ``target``/``target_lengths`` and ``feats (B, T, C)``/``feat_lengths``; ``crop (B,)``,
+    ``index (B,)``."""
+    batch: Dict[str, Tensor] = {
+        "index": torch.tensor([it["index"] for it in items]),
+        "crop": torch.tensor([it["crop"] for it in items], dtype=torch.float64),
+    }
+    for key, len_key in (("sig", "sig_lengths"), ("target", "target_lengths"), ("feats", "feat_lengths")):
+        if key in items[0]:
+            batch[key] = _pad_stack([it[key] for it in items])
+            batch[len_key] = torch.tensor([int(it[key].shape[0]) for it in items])
+    return batch
+
+
+class BucketBatchSampler(Sampler[List[int]]):
+    """Length-bucketed batches, sharded over ranks, resumable mid-epoch.
+
+    Utterances are sorted by duration and split into ``num_buckets`` groups of similar
+    length; each epoch, every bucket is shuffled and cut into batches of ``batch_size``
+    items (or, with ``max_batch_seconds``, as many as keep ``items * longest <= max``), and
+    the batches are shuffled. Rank ``r`` of ``num_replicas`` takes batches ``r, r + R, ...``
+    (the list is cut to a multiple of ``R`` so every rank does the same number of steps).
+    ``set_epoch(epoch, start)`` skips the first ``start`` batches of this rank (resume).
+    """
+
+    def __init__(
+        self,
+        durations: Sequence[float],
+        batch_size: int = 16,
+        max_batch_seconds: Optional[float] = None,
+        num_buckets: int = 10,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.durations = [float(d) for d in durations]
+        self.batch_size = batch_size
+        self.max_batch_seconds = max_batch_seconds
+        self.num_buckets = max(1, num_buckets)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch = epoch
+        self.start = start
+
+    def _batches(self) -> List[List[int]]:
+        order = sorted(range(len(self.durations)), key=lambda i: (self.durations[i], i))
+        size = math.ceil(len(order) / self.num_buckets)
+        rng = _seeded(self.seed, self.epoch, -1)
+        batches: List[List[int]] = []
+        for start in range(0, len(order), size):
+            bucket = order[start : start + size]
+            if self.shuffle:
+                rng.shuffle(bucket)
+            current: List[int] = []
+            longest = 0.0
+            for i in bucket:
+                longest_if = max(longest, self.durations[i])
+                full = len(current) >= self.batch_size
+                if self.max_batch_seconds is not None and current:
+                    full = full or (len(current) + 1) * longest_if > self.max_batch_seconds
+                if full:
+                    batches.append(current)
+                    current, longest_if = [], self.durations[i]
+                current.append(i)
+                longest = longest_if
+            if current and not (self.drop_last and len(current) < self.batch_size and self.max_batch_seconds is None):
+                batches.append(current)
+        if self.shuffle:
+            rng.shuffle(batches)
+        usable = len(batches) - len(batches) % self.num_replicas
+        if usable == 0 and batches:  # fewer batches than ranks: repeat so every rank gets one
+            batches = (batches * self.num_replicas)[: self.num_replicas]
+            usable = self.num_replicas
+        return batches[:usable][self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[List[int]]:
+        return iter(self._batches()[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, len(self._batches()) - self.start)

@@ -1,0 +1,60 @@
+"""Assemble trained stages into an official-format checkpoint (``config.json`` +
+``model.safetensors``) that :meth:`FocalCodec.from_pretrained` loads.
+
+Sources are given per codec part (``encoder``, ``compressor``, ``decompressor``,
+``decoder``); each is a training run folder, a checkpoint folder, a codec checkpoint or
+``hf-wavlm:DIR`` (encoder only). A bare run folder contributes every part it trained, e.g.::
+
+    export_checkpoint("focalcodec_50hz", ["runs/q50", "runs/vocos", "encoder=hf-wavlm:wavlm-large"], "out/")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+import torch
+
+from ..codec import FocalCodec
+from ..config import FocalCodecConfig
+from ..errors import ConfigError
+from .stages import PARTS, _resolve_run_checkpoint, load_part
+
+__all__ = ["export_checkpoint", "resolve_sources"]
+
+
+def resolve_sources(sources: Sequence[str]) -> Dict[str, str]:
+    """``["part=SRC", "RUN_DIR", ...] -> {part: source}``; later entries win."""
+    out: Dict[str, str] = {}
+    for item in sources:
+        head, sep, tail = item.partition("=")
+        if sep and head in PARTS:
+            out[head] = tail
+            continue
+        ckpt = _resolve_run_checkpoint(Path(item))
+        if ckpt is None:
+            raise ConfigError(f"{item!r} is neither PART=SOURCE ({', '.join(PARTS)}) nor a training run folder")
+        parts = torch.load(ckpt / "parts.pt", map_location="cpu", weights_only=True)
+        for part in parts:
+            out[part] = str(ckpt)
+    return out
+
+
+def export_checkpoint(
+    model: Union[str, Path, Mapping[str, Any]],
+    sources: Union[Sequence[str], Mapping[str, str]],
+    output_dir: Union[str, Path],
+    overrides: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """Build the codec of architecture ``model`` (preset / config / dict, plus dot-path
+    ``overrides``), fill every part from its source and write it to ``output_dir``; returns
+    the weights path. Every part with parameters must have a source."""
+    config = FocalCodecConfig.load(model).with_overrides(overrides or {})
+    resolved = dict(sources) if isinstance(sources, Mapping) else resolve_sources(sources)
+    missing = [p for p in PARTS if p not in resolved]
+    if missing:
+        raise ConfigError(f"no source for the codec part(s): {', '.join(missing)}")
+    codec = FocalCodec(config)
+    for part in PARTS:
+        load_part(getattr(codec, part), resolved[part], part)
+    return codec.save_pretrained(output_dir)

@@ -1,0 +1,545 @@
+"""The training stages of SPEC §4, one class each, all driven by :class:`~.trainer.Trainer`.
+
+============== ============================================ =====================================
+stage          trains                                       loss
+============== ============================================ =====================================
+quantizer      compressor + BSQ + decompressor on frozen    masked MSE to the input features
+               encoder features (§4.2; also §4.4 step 4     + 0.1 x BSQ entropy loss
+               on the causal student's features)
+decoder        Vocos (16 kHz) or WaveNeXt (24 kHz targets)  hinge adversarial + 54 x feature
+               from continuous encoder features, against    matching + 45 x log-mel L1 (D first,
+               MPD + MSD (§4.3, §4.4 step 1)                then G)
+pos_conv       a causal positional conv, distilled from     masked MSE to the teacher's
+               the non-causal one (§4.4 step 2)             positional-conv output
+encoder        causal encoder from the non-causal one,      weighted MSE over all layer outputs
+               positional conv and relative bias frozen     (0.5, 0.6, ..., 1.0)
+               (§4.4 step 3)
+joint          causal encoder + compressor + decompressor   masked MSE to the non-causal
+               with the refiner (§4.4 step 5)               teacher's features + 0.1 x entropy
+============== ============================================ =====================================
+
+A stage owns its networks (``nets``: trained, wrapped in DistributedDataParallel by the
+trainer; ``frozen``: teachers and frozen encoders), names its optimisation ``phases`` (one
+optimiser each), computes losses for a batch, validation sums and media, and exports its
+trained parts under the codec's stage names (``encoder``, ``compressor``, ``decompressor``,
+``decoder``) for :func:`~.export.export_checkpoint`.
+
+Batches come from :func:`~.data.collate`: ``sig (B, N)`` at 16 kHz with ``sig_lengths``;
+optionally ``target (B, M)`` at the decoder's output rate, ``feats (B, T, C)`` cached
+encoder features, and ``crop (B,)`` uniform numbers that choose crop positions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import FocalCodecConfig
+from ..errors import CheckpointError, ConfigError
+from ..nn import BinarySphericalQuantizer, WavLM
+from ..nn.layers import time_mask, zero_padded_frames
+from .discriminators import CombinedDiscriminator
+from .losses import (
+    MelSpectrogram,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+    layer_weighted_mse,
+    masked_mse,
+    mel_l1,
+)
+
+__all__ = ["STAGES", "QuantizerPipeline", "Stage", "StepContext", "build_stage", "load_part_state"]
+
+PARTS = ("encoder", "compressor", "decompressor", "decoder")
+
+
+# --------------------------------------------------------------------------------------------
+# weights of one codec part from a run, a codec checkpoint or Hugging Face WavLM
+# --------------------------------------------------------------------------------------------
+def load_part_state(source: str, part: str, num_layers: Optional[int] = None) -> Dict[str, Tensor]:
+    """State dict of codec part ``part`` from ``source``:
+
+    - ``hf-wavlm:DIR_OR_REPO`` (encoder only): Hugging Face WavLM weights, first
+      ``num_layers`` layers (see :mod:`.wavlm_init`);
+    - a training run folder (``OUTPUT_DIR`` with ``checkpoints/``) or one checkpoint folder
+      (with ``parts.pt``): that stage's exported parts (the best checkpoint if recorded,
+      else the latest);
+    - anything :meth:`FocalCodec.from_pretrained` accepts (a codec folder, preset or repo).
+    """
+    if part not in PARTS:
+        raise ConfigError(f"unknown codec part {part!r}; parts are {', '.join(PARTS)}")
+    if source.startswith("hf-wavlm:"):
+        if part != "encoder":
+            raise ConfigError("hf-wavlm: sources only initialise the encoder")
+        from .wavlm_init import _read_hf_weights, convert_hf_wavlm_state_dict
+
+        path = Path(source[len("hf-wavlm:") :])
+        if not path.is_dir():
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(str(path), allow_patterns=["config.json", "*.safetensors", "*.bin"]))
+        return convert_hf_wavlm_state_dict(_read_hf_weights(path), num_layers or 6)
+    path = Path(source)
+    ckpt = _resolve_run_checkpoint(path)
+    if ckpt is not None:
+        parts = torch.load(ckpt / "parts.pt", map_location="cpu", weights_only=True)
+        if part not in parts:
+            raise CheckpointError(f"{ckpt} holds the parts {', '.join(parts)}, not {part!r}")
+        return parts[part]
+    from ..codec import FocalCodec
+
+    model = FocalCodec.from_pretrained(source)
+    return getattr(model, part).state_dict()
+
+
+def _resolve_run_checkpoint(path: Path) -> Optional[Path]:
+    if (path / "parts.pt").is_file():
+        return path
+    ckpts = path / "checkpoints"
+    for pointer in ("best", "latest"):
+        if (ckpts / pointer).is_file():
+            name = (ckpts / pointer).read_text().strip()
+            if (ckpts / name / "parts.pt").is_file():
+                return ckpts / name
+    return None
+
+
+def load_part(module: nn.Module, source: str, part: str, allow_missing: Sequence[str] = ()) -> None:
+    """Load ``part`` from ``source`` into ``module``; missing keys are an error unless they
+    start with one of ``allow_missing`` (e.g. the refiner, new in the joint stage)."""
+    num_layers = len(module.encoder.layers) if isinstance(module, WavLM) else None
+    state = load_part_state(source, part, num_layers)
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not any(k.startswith(p) for p in allow_missing)]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"the {part} weights of {source} do not fit this architecture: missing {missing[:6]}, "
+            f"unexpected {unexpected[:6]}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# shared pieces
+# --------------------------------------------------------------------------------------------
+class StepContext:
+    """What a stage sees of the trainer: the (possibly DDP-wrapped) ``nets``, the device and
+    ``no_sync(name)``, a context that suspends gradient synchronisation of one net."""
+
+    def __init__(self, nets: Dict[str, nn.Module], device: torch.device, no_sync: Callable[[str], ContextManager]) -> None:
+        self.nets = nets
+        self.device = device
+        self.no_sync = no_sync
+
+
+class QuantizerPipeline(nn.Module):
+    """Compressor -> L2 norm -> BSQ (straight-through) -> decompressor.
+
+    ``forward(feats (B, T, C), lengths (B,) | None) -> (qfeats (B, T'', C), QuantizerOutput,
+    token lengths (B,) | None)``.
+    """
+
+    def __init__(self, compressor: nn.Module, quantizer: BinarySphericalQuantizer, decompressor: nn.Module, inv_temperature: float = 100.0, diversity_gamma: float = 1.0) -> None:
+        super().__init__()
+        self.compressor = compressor
+        self.quantizer = quantizer
+        self.decompressor = decompressor
+        self.inv_temperature = inv_temperature
+        self.diversity_gamma = diversity_gamma
+
+    def forward(self, feats: Tensor, lengths: Optional[Tensor] = None):
+        raw, _ = self.compressor(feats, lengths=lengths)
+        lats = F.normalize(raw.float(), dim=-1)
+        tok_lengths = None if lengths is None else self.compressor.num_frames(lengths)
+        mask = None if tok_lengths is None else time_mask(tok_lengths, lats.shape[1])
+        q = self.quantizer.quantize_with_losses(lats, mask, self.inv_temperature, self.diversity_gamma)
+        qfeats, _ = self.decompressor(q.codes, lengths=tok_lengths)
+        return qfeats, q, tok_lengths
+
+
+def _token_stats(hist: Tensor, dim: int) -> Dict[str, float]:
+    """Code usage (fraction of codes used) and normalised entropy of a token histogram."""
+    total = float(hist.sum())
+    if total <= 0:
+        return {"code_usage": 0.0, "normalized_entropy": 0.0}
+    p = hist.double() / total
+    ent = float(-(p[p > 0] * p[p > 0].log()).sum())
+    return {"code_usage": float((hist > 0).sum()) / hist.numel(), "normalized_entropy": ent / (dim * math.log(2))}
+
+
+def _encoder_features(encoder: WavLM, batch: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
+    """Frozen features of a batch: ``(B, T, C)`` and valid frames ``(B,)`` (cached ones when
+    the batch has them)."""
+    if "feats" in batch:
+        return batch["feats"], batch["feat_lengths"]
+    lengths = encoder.num_frames(batch["sig_lengths"])
+    with torch.no_grad():
+        feats, _ = encoder(batch["sig"], frame_lengths=lengths)
+    return feats.float(), lengths
+
+
+def _layer_outputs(encoder: nn.Module, raw: WavLM, sig: Tensor, frame_lengths: Tensor) -> List[Tensor]:
+    """Every transformer layer's output ``[(B, T, C)] * num_layers`` (forward hooks on
+    ``raw``, the unwrapped ``encoder``)."""
+    outputs: List[Tensor] = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: outputs.append(o[0])) for layer in raw.encoder.layers]
+    try:
+        encoder(sig, frame_lengths=frame_lengths)
+    finally:
+        for h in hooks:
+            h.remove()
+    return outputs
+
+
+def _encoder_front(encoder: WavLM, sig: Tensor, frame_lengths: Tensor) -> Tensor:
+    """The encoder's input to the positional conv: ``(B, N) -> (B, T, C)``, padding zeroed."""
+    x, _ = encoder.feature_extractor(sig)
+    x = encoder.feature_proj(encoder.norm(x))
+    return zero_padded_frames(x, frame_lengths)
+
+
+def _freeze(module: nn.Module) -> nn.Module:
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _mel_image(mel: Tensor) -> Tensor:
+    """``(n_mels, frames)`` log-mel -> ``(1, n_mels, frames)`` image in [0, 1], low bins at the bottom."""
+    m = mel.detach().float().cpu().flip(0)
+    return ((m - m.min()) / (m.max() - m.min()).clamp(min=1e-6))[None]
+
+
+# --------------------------------------------------------------------------------------------
+# stages
+# --------------------------------------------------------------------------------------------
+class Stage:
+    """Base class; see the module docstring."""
+
+    name = ""
+    phases: Dict[str, List[str]] = {"model": []}
+
+    def __init__(self, cfg: Dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.codec_config = FocalCodecConfig.load(cfg["model"]).with_overrides(cfg.get("model_overrides") or {})
+        self.init = cfg.get("init") or {}
+        self.loss_cfg = cfg.get("loss") or {}
+        self.nets: Dict[str, nn.Module] = {}
+        self.frozen: Dict[str, nn.Module] = {}
+
+    # construction helpers
+    def _part(self, part: str, allow_missing: Sequence[str] = (), **overrides: Any) -> nn.Module:
+        if overrides:
+            cfg = self.codec_config.with_overrides({f"{part}_config.{k}": v for k, v in overrides.items()})
+        else:
+            cfg = self.codec_config
+        module = cfg.build(part)
+        source = self.init.get(part)
+        if source:
+            load_part(module, str(source), part, allow_missing)
+        return module
+
+    def _teacher(self) -> WavLM:
+        source = self.init.get("teacher")
+        if not source:
+            raise ConfigError(f"stage {self.name!r} needs init.teacher: the non-causal codec (or run) whose encoder teaches")
+        teacher = self.codec_config.with_overrides({"encoder_config.causal": False}).build("encoder")
+        load_part(teacher, str(source), "encoder")
+        return _freeze(teacher)
+
+    def _pipeline(self, compressor: nn.Module, decompressor: nn.Module) -> QuantizerPipeline:
+        return QuantizerPipeline(
+            compressor,
+            self.codec_config.build("quantizer"),
+            decompressor,
+            float(self.loss_cfg.get("inv_temperature", 100.0)),
+            float(self.loss_cfg.get("diversity_gamma", 1.0)),
+        )
+
+    # interface
+    def compute(self, phase: str, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+        """Losses of one micro-batch for ``phase``; ``"loss"`` is back-propagated."""
+        raise NotImplementedError
+
+    def validate(self, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+        """Sums over one validation batch (summed over batches and ranks), incl. ``count``."""
+        with torch.no_grad():
+            losses = self.compute("model", batch, ctx)
+        n = torch.tensor(float(batch["sig"].shape[0]))
+        return {**{k: v.detach().float().cpu() * n for k, v in losses.items()}, "count": n}
+
+    def summarize(self, sums: Dict[str, Tensor]) -> Dict[str, float]:
+        """Validation metrics from the summed values; must hold ``"loss"``."""
+        n = float(sums.pop("count"))
+        return {k: float(v) / max(n, 1.0) for k, v in sums.items() if v.numel() == 1}
+
+    def media(self, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Any]:
+        """``{"audio/NAME": (wave (N,), rate), "image/NAME": (1, H, W)}`` for TensorBoard."""
+        return {}
+
+    def export(self) -> Dict[str, Dict[str, Tensor]]:
+        """Trained codec parts ``{part: state_dict}``."""
+        raise NotImplementedError
+
+
+class QuantizerStage(Stage):
+    """SPEC §4.2 (and §4.4 step 4 with a causal config and the distilled encoder)."""
+
+    name = "quantizer"
+    phases = {"model": ["pipeline"]}
+
+    def __init__(self, cfg: Dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.frozen["encoder"] = _freeze(self._part("encoder"))
+        self.nets["pipeline"] = self._pipeline(self._part("compressor"), self._part("decompressor", allow_missing=("refiner.",)))
+        self.entropy_weight = float(self.loss_cfg.get("entropy_weight", 0.1))
+
+    def compute(self, phase: str, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+        feats, lengths = _encoder_features(self.frozen["encoder"], batch)
+        qfeats, q, tok_lengths = ctx.nets["pipeline"](feats, lengths)
+        mse = masked_mse(qfeats, feats, lengths)
+        loss = mse + self.entropy_weight * q.entropy_loss
+        out = {"loss": loss, "mse": mse.detach(), "entropy": q.entropy_loss.detach(), **q.stats}
+        valid = q.toks if tok_lengths is None else q.toks[time_mask(tok_lengths, q.toks.shape[1])]
+        out["batch_code_usage"] = torch.tensor(float(valid.unique().numel()) / self.nets["pipeline"].quantizer.codebook_size)
+        batch["_toks"] = valid
+        return out
+
+    def validate(self, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+        sums = super().validate(batch, ctx)
+        q = self.nets["pipeline"].quantizer
+        sums["token_histogram"] = torch.bincount(batch.pop("_toks").cpu(), minlength=q.codebook_size).double()
+        return sums
+
+    def summarize(self, sums: Dict[str, Tensor]) -> Dict[str, float]:
+        hist = sums.pop("token_histogram")
+        out = super().summarize(sums)
+        out.update(_token_stats(hist, self.nets["pipeline"].quantizer.dim))
+        return out
+
+    def export(self) -> Dict[str, Dict[str, Tensor]]:
+        p = self.nets["pipeline"]
+        return {"compressor": p.compressor.state_dict(), "decompressor": p.decompressor.state_dict()}
+
+
+class DecoderStage(Stage):
+    """SPEC §4.3 / §4.4 step 1: GAN vocoder training on cropped continuous features."""
+
+    name = "decoder"
+    phases = {"discriminator": ["discriminator"], "generator": ["generator"]}
+
+    def __init__(self, cfg: Dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.frozen["encoder"] = _freeze(self._part("encoder", causal=False))
+        self.nets["generator"] = self._part("decoder")
+        d = cfg.get("discriminator") or {}
+        self.nets["discriminator"] = CombinedDiscriminator(
+            tuple(d.get("periods", (2, 3, 5, 7, 11))), int(d.get("num_scales", 3)), float(d.get("width", 1.0))
+        )
+        self.hop = int(self.nets["generator"].upsample_factor)
+        self.sample_rate = 16000 * self.hop // int(self.frozen["encoder"].downsample_factor)
+        self.crop_frames = int(cfg["data"].get("crop_frames") or 22)
+        mel = dict(self.loss_cfg.get("mel") or {})
+        mel.setdefault("hop_length", self.hop)
+        mel.setdefault("f_max", self.sample_rate / 2)
+        self.mel = MelSpectrogram(sample_rate=self.sample_rate, **mel)
+        self.w_adv = float(self.loss_cfg.get("adv_weight", 1.0))
+        self.w_fm = float(self.loss_cfg.get("fm_weight", 54.0))
+        self.w_mel = float(self.loss_cfg.get("mel_weight", 45.0))
+
+    def _target(self, batch: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
+        if "target" in batch:
+            return batch["target"], batch["target_lengths"]
+        if self.sample_rate != 16000:
+            raise ConfigError(f"the decoder outputs {self.sample_rate} Hz: set data.target_sample_rate: {self.sample_rate}")
+        return batch["sig"], batch["sig_lengths"]
+
+    def _crops(self, batch: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
+        """Aligned random crops: feats ``(B, F, C)`` and target ``(B, F * hop)`` (memoised in
+        the batch so that both phases see the same crop)."""
+        if "_crop_feats" not in batch:
+            feats, lengths = _encoder_features(self.frozen["encoder"], batch)
+            target, target_lengths = self._target(batch)
+            Fr, hop = self.crop_frames, self.hop
+            fs, ts = [], []
+            for b in range(feats.shape[0]):
+                valid = int(min(int(lengths[b]), int(target_lengths[b]) // hop))
+                start = int(float(batch["crop"][b]) * max(valid - Fr + 1, 1))
+                f = feats[b, start : start + Fr]
+                t = target[b, start * hop : (start + Fr) * hop]
+                fs.append(F.pad(f, (0, 0, 0, Fr - f.shape[0])))
+                ts.append(F.pad(t, (0, Fr * hop - t.shape[0])))
+            batch["_crop_feats"], batch["_crop_target"] = torch.stack(fs), torch.stack(ts)
+        return batch["_crop_feats"], batch["_crop_target"]
+
+    def compute(self, phase: str, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+        feats, real = self._crops(batch)
+        G, D = ctx.nets["generator"], ctx.nets["discriminator"]
+        if phase == "discriminator":
+            with torch.no_grad():
+                fake, _ = G(feats)
+            real_scores, _ = D(real)
+            fake_scores, _ = D(fake.detach())
+            loss = discriminator_hinge_loss(real_scores, fake_scores)
+            return {"loss": loss, "d_loss": loss.detach()}
+        fake, _ = G(feats)
+        with ctx.no_sync("discriminator"):
+            fake_scores, fake_maps = D(fake)
+            with torch.no_grad():
+                _, real_maps = D(real)
+        adv = generator_hinge_loss(fake_scores)
+        fm = feature_matching_loss(real_maps, fake_maps)
+        mel = mel_l1(self.mel.to(fake.device), fake.float(), real.float())
+        loss = self.w_adv * adv + self.w_fm * fm + self.w_mel * mel
+        return {"loss": loss, "g_adv": adv.detach(), "g_fm": fm.detach(), "mel_l1": mel.detach()}
+
+    def _full(self, batch: Dict[str, Tensor], ctx: StepContext) -> Tuple[Tensor, Tensor, Tensor]:
+        feats, lengths = _encoder_features(self.frozen["encoder"], batch)
+        target, target_lengths = self._target(batch)
+        fake, _ = ctx.nets["generator"](feats, lengths=lengths)
+        return fake.float(), target, torch.minimum(lengths * self.hop, target_lengths)
+
+    def validate(self, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+        with torch.no_grad():
+            fake, target, lengths = self._full(batch, ctx)
+            mel = self.mel.to(fake.device)
+            total = sum(float(mel_l1(mel, fake[b : b + 1, : int(n)], target[b : b + 1, : int(n)])) for b, n in enumerate(lengths))
+        n = float(len(lengths))
+        return {"loss": torch.tensor(total), "mel_l1": torch.tensor(total), "count": torch.tensor(n)}
+
+    def media(self, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Any]:
+        with torch.no_grad():
+            fake, target, lengths = self._full(batch, ctx)
+        n = int(lengths[0])
+        mel = self.mel.to(fake.device)
+        return {
+            "audio/reconstruction": (fake[0, :n].cpu(), self.sample_rate),
+            "audio/original": (target[0, :n].float().cpu(), self.sample_rate),
+            "image/mel_reconstruction": _mel_image(mel(fake[:1, :n])[0]),
+            "image/mel_original": _mel_image(mel(target[:1, :n].float())[0]),
+        }
+
+    def export(self) -> Dict[str, Dict[str, Tensor]]:
+        return {"decoder": self.nets["generator"].state_dict()}
+
+
+class PosConvStage(Stage):
+    """SPEC §4.4 step 2: causal positional conv distilled from the non-causal one."""
+
+    name = "pos_conv"
+    phases = {"model": ["pos_conv"]}
+
+    def __init__(self, cfg: Dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.frozen["teacher"] = self._teacher()
+        student = self.codec_config.with_overrides({"encoder_config.causal": True}).build("encoder")
+        student.load_state_dict(self.frozen["teacher"].state_dict())
+        self.student = student
+        self.nets["pos_conv"] = student.encoder.positional_embedding
+        for p in self.nets["pos_conv"].parameters():
+            p.requires_grad_(True)
+
+    def compute(self, phase: str, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+        teacher = self.frozen["teacher"]
+        lengths = teacher.num_frames(batch["sig_lengths"])
+        with torch.no_grad():
+            x = _encoder_front(teacher, batch["sig"], lengths)
+            target, _ = teacher.encoder.positional_embedding(x)
+        pred, _ = ctx.nets["pos_conv"](x)
+        loss = masked_mse(pred, target, lengths)
+        return {"loss": loss, "mse": loss.detach()}
+
+    def export(self) -> Dict[str, Dict[str, Tensor]]:
+        return {"encoder": self.student.state_dict()}
+
+
+class EncoderDistillStage(Stage):
+    """SPEC §4.4 step 3: causal encoder distilled on all layer outputs."""
+
+    name = "encoder"
+    phases = {"model": ["encoder"]}
+
+    def __init__(self, cfg: Dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.frozen["teacher"] = self._teacher()
+        student = self._part("encoder", causal=True)
+        for module in (student.encoder.positional_embedding, student.encoder.relative_embedding):
+            for p in module.parameters():
+                p.requires_grad_(False)
+        self.nets["encoder"] = student
+        n = len(student.encoder.layers)
+        default = [round(0.5 + 0.1 * i, 2) for i in range(n)] if n == 6 else [round(0.5 + 0.5 * i / max(n - 1, 1), 3) for i in range(n)]
+        self.weights = [float(w) for w in self.loss_cfg.get("layer_weights", default)]
+        if len(self.weights) != n:
+            raise ConfigError(f"loss.layer_weights has {len(self.weights)} entries for {n} encoder layers")
+
+    def compute(self, phase: str, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+        teacher = self.frozen["teacher"]
+        t_lengths = teacher.num_frames(batch["sig_lengths"])
+        s_raw: WavLM = self.nets["encoder"]
+        s_lengths = s_raw.num_frames(batch["sig_lengths"])
+        with torch.no_grad():
+            targets = _layer_outputs(teacher, teacher, batch["sig"], t_lengths)
+        preds = _layer_outputs(ctx.nets["encoder"], s_raw, batch["sig"], s_lengths)
+        lengths = torch.minimum(t_lengths, s_lengths)
+        loss = layer_weighted_mse(preds, targets, self.weights, lengths)
+        out = {"loss": loss}
+        out["last_layer_mse"] = masked_mse(preds[-1], targets[-1], lengths).detach()
+        return out
+
+    def export(self) -> Dict[str, Dict[str, Tensor]]:
+        return {"encoder": self.nets["encoder"].state_dict()}
+
+
+class JointStage(Stage):
+    """SPEC §4.4 step 5: causal encoder + quantiser pipeline with the refiner, against the
+    non-causal teacher's features."""
+
+    name = "joint"
+    phases = {"model": ["encoder", "pipeline"]}
+
+    def __init__(self, cfg: Dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.frozen["teacher"] = self._teacher()
+        self.nets["encoder"] = self._part("encoder", causal=True)
+        self.nets["pipeline"] = self._pipeline(self._part("compressor"), self._part("decompressor", allow_missing=("refiner.",)))
+        self.entropy_weight = float(self.loss_cfg.get("entropy_weight", 0.1))
+
+    def compute(self, phase: str, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+        teacher = self.frozen["teacher"]
+        t_lengths = teacher.num_frames(batch["sig_lengths"])
+        with torch.no_grad():
+            target, _ = teacher(batch["sig"], frame_lengths=t_lengths)
+        s_lengths = self.nets["encoder"].num_frames(batch["sig_lengths"])
+        feats, _ = ctx.nets["encoder"](batch["sig"], frame_lengths=s_lengths)
+        qfeats, q, _ = ctx.nets["pipeline"](feats, s_lengths)
+        lengths = torch.minimum(t_lengths, s_lengths)
+        mse = masked_mse(qfeats, target, lengths)
+        loss = mse + self.entropy_weight * q.entropy_loss
+        return {"loss": loss, "mse": mse.detach(), "entropy": q.entropy_loss.detach(), **q.stats}
+
+    def export(self) -> Dict[str, Dict[str, Tensor]]:
+        p = self.nets["pipeline"]
+        return {
+            "encoder": self.nets["encoder"].state_dict(),
+            "compressor": p.compressor.state_dict(),
+            "decompressor": p.decompressor.state_dict(),
+        }
+
+
+STAGES = {s.name: s for s in (QuantizerStage, DecoderStage, PosConvStage, EncoderDistillStage, JointStage)}
+
+
+def build_stage(cfg: Dict[str, Any]) -> Stage:
+    """The stage named by ``cfg["stage"]``."""
+    name = cfg.get("stage")
+    if name not in STAGES:
+        raise ConfigError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
+    return STAGES[name](cfg)

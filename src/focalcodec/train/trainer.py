@@ -1,0 +1,578 @@
+"""One trainer for every stage: single process or ``torchrun`` (any number of nodes) with
+DistributedDataParallel, mixed precision, gradient accumulation, atomic checkpoints and
+exact resume.
+
+Run layout (``output_dir``)::
+
+    config.yaml               the resolved configuration
+    metrics.jsonl             one JSON object per logged step / validation
+    tb/                       TensorBoard events (losses, LR, gradient norms, audio, mels)
+    checkpoints/step_XXXXXXXX/state.pt   model, optimisers, schedulers, scalers, step,
+                                          data position, RNG of every rank
+    checkpoints/step_XXXXXXXX/parts.pt   the stage's trained codec parts (for export)
+    checkpoints/latest, checkpoints/best  names of the latest / best-validation checkpoint
+
+A checkpoint is written to a temporary folder and renamed into place, so an interrupted
+write never leaves a broken checkpoint. Resuming restores everything needed to continue
+exactly as an uninterrupted run: the batches that follow (the data order and crops are
+functions of seed, epoch and position), the optimiser and scheduler states and the RNGs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from ..errors import ConfigError
+from .data import AudioDataset, BucketBatchSampler, FeatureCache, collate, read_manifest
+from .stages import Stage, StepContext, build_stage
+
+__all__ = ["LRSchedule", "Trainer", "train"]
+
+
+class LRSchedule:
+    """The learning-rate policies of the recipes, with a resumable state.
+
+    - ``plateau`` (stage Q, SB "NewBob"): after each validation, if the loss improved by less
+      than ``threshold`` relative to the previous validation, LR x ``factor``;
+    - ``exponential`` (stage D): LR x ``gamma`` after every ``interval`` (epoch or step);
+    - ``constant``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: Dict[str, Any]) -> None:
+        self.optimizer = optimizer
+        self.type = cfg.get("type", "constant")
+        if self.type not in ("plateau", "exponential", "constant"):
+            raise ConfigError(f"scheduler.type must be plateau, exponential or constant, not {self.type!r}")
+        self.factor = float(cfg.get("factor", 0.9))
+        self.threshold = float(cfg.get("threshold", 0.0025))
+        self.gamma = float(cfg.get("gamma", 0.999))
+        self.interval = cfg.get("interval", "epoch")
+        if self.interval not in ("epoch", "step"):
+            raise ConfigError("scheduler.interval must be epoch or step")
+        self.previous: Optional[float] = None
+
+    def _scale(self, factor: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+
+    def on_step(self) -> None:
+        if self.type == "exponential" and self.interval == "step":
+            self._scale(self.gamma)
+
+    def on_epoch_end(self) -> None:
+        if self.type == "exponential" and self.interval == "epoch":
+            self._scale(self.gamma)
+
+    def on_validation(self, loss: float) -> None:
+        if self.type != "plateau" or not math.isfinite(loss):
+            return
+        if self.previous is not None:
+            improvement = (self.previous - loss) / max(abs(self.previous), 1e-12)
+            if improvement < self.threshold:
+                self._scale(self.factor)
+        self.previous = loss
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"previous": self.previous}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.previous = state.get("previous")
+
+
+def _to_device(batch: Dict[str, Tensor], device: torch.device) -> Dict[str, Tensor]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def _rng_state() -> Dict[str, Any]:
+    state: Dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    np_state = np.random.get_state()
+    state["numpy"] = [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])]
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Train one stage from a resolved config (see :mod:`.config`). ``fit()`` returns the
+    last logged metrics."""
+
+    def __init__(self, cfg: Dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.tcfg = cfg["train"]
+        self.output_dir = Path(cfg["output_dir"])
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.distributed = self.world_size > 1
+        want = self.tcfg["device"]
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError("train.device is cuda but no GPU is available")
+            torch.cuda.set_device(self.local_rank)
+            self.device = torch.device("cuda", self.local_rank)
+        else:
+            self.device = torch.device(want)
+        if self.distributed and not dist.is_initialized():
+            backend = self.tcfg["backend"]
+            if backend == "auto":
+                backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, init_method="env://", world_size=self.world_size, rank=self.rank)
+        precision = self.tcfg["precision"]
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError("train.precision must be fp32, bf16 or fp16")
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.best: Optional[float] = None
+        self.num_validations = 0
+        self.writer = None
+        self.last_logs: Dict[str, float] = {}
+        self._improved = False
+
+        seed = int(cfg["seed"])
+        torch.manual_seed(seed)  # identical initial weights on every rank
+        random.seed(seed)
+        np.random.seed(seed % (2**32))
+        self.stage: Stage = build_stage(cfg)
+        for m in list(self.stage.nets.values()) + list(self.stage.frozen.values()):
+            m.to(self.device)
+        for m in self.stage.frozen.values():
+            m.eval()
+        self.wrapped: Dict[str, nn.Module] = {}
+        for name, net in self.stage.nets.items():
+            net.train()
+            if self.distributed and any(p.requires_grad for p in net.parameters()):
+                ids = [self.local_rank] if self.device.type == "cuda" else None
+                self.wrapped[name] = DistributedDataParallel(net, device_ids=ids)
+            else:
+                self.wrapped[name] = net
+        ocfg = cfg["optim"]
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self.schedules: Dict[str, LRSchedule] = {}
+        self.scalers: Dict[str, torch.amp.GradScaler] = {}
+        self.params: Dict[str, List[nn.Parameter]] = {}
+        for phase, names in self.stage.phases.items():
+            params = [p for n in names for p in self.stage.nets[n].parameters() if p.requires_grad]
+            if not params:
+                raise ConfigError(f"stage {self.stage.name!r} phase {phase!r} has nothing to train")
+            self.params[phase] = params
+            self.optimizers[phase] = torch.optim.AdamW(
+                params,
+                lr=float(ocfg["lr"]),
+                betas=tuple(float(b) for b in ocfg["betas"]),
+                eps=float(ocfg["eps"]),
+                weight_decay=float(ocfg["weight_decay"]),
+            )
+            self.schedules[phase] = LRSchedule(self.optimizers[phase], cfg["scheduler"])
+            self.scalers[phase] = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        torch.manual_seed(seed + 7919 * (self.rank + 1))  # per-rank stream for training noise
+        self.ctx = StepContext(self.wrapped, self.device, self._no_sync)
+        self.raw_ctx = StepContext(self.stage.nets, self.device, lambda name: contextlib.nullcontext())
+        self._build_data()
+
+    # -- data ---------------------------------------------------------------------------------
+    def _feature_cache(self, train_entries: List[Dict[str, Any]], valid_entries: List[Dict[str, Any]]) -> Optional[FeatureCache]:
+        directory = self.cfg["data"]["feature_cache"]
+        if not directory:
+            return None
+        encoder = self.stage.frozen.get("encoder")
+        if encoder is None:
+            raise ConfigError(f"data.feature_cache works with a frozen encoder (quantizer and decoder stages), not {self.stage.name!r}")
+        import hashlib
+
+        h = hashlib.sha1()
+        for k, v in sorted(encoder.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().numpy().tobytes())
+        cache = FeatureCache(directory, h.hexdigest()[:16])
+        todo = (train_entries + valid_entries)[self.rank :: self.world_size]
+        cache.fill(encoder, todo, self.cfg["data"]["sample_rate"], str(self.device))
+        if self.distributed:
+            dist.barrier()
+        return cache
+
+    def _build_data(self) -> None:
+        d = self.cfg["data"]
+        if not d["train"]:
+            raise ConfigError("data.train is not set: give a manifest built with `focalcodec prepare`")
+        seed = int(self.cfg["seed"])
+        train = read_manifest(d["train"], float(d["min_duration"]), float(d["max_duration"]), d["limit"])
+        valid = read_manifest(d["valid"], float(d["min_duration"]), float(d["max_duration"]), d["valid_limit"]) if d["valid"] else []
+        cache = self._feature_cache(train, valid)
+        target_sr = d["target_sample_rate"]
+        self.train_set = AudioDataset(train, int(d["sample_rate"]), target_sr, cache, seed)
+        self.train_sampler = BucketBatchSampler(
+            [e["duration"] for e in train],
+            int(d["batch_size"]),
+            d["max_batch_seconds"],
+            int(d["num_buckets"]),
+            shuffle=True,
+            seed=seed,
+            num_replicas=self.world_size,
+            rank=self.rank,
+        )
+        self.valid_loader = None
+        if valid:
+            vset = AudioDataset(valid, int(d["sample_rate"]), target_sr, cache, seed)
+            vsampler = BucketBatchSampler(
+                [e["duration"] for e in valid], int(d["valid_batch_size"]), None, 1, shuffle=False, num_replicas=self.world_size, rank=self.rank
+            )
+            self.valid_loader = DataLoader(vset, batch_sampler=vsampler, collate_fn=collate, num_workers=0)
+        self.num_workers = int(d["num_workers"])
+
+    def _train_loader(self) -> DataLoader:
+        self.train_set.set_epoch(self.epoch)
+        self.train_sampler.set_epoch(self.epoch, self.batch_in_epoch)
+        gen = torch.Generator().manual_seed(int(self.cfg["seed"]) * 1000003 + self.epoch)
+        return DataLoader(
+            self.train_set,
+            batch_sampler=self.train_sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=gen,
+        )
+
+    # -- distributed helpers -----------------------------------------------------------------
+    def _no_sync(self, name: str):
+        net = self.wrapped[name]
+        return net.no_sync() if isinstance(net, DistributedDataParallel) else contextlib.nullcontext()
+
+    def _all_reduce_mean(self, values: Dict[str, float]) -> Dict[str, float]:
+        if not self.distributed or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist())}
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # -- one optimisation step ---------------------------------------------------------------
+    def train_step(self, micro: List[Dict[str, Tensor]]) -> Dict[str, float]:
+        """One optimiser step per phase over the micro-batches (gradient accumulation;
+        gradients are synchronised on the last micro-batch only)."""
+        micro = [_to_device(b, self.device) for b in micro]
+        logs: Dict[str, float] = {}
+        multi = len(self.stage.phases) > 1
+        for phase, names in self.stage.phases.items():
+            opt, scaler = self.optimizers[phase], self.scalers[phase]
+            opt.zero_grad(set_to_none=True)
+            for i, batch in enumerate(micro):
+                last = i == len(micro) - 1
+                with contextlib.ExitStack() as stack:
+                    if not last:
+                        for n in names:
+                            stack.enter_context(self._no_sync(n))
+                    with self._autocast():
+                        losses = self.stage.compute(phase, batch, self.ctx)
+                    scaler.scale(losses["loss"] / len(micro)).backward()
+                for k, v in losses.items():
+                    key = f"loss_{phase}" if (k == "loss" and multi) else k
+                    logs[key] = logs.get(key, 0.0) + float(v.detach()) / len(micro)
+            scaler.unscale_(opt)
+            clip = self.cfg["optim"]["grad_clip"]
+            norm = torch.nn.utils.clip_grad_norm_(self.params[phase], float(clip) if clip else float("inf"))
+            if torch.isfinite(norm) or scaler.is_enabled():
+                scaler.step(opt)
+            else:
+                warnings.warn(f"step {self.step + 1}: non-finite gradient norm in phase {phase!r}; update skipped")
+            scaler.update()
+            logs[f"grad_norm_{phase}" if multi else "grad_norm"] = float(norm)
+            logs[f"lr_{phase}" if multi else "lr"] = self.schedules[phase].lr
+        return logs
+
+    # -- validation --------------------------------------------------------------------------
+    def validate(self) -> Optional[Dict[str, float]]:
+        if self.valid_loader is None:
+            return None
+        for net in self.stage.nets.values():
+            net.eval()
+        sums: Dict[str, Tensor] = {}
+        media: Dict[str, Any] = {}
+        every = int(self.tcfg["media_every_valid"])
+        want_media = self.rank == 0 and self.writer is not None and every > 0 and self.num_validations % every == 0
+        with torch.no_grad():
+            for i, batch in enumerate(self.valid_loader):
+                batch = _to_device(batch, self.device)
+                with self._autocast():
+                    part = self.stage.validate(batch, self.raw_ctx)
+                    if i == 0 and want_media:
+                        media = self.stage.media(batch, self.raw_ctx)
+                for k, v in part.items():
+                    sums[k] = sums[k] + v.double() if k in sums else v.double()
+        for net in self.stage.nets.values():
+            net.train()
+        if self.distributed:
+            for k in sorted(sums):
+                t = sums[k].to(self.device)
+                dist.all_reduce(t)
+                sums[k] = t.cpu()
+        metrics = self.stage.summarize(sums)
+        self.num_validations += 1
+        for sched in self.schedules.values():
+            sched.on_validation(metrics["loss"])
+        improved = self.best is None or metrics["loss"] < self.best
+        if improved:
+            self.best = metrics["loss"]
+        self._log({f"valid/{k}": v for k, v in metrics.items()}, media)
+        self._improved = improved
+        return metrics
+
+    # -- logging -----------------------------------------------------------------------------
+    def _log(self, values: Dict[str, float], media: Optional[Dict[str, Any]] = None) -> None:
+        if self.rank != 0:
+            return
+        row = {"step": self.step, "epoch": self.epoch, **values}
+        with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k if "/" in k else f"train/{k}", v, self.step)
+            for k, v in (media or {}).items():
+                if k.startswith("audio/"):
+                    wave, rate = v
+                    self.writer.add_audio(k, wave.clamp(-1, 1)[None], self.step, sample_rate=rate)
+                elif k.startswith("image/"):
+                    self.writer.add_image(k, v, self.step)
+            self.writer.flush()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    def save_checkpoint(self, is_best: bool = False) -> Optional[Path]:
+        """Write ``checkpoints/step_XXXXXXXX`` atomically (rank 0); every rank's RNG is kept."""
+        rngs = [_rng_state()]
+        if self.distributed:
+            gathered: List[Any] = [None] * self.world_size
+            dist.all_gather_object(gathered, rngs[0])
+            rngs = gathered
+        final = None
+        if self.rank == 0:
+            state = {
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "best": self.best,
+                "num_validations": self.num_validations,
+                "stage": self.stage.name,
+                "nets": {n: m.state_dict() for n, m in self.stage.nets.items()},
+                "optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
+                "schedules": {p: s.state_dict() for p, s in self.schedules.items()},
+                "scalers": {p: s.state_dict() for p, s in self.scalers.items()},
+                "rng": rngs,
+            }
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            name = f"step_{self.step:08d}"
+            final = self.checkpoint_dir / name
+            tmp = self.checkpoint_dir / f".{name}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            torch.save(state, tmp / "state.pt")
+            torch.save({k: {n: t.detach().cpu() for n, t in v.items()} for k, v in self.stage.export().items()}, tmp / "parts.pt")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _atomic_write_text(self.checkpoint_dir / "latest", name + "\n")
+            if is_best:
+                _atomic_write_text(self.checkpoint_dir / "best", name + "\n")
+            self._prune()
+        if self.distributed:
+            dist.barrier()
+        return final
+
+    def _prune(self) -> None:
+        keep = int(self.tcfg["keep_last"])
+        if keep <= 0:
+            return
+        protected = set()
+        for pointer in ("best", "latest"):
+            p = self.checkpoint_dir / pointer
+            if p.is_file():
+                protected.add(p.read_text().strip())
+        ckpts = sorted(p for p in self.checkpoint_dir.glob("step_*") if p.is_dir())
+        for p in ckpts[:-keep]:
+            if p.name not in protected:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def _resume_path(self) -> Optional[Path]:
+        resume = self.tcfg["resume"]
+        if resume in (None, False, "none", "no"):
+            return None
+        if resume == "auto":
+            pointer = self.checkpoint_dir / "latest"
+            if not pointer.is_file():
+                return None
+            return self.checkpoint_dir / pointer.read_text().strip()
+        path = Path(resume)
+        if not (path / "state.pt").is_file():
+            raise ConfigError(f"train.resume: {path} is not a checkpoint folder (no state.pt)")
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        if state.get("stage") != self.stage.name:
+            raise ConfigError(f"{path} is a checkpoint of stage {state.get('stage')!r}, not {self.stage.name!r}")
+        for n, m in self.stage.nets.items():
+            m.load_state_dict(state["nets"][n])
+        for p, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][p])
+        for p, s in self.schedules.items():
+            s.load_state_dict(state["schedules"][p])
+        for p, s in self.scalers.items():
+            s.load_state_dict(state["scalers"][p])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.best, self.num_validations = state["best"], state["num_validations"]
+        rngs = state["rng"]
+        _set_rng_state(rngs[self.rank % len(rngs)])
+
+    # -- main loop ---------------------------------------------------------------------------
+    def _setup_output(self) -> None:
+        if self.rank != 0:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        (self.output_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False), encoding="utf-8")
+        if self.tcfg["tensorboard"]:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                warnings.warn("tensorboard is not installed: logging to metrics.jsonl only (pip install tensorboard)")
+            else:
+                self.writer = SummaryWriter(str(self.output_dir / "tb"))
+
+    def _batches(self) -> Iterator[Dict[str, Tensor]]:
+        for batch in self._train_loader():
+            yield batch
+
+    def fit(self) -> Dict[str, float]:
+        self._setup_output()
+        resume = self._resume_path()
+        if resume is not None:
+            self.load_checkpoint(resume)
+        max_steps, max_epochs = int(self.tcfg["max_steps"]), int(self.tcfg["max_epochs"])
+        accum = max(1, int(self.tcfg["grad_accum"]))
+        log_every, valid_every, ckpt_every = int(self.tcfg["log_every"]), int(self.tcfg["valid_every"]), int(self.tcfg["ckpt_every"])
+        pbar = None
+        if self.rank == 0 and self.tcfg["progress"]:
+            from tqdm import tqdm
+
+            pbar = tqdm(total=max_steps, initial=self.step, desc=f"{self.stage.name}", dynamic_ncols=True)
+        pending: Dict[str, float] = {}
+        pending_n = 0
+        t0 = time.perf_counter()
+        try:
+            while self.step < max_steps and self.epoch < max_epochs:
+                it = self._batches()
+                epoch_done = False
+                while self.step < max_steps:
+                    micro = []
+                    for _ in range(accum):
+                        b = next(it, None)
+                        if b is None:
+                            epoch_done = True
+                            break
+                        micro.append(b)
+                    if not micro:
+                        break
+                    self.batch_in_epoch += len(micro)
+                    logs = self.train_step(micro)
+                    self.step += 1
+                    for s in self.schedules.values():
+                        s.on_step()
+                    for k, v in logs.items():
+                        pending[k] = pending.get(k, 0.0) + v
+                    pending_n += 1
+                    if pbar is not None:
+                        pbar.update(1)
+                        main = logs.get("loss", logs.get("loss_generator", 0.0))
+                        pbar.set_postfix(loss=f"{main:.4g}", epoch=self.epoch)
+                    if log_every > 0 and self.step % log_every == 0:
+                        mean = self._all_reduce_mean({k: v / pending_n for k, v in pending.items()})
+                        mean["sec_per_step"] = (time.perf_counter() - t0) / pending_n
+                        self._log(mean)
+                        self.last_logs = mean
+                        pending, pending_n, t0 = {}, 0, time.perf_counter()
+                    self._improved = False
+                    if valid_every > 0 and self.step % valid_every == 0:
+                        self.validate()
+                    if ckpt_every > 0 and self.step % ckpt_every == 0:
+                        self.save_checkpoint(self._improved)
+                    if epoch_done:
+                        break
+                if self.step >= max_steps and not epoch_done:
+                    break
+                # end of epoch
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                for s in self.schedules.values():
+                    s.on_epoch_end()
+                self._improved = False
+                if valid_every == 0:
+                    self.validate()
+                    if self._improved or ckpt_every == 0:
+                        self.save_checkpoint(self._improved)
+            self.save_checkpoint(False)
+        finally:
+            if pbar is not None:
+                pbar.close()
+            if self.writer is not None:
+                self.writer.close()
+        return self.last_logs
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(cfg: Dict[str, Any]) -> Dict[str, float]:
+    """Build a :class:`Trainer` from a resolved config, train, clean up."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
