@@ -1,0 +1,134 @@
+"""``focalcodec evaluate``: measure codecs on a data set, write report.json, report.md and plots.
+
+    focalcodec evaluate --codec focalcodec opus-6 codec2-1200 --model lucadellalib/focalcodec_50hz \\
+        --data LibriSpeech/test-clean -o reports/ls
+    focalcodec evaluate --task vc --codec focalcodec --data VCTK_SUBSET -o reports/vc
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List
+
+from ..errors import InputError
+from .common import add_model_options
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "evaluate",
+        help="measure codecs (dWER, speaker similarity, MOS, PESQ, STOI, bitrate, RTF ...) and write a report",
+        description="Evaluate codecs on a folder or manifest: resynthesis (default) or voice conversion (--task vc).",
+    )
+    p.add_argument("--codec", nargs="+", default=["focalcodec"], metavar="NAME",
+                   help="codecs: focalcodec (uses --model), focalcodec:MODEL, codec2-700c/1200/2400/3200, opus-6, opus-8, "
+                        "opus-KBPS, identity, reference:CONFIG, package.module:factory (default: focalcodec)")
+    add_model_options(p)
+    p.add_argument("--data", required=True, help="folder of audio files (with optional manifest.tsv) or a manifest .tsv/.csv/.jsonl")
+    p.add_argument("-o", "--output", required=True, help="report folder (created)")
+    p.add_argument("--task", choices=("resynth", "vc"), default="resynth")
+    p.add_argument("--metrics", default="auto",
+                   help="comma-separated metric names, or 'auto' = every default metric available here "
+                        "(pesq_wb,pesq_nb,stoi,estoi,mel_distance,dwer,sim,utmos,dnsmos,distillmos)")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep utterances whose manifest field matches (repeatable; VALUE may be a|b; lang=en matches 'en (L1 zh)')")
+    p.add_argument("--max-duration", type=float, default=None, help="skip utterances longer than this (seconds)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate at most this many utterances")
+    p.add_argument("--asr-model", default=None, help="CTranslate2 Whisper model folder for dWER (default: an installed offline model)")
+    p.add_argument("--speaker-backend", choices=("auto", "wavlm", "resemblyzer"), default="auto")
+    p.add_argument("--vc-pairs", default=None, help="--task vc: .tsv with source and target (references separated by |) columns")
+    p.add_argument("--vc-references", type=int, default=5, help="--task vc without --vc-pairs: target utterances per trial")
+    p.add_argument("--save-audio", action="store_true", help="also write every reconstruction under OUTPUT/audio/")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--quiet", action="store_true", help="no per-utterance progress lines")
+    p.set_defaults(func=run)
+    return p
+
+
+def _metric_options(name: str, args: argparse.Namespace) -> Dict[str, Any]:
+    if name == "dwer":
+        return {"model": args.asr_model, "device": "cuda" if str(args.device).startswith("cuda") else "cpu"}
+    if name == "sim":
+        return {"backend": args.speaker_backend, "device": args.device}
+    if name in ("utmos", "distillmos"):
+        return {"device": args.device}
+    return {}
+
+
+def build_metrics(spec: str, task: str, args: argparse.Namespace) -> Dict[str, Any]:
+    from ..eval.harness import DEFAULT_METRICS
+    from ..eval.metrics import build_metric, metric_unavailable_reason
+
+    if spec == "auto":
+        names = []
+        for n in DEFAULT_METRICS[task]:
+            reason = metric_unavailable_reason(n)
+            if reason is None:
+                names.append(n)
+            else:
+                warnings.warn(f"metric {n} skipped: {reason}")
+    else:
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise InputError("no metric to compute (install the eval extras: pip install 'focalcodec[eval]')")
+    return {n: build_metric(n, **_metric_options(n, args)) for n in names}
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import __version__
+    from ..eval.baselines import build_codec
+    from ..eval.data import filter_utterances, load_utterances, make_vc_pairs, read_vc_pairs
+    from ..eval.harness import evaluate_resynthesis, evaluate_vc
+    from ..eval.report import write_report
+
+    out = Path(args.output)
+    if args.limit is not None and args.limit < 1:
+        raise InputError("--limit must be at least 1")
+    if args.task == "vc" and args.vc_pairs:
+        items: List[Any] = read_vc_pairs(args.vc_pairs)[: args.limit]
+        n_items = len(items)
+    else:
+        utts = filter_utterances(load_utterances(args.data), args.where, args.max_duration,
+                                 None if args.task == "vc" else args.limit)
+        items = make_vc_pairs(utts, args.vc_references)[: args.limit] if args.task == "vc" else utts
+        n_items = len(items)
+    metrics = build_metrics(args.metrics, args.task, args)
+    codecs = [build_codec(name, model=args.model, device=args.device) for name in args.codec]
+    audio_dir = out / "audio" if args.save_audio else None
+    if args.task == "vc":
+        result = evaluate_vc(codecs, items, metrics, audio_dir, args.device, progress=not args.quiet)
+    else:
+        result = evaluate_resynthesis(codecs, items, metrics, audio_dir, args.device, progress=not args.quiet)
+    first = next(iter(result.codecs.values()), None)
+    result.data = {
+        "source": str(args.data),
+        "utterances": n_items,
+        "filters": args.where,
+        "max_duration": args.max_duration,
+        "audio_seconds": first["summary"].get("audio_seconds") if first else None,
+    }
+    result.environment = {
+        "focalcodec": __version__,
+        "python": platform.python_version(),
+        "device": args.device,
+        "backends": {n: _backend(n, m) for n, m in metrics.items()},
+    }
+    paths = write_report(result, out)
+    if not args.no_plots:
+        from ..eval.plots import write_plots
+
+        write_plots(result, out)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    print(f"report written to {out}")
+    return 0
+
+
+def _backend(name: str, metric: Any) -> str:
+    if name == "dwer":
+        return f"faster-whisper {metric.transcriber.name}"
+    if name == "sim":
+        return metric.backend
+    return type(metric).__name__

@@ -1,0 +1,432 @@
+"""Pluggable evaluation metrics and the signal-level ones (PESQ, STOI/ESTOI, log-mel distance),
+plus token statistics (code usage, normalised entropy), measured bitrate, RTF and peak memory.
+
+A metric compares a reference signal with a reconstruction (or scores a reconstruction alone)::
+
+    metric = build_metric("stoi")
+    values = metric(ref, hyp, sample_rate=16000)     # ref, hyp: (N,) float -> {"stoi": 0.93}
+    summary = metric.aggregate([values, ...])        # {"stoi": mean over utterances}
+
+Every metric declares the values it returns in ``keys`` (name -> higher is better), the rate
+it works at (inputs are resampled to it) and whether it needs a reference. Metrics whose
+backend lives in an optional package are registered by name and imported on first use, so
+``available_metrics()`` lists what this installation can compute and ``build_metric`` raises
+:class:`MetricUnavailable` with the install command for the others. Add a metric with
+:func:`register_metric`.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import importlib.util
+import math
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..audio import resample
+from ..errors import FocalCodecError, InputError
+
+__all__ = [
+    "EstoiMetric",
+    "LogMelDistance",
+    "Metric",
+    "MetricUnavailable",
+    "PesqMetric",
+    "ResourceMeter",
+    "StoiMetric",
+    "TokenStatistics",
+    "available_metrics",
+    "build_metric",
+    "measured_bitrate",
+    "mel_filterbank",
+    "metric_names",
+    "register_metric",
+    "real_time_factor",
+]
+
+Signal = Union[Tensor, np.ndarray]
+
+
+class MetricUnavailable(FocalCodecError, RuntimeError):
+    """A metric whose backend (package or model weights) is not installed here."""
+
+
+def as_mono(x: Signal, what: str) -> np.ndarray:
+    """``(N,)`` or ``(1, N)`` tensor/array -> contiguous ``(N,)`` float32 array (finite, non-empty)."""
+    arr = x.detach().cpu().float().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
+    if arr.ndim == 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 1:
+        raise InputError(f"{what} must be a 1-D signal (N,), got shape {tuple(arr.shape)}")
+    if arr.size == 0:
+        raise InputError(f"{what} has no samples")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{what} contains NaN or infinite samples")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+class Metric(abc.ABC):
+    """Base class of every metric.
+
+    Subclasses set ``name``, ``keys`` ({value name: higher is better}), ``sample_rate`` (the
+    rate ``compute`` receives) and ``needs_reference``, and implement :meth:`compute`.
+    """
+
+    name: str = ""
+    keys: Mapping[str, bool] = {}
+    sample_rate: int = 16000
+    needs_reference: bool = True
+    align: bool = True  # cut reference and reconstruction to the same length
+
+    @classmethod
+    def unavailable_reason(cls) -> Optional[str]:
+        """``None`` when this metric can run here, else why not and how to fix it."""
+        return None
+
+    def __call__(self, ref: Optional[Signal], hyp: Signal, sample_rate: int = 16000, meta: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """Score ``hyp`` (N,) against ``ref`` (M,), both at ``sample_rate``; the longer one is
+        cut to the shorter. Returns ``{key: value}`` (plus metric-specific extras such as
+        transcripts). Metrics with ``align = False`` (speaker similarity) keep both whole. ``meta`` carries the utterance's manifest fields (e.g. ``lang``)."""
+        h = as_mono(hyp, "reconstruction")
+        h = resample(h, sample_rate, self.sample_rate)
+        r: Optional[np.ndarray] = None
+        if self.needs_reference:
+            if ref is None:
+                raise InputError(f"metric {self.name!r} needs a reference signal")
+            r = resample(as_mono(ref, "reference"), sample_rate, self.sample_rate)
+            if self.align:
+                n = min(r.shape[0], h.shape[0])
+                r, h = r[:n], h[:n]
+        return self.compute(r, h, dict(meta or {}))
+
+    @abc.abstractmethod
+    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+        """``ref``, ``hyp``: (N,) float32 at ``self.sample_rate`` (same length when both given)."""
+
+    def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> Dict[str, float]:
+        """Corpus-level values from per-utterance ones: the mean of each key over the
+        utterances where it is finite (NaN when none is)."""
+        out: Dict[str, float] = {}
+        for key in self.keys:
+            vals = [float(r[key]) for r in rows if key in r and r[key] is not None and math.isfinite(float(r[key]))]
+            out[key] = float(np.mean(vals)) if vals else float("nan")
+        return out
+
+
+# -- registry -----------------------------------------------------------------------------------
+_REGISTRY: Dict[str, Union[str, Callable[..., Metric]]] = {
+    "pesq_wb": "focalcodec.eval.metrics:PesqMetric",
+    "pesq_nb": "focalcodec.eval.metrics:PesqNarrowMetric",
+    "stoi": "focalcodec.eval.metrics:StoiMetric",
+    "estoi": "focalcodec.eval.metrics:EstoiMetric",
+    "mel_distance": "focalcodec.eval.metrics:LogMelDistance",
+    "dwer": "focalcodec.eval.asr:DWERMetric",
+    "sim": "focalcodec.eval.speaker:SpeakerSimilarity",
+    "utmos": "focalcodec.eval.mos:UTMOSMetric",
+    "dnsmos": "focalcodec.eval.mos:DNSMOSMetric",
+    "distillmos": "focalcodec.eval.mos:DistillMOSMetric",
+}
+
+
+def register_metric(name: str, factory: Union[str, Callable[..., Metric]]) -> None:
+    """Make ``build_metric(name)`` call ``factory(**options)``; ``factory`` may be a class, a
+    function or a ``"module:attribute"`` string imported on first use."""
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise InputError(f"metric names are letters, digits, '_' and '-': {name!r}")
+    _REGISTRY[name] = factory
+
+
+def metric_names() -> List[str]:
+    """Every registered metric name (available here or not)."""
+    return list(_REGISTRY)
+
+
+def _factory(name: str) -> Callable[..., Metric]:
+    if name not in _REGISTRY:
+        raise InputError(f"unknown metric {name!r}; known: {', '.join(_REGISTRY)}")
+    entry = _REGISTRY[name]
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        try:
+            entry = getattr(importlib.import_module(module), attr)
+        except ImportError as exc:
+            raise MetricUnavailable(f"metric {name!r} cannot be imported: {exc}") from None
+    return entry
+
+
+def metric_unavailable_reason(name: str) -> Optional[str]:
+    """``None`` when ``build_metric(name)`` can work here, else the reason."""
+    try:
+        factory = _factory(name)
+    except MetricUnavailable as exc:
+        return str(exc)
+    check = getattr(factory, "unavailable_reason", None)
+    return check() if callable(check) else None
+
+
+def available_metrics(names: Optional[Iterable[str]] = None) -> List[str]:
+    """The registered metrics (or those of ``names``) that can run on this installation."""
+    return [n for n in (names if names is not None else _REGISTRY) if metric_unavailable_reason(n) is None]
+
+
+def build_metric(name: str, **options: Any) -> Metric:
+    """Instantiate the metric registered as ``name`` (raises :class:`MetricUnavailable`
+    with an install hint when its backend is missing)."""
+    factory = _factory(name)
+    check = getattr(factory, "unavailable_reason", None)
+    reason = check() if callable(check) else None
+    if reason:
+        raise MetricUnavailable(f"metric {name!r} is unavailable: {reason}")
+    return factory(**options)
+
+
+def _missing(module: str, hint: str) -> Optional[str]:
+    return None if importlib.util.find_spec(module) is not None else f"package {module!r} is not installed ({hint})"
+
+
+# -- PESQ -----------------------------------------------------------------------------------------
+class PesqMetric(Metric):
+    """PESQ (ITU-T P.862.2 wide band at 16 kHz); 1.04 (bad) .. 4.64 (identical)."""
+
+    name = "pesq_wb"
+    keys = {"pesq_wb": True}
+    sample_rate = 16000
+    mode = "wb"
+
+    @classmethod
+    def unavailable_reason(cls) -> Optional[str]:
+        return _missing("pesq", "pip install pesq")
+
+    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+        from pesq import pesq
+
+        assert ref is not None
+        try:
+            value = float(pesq(self.sample_rate, ref.astype(np.float64), hyp.astype(np.float64), self.mode))
+        except Exception as exc:  # noqa: BLE001 - silent or too-short signals
+            warnings.warn(f"PESQ undefined for this utterance ({type(exc).__name__}: {exc}); recorded as NaN")
+            value = float("nan")
+        return {self.name: value}
+
+
+class PesqNarrowMetric(PesqMetric):
+    """PESQ (P.862 narrow band, 8 kHz); up to 4.55 for identical signals."""
+
+    name = "pesq_nb"
+    keys = {"pesq_nb": True}
+    sample_rate = 8000
+    mode = "nb"
+
+
+# -- STOI -----------------------------------------------------------------------------------------
+class StoiMetric(Metric):
+    """Short-time objective intelligibility, 0..1 (1 for identical signals)."""
+
+    name = "stoi"
+    keys = {"stoi": True}
+    sample_rate = 16000
+    extended = False
+
+    @classmethod
+    def unavailable_reason(cls) -> Optional[str]:
+        return _missing("pystoi", "pip install pystoi")
+
+    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+        from pystoi import stoi
+
+        assert ref is not None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            value = float(stoi(ref.astype(np.float64), hyp.astype(np.float64), self.sample_rate, extended=self.extended))
+        return {self.name: value}
+
+
+class EstoiMetric(StoiMetric):
+    """Extended STOI (Jensen & Taal 2016), robust to modulated noise; 1 for identical signals."""
+
+    name = "estoi"
+    keys = {"estoi": True}
+    extended = True
+
+
+# -- log-mel distance -------------------------------------------------------------------------------
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + f / 700.0)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: Optional[float] = None) -> Tensor:
+    """Triangular filters on the HTK mel scale, ``(n_mels, n_fft // 2 + 1)`` float32, each
+    normalised to unit area (Slaney style)."""
+    f_max = sample_rate / 2 if f_max is None else f_max
+    bins = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array(f_min)), _hz_to_mel(np.array(f_max)), n_mels + 2))
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (bins[None] - lower) / (centre - lower)
+    down = (upper - bins[None]) / (upper - centre)
+    fb = np.maximum(0.0, np.minimum(up, down))
+    fb *= (2.0 / (upper - lower))
+    return torch.from_numpy(fb.astype(np.float32))
+
+
+def log_mel_spectrogram(sig: Signal, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> Tensor:
+    """``(N,)`` -> ``(n_mels, frames)`` natural-log mel power (floored at 1e-5), via torch.stft."""
+    x = torch.as_tensor(as_mono(sig, "signal"))
+    if x.shape[0] < n_fft:
+        x = torch.nn.functional.pad(x, (0, n_fft - x.shape[0]))
+    spec = torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True, return_complex=True)
+    power = spec.abs() ** 2
+    mel = mel_filterbank(sample_rate, n_fft, n_mels) @ power
+    return torch.log(mel.clamp_min(1e-5))
+
+
+class LogMelDistance(Metric):
+    """Mean absolute difference of log-mel spectrograms (80 bins, 64 ms windows, 16 ms hop);
+    0 for identical signals, lower is better."""
+
+    name = "mel_distance"
+    keys = {"mel_distance": False}
+    sample_rate = 16000
+
+    def __init__(self, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> None:
+        self.n_fft, self.hop, self.n_mels = n_fft, hop, n_mels
+
+    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+        assert ref is not None
+        a = log_mel_spectrogram(ref, self.sample_rate, self.n_fft, self.hop, self.n_mels)
+        b = log_mel_spectrogram(hyp, self.sample_rate, self.n_fft, self.hop, self.n_mels)
+        return {self.name: float((a - b).abs().mean())}
+
+
+# -- tokens, bitrate, speed, memory --------------------------------------------------------------------
+class TokenStatistics:
+    """Accumulates token counts over a corpus.
+
+    ``update(tokens)`` with ``(T,)`` or ``(B, T)`` integer tokens in ``[0, codebook_size)``;
+    ``code_usage`` = distinct tokens seen / codebook size and ``normalized_entropy`` = entropy of
+    the token histogram / log2(codebook size), both in percent as in the paper.
+    """
+
+    def __init__(self, codebook_size: int) -> None:
+        if codebook_size < 2:
+            raise InputError(f"codebook_size must be >= 2, got {codebook_size}")
+        self.codebook_size = int(codebook_size)
+        self.counts = torch.zeros(self.codebook_size, dtype=torch.float64)
+
+    def update(self, tokens: Union[Tensor, np.ndarray, Sequence[int]]) -> None:
+        t = torch.as_tensor(np.asarray(tokens) if not isinstance(tokens, Tensor) else tokens).reshape(-1).long().cpu()
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.codebook_size):
+            raise InputError(f"tokens must lie in [0, {self.codebook_size}), got range [{int(t.min())}, {int(t.max())}]")
+        self.counts += torch.bincount(t, minlength=self.codebook_size).double()
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def code_usage(self) -> float:
+        return 100.0 * float((self.counts > 0).sum()) / self.codebook_size
+
+    @property
+    def normalized_entropy(self) -> float:
+        total = self.counts.sum()
+        if total == 0:
+            return float("nan")
+        p = self.counts[self.counts > 0] / total
+        return 100.0 * float(-(p * torch.log2(p)).sum()) / math.log2(self.codebook_size)
+
+    def summary(self) -> Dict[str, float]:
+        return {"code_usage": self.code_usage, "norm_entropy": self.normalized_entropy}
+
+
+def measured_bitrate(num_bits: float, duration_s: float) -> float:
+    """Bits per second actually spent: ``num_bits / duration_s``."""
+    if duration_s <= 0:
+        raise InputError(f"duration must be positive, got {duration_s}")
+    return float(num_bits) / float(duration_s)
+
+
+def real_time_factor(audio_seconds: float, processing_seconds: float) -> float:
+    """The paper's RTF: seconds of audio processed per second of compute (higher is faster)."""
+    return float(audio_seconds) / max(float(processing_seconds), 1e-9)
+
+
+def _rss_bytes() -> Optional[int]:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class ResourceMeter:
+    """Context manager measuring wall time and peak memory of the code it wraps.
+
+    On CUDA devices the peak is ``torch.cuda.max_memory_allocated`` during the block; on the CPU
+    it is the peak resident set size above the one at entry, sampled every ``interval`` s
+    from ``/proc/self/statm`` (0 where that file does not exist)."""
+
+    device: Union[str, torch.device] = "cpu"
+    interval: float = 0.002
+    seconds: float = 0.0
+    peak_bytes: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: Optional[threading.Thread] = field(default=None, repr=False)
+    _base: int = 0
+    _peak: int = 0
+
+    def _cuda(self) -> bool:
+        return torch.device(self.device).type == "cuda" and torch.cuda.is_available()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            rss = _rss_bytes() or 0
+            self._peak = max(self._peak, rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "ResourceMeter":
+        if self._cuda():
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._base = self._peak = _rss_bytes() or 0
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._cuda():
+            torch.cuda.synchronize(self.device)
+            self.seconds = time.perf_counter() - self._t0
+            self.peak_bytes = max(0, torch.cuda.max_memory_allocated(self.device) - self._base)
+            return
+        self.seconds = time.perf_counter() - self._t0
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._peak = max(self._peak, _rss_bytes() or 0)
+        self.peak_bytes = max(0, self._peak - self._base)
+
+
+def summarize_values(values: Sequence[float]) -> Tuple[float, float, int]:
+    """(mean, standard deviation, count) over the finite values."""
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std()), int(v.size)

@@ -1,0 +1,119 @@
+"""PNG plots of a run (matplotlib, no display needed):
+
+- ``metrics_vs_bitrate.png``: one panel per metric, every codec a point at its measured
+  bitrate (log axis);
+- ``spectrograms.png``: log-mel spectrograms of one utterance, original and each codec's output.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Union
+
+import numpy as np
+
+from .harness import EvalResult
+from .metrics import log_mel_spectrogram
+from .report import COLUMN_TITLES
+
+__all__ = ["plot_metrics_vs_bitrate", "plot_spectrograms", "write_plots"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bitrate(summary: Mapping[str, float]) -> float:
+    b = summary.get("measured_bitrate", float("nan"))
+    if b is None or not math.isfinite(b):
+        b = summary.get("nominal_bitrate", float("nan"))
+    return float(b) if b is not None else float("nan")
+
+
+def plot_metrics_vs_bitrate(result: EvalResult, path: Union[str, Path]) -> Optional[Path]:
+    """Grid of metric-vs-bitrate panels; returns the path, or None when there is nothing to plot."""
+    keys = [k for keys in result.metrics.values() for k in keys] + ["code_usage", "norm_entropy", "rtf"]
+    summaries = {n: e["summary"] for n, e in result.codecs.items()}
+    keys = [k for k in keys if any(isinstance(s.get(k), (int, float)) and math.isfinite(s[k]) for s in summaries.values())]
+    if not keys or not summaries:
+        return None
+    plt = _pyplot()
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    markers = "osD^v<>pP*Xh"
+    names = sorted(summaries, key=lambda n: _bitrate(summaries[n]))
+    for ax, key in zip(axes.flat, keys):
+        for i, name in enumerate(names):
+            s = summaries[name]
+            x, y = _bitrate(s), s.get(key)
+            if y is None or not math.isfinite(float(y)) or not math.isfinite(x) or x <= 0:
+                continue
+            ax.scatter([x / 1000], [y], marker=markers[i % len(markers)], s=40, label=name)
+        ref = result.reference.get(key)
+        if ref is not None and isinstance(ref, (int, float)) and math.isfinite(ref):
+            ax.axhline(ref, color="grey", linestyle="--", linewidth=1, label="original audio")
+        ax.set_xscale("log")
+        ax.set_xlabel("bitrate (kbit/s)")
+        title = COLUMN_TITLES.get(key, (key, 2))[0]
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) // 4), 1, 1))
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_spectrograms(signals: Mapping[str, np.ndarray], path: Union[str, Path], sample_rate: int = 16000, title: str = "") -> Path:
+    """One log-mel panel per signal (``name -> (N,)`` at ``sample_rate``), stacked, same colour scale."""
+    if not signals:
+        raise ValueError("no signal to plot")
+    plt = _pyplot()
+    specs: Dict[str, np.ndarray] = {n: log_mel_spectrogram(x, sample_rate).numpy() for n, x in signals.items()}
+    vmax = max(float(s.max()) for s in specs.values())
+    vmin = vmax - 12.0  # ~ 52 dB of range (natural log of power)
+    fig, axes = plt.subplots(len(specs), 1, figsize=(9, 1.9 * len(specs)), squeeze=False, sharex=True)
+    hop_s = 256 / sample_rate
+    for ax, (name, spec) in zip(axes[:, 0], specs.items()):
+        ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax,
+                  extent=(0, spec.shape[1] * hop_s, 0, spec.shape[0]))
+        ax.set_ylabel("mel bin")
+        ax.set_title(name, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("time (s)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_plots(result: EvalResult, out_dir: Union[str, Path]) -> List[Path]:
+    """Both plots of a run into ``out_dir``; returns the files written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = []
+    p = plot_metrics_vs_bitrate(result, out / "metrics_vs_bitrate.png")
+    if p is not None:
+        written.append(p)
+    if result.examples:
+        sigs = {("original" if k == "reference" else k): v for k, v in result.examples.items()}
+        written.append(plot_spectrograms(sigs, out / "spectrograms.png", title=f"utterance {result.example_id}"))
+    return written
