@@ -6,7 +6,7 @@ Output folder of :func:`tokenize_corpus` (``out/``)::
 
     plan.json                    what the run tokenizes: file list digest, shard size, model identity
     shards/shard-000000.parquet  one row per utterance: id, path, duration, num_samples, num_tokens, tokens
-    shards/shard-000000.json     the shard's "done" marker: sha256 of the Parquet file, totals, its errors
+    markers/shard-000000.json    the shard's "done" marker: sha256 of the Parquet file, totals, its errors
     errors.tsv                   files that could not be tokenized: id, path, reason
     index.json                   every shard with its checksum, the totals and the model identity
 
@@ -64,6 +64,7 @@ __all__ = [
 FORMAT = "focalcodec-tokens"
 FORMAT_VERSION = 1
 SHARD_DIR = "shards"
+MARKER_DIR = "markers"
 PathLike = Union[str, Path]
 
 _PATH_COLUMNS = ("path", "audio", "audio_path", "file", "filename", "wav")
@@ -286,7 +287,6 @@ class _Dist:
             self.rank, self.world = dist.get_rank(), dist.get_world_size()
         else:
             self.rank, self.world = 0, 1
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.group = None
         if self.world > 1:
             self.group = dist.new_group(backend="gloo", timeout=timedelta(hours=timeout_hours))
@@ -307,10 +307,14 @@ class _Dist:
             self.dist.destroy_process_group()
 
 
-def _rank_device(device: str, local_rank: int) -> str:
-    """``cuda`` under torchrun means this process's GPU, ``cuda:LOCAL_RANK``."""
+def _rank_device(device: str) -> str:
+    """``cuda`` under torchrun means this process's GPU, ``cuda:LOCAL_RANK`` (made current)."""
     if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return f"cuda:{local_rank}"
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA GPU is visible to this process")
+        torch.cuda.set_device(torch.device(device))
     return device
 
 
@@ -471,13 +475,13 @@ def _write_shard(
         "plan": plan["digest"],
         "errors": errors,
     }
-    _write_json(out / SHARD_DIR / f"{name}.json", marker)
+    _write_json(out / MARKER_DIR / f"{name}.json", marker)
     return marker
 
 
 def _finished_marker(out: Path, k: int, plan: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     """The marker of shard ``k`` if it is done for this plan and its file is intact."""
-    path = out / SHARD_DIR / f"{_shard_name(k)}.json"
+    path = out / MARKER_DIR / f"{_shard_name(k)}.json"
     try:
         marker = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -565,14 +569,16 @@ def _prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
                     f"{out} holds another tokenization run (different files, shard size or model); "
                     "choose a new --out or pass --overwrite to replace it"
                 )
-            for p in (out / SHARD_DIR).glob("*"):
-                if p.name.startswith((".shard-", "shard-")):
-                    p.unlink()
+            for folder in (SHARD_DIR, MARKER_DIR):
+                for p in (out / folder).glob("*"):
+                    if p.name.startswith((".shard-", "shard-")):
+                        p.unlink()
             for name in ("index.json", "errors.tsv"):
                 (out / name).unlink(missing_ok=True)
     elif (out / "index.json").exists() or any((out / SHARD_DIR).glob("shard-*")):
         raise InputError(f"{out} holds shards without a plan.json; choose a new --out")
-    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    for folder in (SHARD_DIR, MARKER_DIR):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     _write_json(plan_path, plan)
 
 
@@ -656,9 +662,9 @@ def tokenize_corpus(
     started = time.perf_counter()
     out = Path(out)
     items = list(data) if isinstance(data, (list, tuple)) else list_corpus(data, root)
+    device = _rank_device(str(device))
     dist = _Dist(device, dist_timeout_hours)
     try:
-        device = _rank_device(device, dist.local_rank)
         if isinstance(model, (str, Path)):
             from .codec import FocalCodec
 
@@ -685,7 +691,8 @@ def tokenize_corpus(
         problems = [p for p in dist.all_gather(problem) if p]
         if problems:  # every rank stops with rank 0's reason instead of waiting for it
             raise InputError(problems[0])
-        (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+        for folder in (SHARD_DIR, MARKER_DIR):
+            (out / folder).mkdir(parents=True, exist_ok=True)
 
         mine = [k for k in range(plan["num_shards"]) if k % dist.world == dist.rank]
         done: Dict[int, Dict[str, Any]] = {}

@@ -205,6 +205,15 @@ class _AudioCache:
         return self._data[u.path]
 
 
+def _new_result(task: str, metrics: Mapping[str, Metric], example_id: str, sources: Sequence[Utterance], audio: _AudioCache) -> EvalResult:
+    """An empty result with the original audio's no-reference scores and the first input kept for plots."""
+    result = EvalResult(task, {n: dict(m.keys) for n, m in metrics.items()})
+    result.example_id = example_id
+    result.examples["reference"] = audio(sources[0])
+    result.reference = _reference_row(sources, audio, metrics)
+    return result
+
+
 def evaluate_resynthesis(
     codecs: Sequence[Codec],
     utterances: Sequence[Utterance],
@@ -215,15 +224,10 @@ def evaluate_resynthesis(
 ) -> EvalResult:
     """Resynthesis: each codec encodes and decodes each utterance; every metric compares the
     output (resampled to 16 kHz and cut to the input's length) with the input."""
-    if not codecs:
-        raise InputError("no codec to evaluate")
-    if not utterances:
-        raise InputError("no utterance to evaluate")
+    if not codecs or not utterances:
+        raise InputError("nothing to evaluate: give at least one codec and one utterance")
     audio = _AudioCache()
-    result = EvalResult("resynth", {n: dict(m.keys) for n, m in metrics.items()})
-    result.example_id = utterances[0].id
-    result.examples["reference"] = audio(utterances[0])
-    result.reference = _reference_row(utterances, audio, metrics)
+    result = _new_result("resynth", metrics, utterances[0].id, utterances, audio)
     for codec in codecs:
         jobs = [
             _Job(u.id, audio(u), u.fields(), {}, (lambda c=codec, x=audio(u): c.roundtrip(x)), f"{u.id}.wav")
@@ -245,15 +249,10 @@ def evaluate_vc(
     measured against the source, speaker similarity against the target's references
     (concatenated); intrusive signal metrics are not meaningful here and are skipped."""
     metrics = {n: m for n, m in metrics.items() if n not in INTRUSIVE_FOR_VC}
-    if not pairs:
-        raise InputError("no voice-conversion pair to evaluate")
-    if not codecs:
-        raise InputError("no codec to evaluate")
+    if not codecs or not pairs:
+        raise InputError("nothing to evaluate: give at least one codec and one voice-conversion pair")
     audio = _AudioCache()
-    result = EvalResult("vc", {n: dict(m.keys) for n, m in metrics.items()})
-    result.example_id = pairs[0].id
-    result.examples["reference"] = audio(pairs[0].source)
-    result.reference = _reference_row([p.source for p in pairs], audio, metrics)
+    result = _new_result("vc", metrics, pairs[0].id, [p.source for p in pairs], audio)
     for codec in codecs:
         if not codec.supports_vc:
             warnings.warn(f"codec {codec.name} does not support voice conversion; skipped")
