@@ -13,17 +13,17 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .layers import CausalPad, zero_padded_frames
+from .layers import CausalPad, conv_time_major, zero_padded_frames
 
 __all__ = ["ConvNeXtBackbone"]
 
 
 class ConvNeXtBlock(nn.Module):
-    """One ConvNeXt block; ``(B, C, T) -> (B, C, T)``."""
+    """One ConvNeXt block; ``(B, T, C) -> (B, T, C)``."""
 
     def __init__(self, dim: int, ffn_dim: int, kernel_size: int, layerscale_init: float, causal: bool, pad_mode: str) -> None:
         super().__init__()
-        self.dwconv = nn.Conv1d(dim, dim, kernel_size, groups=dim, padding=0 if causal else kernel_size // 2)
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, ffn_dim)
         self.activation = nn.GELU()
@@ -39,11 +39,13 @@ class ConvNeXtBlock(nn.Module):
         new_context = None
         if self.causal:
             x, new_context = self.pad(x, context)
+            y = conv_time_major(x, self.dwconv)
         else:
-            x = zero_padded_frames(x, lengths, time_dim=2)
-        y = self.dwconv(x).transpose(1, 2)
+            x = zero_padded_frames(x, lengths)
+            half = self.dwconv.kernel_size[0] // 2
+            y = conv_time_major(x, self.dwconv, (half, half))
         y = self.pwconv2(self.activation(self.pwconv1(self.norm(y))))
-        return residual + (self.gamma * y).transpose(1, 2), new_context
+        return residual + self.gamma * y, new_context
 
 
 class ConvNeXtBackbone(nn.Module):
@@ -64,7 +66,7 @@ class ConvNeXtBackbone(nn.Module):
         self.causal = causal
         if layerscale_init is None:
             layerscale_init = 1.0 / num_layers
-        self.embedding = nn.Conv1d(input_dim, dim, kernel_size, padding=0 if causal else kernel_size // 2)
+        self.embedding = nn.Conv1d(input_dim, dim, kernel_size)
         self.pad = CausalPad(kernel_size - 1 if causal else 0, pad_mode)
         self.input_norm = nn.LayerNorm(dim, eps=1e-6)
         self.layers = nn.ModuleList(
@@ -75,17 +77,18 @@ class ConvNeXtBackbone(nn.Module):
     def forward(
         self, x: Tensor, state: Optional[List[Tensor]] = None, lengths: Optional[Tensor] = None
     ) -> Tuple[Tensor, List[Tensor]]:
-        x = x.transpose(1, 2)
         new_state: List[Tensor] = []
         if self.causal:
             x, ctx = self.pad(x, None if not state else state[0])
             new_state.append(ctx)
+            x = conv_time_major(x, self.embedding)
         else:
-            x = zero_padded_frames(x, lengths, time_dim=2)
-        x = self.embedding(x)
-        x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)
+            x = zero_padded_frames(x, lengths)
+            half = self.embedding.kernel_size[0] // 2
+            x = conv_time_major(x, self.embedding, (half, half))
+        x = self.input_norm(x)
         for i, layer in enumerate(self.layers):
             x, ctx = layer(x, None if not state else state[i + 1], lengths)
             if ctx is not None:
                 new_state.append(ctx)
-        return self.output_norm(x.transpose(1, 2)), new_state
+        return self.output_norm(x), new_state

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import CausalPad, DynamicTanh, FeedForward, Snake, time_mask, zero_padded_frames
+from .layers import CausalPad, DynamicTanh, FeedForward, Snake, conv_time_major, time_mask, zero_padded_frames
 
 __all__ = ["FocalDecoder", "FocalEncoder"]
 
@@ -53,7 +53,7 @@ class FocalModulation(nn.Module):
         self.kernel_sizes = kernels
         self.layers = nn.ModuleList(
             nn.Sequential(
-                nn.Conv1d(dim, dim, k, groups=dim, padding=0 if causal else "same"),
+                nn.Conv1d(dim, dim, k, groups=dim),
                 nn.GELU(),
             )
             for k in kernels
@@ -67,28 +67,32 @@ class FocalModulation(nn.Module):
     def forward(
         self, x: Tensor, state: Optional[State] = None, lengths: Optional[Tensor] = None
     ) -> Tuple[Tensor, State]:
-        q, ctx, gates = self.in_proj(x).transpose(1, 2).split([self.dim, self.dim, self.focal_level + 1], dim=1)
+        q, ctx, gates = self.in_proj(x).split([self.dim, self.dim, self.focal_level + 1], dim=-1)
         acc = 0.0
         new_state: State = []
         for level, (layer, pad) in enumerate(zip(self.layers, self.pads)):
+            conv = layer[0]
             if self.causal:
                 ctx, c = pad(ctx, None if state is None else state[level])
                 new_state.append(c)
+                ctx = conv_time_major(ctx, conv)
             else:
-                ctx = zero_padded_frames(ctx, lengths, time_dim=2)
-            ctx = layer(ctx)
-            acc = acc + ctx * gates[:, level : level + 1]
+                ctx = zero_padded_frames(ctx, lengths)
+                total = conv.kernel_size[0] - 1
+                ctx = conv_time_major(ctx, conv, (total // 2, total - total // 2))
+            ctx = layer[1](ctx)
+            acc = acc + ctx * gates[..., level : level + 1]
         if not self.causal:
             if lengths is None:
-                pooled = ctx.mean(dim=2, keepdim=True)
+                pooled = ctx.mean(dim=1, keepdim=True)
             else:
-                valid = time_mask(lengths, ctx.shape[2])[:, None, :]
-                pooled = (ctx * valid).sum(dim=2, keepdim=True) / lengths.clamp(min=1)[:, None, None]
-            acc = acc + self.activation(pooled) * gates[:, self.focal_level :]
+                valid = time_mask(lengths, ctx.shape[1])[:, :, None]
+                pooled = (ctx * valid).sum(dim=1, keepdim=True) / lengths.clamp(min=1)[:, None, None]
+            acc = acc + self.activation(pooled) * gates[..., self.focal_level :]
         if self.normalize_modulator:
             acc = acc / (self.focal_level + 1)
-        out = (q * self.context_proj(acc)).transpose(1, 2)
-        return self.dropout(self.out_proj(out)), new_state
+        modulator = F.linear(acc, self.context_proj.weight[:, :, 0], self.context_proj.bias)
+        return self.dropout(self.out_proj(q * modulator)), new_state
 
 
 class FocalBlock(nn.Module):
@@ -167,20 +171,22 @@ class DownScale(nn.Module):
     def forward(
         self, x: Tensor, context: Optional[Tensor] = None, lengths: Optional[Tensor] = None
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        x = x.transpose(1, 2)
         new_context = None
+        right = 0
         if self.causal:
             x, new_context = self.pad(x, context)
         else:
-            x = zero_padded_frames(x, lengths, time_dim=2)
-            pad = (x.shape[2] - self.factor) % self.factor
-            if pad > 0:
-                x = F.pad(x, (0, pad))
-        return self.activation(self.downscale(x).transpose(1, 2)), new_context
+            x = zero_padded_frames(x, lengths)
+            right = (x.shape[1] - self.factor) % self.factor
+        return self.activation(conv_time_major(x, self.downscale, (0, right))), new_context
 
 
 class UpScale(nn.Module):
-    """Snake then transposed conv (kernel = stride = factor); ``(B, T, C) -> (B, T*u, C_out)``."""
+    """Snake then transposed conv (kernel = stride = factor); ``(B, T, C) -> (B, T*u, C_out)``.
+
+    With kernel = stride each input frame makes its own ``u`` output frames, so the layer is
+    a per-frame linear map and needs no context, causal or not.
+    """
 
     def __init__(self, in_dim: int, out_dim: int, factor: int, causal: bool) -> None:
         super().__init__()
@@ -188,18 +194,12 @@ class UpScale(nn.Module):
         self.causal = causal
         self.activation = Snake(in_dim)
         self.upscale = nn.ConvTranspose1d(in_dim, out_dim, factor, factor)
-        self.pad = CausalPad(factor - 1 if causal else 0)
 
-    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
-        T = x.shape[1]
-        new_context = None
-        if self.causal:
-            xt, new_context = self.pad(x.transpose(1, 2), context)
-            x = xt.transpose(1, 2)
-        y = self.upscale(self.activation(x).transpose(1, 2))
-        if self.causal:
-            y = y[:, :, y.shape[2] - T * self.factor :]
-        return y.transpose(1, 2), new_context
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, _ = x.shape
+        w = self.upscale.weight  # (C_in, C_out, u)
+        y = self.activation(x) @ w.permute(0, 2, 1).reshape(w.shape[0], -1)
+        return y.reshape(B, T * self.factor, w.shape[1]) + self.upscale.bias
 
 
 class FocalDownScale(nn.Module):
@@ -217,7 +217,7 @@ class FocalDownScale(nn.Module):
         if lengths is not None:
             lengths = self.downscale.num_frames(lengths)
         x, block_state = self.focal_block(x, None if state is None else state[1:], lengths)
-        return x, ([ctx] + block_state if ctx is not None else []), lengths
+        return x, ([ctx] + block_state) if ctx is not None else [], lengths
 
 
 class FocalUpScale(nn.Module):
@@ -231,11 +231,11 @@ class FocalUpScale(nn.Module):
     def forward(
         self, x: Tensor, state: Optional[State] = None, lengths: Optional[Tensor] = None
     ) -> Tuple[Tensor, State, Optional[Tensor]]:
-        x, block_state = self.focal_block(x, None if state is None else state[:-1], lengths)
-        x, ctx = self.upscale(x, None if state is None else state[-1])
+        x, block_state = self.focal_block(x, state, lengths)
+        x = self.upscale(x)
         if lengths is not None:
             lengths = lengths * self.upscale.factor
-        return x, (block_state + [ctx] if ctx is not None else []), lengths
+        return x, block_state, lengths
 
 
 class ChunkRefiner(nn.Module):

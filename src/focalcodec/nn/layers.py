@@ -2,6 +2,9 @@
 
 - :func:`time_mask` / :func:`zero_padded_frames`: the one masking helper used by every
   layer that mixes time, so that padded batch items behave exactly as if run alone.
+- :func:`conv_time_major`: the one convolution entry point. Every stage keeps activations
+  time-major, ``(B, T, C)``; convolutions run as channels-last 2-D convolutions on a view,
+  so no layer pays for transposed copies (LayerNorm, Linear and GELU then act in place).
 - :class:`CausalPad`: the one left-context helper used by every causal convolution. It
   prepends the ``k - 1`` frames of context carried over from the previous call (or a
   replicate/zero padding at stream start) and returns the context for the next call.
@@ -13,6 +16,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -20,6 +24,7 @@ __all__ = [
     "DynamicTanh",
     "FeedForward",
     "Snake",
+    "conv_time_major",
     "time_mask",
     "zero_padded_frames",
 ]
@@ -34,26 +39,45 @@ def time_mask(lengths: Tensor, size: int) -> Tensor:
     return steps[None, :] < lengths[:, None]
 
 
-def zero_padded_frames(x: Tensor, lengths: Optional[Tensor], time_dim: int = 1) -> Tensor:
+def zero_padded_frames(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     """Zero every time step at or past ``lengths[b]`` (no-op when ``lengths`` is None).
 
-    ``x: (B, T, C)`` with ``time_dim=1`` or ``(B, C, T)`` with ``time_dim=2``.
+    ``x: (B, T, C) -> (B, T, C)``.
     """
     if lengths is None:
         return x
-    mask = time_mask(lengths, x.shape[time_dim])
-    mask = mask[:, :, None] if time_dim == 1 else mask[:, None, :]
-    return x.masked_fill(~mask, 0.0)
+    return x.masked_fill(~time_mask(lengths, x.shape[1])[:, :, None], 0.0)
+
+
+def conv_time_major(
+    x: Tensor,
+    conv: nn.Conv1d,
+    padding: Tuple[int, int] = (0, 0),
+) -> Tensor:
+    """Apply ``conv`` (its weights, stride and groups; its own padding is ignored) over time.
+
+    ``x: (B, T, C_in) -> (B, T', C_out)`` with ``padding`` zeros added (left, right).
+    """
+    if padding != (0, 0):
+        x = F.pad(x, (0, 0, padding[0], padding[1]))
+    y = F.conv2d(
+        x.transpose(1, 2).unsqueeze(2),
+        conv.weight.unsqueeze(2),
+        conv.bias,
+        stride=(1, conv.stride[0]),
+        groups=conv.groups,
+    )
+    return y.squeeze(2).transpose(1, 2)
 
 
 class CausalPad(nn.Module):
     """Left context for a causal convolution, carried across calls.
 
-    ``x: (B, C, T)``, ``context: (B, C, k - 1)`` or None
-    ``-> (B, C, k - 1 + T)`` input for a convolution without padding, and the new context
+    ``x: (B, T, C)``, ``context: (B, k - 1, C)`` or None
+    ``-> (B, k - 1 + T, C)`` input for a convolution without padding, and the new context
     (the last ``k - 1`` input steps). At stream start (``context is None``) the context is
     the first step repeated (``mode="replicate"``) or zeros (``mode="zeros"``).
-    For ``k == 1`` the context is an empty ``(B, C, 0)`` tensor.
+    For ``k == 1`` the context is an empty ``(B, 0, C)`` tensor.
     """
 
     def __init__(self, size: int, mode: str = "replicate") -> None:
@@ -65,14 +89,14 @@ class CausalPad(nn.Module):
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         if self.size == 0:
-            return x, x[:, :, :0]
+            return x, x[:, :0]
         if context is None:
             if self.mode == "replicate":
-                context = x[:, :, :1].expand(-1, -1, self.size)
+                context = x[:, :1].expand(-1, self.size, -1)
             else:
-                context = x.new_zeros(x.shape[0], x.shape[1], self.size)
-        x = torch.cat([context.to(x.dtype), x], dim=2)
-        return x, x[:, :, -self.size :]
+                context = x.new_zeros(x.shape[0], self.size, x.shape[2])
+        x = torch.cat([context.to(x.dtype), x], dim=1)
+        return x, x[:, -self.size :]
 
     def extra_repr(self) -> str:
         return f"size={self.size}, mode={self.mode!r}"

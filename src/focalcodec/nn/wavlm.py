@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import CausalPad, FeedForward, zero_padded_frames
+from .layers import CausalPad, FeedForward, conv_time_major, zero_padded_frames
 
 __all__ = ["WavLM", "relative_position_bucket"]
 
@@ -41,7 +41,7 @@ def relative_position_bucket(relative: Tensor, num_buckets: int, max_distance: i
 
 
 class ConvBlock(nn.Module):
-    """Conv1d (no bias) -> LayerNorm over channels -> GELU; ``(B, C_in, N) -> (B, C_out, N')``."""
+    """Conv1d (no bias) -> LayerNorm over channels -> GELU; ``(B, N, C_in) -> (B, N', C_out)``."""
 
     def __init__(self, in_dim: int, out_dim: int, kernel_size: int, stride: int, causal: bool) -> None:
         super().__init__()
@@ -54,13 +54,13 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
         new_context = None
+        right = 0
         if self.causal:
             x, new_context = self.pad(x, context)
-        elif x.shape[-1] < self.kernel_size:
-            x = F.pad(x, (0, self.kernel_size - x.shape[-1]))
-        x = self.conv(x)
-        x = self.norm(x.transpose(1, 2)).transpose(1, 2)
-        return self.activation(x), new_context
+        elif x.shape[1] < self.kernel_size:
+            right = self.kernel_size - x.shape[1]
+        x = conv_time_major(x, self.conv, (0, right))
+        return self.activation(self.norm(x)), new_context
 
 
 class FeatureExtractor(nn.Module):
@@ -74,13 +74,13 @@ class FeatureExtractor(nn.Module):
         )
 
     def forward(self, sig: Tensor, contexts: Optional[List[Tensor]] = None) -> Tuple[Tensor, List[Tensor]]:
-        x = sig[:, None, :]
+        x = sig[:, :, None]
         new_contexts = []
         for i, layer in enumerate(self.layers):
             x, ctx = layer(x, None if contexts is None else contexts[i])
             if ctx is not None:
                 new_contexts.append(ctx)
-        return x.transpose(1, 2), new_contexts
+        return x, new_contexts
 
 
 class PositionalEmbedding(nn.Module):
@@ -99,17 +99,15 @@ class PositionalEmbedding(nn.Module):
         self.pad = CausalPad(kernel_size - 1 if causal else 0)
 
     def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
-        x = x.transpose(1, 2)
         new_context = None
         if self.causal:
             x, new_context = self.pad(x, context)
-            x = self.conv(x)
+            x = conv_time_major(x, self.conv)
         else:
             half = self.kernel_size // 2
-            x = self.conv(F.pad(x, (half, half)))
-            if self.kernel_size % 2 == 0:
-                x = x[:, :, :-1]
-        return self.activation(x).transpose(1, 2), new_context
+            # An even kernel gives one extra output frame, which is dropped: pad one less on the right.
+            x = conv_time_major(x, self.conv, (half, half - 1 + self.kernel_size % 2))
+        return self.activation(x), new_context
 
 
 class SelfAttention(nn.Module):
