@@ -1,0 +1,279 @@
+"""kNN voice conversion (SPEC §3.4, kNN-VC of Baas et al. 2023) and saved speaker sets.
+
+1. A target speaker is a *matching set*: the continuous encoder features (``sig_to_feats``,
+   WavLM layer 6, not quantised) of the non-causal ``focalcodec_50hz`` model over one or more
+   reference recordings, concatenated along time into ``(M, C)``.
+2. The source is encoded to tokens and decompressed to ``qfeats (B, T, C)``.
+3. Every frame is replaced by the mean of its ``k = 4`` nearest matching-set frames under
+   cosine distance; ``num_splits`` splits the matching set to bound memory.
+4. The decoder turns the converted frames into audio. The replacement is frame by frame, so
+   it works in streaming too (:class:`focalcodec.streaming.StreamDecoder` /
+   :class:`~focalcodec.streaming.StreamCodec` with ``matching_set=speaker.feats``).
+
+A :class:`SpeakerSet` is saved as safetensors (tensor ``feats``) with metadata naming the
+feature model (``model_id`` and ``model_fingerprint``) and the source files, so a voice is
+computed once::
+
+    feat_model = FocalCodec.from_pretrained("lucadellalib/focalcodec_50hz")
+    speaker = build_speaker_set(feat_model, ["ref1.wav", "ref2.wav"])
+    speaker.save("alice.safetensors")
+    out = convert(codec, source_wav, SpeakerSet.load("alice.safetensors"))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from .audio import AUDIO_EXTENSIONS, load_audio
+from .errors import InputError
+
+__all__ = [
+    "FORMAT",
+    "SpeakerSet",
+    "auto_splits",
+    "build_speaker_set",
+    "convert",
+    "convert_tokens",
+    "reference_files",
+]
+
+FORMAT = "focalcodec-speaker-set"
+FORMAT_VERSION = "1"
+# Reference audio is encoded in windows of at most this many seconds (bounded attention
+# memory for long references; each window is an independent utterance for the encoder).
+MAX_REFERENCE_SECONDS = 30.0
+# Default memory budget of one cosine-similarity block in the kNN search.
+KNN_BUDGET_BYTES = 256 * 2**20
+
+PathLike = Union[str, Path]
+
+
+@dataclass
+class SpeakerSet:
+    """A target voice: ``feats (M, C)`` float32 continuous features plus provenance."""
+
+    feats: Tensor
+    model_id: str = ""
+    model_fingerprint: str = ""
+    sources: List[str] = field(default_factory=list)
+    frames: List[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.feats.ndim != 2 or self.feats.shape[0] == 0:
+            raise InputError(f"a speaker set needs (M, C) features with M > 0, got shape {tuple(self.feats.shape)}")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.feats.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.feats.shape[1])
+
+    @property
+    def seconds(self) -> float:
+        """Reference audio covered, at 50 frames per second."""
+        return self.num_frames / 50.0
+
+    def save(self, path: PathLike) -> Path:
+        """Write ``path`` (safetensors: tensor ``feats`` + metadata)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model_id": self.model_id,
+            "model_fingerprint": self.model_fingerprint,
+            "sources": json.dumps(self.sources),
+            "frames": json.dumps(self.frames),
+            "dim": str(self.dim),
+        }
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            save_file({"feats": self.feats.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=meta)
+            tmp.replace(path)
+        except Exception as exc:  # noqa: BLE001
+            tmp.unlink(missing_ok=True)
+            raise InputError(f"cannot write speaker set {path}: {exc}") from None
+        return path
+
+    @classmethod
+    def load(cls, path: PathLike, expect_fingerprint: Optional[str] = None) -> "SpeakerSet":
+        """Read a file written by :meth:`save`. With ``expect_fingerprint``, a set made by a
+        different feature model raises :class:`InputError`."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"speaker set not found: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if "feats" not in f.keys():
+                    raise InputError(f"{path} has no 'feats' tensor: not a speaker set")
+                feats = f.get_tensor("feats")
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"cannot read speaker set {path} (not a safetensors file?): {exc}") from None
+        if meta.get("format") != FORMAT:
+            raise InputError(f"{path} is not a FocalCodec speaker set (format {meta.get('format')!r})")
+        fingerprint = meta.get("model_fingerprint", "")
+        if expect_fingerprint is not None and fingerprint != expect_fingerprint:
+            raise InputError(
+                f"{path} was made with feature model {meta.get('model_id')!r} (fingerprint {fingerprint[:12]}), "
+                f"not the expected one ({expect_fingerprint[:12]}); rebuild it from the reference audio"
+            )
+        return cls(
+            feats=feats,
+            model_id=meta.get("model_id", ""),
+            model_fingerprint=fingerprint,
+            sources=json.loads(meta.get("sources", "[]")),
+            frames=json.loads(meta.get("frames", "[]")),
+        )
+
+
+def reference_files(paths: Sequence[PathLike]) -> List[Path]:
+    """Files as given plus, for directories, every audio file below them (sorted)."""
+    from .cli.common import expand_inputs
+
+    return expand_inputs([str(p) for p in paths], AUDIO_EXTENSIONS)
+
+
+@torch.inference_mode()
+def _features(model: nn.Module, sig: Tensor) -> Tensor:
+    """``(N,) -> (T, C)`` continuous features, long signals in independent windows."""
+    window = int(MAX_REFERENCE_SECONDS * model.sample_rate_input)
+    device = next(model.parameters()).device
+    parts = []
+    for start in range(0, sig.shape[0], window):
+        piece = sig[start : start + window]
+        if parts and piece.shape[0] < model.encoder.receptive_field:
+            break  # a few trailing samples make no frame of their own
+        parts.append(model.sig_to_feats(piece[None].to(device))[0].float().cpu())
+    return torch.cat(parts, dim=0)
+
+
+def build_speaker_set(
+    model: nn.Module,
+    references: Sequence[Union[PathLike, Tensor]],
+) -> SpeakerSet:
+    """Matching set of a target voice from reference audio.
+
+    ``model``: the feature model, the non-causal ``focalcodec_50hz`` for the published recipe
+    (any FocalCodec works; the features must have the converting model's width).
+    ``references``: files, directories (all audio files below) or ``(N,)`` 16 kHz tensors.
+    Returns a :class:`SpeakerSet` with ``feats (M, C)``, M = total frames.
+    """
+    items: List[Union[Path, Tensor]] = []
+    for ref in references:
+        if isinstance(ref, Tensor):
+            items.append(ref)
+        else:
+            items.extend(reference_files([ref]))
+    if not items:
+        raise InputError("no reference audio given")
+    feats, sources, frames = [], [], []
+    for i, item in enumerate(items):
+        if isinstance(item, Tensor):
+            sig, name = item.detach().float().reshape(-1), f"<tensor {i}>"
+            if sig.numel() == 0 or not torch.isfinite(sig).all():
+                raise InputError(f"reference {name} is empty or has NaN/inf samples")
+        else:
+            sig, name = load_audio(item, model.sample_rate_input), str(item)
+        if sig.shape[0] < model.encoder.receptive_field:
+            raise InputError(f"reference {name} is too short ({sig.shape[0]} samples) to give a feature frame")
+        f = _features(model, sig)
+        feats.append(f)
+        sources.append(name)
+        frames.append(int(f.shape[0]))
+    return SpeakerSet(
+        feats=torch.cat(feats, dim=0),
+        model_id=str(getattr(model, "model_id", "")),
+        model_fingerprint=str(getattr(model, "fingerprint", "")),
+        sources=sources,
+        frames=frames,
+    )
+
+
+def auto_splits(num_queries: int, num_frames: int, budget_bytes: int = KNN_BUDGET_BYTES) -> int:
+    """Splits of the matching set that keep one ``(queries, frames / splits)`` float32
+    similarity block under ``budget_bytes``."""
+    return max(1, math.ceil(num_queries * num_frames * 4 / budget_bytes))
+
+
+def _matching(codec: nn.Module, target: Union[SpeakerSet, Tensor]) -> Tensor:
+    feats = target.feats if isinstance(target, SpeakerSet) else target
+    if feats.ndim != 2:
+        raise InputError(f"matching set must be (M, C), got shape {tuple(feats.shape)}")
+    width = codec.decoder.backbone.embedding.in_channels
+    if feats.shape[1] != width:
+        raise InputError(
+            f"the speaker set has {feats.shape[1]}-dim features but this model's decoder takes {width}; "
+            "build the set with a feature model of the same width"
+        )
+    return feats
+
+
+@torch.inference_mode()
+def convert_tokens(
+    codec: nn.Module,
+    toks: Tensor,
+    target: Union[SpeakerSet, Tensor],
+    topk: int = 4,
+    num_splits: Optional[int] = None,
+    output_length: Optional[int] = None,
+) -> Tensor:
+    """Tokens ``(B, T')`` of any speaker -> audio ``(B, M)`` in the target voice.
+
+    ``num_splits=None`` picks enough splits to bound the similarity block (see
+    :func:`auto_splits`). ``output_length`` truncates/pads as ``toks_to_sig`` does.
+    """
+    feats = _matching(codec, target)
+    if toks.ndim == 1:
+        toks = toks[None]
+    if num_splits is None:
+        frames = toks.shape[0] * toks.shape[1] * codec.decompressor.upsample_factor
+        num_splits = auto_splits(frames, feats.shape[0])
+    device = next(codec.parameters()).device
+    return codec.toks_to_sig(
+        toks.to(device),
+        matching_set=feats.to(device),
+        topk=topk,
+        num_splits=num_splits,
+        output_length=output_length,
+    ).float()
+
+
+@torch.inference_mode()
+def convert(
+    codec: nn.Module,
+    source: Union[Tensor, PathLike],
+    target: Union[SpeakerSet, Tensor],
+    topk: int = 4,
+    num_splits: Optional[int] = None,
+) -> Tensor:
+    """Source speech -> the same speech in the target voice (offline).
+
+    ``source``: ``(N,)`` / ``(B, N)`` at 16 kHz, or a file. Returns ``(M,)`` / ``(B, M)`` at
+    ``codec.sample_rate_output`` with ``M = floor(N * sr_out / sr_in)``.
+    """
+    if not isinstance(source, Tensor):
+        source = load_audio(source, codec.sample_rate_input)
+    one = source.ndim == 1
+    sig = source[None] if one else source
+    if sig.ndim != 2 or sig.shape[1] == 0:
+        raise InputError(f"source must be (N,) or (B, N) with N > 0, got shape {tuple(source.shape)}")
+    device = next(codec.parameters()).device
+    toks = codec.sig_to_toks(sig.to(device, torch.float32))
+    length = sig.shape[1] * codec.sample_rate_output // codec.sample_rate_input
+    out = convert_tokens(codec, toks, target, topk, num_splits, output_length=length)
+    return out[0] if one else out
