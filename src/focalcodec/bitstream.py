@@ -9,7 +9,8 @@ Every way a file can be wrong maps to one :class:`BitstreamError` subclass:
 ==========================  =========================================================
 :class:`ForeignFileError`   not a FocalCodec file (wrong magic bytes, too short)
 :class:`TruncatedFileError` the file ends before the header or the payload does
-:class:`CorruptHeaderError` header checksum mismatch, impossible field values, extra bytes
+:class:`CorruptFileError`   bytes after the stream, non-zero padding bits; parent of:
+:class:`CorruptHeaderError` header checksum mismatch, impossible field values
 :class:`ChecksumError`      the payload (tokens) does not match its CRC32
 :class:`UnsupportedVersionError` written by a newer format version than this reader knows
 :class:`ModelMismatchError` made by a different model than the one asked to decode it
@@ -34,6 +35,7 @@ __all__ = [
     "BitstreamError",
     "ChecksumError",
     "CompressedAudio",
+    "CorruptFileError",
     "CorruptHeaderError",
     "FORMAT_VERSION",
     "ForeignFileError",
@@ -74,11 +76,15 @@ class TruncatedFileError(BitstreamError):
     """The data ends early (an interrupted download or copy)."""
 
 
-class CorruptHeaderError(BitstreamError):
-    """The header is damaged or describes an impossible stream."""
+class CorruptFileError(BitstreamError):
+    """The file is damaged: bytes after the stream, non-zero padding bits."""
 
 
-class ChecksumError(BitstreamError):
+class CorruptHeaderError(CorruptFileError):
+    """The header is damaged (checksum mismatch) or describes an impossible stream."""
+
+
+class ChecksumError(CorruptFileError):
     """The token payload was altered (its CRC32 does not match)."""
 
 
@@ -285,8 +291,10 @@ class CompressedAudio:
         subclass naming the problem."""
         data = bytes(data)
         n = len(data)
+        if n == 0:
+            raise TruncatedFileError(f"{source} is empty (0 bytes); encode the audio again")
         if n < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
-            if n < len(MAGIC) and MAGIC.startswith(data) and n > 0:
+            if n < len(MAGIC) and MAGIC.startswith(data):
                 raise TruncatedFileError(f"{source}: only {n} bytes, the file was cut off; copy or download it again")
             raise ForeignFileError(
                 f"{source} is not a FocalCodec file (it does not start with {MAGIC!r}); "
@@ -343,10 +351,13 @@ class CompressedAudio:
                 "the file was cut off, copy or download it again"
             )
         if n > expected:
-            raise CorruptHeaderError(f"{source}: {n - expected} unexpected bytes after the {expected}-byte stream")
+            raise CorruptFileError(f"{source}: {n - expected} unexpected bytes after the {expected}-byte stream")
         payload = data[header_size:]
         if zlib.crc32(payload) != payload_crc:
             raise ChecksumError(f"{source}: token data checksum (CRC32) mismatch; the file is damaged")
+        spare = 8 * len(payload) - num_tokens * code_dim
+        if spare and payload[-1] & ((1 << spare) - 1):
+            raise CorruptFileError(f"{source}: the padding bits after the last token are not zero; the file is damaged")
         tokens = unpack_tokens(payload, num_tokens, code_dim)
         return cls(
             tokens=tokens,

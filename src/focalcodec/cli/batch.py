@@ -1,0 +1,91 @@
+"""Many inputs to many outputs for encode / decode / resynth: output naming, the overwrite
+check done before any work, a progress bar, and per-file errors that do not stop the batch.
+(Not a sub-command: ``focalcodec.cli`` only loads the modules named in ``COMMANDS``.)"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+
+from ..errors import FocalCodecError, InputError
+from .common import expand_inputs
+
+Job = Tuple[Path, Path]
+
+
+def add_batch_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("-o", "--output", required=True, help=f"output file (one input) or directory ({what})")
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_rate_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output-rate",
+        default=None,
+        help="sample rate of the written audio: Hz, or 'input' for the original file's rate (default: the model's output rate)",
+    )
+
+
+def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: str, force: bool) -> List[Job]:
+    """(input, output) pairs. One input file and an output that is not a directory: that
+    file. Otherwise ``output`` is a directory; files found under an input directory keep
+    their relative sub-folders. Raises before any work if an output exists (without
+    ``force``) or two inputs map to one output."""
+    files = expand_inputs(inputs, extensions)
+    out = Path(output)
+    single = len(inputs) == 1 and Path(inputs[0]).is_file()
+    if single and not out.is_dir() and not output.endswith(("/", "\\")):
+        jobs = [(files[0], out)]
+    else:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out} is a file; with several inputs or a directory, -o must be a directory")
+        jobs = []
+        for given in map(Path, inputs):
+            if given.is_dir():
+                found = [f for f in files if given in f.parents]
+                jobs.extend((f, out / f.relative_to(given).with_suffix(suffix)) for f in found)
+            else:
+                jobs.append((given, out / given.with_suffix(suffix).name))
+    targets = [o for _, o in jobs]
+    dupes = {str(t) for t in targets if targets.count(t) > 1}
+    if dupes:
+        raise InputError(f"several inputs would be written to {sorted(dupes)[0]}; rename them or use separate runs")
+    for src, dst in jobs:
+        if dst.resolve() == src.resolve():
+            raise InputError(f"output {dst} is the input itself; choose another output")
+    if not force:
+        existing = [str(o) for o in targets if o.exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise InputError(f"{existing[0]}{more} exists; use --force to overwrite")
+    return jobs
+
+
+def run_jobs(jobs: List[Job], work: Callable[[Path, Path], Optional[str]], args: argparse.Namespace, desc: str) -> int:
+    """Run ``work(src, dst)`` per job with a progress bar; a failing file is reported on one
+    line and the others go on. Returns the exit code (1 if any file failed)."""
+    from tqdm import tqdm
+
+    failed = 0
+    bar = tqdm(jobs, desc=desc, unit="file", disable=args.no_progress or len(jobs) < 2, file=sys.stderr)
+    for src, dst in bar:
+        made = [d for d in [dst.parent, *dst.parent.parents] if not d.exists()]
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            note = work(src, dst)
+        except (FocalCodecError, OSError) as exc:
+            failed += 1
+            bar.write(f"error: {src}: {exc}", file=sys.stderr)
+            for d in made:  # leave no empty folders behind (deepest first)
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+            continue
+        if note and (args.no_progress or len(jobs) < 2):
+            print(note)
+    if failed:
+        print(f"error: {failed} of {len(jobs)} files failed", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,55 @@
+"""``focalcodec encode IN... -o OUT``: audio files (any format, rate, channels) -> ``.fc``
+bitstreams, or token arrays (``.npy``, int64 (T,)) for research."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import AUDIO_EXTENSIONS
+from ..bitstream import write_atomic
+from ..compression import encode_audio
+from ..longform import Windowing
+from .batch import add_batch_options, plan, run_jobs
+from .common import add_model_options, load_model
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("encode", help="compress audio files to .fc bitstreams (or .npy tokens)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or directories (searched recursively)")
+    add_batch_options(p, "created if needed")
+    add_model_options(p)
+    p.add_argument("--format", choices=("fc", "npy"), default=None, help="fc bitstream (default) or npy token array; a single -o FILE.npy implies npy")
+    p.add_argument("--window", type=float, default=Windowing().window, help="seconds per window for long inputs (non-causal models, >= 1)")
+    p.set_defaults(func=run)
+    return p
+
+
+def save_tokens(path: Path, tokens: np.ndarray) -> None:
+    """Write ``(T,)`` int64 tokens as .npy, atomically."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(tokens, dtype=np.int64))
+    write_atomic(path, buf.getvalue())
+
+
+def run(args: argparse.Namespace) -> int:
+    fmt = args.format or ("npy" if args.output.lower().endswith(".npy") else "fc")
+    windowing = Windowing(window=args.window)
+    jobs = plan(args.inputs, args.output, AUDIO_EXTENSIONS, f".{fmt}", args.force)
+    codec = load_model(args)
+
+    def work(src: Path, dst: Path) -> str:
+        stream = encode_audio(src, codec, windowing=windowing)
+        if fmt == "npy":
+            save_tokens(dst, stream.tokens)
+            return f"{src} -> {dst}: {stream.duration:.2f} s, {stream.num_tokens} tokens"
+        write_atomic(dst, stream.to_bytes())
+        return (
+            f"{src} -> {dst}: {stream.duration:.2f} s, {stream.num_tokens} tokens, "
+            f"{stream.size} bytes ({stream.bitrate:.0f} bit/s)"
+        )
+
+    return run_jobs(jobs, work, args, "encode")

@@ -1,0 +1,40 @@
+"""``focalcodec resynth IN... -o OUT``: audio -> tokens -> audio in one go (no bitstream
+written), e.g. to listen to what the codec keeps."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..audio import AUDIO_EXTENSIONS, save_audio
+from ..compression import decode_stream, encode_audio
+from ..longform import Windowing
+from .batch import add_batch_options, add_rate_option, plan, run_jobs
+from .common import add_model_options, load_model
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("resynth", help="encode and decode audio files (file in, file out)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or directories (searched recursively)")
+    add_batch_options(p, "created if needed")
+    add_model_options(p)
+    add_rate_option(p)
+    p.add_argument("--format", choices=("wav", "flac"), default=None, help="audio format for directory outputs (default wav)")
+    p.add_argument("--window", type=float, default=Windowing().window, help="seconds per window for long inputs (non-causal models)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    fmt = args.format or ("flac" if args.output.lower().endswith(".flac") else "wav")
+    windowing = Windowing(window=args.window)
+    jobs = plan(args.inputs, args.output, AUDIO_EXTENSIONS, f".{fmt}", args.force)
+    codec = load_model(args)
+
+    def work(src: Path, dst: Path) -> str:
+        stream = encode_audio(src, codec, windowing=windowing)
+        audio, rate = decode_stream(stream, codec, args.output_rate, windowing)
+        save_audio(dst, audio, rate)
+        return f"{src} -> {dst}: {audio.shape[0]} samples at {rate} Hz ({stream.bitrate:.0f} bit/s as a file)"
+
+    return run_jobs(jobs, work, args, "resynth")

@@ -1,0 +1,105 @@
+"""focalcodec.compress / decompress on real speech with the fixture models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import focalcodec
+from focalcodec import CompressedAudio, InputError
+from focalcodec.bitstream import ModelMismatchError
+from focalcodec.compression import OutputExistsError, encode_audio
+
+from conftest import FIXTURE_NAMES, FIXTURES, SPEECH, fixture_model
+
+CLIP = SPEECH / "eval" / "s2i_9944c8ee.flac"  # 1.61 s, the shortest utterance
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_round_trip_real_speech_every_config(name: str, tmp_path) -> None:
+    codec = fixture_model(name)
+    n = sf.info(str(CLIP)).frames
+    out = tmp_path / "clip.fc"
+    data = focalcodec.compress(CLIP, codec, out)
+    assert out.read_bytes() == data
+    stream = CompressedAudio.from_bytes(data)
+    assert stream.num_tokens == int(codec.num_tokens(n))
+    assert len(data) == stream.header_size + math.ceil(codec.code_dim * stream.num_tokens / 8)
+    assert stream.model_name == name and stream.original_rate == 16000 and stream.num_samples == n
+    assert stream.nominal_bitrate == codec.bitrate
+    audio, rate = focalcodec.decompress(out, codec)
+    assert rate == codec.sample_rate_output
+    assert audio.shape == (n * rate // 16000,) and audio.dtype == torch.float32
+    assert torch.isfinite(audio).all()
+    back, rate = focalcodec.decompress(data, codec, output_rate="input")
+    assert rate == 16000 and back.shape == (n,)
+
+
+def test_tokens_match_the_model() -> None:
+    codec = fixture_model("tiny_25hz")
+    sig = focalcodec.audio.load_audio(CLIP)
+    stream = encode_audio(CLIP, codec)
+    np.testing.assert_array_equal(stream.tokens, codec.encode(sig).tokens.numpy())
+
+
+def test_arrays_int16_and_channels_first() -> None:
+    codec = fixture_model("tiny_50hz")
+    x = 0.3 * np.sin(np.arange(12000) / 7.0).astype(np.float32)
+    a = focalcodec.compress(x, codec)
+    b = focalcodec.compress(torch.from_numpy(x), codec)
+    assert a == b
+    pcm = (x * 32767).astype(np.int16)
+    s16 = CompressedAudio.from_bytes(focalcodec.compress(pcm, codec))
+    assert s16.num_samples == 12000
+    with pytest.warns(UserWarning, match="2 channels mixed down"):
+        st = CompressedAudio.from_bytes(focalcodec.compress(np.stack([x, x]), codec))
+    np.testing.assert_array_equal(st.tokens, CompressedAudio.from_bytes(a).tokens)
+    at48 = CompressedAudio.from_bytes(focalcodec.compress(x, codec, sample_rate=48000))
+    assert at48.original_rate == 48000 and at48.num_samples == 12000 and at48.model_num_samples == 4000
+    audio, rate = focalcodec.decompress(at48, codec, output_rate="input")
+    assert (rate, audio.shape) == (48000, (12000,))
+    audio, rate = focalcodec.decompress(at48, codec, output_rate=22050)
+    assert (rate, audio.shape) == (22050, (12000 * 22050 // 48000,))
+
+
+def test_outputs_are_not_overwritten(tmp_path) -> None:
+    codec = fixture_model("tiny_50hz")
+    out = tmp_path / "x.fc"
+    out.write_bytes(b"keep")
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        focalcodec.compress(CLIP, codec, out)
+    assert out.read_bytes() == b"keep"
+    data = focalcodec.compress(CLIP, codec, out, overwrite=True)
+    wav = tmp_path / "x.wav"
+    wav.write_bytes(b"keep")
+    with pytest.raises(OutputExistsError):
+        focalcodec.decompress(data, codec, wav)
+    focalcodec.decompress(data, codec, wav, overwrite=True)
+    assert sf.info(str(wav)).frames == sf.info(str(CLIP)).frames
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.fc", "x.wav"]
+
+
+def test_model_identity_is_enforced() -> None:
+    data = focalcodec.compress(CLIP, fixture_model("tiny_50hz"))
+    with pytest.raises(ModelMismatchError, match="tiny_50hz"):
+        focalcodec.decompress(data, fixture_model("tiny_12_5hz"))
+    with pytest.raises(InputError, match="not a published preset"):
+        focalcodec.decompress(data)  # no model: the header names a non-preset model
+    audio, _ = focalcodec.decompress(data, FIXTURES / "tiny_50hz")  # a checkpoint directory
+    assert audio.shape[0] == sf.info(str(CLIP)).frames
+
+
+def test_bad_arguments() -> None:
+    codec = fixture_model("tiny_50hz")
+    with pytest.raises(InputError, match="sample_rate is only for arrays"):
+        focalcodec.compress(CLIP, codec, sample_rate=8000)
+    with pytest.raises(InputError, match="not bytes"):
+        focalcodec.compress(b"RIFF", codec)
+    with pytest.raises(InputError, match="too short"):
+        focalcodec.compress(np.zeros(2, dtype=np.float32), codec, sample_rate=48000)
+    with pytest.raises(InputError, match="output rate"):
+        focalcodec.decompress(focalcodec.compress(np.zeros(500, dtype=np.float32), codec), codec, output_rate="fast")
