@@ -86,6 +86,7 @@ def run_jobs(jobs: List[Job], work: Callable[[Path, Path], Optional[str]], args:
         if note and (args.no_progress or len(jobs) < 2):
             print(note)
     if failed:
-        print(f"error: {failed} of {len(jobs)} files failed", file=sys.stderr)
+        if len(jobs) > 1:
+            print(f"error: {failed} of {len(jobs)} files failed", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,241 @@
+"""Every bad input of issue 3: correct output or a specific error, and never a file (or a
+temporary) left behind on failure. Python API and CLI."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import focalcodec
+from focalcodec import CompressedAudio, FocalCodec, InputError
+from focalcodec.audio import AudioError
+from focalcodec.bitstream import (
+    FORMAT_VERSION,
+    ChecksumError,
+    CorruptHeaderError,
+    ForeignFileError,
+    ModelMismatchError,
+    TruncatedFileError,
+    UnsupportedVersionError,
+)
+from focalcodec.cli import main
+
+from conftest import FIXTURE_NAMES, FIXTURES, SPEECH, fixture_model
+
+TINY = str(FIXTURES / "tiny_50hz")
+CLIP = SPEECH / "eval" / "s2i_9944c8ee.flac"
+
+
+def cli_error(capsys, argv) -> str:
+    """Run the CLI, expect exit code 1 and exactly one line on stderr; return that line."""
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "Traceback" not in err[0], err
+    return err[0]
+
+
+def assert_empty(folder) -> None:
+    assert list(folder.iterdir()) == [], list(folder.iterdir())
+
+
+@pytest.fixture(scope="module")
+def stream_bytes() -> bytes:
+    return focalcodec.compress(CLIP, fixture_model("tiny_50hz"))
+
+
+# -- audio -----------------------------------------------------------------------------------
+def test_empty_file(tmp_path, capsys) -> None:
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(AudioError, match="empty"):
+        focalcodec.compress(empty, fixture_model("tiny_50hz"), out / "x.fc")
+    assert "empty" in cli_error(capsys, ["encode", str(empty), "-o", str(out / "x.fc"), "--model", TINY])
+    sf.write(str(tmp_path / "noframes.wav"), np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(AudioError, match="no samples"):
+        focalcodec.compress(tmp_path / "noframes.wav", fixture_model("tiny_50hz"))
+    with pytest.raises(InputError, match="no samples"):
+        focalcodec.compress(np.zeros(0, dtype=np.float32), fixture_model("tiny_50hz"))
+    assert_empty(out)
+
+
+@pytest.mark.parametrize("kind", ["zeros", "clipped"])
+def test_silence_and_clipping_give_exact_lengths(kind: str) -> None:
+    codec = fixture_model("tiny_50hz")
+    n = 8000 + 17
+    if kind == "zeros":
+        x = np.zeros(n, dtype=np.float32)
+    else:  # a loud sine hard-clipped at full scale
+        x = np.clip(3.0 * np.sin(np.arange(n) / 5.0), -1.0, 1.0).astype(np.float32)
+    data = focalcodec.compress(x, codec)
+    audio, rate = focalcodec.decompress(data, codec)
+    assert audio.shape == (n,) and rate == 16000 and torch.isfinite(audio).all()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_and_inf(bad: float, tmp_path, capsys) -> None:
+    codec = fixture_model("tiny_50hz")
+    x = np.zeros(4000, dtype=np.float32)
+    x[1234] = bad
+    with pytest.raises(InputError, match="NaN or infinite"):
+        focalcodec.compress(x, codec)
+    path = tmp_path / "bad.wav"
+    sf.write(str(path), x, 16000, subtype="FLOAT")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InputError, match="NaN or infinite"):
+        focalcodec.compress(path, codec, out / "bad.fc")
+    assert "NaN" in cli_error(capsys, ["encode", str(path), "-o", str(out / "bad.fc"), "--model", TINY])
+    assert_empty(out)
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_fewer_than_400_samples(name: str) -> None:
+    codec = fixture_model(name)
+    for n in (1, 100, 399):
+        x = 0.1 * np.random.default_rng(n).standard_normal(n).astype(np.float32)
+        stream = CompressedAudio.from_bytes(focalcodec.compress(x, codec))
+        assert stream.num_tokens == int(codec.num_tokens(n)) >= 1
+        audio, rate = focalcodec.decompress(stream, codec, output_rate="input")
+        assert audio.shape == (n,) and rate == 16000
+
+
+@pytest.mark.parametrize("rate", [8000, 44100, 48000])
+def test_other_sample_rates(rate: int, tmp_path) -> None:
+    codec = fixture_model("tiny_50hz")
+    n = rate // 2 + 3
+    path = tmp_path / f"x{rate}.flac"
+    sf.write(str(path), 0.3 * np.sin(np.arange(n) / 9.0), rate)
+    stream = CompressedAudio.from_bytes(focalcodec.compress(path, codec))
+    assert stream.original_rate == rate and stream.num_samples == n
+    assert stream.model_num_samples == n * 16000 // rate
+    audio, out_rate = focalcodec.decompress(stream, codec)
+    assert out_rate == 16000 and audio.shape == (n * 16000 // rate,)
+    out = tmp_path / "back.wav"
+    focalcodec.decompress(stream, codec, out, output_rate="input")
+    info = sf.info(str(out))
+    assert (info.samplerate, info.frames) == (rate, n)
+
+
+@pytest.mark.parametrize("channels", [2, 6])
+def test_stereo_and_six_channels(channels: int, tmp_path) -> None:
+    codec = fixture_model("tiny_50hz")
+    n = 9000
+    x = np.stack([0.1 * np.sin(np.arange(n) / (3.0 + c)) for c in range(channels)], axis=1)
+    path = tmp_path / "multi.wav"
+    sf.write(str(path), x, 16000)
+    with pytest.warns(UserWarning, match=f"{channels} channels mixed down to mono"):
+        stream = CompressedAudio.from_bytes(focalcodec.compress(path, codec))
+    assert stream.num_samples == n
+    audio, _ = focalcodec.decompress(stream, codec)
+    assert audio.shape == (n,)
+
+
+def test_one_hour_file(tmp_path) -> None:
+    """A real 1-hour WAV through the whole file path, with the model's stages replaced by
+    cheap stand-ins that record how much they are given at once: windows stay bounded."""
+    codec = FocalCodec.from_pretrained(FIXTURES / "tiny_50hz")
+    seen = {"encode": 0, "decode": 0}
+
+    def encode(wav, lengths=None):  # token i = the staircase level under it
+        wav = torch.as_tensor(wav)
+        seen["encode"] = max(seen["encode"], wav.shape[-1])
+        t = int(codec.num_tokens(wav.shape[-1]))
+        toks = torch.round(wav[torch.arange(t) * 320 + 100] * 1024 / 0.9).long()
+        return focalcodec.EncodeOutput(toks, torch.tensor([t]))
+
+    def decode(toks, token_lengths=None):
+        t = int(torch.as_tensor(toks).shape[-1])
+        seen["decode"] = max(seen["decode"], t)
+        return focalcodec.DecodeOutput(torch.full((t * 320,), 0.25), torch.tensor([t * 320]))
+
+    codec.encode, codec.decode = encode, decode
+    n = 3600 * 16000
+    path = tmp_path / "hour.wav"
+    with sf.SoundFile(str(path), "w", 16000, 1, "PCM_16") as f:
+        steps = np.arange(16000 * 60) // 320  # a staircase: one level per token position
+        for minute in range(60):
+            f.write((((steps + minute * 3000) % 1024) * 0.9 / 1024).astype(np.float32))
+    data = focalcodec.compress(path, codec, tmp_path / "hour.fc")
+    stream = CompressedAudio.from_bytes(data)
+    assert stream.num_tokens == (n - 400) // 320 + 1 == 179999
+    assert len(data) == stream.header_size + math.ceil(13 * 179999 / 8)
+    np.testing.assert_array_equal(stream.tokens, np.arange(179999) % 1024)  # windows stitched in place
+    assert seen["encode"] <= 16 * 16000 + 80  # one window: 12 s + 3 s context + 1 s lookahead
+    audio, rate = focalcodec.decompress(stream, codec)
+    assert audio.shape == (n,) and rate == 16000
+    assert seen["decode"] <= 16 * 50
+    np.testing.assert_allclose(audio[::100_000].numpy(), 0.25)  # the cross-fades sum to one
+
+
+# -- bitstreams ------------------------------------------------------------------------------
+def _other_model_stream(data: bytes) -> bytes:
+    stream = CompressedAudio.from_bytes(data)
+    other = CompressedAudio.describe(fixture_model("tiny_12_5hz"), stream.tokens[:13], 16000, 16000)
+    return other.to_bytes()
+
+
+def _with_version(data: bytes) -> bytes:
+    bad = bytearray(data)
+    bad[4] = FORMAT_VERSION + 1
+    return bytes(bad)
+
+
+def _flip_payload_bit(data: bytes) -> bytes:
+    bad = bytearray(data)
+    bad[-3] ^= 0x04
+    return bytes(bad)
+
+
+def _corrupt_header(data: bytes) -> bytes:
+    bad = bytearray(data)
+    struct.pack_into("<I", bad, 8 + len("tiny_50hz") + 8, 22050)  # rate_in, CRC left stale
+    return bytes(bad)
+
+
+def _foreign(data: bytes) -> bytes:
+    return CLIP.read_bytes()
+
+
+BAD_STREAMS = {
+    "truncated": (lambda d: d[: len(d) - 10], TruncatedFileError, "cut off"),
+    "truncated_header": (lambda d: d[:30], TruncatedFileError, "cut off"),
+    "corrupted_header": (_corrupt_header, CorruptHeaderError, "header checksum"),
+    "flipped_payload_bit": (_flip_payload_bit, ChecksumError, "CRC32"),
+    "foreign": (_foreign, ForeignFileError, "not a FocalCodec file"),
+    "other_model": (_other_model_stream, ModelMismatchError, "tiny_12_5hz"),
+    "unknown_version": (_with_version, UnsupportedVersionError, "upgrade"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STREAMS))
+def test_bad_bitstreams(case: str, stream_bytes: bytes, tmp_path, capsys) -> None:
+    mutate, error, message = BAD_STREAMS[case]
+    src = tmp_path / "in.fc"
+    src.write_bytes(mutate(stream_bytes))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(error, match=message):
+        focalcodec.decompress(src, fixture_model("tiny_50hz"), out / "x.wav")
+    with pytest.raises(error):
+        focalcodec.decompress(src.read_bytes(), fixture_model("tiny_50hz"))
+    line = cli_error(capsys, ["decode", str(src), "-o", str(out / "x.wav"), "--model", TINY])
+    assert message in line
+    assert_empty(out)
+
+
+def test_cli_batch_goes_on_past_a_bad_file(stream_bytes: bytes, tmp_path, capsys) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "good.fc").write_bytes(stream_bytes)
+    (src / "bad.fc").write_bytes(stream_bytes[:-1])
+    assert main(["decode", str(src), "-o", str(tmp_path / "out"), "--model", TINY, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "bad.fc" in err and "1 of 2 files failed" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.wav"]
