@@ -1,10 +1,11 @@
 """Peak memory and speed of long-form compression on CPU (docs/longform.md).
 
-    python benchmarks/longform_memory.py make  /tmp/long.wav --minutes 60
-    /usr/bin/time -v python benchmarks/longform_memory.py encode /tmp/long.wav /tmp/long.fc
-    /usr/bin/time -v python benchmarks/longform_memory.py decode /tmp/long.fc /tmp/long_out.wav
+    python -P benchmarks/longform_memory.py make  /tmp/long.wav --minutes 60
+    /usr/bin/time -v python -P benchmarks/longform_memory.py encode /tmp/long.wav /tmp/long.fc
+    /usr/bin/time -v python -P benchmarks/longform_memory.py decode /tmp/long.fc /tmp/long_out.wav
 
-The model is the full-size ``focalcodec_50hz`` architecture with random weights
+(``-P`` keeps benchmarks/ off ``sys.path``: benchmarks/tokenize.py would shadow the
+standard library.) The model is the full-size ``focalcodec_50hz`` architecture with random weights
 (``FocalCodec.from_config``): memory and speed do not depend on the weights' values.
 ``make`` tiles the real speech of ../shared/speech/eval to the requested length.
 Each window prints its position, the elapsed time and the peak RSS so far.
@@ -87,9 +88,11 @@ def main() -> None:
         what = f"{stream.duration / 60:.1f} min -> {len(data)} bytes ({stream.num_tokens} tokens)"
         audio_s = stream.duration
     else:
-        audio, rate = focalcodec.decompress(args.input, codec, args.output, overwrite=True)
-        what = f"{audio.shape[0]} samples at {rate} Hz"
-        audio_s = audio.shape[0] / rate
+        from focalcodec.compression import decompress_to_file
+
+        _, num, rate = decompress_to_file(args.input, codec, args.output, overwrite=True)
+        what = f"{num} samples at {rate} Hz"
+        audio_s = num / rate
     wall = time.time() - t0
     print(f"{args.mode}: {what}; {wall:.0f} s wall ({audio_s / wall:.1f}x real time); peak RSS {peak_mb():.0f} MB")
     sys.stdout.flush()

@@ -103,3 +103,34 @@ def test_bad_arguments() -> None:
         focalcodec.compress(np.zeros(2, dtype=np.float32), codec, sample_rate=48000)
     with pytest.raises(InputError, match="output rate"):
         focalcodec.decompress(focalcodec.compress(np.zeros(500, dtype=np.float32), codec), codec, output_rate="fast")
+
+
+@pytest.mark.parametrize("output_rate", [None, "input", 44100])
+def test_streamed_file_equals_in_memory_decode(output_rate, tmp_path) -> None:
+    from focalcodec.compression import decompress_to_file
+    from focalcodec.longform import Windowing
+
+    codec = fixture_model("tiny_25hz")
+    x = 0.2 * np.sin(np.arange(30000) / 13.0).astype(np.float32)
+    data = focalcodec.compress(x, codec, sample_rate=22050)
+    small = Windowing(window=1.0, context=0.25, lookahead=0.25, crossfade=0.1)  # several windows
+    audio, rate = focalcodec.decompress(data, codec, output_rate=output_rate, windowing=small)
+    path, num, rate2 = decompress_to_file(data, codec, tmp_path / "s.wav", output_rate=output_rate, windowing=small)
+    assert (num, rate2) == (audio.shape[0], rate) == (30000 * rate // 22050, rate)
+    written, file_rate = sf.read(str(path), dtype="float32")
+    assert file_rate == rate and written.shape == (num,)
+    np.testing.assert_allclose(written, np.clip(audio.numpy(), -1, 1), atol=1 / 32768 + 1e-6)
+    with pytest.raises(OutputExistsError):
+        decompress_to_file(data, codec, path)
+
+
+def test_failed_streamed_write_leaves_nothing(tmp_path) -> None:
+    from focalcodec.compression import decompress_to_file
+
+    codec = fixture_model("tiny_50hz")
+    data = focalcodec.compress(np.zeros(4000, dtype=np.float32), codec)
+    with pytest.raises(focalcodec.audio.AudioError, match=".wav or .flac"):
+        decompress_to_file(data, codec, tmp_path / "x.mp3")
+    with pytest.raises(ModelMismatchError):
+        decompress_to_file(data, fixture_model("tiny_25hz"), tmp_path / "x.wav")
+    assert list(tmp_path.iterdir()) == []

@@ -11,18 +11,19 @@ original duration: ``num_samples`` samples at the original rate, or
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Iterable, Iterator, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .audio import load_audio, resample, save_audio
+from .audio import AudioError, load_audio, resample
 from .bitstream import BitstreamError, CompressedAudio, write_atomic
 from .errors import FocalCodecError, InputError
-from .longform import DEFAULT, Windowing, decode_long, encode_long
+from .longform import DEFAULT, Windowing, encode_long, iter_decode, output_length
 
 __all__ = [
     "Decompressed",
@@ -30,6 +31,7 @@ __all__ = [
     "compress",
     "decode_stream",
     "decompress",
+    "decompress_to_file",
     "encode_audio",
     "resolve_model",
 ]
@@ -210,19 +212,96 @@ def decode_stream(
     codec = resolve_model(model, stream)
     stream.check_model(codec)
     rate = _output_rate(stream, codec, output_rate)
+    target = stream.num_samples * rate // stream.original_rate
+    audio = torch.empty(target, dtype=torch.float32)
+    pos = 0
+    for block in _audio_blocks(stream, codec, rate, windowing):
+        audio[pos : pos + block.shape[0]] = torch.from_numpy(block)
+        pos += block.shape[0]
+    return Decompressed(audio, rate)
+
+
+def _exact(blocks: Iterator[np.ndarray], length: int) -> Iterator[np.ndarray]:
+    """The first ``length`` samples of ``blocks``, extended by repeating the last sample if
+    they run short (the reference's ``output_length`` convention)."""
+    pos, last = 0, np.zeros(1, dtype=np.float32)
+    for block in blocks:
+        block = block[: length - pos]
+        if block.size:
+            yield block
+            pos += block.size
+            last = block[-1:]
+    if pos < length:
+        yield np.repeat(last, length - pos)
+
+
+def _resampled(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -> Iterator[np.ndarray]:
+    """Streaming soxr (the same output as one ``resample`` call over the whole signal)."""
+    import soxr
+
+    resampler = soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
+    for block in blocks:
+        yield resampler.resample_chunk(np.ascontiguousarray(block, dtype=np.float32), last=False)
+    yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+
+def _audio_blocks(stream: CompressedAudio, codec: Any, rate: int, windowing: Windowing) -> Iterator[np.ndarray]:
+    """Decoded audio at ``rate`` in consecutive float32 blocks, exactly
+    ``floor(num_samples * rate / original_rate)`` samples in all; one window in memory."""
     expected = int(codec.num_tokens(stream.model_num_samples))
     if stream.num_tokens != expected:
         raise BitstreamError(
             f"the stream holds {stream.num_tokens} tokens but {stream.model_num_samples} samples need {expected}; "
             "it was not written by this package's encoder"
         )
-    audio = decode_long(codec, torch.from_numpy(stream.tokens), stream.model_num_samples, windowing)
-    target = stream.num_samples * rate // stream.original_rate
+    model_blocks = (b.numpy() for b in iter_decode(codec, torch.from_numpy(stream.tokens), windowing))
+    blocks = _exact(model_blocks, output_length(codec, stream.model_num_samples))
     if rate != codec.sample_rate_output:
-        audio = torch.from_numpy(np.ascontiguousarray(resample(audio.numpy(), codec.sample_rate_output, rate)))
-    if audio.shape[0] < target:  # resampler rounding: repeat the last sample
-        audio = torch.cat([audio, audio[-1:].expand(target - audio.shape[0])])
-    return Decompressed(audio[:target].contiguous(), rate)
+        blocks = _resampled(blocks, codec.sample_rate_output, rate)
+    yield from _exact(blocks, stream.num_samples * rate // stream.original_rate)
+
+
+def write_audio_blocks(path: Union[str, Path], blocks: Iterable[np.ndarray], rate: int) -> Path:
+    """Write float32 blocks as one 16-bit WAV / FLAC file (format from the suffix) through a
+    temporary file: nothing is left behind if decoding or writing fails."""
+    import soundfile as sf
+
+    path = Path(path)
+    fmt = {".wav": "WAV", ".flac": "FLAC"}.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(f"cannot write {path}: use a .wav or .flac file name")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with sf.SoundFile(str(tmp), "w", rate, 1, subtype="PCM_16", format=fmt) as f:
+            for block in blocks:
+                f.write(np.clip(block, -1.0, 1.0))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def decompress_to_file(
+    source: Union[CompressedAudio, bytes, str, Path],
+    model: Optional[ModelLike],
+    output: Union[str, Path],
+    *,
+    output_rate: Optional[Union[int, str]] = None,
+    overwrite: bool = False,
+    windowing: Windowing = DEFAULT,
+) -> Tuple[Path, int, int]:
+    """Like :func:`decompress` with ``output``, but the audio goes to the file window by
+    window and is never held whole (bounded memory for any length). Returns
+    ``(path, num_samples, sample_rate)``."""
+    path = _check_output(output, overwrite)
+    assert path is not None
+    stream = _as_stream(source)
+    codec = resolve_model(model, stream)
+    stream.check_model(codec)
+    rate = _output_rate(stream, codec, output_rate)
+    write_audio_blocks(path, _audio_blocks(stream, codec, rate, windowing), rate)
+    return path, stream.num_samples * rate // stream.original_rate, rate
 
 
 def decompress(
@@ -243,5 +322,5 @@ def decompress(
     path = _check_output(output, overwrite)
     result = decode_stream(_as_stream(source), model, output_rate, windowing)
     if path is not None:
-        save_audio(path, result.audio, result.sample_rate)
+        write_audio_blocks(path, [result.audio.numpy()], result.sample_rate)
     return result

@@ -15,7 +15,7 @@ import torch
 
 from ..audio import save_audio
 from ..bitstream import SUFFIX, BitstreamError, CompressedAudio
-from ..compression import decode_stream, resolve_model
+from ..compression import decompress_to_file, resolve_model
 from ..longform import Windowing, decode_long
 from .batch import add_batch_options, add_rate_option, plan, run_jobs
 from .common import add_model_options, load_model
@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
             if stream.model_name not in models:
                 models[stream.model_name] = resolve_model(None, stream).to(args.device)
             codec = models[stream.model_name]
-        audio, rate = decode_stream(stream, codec, args.output_rate, windowing)
-        save_audio(dst, audio, rate)
-        return f"{src} -> {dst}: {audio.shape[0]} samples at {rate} Hz ({stream.duration:.2f} s)"
+        _, num, rate = decompress_to_file(stream, codec, dst, output_rate=args.output_rate, overwrite=True, windowing=windowing)
+        return f"{src} -> {dst}: {num} samples at {rate} Hz ({stream.duration:.2f} s)"
 
     return run_jobs(jobs, work, args, "decode")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..audio import AUDIO_EXTENSIONS, save_audio
-from ..compression import decode_stream, encode_audio
+from ..audio import AUDIO_EXTENSIONS
+from ..compression import decompress_to_file, encode_audio
 from ..longform import Windowing
 from .batch import add_batch_options, add_rate_option, plan, run_jobs
 from .common import add_model_options, load_model
@@ -33,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     def work(src: Path, dst: Path) -> str:
         stream = encode_audio(src, codec, windowing=windowing)
-        audio, rate = decode_stream(stream, codec, args.output_rate, windowing)
-        save_audio(dst, audio, rate)
-        return f"{src} -> {dst}: {audio.shape[0]} samples at {rate} Hz ({stream.bitrate:.0f} bit/s as a file)"
+        _, num, rate = decompress_to_file(stream, codec, dst, output_rate=args.output_rate, overwrite=True, windowing=windowing)
+        return f"{src} -> {dst}: {num} samples at {rate} Hz ({stream.bitrate:.0f} bit/s as a file)"
 
     return run_jobs(jobs, work, args, "resynth")
