@@ -42,6 +42,7 @@ DEFAULTS: Dict[str, Any] = {
         "num_buckets": 10,
         "num_workers": 4,
         "crop_frames": None,  # decoder stage: 22 frames (7040 samples) at 16 kHz, 150 at 24 kHz
+        "segment_seconds": None,  # random segments of at most this length (default: full utterances)
         "feature_cache": None,  # folder of cached encoder features (quantizer/decoder stages)
     },
     "optim": {
@@ -67,12 +68,14 @@ DEFAULTS: Dict[str, Any] = {
         "precision": "fp32",  # fp32 | bf16 | fp16
         "log_every": 50,
         "valid_every": 0,  # steps; 0 = at the end of every epoch
+        "validate_first": False,  # validate once before the first step (baseline metrics)
         "ckpt_every": 1000,
         "keep_last": 3,
         "resume": "auto",  # auto (latest in output_dir) | a checkpoint folder | none
         "tensorboard": True,
         "progress": True,
         "device": "auto",  # auto | cpu | cuda
+        "num_threads": None,  # CPU threads per process (torch.set_num_threads); None = torch's default
         "backend": "auto",  # distributed backend: auto (nccl on GPU, gloo on CPU) | nccl | gloo
         "media_every_valid": 1,  # log audio / mel images every N validations (0 = never)
     },

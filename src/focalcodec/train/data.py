@@ -226,7 +226,9 @@ class AudioDataset(Dataset):
     Item ``i`` is a dict with ``sig`` ((N,) float32 at ``sample_rate``), ``target`` ((M,) at
     ``target_sample_rate``, only when it differs from ``sample_rate``), ``feats`` ((T, C),
     only with a feature cache), ``crop`` (a uniform number in [0, 1) that the stage turns into
-    a crop position, a function of ``(seed, epoch, i)``) and ``index``.
+    a crop position, a function of ``(seed, epoch, i)``) and ``index``. With ``segment_seconds``, longer
+    utterances are cut to a random segment of that length (start on a 320-sample hop, the
+    target cut at the same time span), e.g. to bound memory; the recipes use full utterances.
     """
 
     def __init__(
@@ -236,8 +238,12 @@ class AudioDataset(Dataset):
         target_sample_rate: Optional[int] = None,
         feature_cache: Optional[FeatureCache] = None,
         seed: int = 0,
+        segment_seconds: Optional[float] = None,
     ) -> None:
+        if segment_seconds is not None and feature_cache is not None:
+            raise InputError("segment_seconds cannot be combined with cached features (they cover whole utterances)")
         self.entries = list(entries)
+        self.segment_seconds = segment_seconds
         self.sample_rate = sample_rate
         self.target_sample_rate = target_sample_rate if target_sample_rate != sample_rate else None
         self.feature_cache = feature_cache
@@ -252,15 +258,28 @@ class AudioDataset(Dataset):
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
         e = self.entries[i]
-        item: Dict[str, Any] = {"index": i, "sig": load_audio(e["path"], self.sample_rate, warn=False)}
-        if self.target_sample_rate is not None:
-            item["target"] = load_audio(e["path"], self.target_sample_rate, warn=False)
+        rng = _seeded(self.seed, self.epoch, i)
+        sig = load_audio(e["path"], self.sample_rate, warn=False)
+        target = load_audio(e["path"], self.target_sample_rate, warn=False) if self.target_sample_rate is not None else None
+        if self.segment_seconds is not None:
+            seg = int(round(self.segment_seconds * self.sample_rate))
+            hop = 320
+            if sig.shape[0] > seg:
+                start = int(rng.random() * ((sig.shape[0] - seg) // hop + 1)) * hop
+                sig = sig[start : start + seg]
+                if target is not None:
+                    ratio = self.target_sample_rate / self.sample_rate
+                    t0, t_len = int(round(start * ratio)), int(round(seg * ratio))
+                    target = target[t0 : t0 + t_len]
+        item: Dict[str, Any] = {"index": i, "sig": sig}
+        if target is not None:
+            item["target"] = target
         if self.feature_cache is not None:
             feats = self.feature_cache.get(e["path"])
             if feats is None:
                 raise InputError(f"no cached features for {e['path']}: fill the cache first (data.feature_cache)")
             item["feats"] = feats.float()
-        item["crop"] = _seeded(self.seed, self.epoch, i).random()
+        item["crop"] = rng.random()
         return item
 
 

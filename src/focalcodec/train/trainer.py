@@ -139,6 +139,8 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.distributed = self.world_size > 1
+        if self.tcfg["num_threads"]:
+            torch.set_num_threads(int(self.tcfg["num_threads"]))
         want = self.tcfg["device"]
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"
@@ -238,7 +240,7 @@ class Trainer:
         valid = read_manifest(d["valid"], float(d["min_duration"]), float(d["max_duration"]), d["valid_limit"]) if d["valid"] else []
         cache = self._feature_cache(train, valid)
         target_sr = d["target_sample_rate"]
-        self.train_set = AudioDataset(train, int(d["sample_rate"]), target_sr, cache, seed)
+        self.train_set = AudioDataset(train, int(d["sample_rate"]), target_sr, cache, seed, d["segment_seconds"])
         self.train_sampler = BucketBatchSampler(
             [e["duration"] for e in train],
             int(d["batch_size"]),
@@ -502,6 +504,8 @@ class Trainer:
             from tqdm import tqdm
 
             pbar = tqdm(total=max_steps, initial=self.step, desc=f"{self.stage.name}", dynamic_ncols=True)
+        if self.tcfg["validate_first"] and self.step == 0:
+            self.validate()
         pending: Dict[str, float] = {}
         pending_n = 0
         t0 = time.perf_counter()

@@ -152,9 +152,10 @@ def load_hf_wavlm(
     if not cfg_path.is_file():
         raise CheckpointError(f"{directory} has no config.json (expected a Hugging Face WavLM folder)")
     hf_config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    kwargs = wavlm_kwargs_from_hf_config(hf_config, num_layers)  # validates before reading weights
     state = convert_hf_wavlm_state_dict(_read_hf_weights(directory), num_layers)
     if encoder is None:
-        encoder = WavLM(**{**wavlm_kwargs_from_hf_config(hf_config, num_layers), **overrides})
+        encoder = WavLM(**{**kwargs, **overrides})
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"WavLM weights do not fit the encoder: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -1,0 +1,304 @@
+"""Training recipes on CPU: tiny fixture architectures, real speech from ../shared/speech/train.
+
+Every stage lowers its validation loss in a few steps; a resumed run continues exactly as an
+uninterrupted one; a two-process gloo run equals one process with gradient accumulation;
+trained stages export to a checkpoint that ``from_pretrained`` loads and that encodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FIXTURES, SPEECH
+
+from focalcodec import FocalCodec
+from focalcodec.errors import ConfigError
+from focalcodec.train.config import load_train_config
+from focalcodec.train.data import build_manifest, write_manifest
+from focalcodec.train.export import export_checkpoint
+from focalcodec.train.trainer import Trainer
+
+TINY = str(FIXTURES / "tiny_50hz")
+TINY_CAUSAL = str(FIXTURES / "tiny_causal_4k")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on busy shared cores run far faster on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    """The 6 shortest utterances of the real training speech (each cut to 1 s in training)."""
+    rows = [r for r in (SPEECH / "train" / "manifest.tsv").read_text().splitlines()[1:]]
+    best = sorted(rows, key=lambda r: float(r.split("\t")[4]))[:6]
+    entries = [{"path": str(SPEECH / r.split("\t")[0]), "duration": float(r.split("\t")[4])} for r in best]
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    write_manifest(entries, path)
+    return path
+
+
+def _config(stage_cfg: dict, manifest: Path, out: Path, *overrides: str) -> dict:
+    base = [
+        f"data.train={manifest}",
+        f"data.valid={manifest}",
+        "data.valid_limit=2",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "data.num_buckets=1",
+        "data.segment_seconds=1.0",
+        "data.min_duration=1.0",
+        "train.log_every=1",
+        "train.valid_every=3",
+        "train.ckpt_every=0",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "train.resume=none",
+        "train.num_threads=1",
+        "train.validate_first=true",
+        f"output_dir={out}",
+    ]
+    return load_train_config(stage_cfg, base + list(overrides))
+
+
+def _metrics(run: Path) -> list:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _valid_losses(run: Path, key: str = "valid/loss") -> list:
+    return [r[key] for r in _metrics(run) if key in r]
+
+
+def _fit(cfg: dict) -> Path:
+    Trainer(cfg).fit()
+    return Path(cfg["output_dir"])
+
+
+def test_stage_q_lowers_loss_and_logs_code_stats(manifest, tmp_path):
+    cfg = _config(
+        {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}},
+        manifest, tmp_path / "q", "train.max_steps=6", "optim.lr=2e-3", "train.tensorboard=true",
+    )
+    run = _fit(cfg)
+    mse = _valid_losses(run, "valid/mse")
+    assert len(mse) >= 2 and mse[-1] < 0.9 * mse[0], mse
+    last = [r for r in _metrics(run) if "valid/code_usage" in r][-1]
+    assert 0 < last["valid/code_usage"] <= 1 and 0 < last["valid/normalized_entropy"] <= 1
+    train_rows = [r for r in _metrics(run) if "grad_norm" in r]
+    assert {"loss", "mse", "entropy", "codebook_entropy", "per_sample_entropy", "lr"} <= set(train_rows[0])
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+
+
+def test_stage_d_vocos_lowers_mel_loss(manifest, tmp_path):
+    cfg = _config(
+        {"stage": "decoder", "model": TINY, "init": {"encoder": TINY}, "discriminator": {"width": 0.05}},
+        manifest, tmp_path / "d", "train.max_steps=6", "optim.lr=3e-3", "data.crop_frames=22", "train.tensorboard=true",
+    )
+    run = _fit(cfg)
+    mel = _valid_losses(run, "valid/mel_l1")
+    assert mel[-1] < mel[0], mel
+    rows = [r for r in _metrics(run) if "loss_generator" in r]
+    assert {"loss_discriminator", "g_adv", "g_fm", "mel_l1", "grad_norm_generator", "grad_norm_discriminator"} <= set(rows[0])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"audio": 0, "images": 0})
+    events.Reload()
+    assert "audio/reconstruction" in events.Tags()["audio"]
+    assert "image/mel_reconstruction" in events.Tags()["images"]
+
+
+def test_stage_d_wavenext_24k_targets(manifest, tmp_path):
+    cfg = _config(
+        {"stage": "decoder", "model": TINY_CAUSAL, "init": {"encoder": TINY}, "discriminator": {"width": 0.05}},
+        manifest, tmp_path / "w", "train.max_steps=6", "optim.lr=3e-3", "data.crop_frames=22",
+        "data.target_sample_rate=24000",
+    )
+    trainer = Trainer(cfg)
+    assert trainer.stage.sample_rate == 24000 and trainer.stage.hop == 480
+    batch = next(iter(trainer._train_loader()))
+    assert batch["target"].shape[1] == round(batch["sig"].shape[1] * 1.5)
+    trainer.fit()
+    mel = _valid_losses(Path(cfg["output_dir"]), "valid/mel_l1")
+    assert mel[-1] < mel[0], mel
+
+
+def test_streaming_chain_and_export(manifest, tmp_path):
+    """§4.4 steps 2-5 in sequence, each lowering its loss, then export + from_pretrained."""
+    common = {"model": TINY_CAUSAL}
+    pc = _fit(_config({**common, "stage": "pos_conv", "init": {"teacher": TINY}}, manifest, tmp_path / "pc", "train.max_steps=6", "optim.lr=1e-3"))
+    enc = _fit(_config({**common, "stage": "encoder", "init": {"teacher": TINY, "encoder": str(pc)}}, manifest, tmp_path / "enc", "train.max_steps=6", "optim.lr=2e-3"))
+    q = _fit(
+        _config(
+            {**common, "stage": "quantizer", "model_overrides": {"decompressor_config.lookahead_size": 0}, "init": {"encoder": str(enc)}},
+            manifest, tmp_path / "sq", "train.max_steps=6", "optim.lr=2e-3",
+        )
+    )
+    joint = _fit(
+        _config(
+            {**common, "stage": "joint", "init": {"teacher": TINY, "encoder": str(enc), "compressor": str(q), "decompressor": str(q)}},
+            manifest, tmp_path / "jt", "train.max_steps=6", "optim.lr=1e-3",
+        )
+    )
+    for run, key in ((pc, "valid/loss"), (enc, "valid/loss"), (q, "valid/mse"), (joint, "valid/mse")):
+        losses = _valid_losses(run, key)
+        assert losses[-1] < losses[0], (run.name, losses)
+    # the distilled encoder kept the teacher's frozen positional conv and relative bias
+    enc_parts = torch.load(enc / "checkpoints" / (enc / "checkpoints" / "latest").read_text().strip() / "parts.pt", weights_only=True)
+    pc_parts = torch.load(pc / "checkpoints" / (pc / "checkpoints" / "latest").read_text().strip() / "parts.pt", weights_only=True)
+    for key in ("encoder.positional_embedding.conv.weight", "encoder.relative_embedding.weight"):
+        assert torch.equal(enc_parts["encoder"][key], pc_parts["encoder"][key])
+
+    out = tmp_path / "exported"
+    export_checkpoint(TINY_CAUSAL, [str(joint), f"decoder={TINY_CAUSAL}"], out)
+    model = FocalCodec.from_pretrained(out)
+    assert torch.equal(model.encoder.encoder.layers[0].attention.qkv_proj.weight, FocalCodec.from_pretrained(out).encoder.encoder.layers[0].attention.qkv_proj.weight)
+    sig = torch.randn(16000) * 0.1
+    toks, lengths = model.encode(sig)
+    assert toks.shape == (50,) and int(toks.max()) < 4096
+    audio, _ = model.decode(toks)
+    assert audio.shape == (24000,) and torch.isfinite(audio).all()
+    joint_parts = torch.load(joint / "checkpoints" / (joint / "checkpoints" / "latest").read_text().strip() / "parts.pt", weights_only=True)
+    assert torch.equal(model.decompressor.refiner.in_proj.weight, joint_parts["decompressor"]["refiner.in_proj.weight"])
+
+
+def test_export_cli_from_stage_runs(manifest, tmp_path):
+    q = _fit(_config({"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}, manifest, tmp_path / "q", "train.max_steps=1", "train.validate_first=false", "data.valid=null"))
+    from focalcodec.cli import main
+
+    out = tmp_path / "codec"
+    assert main(["train", "--export", str(out), "--model", TINY, str(q), f"encoder={TINY}", f"decoder={TINY}"]) == 0
+    model = FocalCodec.from_pretrained(out)
+    parts = torch.load(q / "checkpoints" / "step_00000001" / "parts.pt", weights_only=True)
+    assert torch.equal(model.compressor.layers[0].downscale.downscale.weight, parts["compressor"]["layers.0.downscale.downscale.weight"])
+    toks, _ = model.encode(torch.randn(8000) * 0.1)
+    assert toks.dtype == torch.long and toks.numel() == 24
+    with pytest.raises(ConfigError, match="no source"):
+        export_checkpoint(TINY, [str(q)], tmp_path / "incomplete")
+
+
+def test_resume_is_exact(manifest, tmp_path):
+    """Stop after 3 steps, resume to 7: every later loss equals the uninterrupted run's."""
+    stage = {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}
+    extra = ("train.valid_every=2", "train.validate_first=false", "data.valid_limit=2", "optim.lr=2e-3")
+    full = _fit(_config(stage, manifest, tmp_path / "full", "train.max_steps=7", *extra))
+    part = tmp_path / "part"
+    _fit(_config(stage, manifest, part, "train.max_steps=3", *extra))
+    assert (part / "checkpoints" / "latest").read_text().strip() == "step_00000003"
+    _fit(_config(stage, manifest, part, "train.max_steps=7", "train.resume=auto", *extra))
+
+    def by_step(run):
+        return {(r["step"], k): v for r in _metrics(run) for k, v in r.items() if k not in ("sec_per_step", "step", "epoch")}
+
+    a, b = by_step(full), by_step(part)
+    later = {k: v for k, v in a.items() if k[0] > 3}
+    assert later and all(b[k] == v for k, v in later.items()), [(k, v, b.get(k)) for k, v in later.items() if b.get(k) != v]
+    # epochs of 3 batches: the run crossed an epoch boundary after the resume point
+    assert max(r["epoch"] for r in _metrics(part)) >= 2
+
+
+def test_resume_is_exact_for_gan_stage(manifest, tmp_path):
+    stage = {"stage": "decoder", "model": TINY, "init": {"encoder": TINY}, "discriminator": {"width": 0.05}}
+    extra = ("train.validate_first=false", "data.valid=null", "data.crop_frames=16", "train.grad_accum=2", "scheduler.type=exponential", "scheduler.interval=step")
+    full = _fit(_config(stage, manifest, tmp_path / "full", "train.max_steps=3", *extra))
+    part = tmp_path / "part"
+    _fit(_config(stage, manifest, part, "train.max_steps=1", *extra))
+    _fit(_config(stage, manifest, part, "train.max_steps=3", "train.resume=auto", *extra))
+    a = [r for r in _metrics(full) if r["step"] > 1]
+    b = [r for r in _metrics(part) if r["step"] > 1]
+    keys = ("loss_generator", "loss_discriminator", "mel_l1", "lr_generator")
+    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
+
+
+def test_two_process_gloo_matches_gradient_accumulation(manifest, tmp_path):
+    """torchrun with 2 CPU processes (DDP over gloo) == 1 process accumulating 2 micro-batches."""
+    stage = {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}
+    # batch 1: each rank's batches are exactly the single process's micro-batches
+    extra = ("train.max_steps=2", "train.validate_first=false", "train.valid_every=2", "optim.lr=2e-3", "data.batch_size=1")
+    single = _fit(_config(stage, manifest, tmp_path / "single", "train.grad_accum=2", *extra))
+    ddp_cfg = _config(stage, manifest, tmp_path / "ddp", *extra)
+    import yaml
+
+    cfg_file = tmp_path / "ddp.yaml"
+    cfg_file.write_text(yaml.safe_dump(ddp_cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "focalcodec", "train", "--config", str(cfg_file)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _metrics(single), _metrics(tmp_path / "ddp")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 2]
+    for ra, rb in zip(a, b):
+        keys = [k for k in ("loss", "mse", "grad_norm", "valid/loss", "valid/mse") if k in ra]
+        assert keys
+        for key in keys:
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["step"], key)
+    latest = (tmp_path / "ddp" / "checkpoints" / "latest").read_text().strip()
+    state = torch.load(tmp_path / "ddp" / "checkpoints" / latest / "state.pt", weights_only=True)
+    assert len(state["rng"]) == 2 and state["step"] == 2
+
+
+def test_feature_cache_gives_the_same_losses(manifest, tmp_path):
+    stage = {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}
+    extra = ("train.max_steps=2", "train.validate_first=false", "data.valid=null", "data.segment_seconds=null")
+    plain = _fit(_config(stage, manifest, tmp_path / "plain", *extra))
+    cached = _fit(_config(stage, manifest, tmp_path / "cached", f"data.feature_cache={tmp_path / 'cache'}", *extra))
+    assert len(list((tmp_path / "cache").rglob("*.pt"))) == 6
+    for ra, rb in zip(_metrics(plain), _metrics(cached)):
+        assert rb["loss"] == pytest.approx(ra["loss"], abs=1e-5)
+
+
+def test_config_errors_and_shipped_recipes(manifest, tmp_path):
+    with pytest.raises(ConfigError, match="data.batchsize"):
+        load_train_config({"stage": "quantizer"}, ["data.batchsize=3"])
+    with pytest.raises(ConfigError, match="unknown stage"):
+        Trainer(_config({"stage": "vocoder"}, manifest, tmp_path))
+    with pytest.raises(ConfigError, match="init.teacher"):
+        Trainer(_config({"stage": "encoder", "model": TINY_CAUSAL}, manifest, tmp_path))
+    cfg = load_train_config("stage_q_50hz", ["optim.lr=1e-4", "data.batch_size=8"])
+    assert cfg["optim"]["lr"] == 1e-4 and cfg["data"]["batch_size"] == 8 and cfg["loss"]["entropy_weight"] == 0.1
+    d = load_train_config("stage_d_vocos")
+    assert d["data"]["crop_frames"] * 320 == 7040 and d["loss"]["fm_weight"] == 54.0 and d["loss"]["mel_weight"] == 45.0
+    w = load_train_config("stage_d_wavenext")
+    assert w["data"]["target_sample_rate"] == 24000 and w["data"]["crop_frames"] * 480 == 72000
+    enc = load_train_config("stream_encoder")
+    assert enc["loss"]["layer_weights"] == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0] and enc["optim"]["lr"] == 5e-5
+
+
+def test_prepare_reads_libritts_layout_and_plain_folders(tmp_path):
+    import shutil
+
+    src = sorted((SPEECH / "train").glob("*.flac"))[:3]
+    libri = tmp_path / "LibriTTS" / "train-clean-100" / "19" / "198"
+    libri.mkdir(parents=True)
+    for i, f in enumerate(src[:2]):
+        shutil.copy(f, libri / f"19_198_000000_00000{i}.wav")
+        (libri / f"19_198_000000_00000{i}.normalized.txt").write_text(f"hello {i}\n")
+    plain = tmp_path / "mine" / "alice"
+    plain.mkdir(parents=True)
+    shutil.copy(src[2], plain / "take1.flac")
+    (plain / "broken.wav").write_bytes(b"not audio")
+    from focalcodec.cli import main
+
+    out = tmp_path / "m.jsonl"
+    assert main(["prepare", str(tmp_path / "LibriTTS"), str(tmp_path / "mine"), "-o", str(out), "--relative"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3
+    assert rows[0]["speaker"] == "19" and rows[0]["text"] == "hello 0" and rows[0]["sample_rate"] == 16000
+    assert rows[2]["speaker"] == "alice" and "text" not in rows[2]
+    assert not Path(rows[0]["path"]).is_absolute() and (tmp_path / rows[0]["path"]).is_file()
+    from focalcodec.train.data import read_manifest
+
+    assert Path(read_manifest(out)[0]["path"]).is_file()
+    entries = build_manifest(SPEECH / "train", min_duration=0, max_duration=1.9, num_workers=2)
+    assert entries and all(e["duration"] <= 1.9 for e in entries) and all("speaker" in e for e in entries)
