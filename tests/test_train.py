@@ -8,6 +8,7 @@ trained stages export to a checkpoint that ``from_pretrained`` loads and that en
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -170,6 +171,19 @@ def test_streaming_chain_and_export(manifest, tmp_path):
     assert audio.shape == (24000,) and torch.isfinite(audio).all()
     joint_parts = torch.load(joint / "checkpoints" / (joint / "checkpoints" / "latest").read_text().strip() / "parts.pt", weights_only=True)
     assert torch.equal(model.decompressor.refiner.in_proj.weight, joint_parts["decompressor"]["refiner.in_proj.weight"])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps(manifest, tmp_path, precision):
+    cfg = _config(
+        {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}},
+        manifest, tmp_path / precision, "train.max_steps=2", f"train.precision={precision}", "train.validate_first=false", "data.valid=null",
+    )
+    trainer = Trainer(cfg)
+    assert trainer.scalers["model"].is_enabled() == (precision == "fp16")
+    trainer.fit()
+    rows = _metrics(Path(cfg["output_dir"]))
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
 
 
 def test_export_cli_from_stage_runs(manifest, tmp_path):

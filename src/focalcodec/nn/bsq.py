@@ -107,6 +107,13 @@ class BinarySphericalQuantizer(nn.Module):
             raise ValueError(f"the entropy loss enumerates the codebook: D = {self.dim} > {MAX_TRAIN_BITS} is too large")
         hard = self.lats_to_codes(lats)
         codes = lats + (hard - lats).detach()
+        with torch.autocast(lats.device.type, enabled=False):  # softmax at temperature 1/100: fp32
+            loss, stats = self._entropy_loss(lats, mask, inv_temperature, diversity_gamma, eps, chunk_size)
+        return QuantizerOutput(codes, self.codes_to_toks(hard), loss, stats)
+
+    def _entropy_loss(
+        self, lats: Tensor, mask: Optional[Tensor], inv_temperature: float, diversity_gamma: float, eps: float, chunk_size: int
+    ) -> tuple[Tensor, Dict[str, Tensor]]:
         flat = lats.reshape(-1, self.dim).float()
         if mask is not None:
             flat = flat[mask.reshape(-1).to(flat.device)]
@@ -123,7 +130,7 @@ class BinarySphericalQuantizer(nn.Module):
         codebook_entropy = _entropy(avg_probs / count, eps)
         loss = per_sample - diversity_gamma * codebook_entropy
         stats = {"per_sample_entropy": per_sample.detach(), "codebook_entropy": codebook_entropy.detach()}
-        return QuantizerOutput(codes, self.codes_to_toks(hard), loss, stats)
+        return loss, stats
 
     def forward(self, lats: Tensor) -> tuple[Tensor, Tensor]:
         """``lats: (..., D) -> (toks (...,), codes (..., D))``."""

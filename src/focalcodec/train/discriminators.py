@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm

@@ -122,7 +122,10 @@ class MelSpectrogram(nn.Module):
         self.register_buffer("filters", mel_filter_bank(sample_rate, n_fft, n_mels, f_min, f_max), persistent=False)
 
     def forward(self, sig: Tensor) -> Tensor:
-        sig = sig.float()
+        with torch.autocast(sig.device.type, enabled=False):
+            return self._log_mel(sig.float())
+
+    def _log_mel(self, sig: Tensor) -> Tensor:
         if sig.shape[-1] <= self.n_fft // 2:
             sig = F.pad(sig, (0, self.n_fft // 2 + 1 - sig.shape[-1]))
         spec = torch.stft(

@@ -31,7 +31,6 @@ encoder features, and ``crop (B,)`` uniform numbers that choose crop positions.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
