@@ -351,6 +351,9 @@ def find_whisper_model(model: Optional[str] = None) -> Path:
     )
 
 
+_SHARED: Dict[Tuple[str, str, str], "WhisperTranscriber"] = {}
+
+
 class WhisperTranscriber:
     """Greedy Whisper transcription of 16 kHz audio via faster-whisper.
 
@@ -369,6 +372,14 @@ class WhisperTranscriber:
         self.model = WhisperModel(str(self.path), device=device, compute_type=compute_type, cpu_threads=threads)
         self.english_only = not bool(getattr(self.model, "model", None) and self.model.model.is_multilingual)
         self._cache: Dict[Tuple[str, Optional[str]], str] = {}
+
+    @classmethod
+    def shared(cls, model: Optional[str] = None, device: str = "cpu", compute_type: str = "int8") -> "WhisperTranscriber":
+        """One loaded model (and transcript cache) per (model, device, compute type) and process."""
+        key = (str(find_whisper_model(model)), device, compute_type)
+        if key not in _SHARED:
+            _SHARED[key] = cls(key[0], device=device, compute_type=compute_type)
+        return _SHARED[key]
 
     @property
     def name(self) -> str:
@@ -425,7 +436,7 @@ class DWERMetric(Metric):
     needs_reference = True
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu", compute_type: str = "int8", transcriber: Optional[WhisperTranscriber] = None) -> None:
-        self.transcriber = transcriber or WhisperTranscriber(model, device=device, compute_type=compute_type)
+        self.transcriber = transcriber or WhisperTranscriber.shared(model, device=device, compute_type=compute_type)
         self.english = EnglishTextNormalizer()
         self.basic = BasicTextNormalizer()
 

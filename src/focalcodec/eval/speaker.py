@@ -14,9 +14,10 @@ Backends:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +39,30 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 def _allow_download() -> bool:
     return os.environ.get("FOCALCODEC_ALLOW_DOWNLOAD", "") not in ("", "0")
+
+
+def _wavlm_cached(name: str) -> bool:
+    """Whether ``name`` is a local model folder or already in the Hugging Face cache."""
+    if os.path.isdir(name):
+        return True
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:
+        return False
+    snapshots = os.path.join(HF_HUB_CACHE, "models--" + name.replace("/", "--"), "snapshots")
+    return os.path.isdir(snapshots) and any(os.scandir(snapshots))
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread: small recurrent models are many times slower with several
+    threads on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class SpeakerEmbedder:
@@ -76,6 +101,11 @@ class SpeakerEmbedder:
     def _load_wavlm(self, name: str) -> None:
         if importlib.util.find_spec("transformers") is None:
             raise MetricUnavailable("transformers is not installed (needed for WavLM-base-SV)")
+        if not (_wavlm_cached(name) or _allow_download()):  # importing transformers alone takes seconds
+            raise MetricUnavailable(
+                f"WavLM-base-SV weights not found locally; set FOCALCODEC_ALLOW_DOWNLOAD=1 to download {WAVLM_SV} "
+                "or pass a local directory"
+            )
         from transformers import AutoFeatureExtractor, WavLMForXVector
 
         try:
@@ -92,7 +122,6 @@ class SpeakerEmbedder:
     def _load_resemblyzer(self) -> None:
         if importlib.util.find_spec("resemblyzer") is None:
             raise MetricUnavailable("resemblyzer is not installed (pip install resemblyzer 'setuptools<81')")
-        import contextlib
         import io
         import warnings
 
@@ -119,12 +148,16 @@ class SpeakerEmbedder:
         y = preprocess_wav(x, source_sr=16000) if peak > 0 else x
         if y.shape[0] < 1600:  # VAD removed (almost) everything: embed the raw signal
             y = x / max(peak, 1e-8)
-        return self.model.embed_utterance(y).astype(np.float32)
+        with single_thread():
+            return self.model.embed_utterance(y).astype(np.float32)
 
     def embed_many(self, audios: Sequence[np.ndarray]) -> np.ndarray:
         embs = np.stack([self.embed(a) for a in audios])
         embs = embs / np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
         return embs.mean(axis=0)
+
+
+_SHARED: Dict[Any, SpeakerEmbedder] = {}
 
 
 class SpeakerSimilarity(Metric):
@@ -137,7 +170,10 @@ class SpeakerSimilarity(Metric):
     align = False
 
     def __init__(self, backend: str = "auto", model: Optional[str] = None, device: str = "cpu") -> None:
-        self.embedder = SpeakerEmbedder(backend, model, device)
+        key = (backend, model, device)
+        if key not in _SHARED:  # one loaded model per process
+            _SHARED[key] = SpeakerEmbedder(backend, model, device)
+        self.embedder = _SHARED[key]
         self._cache: Dict[bytes, np.ndarray] = {}
 
     @classmethod

@@ -1,0 +1,161 @@
+"""End to end: ``focalcodec evaluate`` on a few shared speech clips with a fixture model; data
+loading (folders, manifests, LibriSpeech layout, VC pairs)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, SPEECH
+from focalcodec.audio import save_audio
+from focalcodec.cli import main
+from focalcodec.errors import InputError
+from focalcodec.eval.data import filter_utterances, load_utterances, make_vc_pairs, read_vc_pairs
+
+EVAL = SPEECH / "eval"
+TINY = str(FIXTURES / "tiny_50hz")
+SHORT_EN = ["--where", "subset=en_read", "--max-duration", "3.0"]
+
+
+def test_evaluate_resynthesis_end_to_end(tmp_path, capsys):
+    out = tmp_path / "report"
+    rc = main([
+        "evaluate", "--codec", "focalcodec", "codec2-3200", "--model", TINY, "--data", str(EVAL),
+        *SHORT_EN, "--limit", "2", "--metrics", "pesq_wb,stoi,mel_distance,sim,dwer", "-o", str(out), "--save-audio", "--quiet",
+    ])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "resynth" and report["data"]["utterances"] == 2
+    codecs = report["codecs"]
+    assert set(codecs) == {"focalcodec:tiny_50hz", "codec2-3200"}
+    for name, entry in codecs.items():
+        s = entry["summary"]
+        assert s["utterances"] == 2 and s["failed"] == 0
+        for key in ("pesq_wb", "stoi", "mel_distance", "sim", "dwer", "dcer", "measured_bitrate", "rtf", "peak_memory_mb"):
+            assert s[key] is not None and math.isfinite(s[key]), (name, key)
+        assert len(entry["utterances"]) == 2
+        assert all("dwer.ref_text" in row for row in entry["utterances"])
+    fc = codecs["focalcodec:tiny_50hz"]["summary"]
+    assert fc["measured_bitrate"] == pytest.approx(650, rel=0.05)  # 50 Hz x 13 bits
+    assert fc["file_bitrate"] > fc["measured_bitrate"]
+    assert 0 < fc["code_usage"] <= 100 and 0 < fc["norm_entropy"] <= 100
+    assert codecs["codec2-3200"]["summary"]["measured_bitrate"] == pytest.approx(3200, rel=0.05)
+    # the random-weight fixture is far worse than Codec 2 on intrusive metrics
+    assert codecs["codec2-3200"]["summary"]["stoi"] > fc["stoi"]
+    assert codecs["codec2-3200"]["summary"]["mel_distance"] < fc["mel_distance"]
+    md = (out / "report.md").read_text()
+    assert "| codec2-3200 |" in md and "PESQ-WB ↑" in md and "dWER % ↓" in md
+    assert (out / "metrics_vs_bitrate.png").stat().st_size > 10_000
+    assert (out / "spectrograms.png").stat().st_size > 10_000
+    assert len(list((out / "audio").rglob("*.wav"))) == 4
+    assert "report written to" in capsys.readouterr().out
+
+
+def test_evaluate_voice_conversion_end_to_end(tmp_path):
+    out = tmp_path / "vc"
+    rc = main([
+        "evaluate", "--task", "vc", "--codec", "focalcodec", "codec2-1200", "--model", TINY, "--data", str(EVAL),
+        *SHORT_EN, "--limit", "2", "--vc-references", "2", "--metrics", "sim,stoi", "-o", str(out), "--no-plots", "--quiet",
+    ])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "vc"
+    assert list(report["codecs"]) == ["focalcodec:tiny_50hz"]  # Codec 2 cannot convert voices
+    assert "stoi" not in report["metrics"]  # intrusive metrics are skipped for VC
+    rows = report["codecs"]["focalcodec:tiny_50hz"]["utterances"]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["target_speaker"] and row["references"] and math.isfinite(row["sim"])
+        assert row["id"].split("->")[1] == row["target_speaker"]
+    assert not (out / "metrics_vs_bitrate.png").exists()
+
+
+def test_evaluate_errors_are_one_line(tmp_path, capsys):
+    assert main(["evaluate", "--codec", "identity", "--data", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 1
+    assert "evaluation data not found" in capsys.readouterr().err
+    assert main(["evaluate", "--codec", "mp3", "--data", str(EVAL), "--limit", "1", "--metrics", "stoi", "-o", str(tmp_path / "o")]) == 1
+    assert "unknown codec" in capsys.readouterr().err
+    assert main(["evaluate", "--codec", "identity", "--data", str(EVAL), "--limit", "1", "--metrics", "nope", "-o", str(tmp_path / "o")]) == 1
+    assert "unknown metric" in capsys.readouterr().err
+    assert main(["evaluate", "--codec", "identity", "--data", str(EVAL), "--where", "lang=xx", "--metrics", "stoi", "-o", str(tmp_path / "o")]) == 1
+    assert "no utterance left" in capsys.readouterr().err
+
+
+# -- data --------------------------------------------------------------------------------------------
+def test_shared_manifest_and_filters():
+    utts = load_utterances(EVAL)
+    assert len(utts) == 210 and all(u.path.is_file() for u in utts)
+    en = filter_utterances(utts, ["lang=en"])
+    assert any(u.lang == "en (L1 zh)" for u in en) and all(u.lang.startswith("en") for u in en)
+    two = filter_utterances(utts, ["subset=en_read|noisy", "lang=en"], max_duration=3.0, limit=2)
+    assert len(two) == 2 and all(float(u.meta["dur_s"]) <= 3.0 for u in two)
+    assert load_utterances(EVAL / "manifest.tsv")[0].id == utts[0].id
+    with pytest.raises(InputError):
+        filter_utterances(utts, ["novalue"])
+
+
+def _tone(path, seconds=0.5, f=220.0):
+    t = np.arange(int(16000 * seconds)) / 16000
+    save_audio(path, 0.3 * np.sin(2 * np.pi * f * t).astype(np.float32), 16000)
+
+
+def test_librispeech_and_voicebank_layouts(tmp_path):
+    ls = tmp_path / "test-clean" / "1089" / "134686"
+    ls.mkdir(parents=True)
+    for i in range(2):
+        _tone(ls / f"1089-134686-000{i}.flac")
+    (ls / "1089-134686.trans.txt").write_text("1089-134686-0000 HELLO WORLD\n1089-134686-0001 SECOND ONE\n")
+    utts = load_utterances(tmp_path / "test-clean")
+    assert [u.text for u in utts] == ["HELLO WORLD", "SECOND ONE"]
+    assert {u.speaker for u in utts} == {"1089"}
+    vb = tmp_path / "clean_testset_wav"
+    vb.mkdir()
+    _tone(vb / "p232_001.wav")
+    _tone(vb / "p257_001.wav")
+    vbu = load_utterances(vb)
+    assert [u.speaker for u in vbu] == ["p232", "p257"]
+    pairs = make_vc_pairs(vbu, num_references=3)
+    assert [p.target_speaker for p in pairs] == ["p257", "p232"]
+    with pytest.raises(InputError, match="two speakers"):
+        make_vc_pairs(vbu[:1])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no audio files"):
+        load_utterances(empty)
+
+
+def test_manifest_formats_and_vc_pair_file(tmp_path):
+    _tone(tmp_path / "a.wav")
+    _tone(tmp_path / "b.wav", f=330.0)
+    (tmp_path / "m.jsonl").write_text('{"path": "a.wav", "text": "hi", "speaker": "s1"}\n{"path": "b.wav", "speaker": "s2"}\n')
+    utts = load_utterances(tmp_path / "m.jsonl")
+    assert [u.id for u in utts] == ["a", "b"] and utts[0].text == "hi"
+    (tmp_path / "m.csv").write_text("id,path,lang\nx,a.wav,en\n")
+    assert load_utterances(tmp_path / "m.csv")[0].lang == "en"
+    (tmp_path / "bad.tsv").write_text("file\na.wav\n")
+    with pytest.raises(InputError, match="'path' column"):
+        load_utterances(tmp_path / "bad.tsv")
+    (tmp_path / "missing.tsv").write_text("path\nnope.wav\n")
+    with pytest.raises(InputError, match="not found"):
+        load_utterances(tmp_path / "missing.tsv")
+    (tmp_path / "pairs.tsv").write_text("source\ttarget\na.wav\tb.wav|a.wav\n")
+    pairs = read_vc_pairs(tmp_path / "pairs.tsv")
+    assert len(pairs) == 1 and [r.id for r in pairs[0].references] == ["b", "a"]
+
+
+@pytest.mark.slow
+def test_evaluate_all_default_metrics_and_baselines(tmp_path):
+    """Every available metric on every baseline (slow: Whisper, DNSMOS, speaker model)."""
+    out = tmp_path / "all"
+    rc = main([
+        "evaluate", "--codec", "focalcodec", "codec2-700c", "codec2-1200", "codec2-2400", "codec2-3200", "opus-6", "opus-8",
+        "identity", "--model", TINY, "--data", str(EVAL), *SHORT_EN, "--limit", "3", "-o", str(out), "--quiet",
+    ])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    ident = report["codecs"]["identity"]["summary"]
+    assert ident["stoi"] == pytest.approx(1.0) and ident["dwer"] == 0.0 and ident["sim"] == pytest.approx(100.0, abs=0.01)
+    assert ident["dnsmos_ovrl"] == pytest.approx(report["reference"]["dnsmos_ovrl"])
