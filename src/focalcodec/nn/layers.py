@@ -57,7 +57,12 @@ def conv_time_major(
     """Apply ``conv`` (its weights, stride and groups; its own padding is ignored) over time.
 
     ``x: (B, T, C_in) -> (B, T', C_out)`` with ``padding`` zeros added (left, right).
+    A conv module may supply its own ``forward_time_major(x, padding)`` with the same contract
+    (the streaming copies of :mod:`focalcodec.streaming` do, for few-frame inputs).
     """
+    own = getattr(conv, "forward_time_major", None)
+    if own is not None:
+        return own(x, padding)
     if padding != (0, 0):
         x = F.pad(x, (0, 0, padding[0], padding[1]))
     y = F.conv2d(
