@@ -73,28 +73,33 @@ def _group_linears(weight: Tensor, bias: Optional[Tensor], groups: int) -> nn.Mo
 
 class _FastConv1d(nn.Conv1d):
     """An unpadded (grouped) ``Conv1d`` computed as sliding windows times one linear layer
-    per group: ``(B, C_in, L) -> (B, C_out, (L - k) // stride + 1)``.
+    per group. Exact up to float rounding and much faster than PyTorch's CPU convolution
+    when only a few output frames are computed (no per-call weight reordering). It stays a
+    ``Conv1d`` with the same weights, so any code path that reads ``weight`` still works.
 
-    Exact up to float rounding and much faster than PyTorch's CPU convolution when only a
-    few output frames are computed. It stays a ``Conv1d`` (same weights and attributes), so
-    code that reads ``weight`` directly keeps working.
+    ``forward``: ``(B, C_in, L) -> (B, C_out, L')``; ``forward_time_major`` (used by the
+    core's ``conv_time_major``): ``(B, L, C_in) -> (B, L', C_out)``.
     """
 
     def _prepare(self) -> None:
         self.group_linears = _group_linears(self.weight, self.bias, self.groups)
 
+    def forward_time_major(self, x: Tensor, padding: Tuple[int, int] = (0, 0)) -> Tensor:
+        if padding != (0, 0):
+            x = F.pad(x, (0, 0, padding[0], padding[1]))
+        windows = x.unfold(1, self.kernel_size[0], self.stride[0])  # (B, T, C_in, k)
+        B, T, C, k = windows.shape
+        if self.groups == 1:
+            return self.group_linears[0](windows.reshape(B, T, C * k))
+        in_g = C // self.groups
+        outs = [
+            lin(windows[:, :, g * in_g : (g + 1) * in_g].reshape(B, T, in_g * k))
+            for g, lin in enumerate(self.group_linears)
+        ]
+        return torch.cat(outs, dim=2)
+
     def forward(self, x: Tensor) -> Tensor:
-        k, stride, groups = self.kernel_size[0], self.stride[0], self.groups
-        windows = x.unfold(2, k, stride)  # (B, C_in, T, k)
-        B, C, T, _ = windows.shape
-        in_g = C // groups
-        if groups == 1:
-            return self.group_linears[0](windows.permute(0, 2, 1, 3).reshape(B, T, C * k)).transpose(1, 2)
-        outs = []
-        for g, lin in enumerate(self.group_linears):
-            part = windows[:, g * in_g : (g + 1) * in_g].permute(0, 2, 1, 3).reshape(B, T, in_g * k)
-            outs.append(lin(part))
-        return torch.cat(outs, dim=2).transpose(1, 2)
+        return self.forward_time_major(x.transpose(1, 2)).transpose(1, 2)
 
 
 class _FastConvTranspose1d(nn.ConvTranspose1d):
