@@ -111,6 +111,12 @@ def test_librispeech_and_voicebank_layouts(tmp_path):
     utts = load_utterances(tmp_path / "test-clean")
     assert [u.text for u in utts] == ["HELLO WORLD", "SECOND ONE"]
     assert {u.speaker for u in utts} == {"1089"}
+    mls = tmp_path / "mls_german" / "test"
+    (mls / "audio" / "10087" / "10388").mkdir(parents=True)
+    _tone(mls / "audio" / "10087" / "10388" / "10087_10388_000000.flac")
+    (mls / "transcripts.txt").write_text("10087_10388_000000\tguten tag\n")
+    mu = load_utterances(mls)
+    assert [(u.speaker, u.text) for u in mu] == [("10087", "guten tag")]
     vb = tmp_path / "clean_testset_wav"
     vb.mkdir()
     _tone(vb / "p232_001.wav")

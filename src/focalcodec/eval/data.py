@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -125,9 +126,22 @@ def _from_folder(root: Path) -> List[Utterance]:
     out = []
     for f in files:
         rel = f.relative_to(root)
-        speaker = rel.parts[0] if len(rel.parts) > 2 else (f.stem.split("_")[0] if "_" in f.stem else None)
-        out.append(Utterance(id=str(rel.with_suffix("")).replace("/", "_"), path=f, text=texts.get(f.stem), speaker=speaker))
+        out.append(Utterance(id=str(rel.with_suffix("")).replace("/", "_"), path=f, text=texts.get(f.stem), speaker=_speaker(rel)))
     return out
+
+
+def _speaker(rel: Path) -> Optional[str]:
+    """LibriSpeech ``1089/134686/1089-134686-0000``, MLS ``audio/10087/10388/10087_10388_000000``
+    -> the prefix that names a folder; VoiceBank ``p232_001`` -> ``p232``; else the grandparent folder."""
+    prefix = re.split(r"[-_]", rel.stem)[0]
+    parents = rel.parts[:-1]
+    if prefix in parents:
+        return prefix
+    if len(parents) >= 2:
+        return parents[-2]
+    if "_" in rel.stem:
+        return rel.stem.split("_")[0]
+    return parents[-1] if parents else None
 
 
 def load_utterances(source: Union[str, Path]) -> List[Utterance]:
