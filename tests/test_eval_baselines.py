@@ -169,3 +169,22 @@ def test_empty_or_nan_input_is_rejected():
             build_codec(name).roundtrip(np.zeros(0, np.float32))
         with pytest.raises(InputError):
             build_codec(name).roundtrip(np.full(100, np.nan, np.float32))
+
+
+def test_reference_hook_loads_a_local_hub_repo(clip, tmp_path, monkeypatch):
+    """The reference hook loads ``hubconf.focalcodec`` from a local copy; here a stand-in
+    repository whose entry point returns the fixture model (same API as the reference)."""
+    (tmp_path / "hubconf.py").write_text(
+        "dependencies = ['torch']\n\n"
+        "def focalcodec(config='lucadellalib/focalcodec_50hz', pretrained=True, overrides=None, **kw):\n"
+        "    from focalcodec import FocalCodec\n"
+        f"    return FocalCodec.from_pretrained({str(FIXTURES / 'tiny_50hz')!r})\n"
+    )
+    monkeypatch.setenv("FOCALCODEC_REFERENCE_DIR", str(tmp_path))
+    codec = build_codec("reference:focalcodec_50hz")
+    assert codec.name == "reference:focalcodec_50hz" and codec.codebook_size == 2**13
+    rec = codec.roundtrip(clip)
+    model = fixture_model("tiny_50hz")
+    assert np.array_equal(rec.tokens, model.encode(clip)[0].numpy())
+    assert codec.nominal_bitrate == pytest.approx(model.bitrate, rel=0.05)
+    assert codec.convert(clip, [clip]).audio.shape[0] > 0
