@@ -205,8 +205,11 @@ class _AudioCache:
         return self._data[u.path]
 
 
-def _new_result(task: str, metrics: Mapping[str, Metric], example_id: str, sources: Sequence[Utterance], audio: _AudioCache) -> EvalResult:
+def _new_result(task: str, metrics: Mapping[str, Metric], example_id: str, sources: Sequence[Utterance], audio: _AudioCache,
+                progress: bool) -> EvalResult:
     """An empty result with the original audio's no-reference scores and the first input kept for plots."""
+    if any(not m.needs_reference for m in metrics.values()):
+        _progress(progress, f"[reference] scoring the original audio of {len(sources)} utterances")
     result = EvalResult(task, {n: dict(m.keys) for n, m in metrics.items()})
     result.example_id = example_id
     result.examples["reference"] = audio(sources[0])
@@ -227,7 +230,7 @@ def evaluate_resynthesis(
     if not codecs or not utterances:
         raise InputError("nothing to evaluate: give at least one codec and one utterance")
     audio = _AudioCache()
-    result = _new_result("resynth", metrics, utterances[0].id, utterances, audio)
+    result = _new_result("resynth", metrics, utterances[0].id, utterances, audio, progress)
     for codec in codecs:
         jobs = [
             _Job(u.id, audio(u), u.fields(), {}, (lambda c=codec, x=audio(u): c.roundtrip(x)), f"{u.id}.wav")
@@ -252,7 +255,7 @@ def evaluate_vc(
     if not codecs or not pairs:
         raise InputError("nothing to evaluate: give at least one codec and one voice-conversion pair")
     audio = _AudioCache()
-    result = _new_result("vc", metrics, pairs[0].id, [p.source for p in pairs], audio)
+    result = _new_result("vc", metrics, pairs[0].id, [p.source for p in pairs], audio, progress)
     for codec in codecs:
         if not codec.supports_vc:
             warnings.warn(f"codec {codec.name} does not support voice conversion; skipped")
