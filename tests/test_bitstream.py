@@ -13,7 +13,6 @@ import pytest
 
 from focalcodec.bitstream import (
     FORMAT_VERSION,
-    MAGIC,
     BitstreamError,
     ChecksumError,
     CompressedAudio,

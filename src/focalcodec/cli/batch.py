@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import FocalCodecError, InputError
+from ..longform import Windowing
 from .common import expand_inputs
 
 Job = Tuple[Path, Path]
@@ -19,14 +20,25 @@ def add_batch_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("-o", "--output", required=True, help=f"output file (one input) or directory ({what})")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--window", type=float, default=Windowing().window, help="seconds per window for long inputs (non-causal models, >= 1)")
 
 
-def add_rate_option(parser: argparse.ArgumentParser) -> None:
+def add_audio_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-rate",
         default=None,
         help="sample rate of the written audio: Hz, or 'input' for the original file's rate (default: the model's output rate)",
     )
+    parser.add_argument("--format", choices=("wav", "flac"), default=None, help="audio format for directory outputs (default wav)")
+
+
+def audio_suffix(args: argparse.Namespace) -> str:
+    """``.wav`` or ``.flac``: ``--format``, else a single ``-o FILE.flac``, else WAV."""
+    return "." + (args.format or ("flac" if args.output.lower().endswith(".flac") else "wav"))
+
+
+def windowing(args: argparse.Namespace) -> Windowing:
+    return Windowing(window=args.window)
 
 
 def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: str, force: bool) -> List[Job]:

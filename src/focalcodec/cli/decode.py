@@ -16,8 +16,8 @@ import torch
 from ..audio import save_audio
 from ..bitstream import SUFFIX, BitstreamError, CompressedAudio
 from ..compression import decompress_to_file, resolve_model
-from ..longform import Windowing, decode_long
-from .batch import add_batch_options, add_rate_option, plan, run_jobs
+from ..longform import decode_long
+from .batch import add_audio_output_options, add_batch_options, audio_suffix, plan, run_jobs, windowing
 from .common import add_model_options, load_model
 
 
@@ -27,9 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_batch_options(p, "created if needed")
     add_model_options(p, default=None)
     p.set_defaults(model=None)
-    add_rate_option(p)
-    p.add_argument("--format", choices=("wav", "flac"), default=None, help="audio format for directory outputs (default wav)")
-    p.add_argument("--window", type=float, default=Windowing().window, help="seconds per window for long inputs (non-causal models)")
+    add_audio_output_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -46,9 +44,8 @@ def load_tokens(path: Path) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    fmt = args.format or ("flac" if args.output.lower().endswith(".flac") else "wav")
-    windowing = Windowing(window=args.window)
-    jobs = plan(args.inputs, args.output, (SUFFIX, ".npy"), f".{fmt}", args.force)
+    win = windowing(args)
+    jobs = plan(args.inputs, args.output, (SUFFIX, ".npy"), audio_suffix(args), args.force)
     models: Dict[str, Any] = {}
     if args.model is not None:
         models[""] = load_model(args)
@@ -58,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             if "" not in models:
                 raise BitstreamError(f"{src}: .npy tokens carry no model identity; pass --model")
             codec = models[""]
-            audio = decode_long(codec, torch.from_numpy(load_tokens(src)), windowing=windowing)
+            audio = decode_long(codec, torch.from_numpy(load_tokens(src)), windowing=win)
             rate = codec.sample_rate_output
             out_rate = None if args.output_rate is None else (rate if args.output_rate == "input" else int(args.output_rate))
             save_audio(dst, audio, rate, output_rate=out_rate)
@@ -70,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             if stream.model_name not in models:
                 models[stream.model_name] = resolve_model(None, stream).to(args.device)
             codec = models[stream.model_name]
-        _, num, rate = decompress_to_file(stream, codec, dst, output_rate=args.output_rate, overwrite=True, windowing=windowing)
+        _, num, rate = decompress_to_file(stream, codec, dst, output_rate=args.output_rate, overwrite=True, windowing=win)
         return f"{src} -> {dst}: {num} samples at {rate} Hz ({stream.duration:.2f} s)"
 
     return run_jobs(jobs, work, args, "decode")

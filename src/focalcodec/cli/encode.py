@@ -12,8 +12,7 @@ import numpy as np
 from ..audio import AUDIO_EXTENSIONS
 from ..bitstream import write_atomic
 from ..compression import encode_audio
-from ..longform import Windowing
-from .batch import add_batch_options, plan, run_jobs
+from .batch import add_batch_options, plan, run_jobs, windowing
 from .common import add_model_options, load_model
 
 
@@ -23,7 +22,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_batch_options(p, "created if needed")
     add_model_options(p)
     p.add_argument("--format", choices=("fc", "npy"), default=None, help="fc bitstream (default) or npy token array; a single -o FILE.npy implies npy")
-    p.add_argument("--window", type=float, default=Windowing().window, help="seconds per window for long inputs (non-causal models, >= 1)")
     p.set_defaults(func=run)
     return p
 
@@ -37,12 +35,12 @@ def save_tokens(path: Path, tokens: np.ndarray) -> None:
 
 def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("npy" if args.output.lower().endswith(".npy") else "fc")
-    windowing = Windowing(window=args.window)
+    win = windowing(args)
     jobs = plan(args.inputs, args.output, AUDIO_EXTENSIONS, f".{fmt}", args.force)
     codec = load_model(args)
 
     def work(src: Path, dst: Path) -> str:
-        stream = encode_audio(src, codec, windowing=windowing)
+        stream = encode_audio(src, codec, windowing=win)
         if fmt == "npy":
             save_tokens(dst, stream.tokens)
             return f"{src} -> {dst}: {stream.duration:.2f} s, {stream.num_tokens} tokens"

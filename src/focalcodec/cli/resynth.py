@@ -8,8 +8,7 @@ from pathlib import Path
 
 from ..audio import AUDIO_EXTENSIONS
 from ..compression import decompress_to_file, encode_audio
-from ..longform import Windowing
-from .batch import add_batch_options, add_rate_option, plan, run_jobs
+from .batch import add_audio_output_options, add_batch_options, audio_suffix, plan, run_jobs, windowing
 from .common import add_model_options, load_model
 
 
@@ -18,22 +17,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or directories (searched recursively)")
     add_batch_options(p, "created if needed")
     add_model_options(p)
-    add_rate_option(p)
-    p.add_argument("--format", choices=("wav", "flac"), default=None, help="audio format for directory outputs (default wav)")
-    p.add_argument("--window", type=float, default=Windowing().window, help="seconds per window for long inputs (non-causal models)")
+    add_audio_output_options(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    fmt = args.format or ("flac" if args.output.lower().endswith(".flac") else "wav")
-    windowing = Windowing(window=args.window)
-    jobs = plan(args.inputs, args.output, AUDIO_EXTENSIONS, f".{fmt}", args.force)
+    win = windowing(args)
+    jobs = plan(args.inputs, args.output, AUDIO_EXTENSIONS, audio_suffix(args), args.force)
     codec = load_model(args)
 
     def work(src: Path, dst: Path) -> str:
-        stream = encode_audio(src, codec, windowing=windowing)
-        _, num, rate = decompress_to_file(stream, codec, dst, output_rate=args.output_rate, overwrite=True, windowing=windowing)
+        stream = encode_audio(src, codec, windowing=win)
+        _, num, rate = decompress_to_file(stream, codec, dst, output_rate=args.output_rate, overwrite=True, windowing=win)
         return f"{src} -> {dst}: {num} samples at {rate} Hz ({stream.bitrate:.0f} bit/s as a file)"
 
     return run_jobs(jobs, work, args, "resynth")
