@@ -10,7 +10,6 @@ for token codecs, RTF, peak memory), plus the no-reference metrics of the origin
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path

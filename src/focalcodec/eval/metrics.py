@@ -26,7 +26,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -423,10 +423,3 @@ class ResourceMeter:
         self._peak = max(self._peak, _rss_bytes() or 0)
         self.peak_bytes = max(0, self._peak - self._base)
 
-
-def summarize_values(values: Sequence[float]) -> Tuple[float, float, int]:
-    """(mean, standard deviation, count) over the finite values."""
-    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return float("nan"), float("nan"), 0
-    return float(v.mean()), float(v.std()), int(v.size)
