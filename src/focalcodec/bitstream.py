@@ -65,7 +65,7 @@ MIN_HEADER_SIZE = _PREFIX.size + 1 + _FIELDS.size + _CRC.size
 
 
 class BitstreamError(FocalCodecError, ValueError):
-    """A ``.fc`` file (or bytes) that cannot be decoded."""
+    """A ``.fc`` file (or bytes) that cannot be decoded, or a stream that cannot be written."""
 
 
 class ForeignFileError(BitstreamError):
@@ -108,10 +108,10 @@ def pack_tokens(tokens: np.ndarray, code_dim: int) -> bytes:
     if toks.size == 0:
         return b""
     if not np.issubdtype(toks.dtype, np.integer):
-        raise ValueError(f"tokens must be integers, got {toks.dtype}")
+        raise BitstreamError(f"tokens must be integers, got {toks.dtype}")
     toks = toks.astype(np.int64)
     if toks.min() < 0 or toks.max() >= (1 << code_dim):
-        raise ValueError(f"tokens must lie in [0, 2^{code_dim}), got range [{toks.min()}, {toks.max()}]")
+        raise BitstreamError(f"tokens must lie in [0, 2^{code_dim}), got range [{toks.min()}, {toks.max()}]")
     shifts = np.arange(code_dim - 1, -1, -1, dtype=np.int64)
     bits = ((toks[:, None] >> shifts[None]) & 1).astype(np.uint8)
     return np.packbits(bits.reshape(-1)).tobytes()
@@ -149,9 +149,9 @@ def _fingerprint_bytes(fingerprint: Union[str, bytes]) -> bytes:
         try:
             raw = bytes.fromhex(fingerprint)
         except ValueError:
-            raise ValueError(f"fingerprint must be hex digits, got {fingerprint!r}") from None
+            raise BitstreamError(f"fingerprint must be hex digits, got {fingerprint!r}") from None
     if len(raw) < FINGERPRINT_BYTES:
-        raise ValueError(f"fingerprint needs at least {FINGERPRINT_BYTES} bytes, got {len(raw)}")
+        raise BitstreamError(f"fingerprint needs at least {FINGERPRINT_BYTES} bytes, got {len(raw)}")
     return raw[:FINGERPRINT_BYTES]
 
 
@@ -178,19 +178,19 @@ class CompressedAudio:
     def __post_init__(self) -> None:
         toks = np.ascontiguousarray(np.asarray(self.tokens).reshape(-1))
         if toks.size and not np.issubdtype(toks.dtype, np.integer):
-            raise ValueError(f"tokens must be integers, got {toks.dtype}")
+            raise BitstreamError(f"tokens must be integers, got {toks.dtype}")
         object.__setattr__(self, "tokens", toks.astype(np.int64, copy=False))
         object.__setattr__(self, "fingerprint", _fingerprint_bytes(self.fingerprint).hex())
         name = self.model_name.encode("utf-8")
         if not 1 <= len(name) <= 255:
-            raise ValueError(f"model name must be 1-255 UTF-8 bytes, got {len(name)}")
+            raise BitstreamError(f"model name must be 1-255 UTF-8 bytes, got {len(name)}; rename the checkpoint folder")
         if not 1 <= self.code_dim <= MAX_CODE_DIM:
-            raise ValueError(f"code_dim must lie in [1, {MAX_CODE_DIM}], got {self.code_dim}")
+            raise BitstreamError(f"code_dim must lie in [1, {MAX_CODE_DIM}], got {self.code_dim}")
         for what in ("sample_rate_input", "sample_rate_output", "samples_per_token", "original_rate"):
             if not 1 <= int(getattr(self, what)) < 2**32:
-                raise ValueError(f"{what} must be a positive 32-bit integer, got {getattr(self, what)}")
+                raise BitstreamError(f"{what} must be a positive 32-bit integer, got {getattr(self, what)}")
         if not 1 <= self.num_samples < 2**64:
-            raise ValueError(f"num_samples must be positive, got {self.num_samples}")
+            raise BitstreamError(f"num_samples must be positive, got {self.num_samples}")
 
     # -- derived facts -----------------------------------------------------------------------
     @property
@@ -393,7 +393,7 @@ class CompressedAudio:
         samples at ``original_rate``."""
         spt = model.sample_rate_input / model.token_rate
         if not math.isclose(spt, round(spt)):
-            raise ValueError(f"the model's token hop {spt} is not a whole number of samples")
+            raise BitstreamError(f"the model's token hop {spt} is not a whole number of samples")
         return cls(
             tokens=np.asarray(tokens),
             model_name=model.model_id,
