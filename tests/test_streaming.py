@@ -1,0 +1,205 @@
+"""Streaming: the stream classes reproduce the reference streaming fixtures, for any chunk
+sizes, batches of streams and after reset; the fast streaming copy matches the model;
+chunked pseudo-streaming of non-causal models keeps lengths and stays close to offline."""
+
+from __future__ import annotations
+
+import torch
+import pytest
+
+from conftest import fixture_io, fixture_model
+from focalcodec import InputError
+from focalcodec.streaming import ChunkedStream, StreamCodec, StreamDecoder, StreamEncoder, streaming_model
+
+SIG_ATOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Streaming steps are tiny: one thread avoids thread hand-off stalls on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _random_pieces(n: int, generator: torch.Generator, high: int = 3000) -> list:
+    """Random split points of ``n`` samples (including 1-sample and empty pieces)."""
+    sizes, total = [], 0
+    while total < n:
+        size = int(torch.randint(0, high, (1,), generator=generator))
+        if int(torch.randint(0, 10, (1,), generator=generator)) == 0:
+            size = 1
+        sizes.append(min(size, n - total))
+        total += sizes[-1]
+    return sizes
+
+
+def _stream(enc: StreamEncoder, dec: StreamDecoder, sig: torch.Tensor, sizes: list) -> tuple:
+    toks, audio, i = [], [], 0
+    for size in sizes:
+        t = enc.push(sig[..., i : i + size])
+        i += size
+        toks.append(t)
+        audio.append(dec.push(t))
+    t = enc.flush()
+    toks.append(t)
+    audio.append(dec.push(t))
+    audio.append(dec.flush())
+    return torch.cat(toks, dim=-1), torch.cat(audio, dim=-1)
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_fixture_stream_in_reference_chunks(optimize: bool) -> None:
+    codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
+    enc, dec = StreamEncoder(codec, optimize=optimize), StreamDecoder(codec, optimize=optimize)
+    toks, audio = _stream(enc, dec, io["sig"], [1280] * (io["sig"].shape[1] // 1280 + 1))
+    assert torch.equal(toks, io["stream_toks"])
+    assert audio.shape == io["stream_sig"].shape
+    torch.testing.assert_close(audio, io["stream_sig"], atol=SIG_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fixture_stream_random_chunk_sizes(seed: int) -> None:
+    codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
+    g = torch.Generator().manual_seed(seed)
+    sizes = _random_pieces(io["sig"].shape[1], g)
+    toks, audio = _stream(StreamEncoder(codec), StreamDecoder(codec), io["sig"][0], sizes)
+    assert toks.ndim == 1 and audio.ndim == 1  # 1-D in, 1-D out
+    assert torch.equal(toks, io["stream_toks"][0])
+    torch.testing.assert_close(audio, io["stream_sig"][0], atol=SIG_ATOL, rtol=0)
+
+
+def test_decoder_any_number_of_tokens_per_call() -> None:
+    codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
+    dec = StreamDecoder(codec)
+    toks, outs, i = io["stream_toks"], [], 0
+    for size in [1, 0, 2, 5, 3, 4, 7, 1, 1, 1, 13, 2]:
+        out = dec.push(toks[:, i : i + size])
+        i += size
+        assert out.shape[1] % 1920 == 0  # whole 4-token groups only
+        outs.append(out)
+    outs.append(dec.push(toks[:, i:]))
+    assert dec.buffered == 0
+    outs.append(dec.flush())
+    torch.testing.assert_close(torch.cat(outs, 1), io["stream_sig"], atol=SIG_ATOL, rtol=0)
+
+
+def test_decoder_partial_group_flush_matches_offline() -> None:
+    codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
+    dec = StreamDecoder(codec)
+    toks = io["toks"]  # 118 tokens: 29 groups and a partial one of 2
+    audio = torch.cat([dec.push(toks[:, :50]), dec.push(toks[:, 50:]), dec.flush()], 1)
+    torch.testing.assert_close(audio, io["toks_sig"], atol=SIG_ATOL, rtol=0)
+
+
+def test_long_stream_tokens() -> None:
+    """Past the 512-frame attention window and the 512-tap context, in one long push and
+    in chunk-sized pushes."""
+    codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
+    long_sig = io["sig"].repeat(1, 5)
+    enc = StreamEncoder(codec)
+    toks = torch.cat([enc.push(long_sig[:, :70000]), enc.push(long_sig[:, 70000:]), enc.flush()], 1)
+    assert torch.equal(toks, io["long_stream_toks"])
+
+
+def test_batch_of_streams_matches_single_streams() -> None:
+    codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
+    batch = io["batch_sig"]
+    sc = StreamCodec(codec)
+    toks, audio, i = [], [], 0
+    for size in [1000, 3000, 17, 4000, 20000, 9683]:
+        t, a = sc.push(batch[:, i : i + size])
+        i += size
+        toks.append(t)
+        audio.append(a)
+    t, a = sc.flush()
+    toks, audio = torch.cat(toks + [t], 1), torch.cat(audio + [a], 1)
+    assert toks.shape == (2, 120) and audio.shape == (2, 57600)
+    assert torch.equal(toks[0], io["stream_toks"][0])
+    for row in range(2):
+        single = StreamCodec(codec)
+        t1, a1 = single.push(batch[row])
+        t2, a2 = single.flush()
+        assert torch.equal(toks[row], torch.cat([t1, t2]))
+        torch.testing.assert_close(audio[row], torch.cat([a1, a2]), atol=SIG_ATOL, rtol=0)
+
+
+def test_reset_restarts_the_stream() -> None:
+    codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
+    enc = StreamEncoder(codec)
+    enc.push(torch.randn(3, 5000))  # a different batch, abandoned half-way
+    enc.reset()
+    assert enc.buffered == 0 and enc.samples_in == 0
+    toks = torch.cat([enc.push(io["sig"]), enc.flush()], 1)
+    assert torch.equal(toks, io["stream_toks"])
+    # flush restarts too: the same stream again gives the same tokens
+    assert torch.equal(torch.cat([enc.push(io["sig"]), enc.flush()], 1), io["stream_toks"])
+
+
+def test_counters_and_errors() -> None:
+    codec = fixture_model("tiny_causal_4k")
+    enc = StreamEncoder(codec)
+    assert enc.push(torch.zeros(1, 1279)).shape == (1, 0)
+    assert enc.buffered == 1279 and enc.num_valid_tokens == 4
+    assert enc.push(torch.zeros(1, 1)).shape == (1, 4)
+    with pytest.raises(InputError, match="streams"):
+        enc.push(torch.zeros(2, 10))
+    with pytest.raises(InputError, match="NaN"):
+        enc.push(torch.full((1, 10), float("nan")))
+    with pytest.raises(InputError, match="flush"):
+        StreamEncoder(codec).flush()
+    dec = StreamDecoder(codec)
+    with pytest.raises(InputError, match="lie in"):
+        dec.push(torch.tensor([4096]))
+    with pytest.raises(InputError, match="integers"):
+        dec.push(torch.tensor([1.0]))
+    with pytest.raises(InputError, match="causal"):
+        StreamEncoder(fixture_model("tiny_50hz"))
+
+
+def test_streaming_model_shares_weights_and_matches() -> None:
+    codec = fixture_model("tiny_causal_4k")
+    fast = streaming_model(codec)
+    assert fast is streaming_model(codec)  # cached
+    assert fast.encoder.feature_proj.weight.data_ptr() == codec.encoder.feature_proj.weight.data_ptr()
+    sig = fixture_io("tiny_causal_4k")["sig"][:, :5120]
+    with torch.inference_mode():
+        torch.testing.assert_close(fast.sig_to_feats(sig), codec.sig_to_feats(sig), atol=1e-5, rtol=0)
+
+
+def test_int8_streaming_stays_close() -> None:
+    """The int8 copy is an approximation: most tokens and the waveform stay close."""
+    codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
+    sc = StreamCodec(codec, precision="int8")
+    t1, a1 = sc.push(io["sig"])
+    t2, a2 = sc.flush()
+    toks, audio = torch.cat([t1, t2], 1), torch.cat([a1, a2], 1)
+    assert toks.shape == io["stream_toks"].shape
+    assert (toks == io["stream_toks"]).float().mean() > 0.5
+    ref = io["stream_sig"]
+    assert audio.shape == ref.shape and torch.isfinite(audio).all()
+    with pytest.raises(InputError, match="precision"):
+        StreamEncoder(codec, precision="int4")
+
+
+def test_chunked_pseudo_streaming_non_causal() -> None:
+    codec, io = fixture_model("tiny_50hz"), fixture_io("tiny_50hz")
+    sig = io["sig"][0]
+    cs = ChunkedStream(codec)
+    assert cs.latency_ms == pytest.approx(520.0)
+    outs, i = [], 0
+    for size in [3000, 9000, 1, 12000, 5000]:
+        outs.append(cs.push(sig[i : i + size]))
+        i += size
+    outs.append(cs.push(sig[i:]))
+    outs.append(cs.flush())
+    out = torch.cat(outs)
+    assert out.shape == sig.shape  # 16 kHz in and out, every sample accounted for
+    offline = codec.sig_to_sig(sig[None])[0]
+    # Away from the chunk joins the 3 s of context make it very close to the offline pass.
+    err = (out - offline).pow(2).mean() / offline.pow(2).mean()
+    assert err < 0.5
+    # With one chunk covering the whole input it is exactly the offline pass.
+    whole = ChunkedStream(codec, chunk_ms=5000)
+    torch.testing.assert_close(torch.cat([whole.push(sig), whole.flush()]), offline, atol=SIG_ATOL, rtol=0)

@@ -1,0 +1,119 @@
+"""kNN voice conversion: the reference fixture, splits, streaming, real speech, speaker sets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import fixture_io, fixture_model, speech_files
+from focalcodec import InputError
+from focalcodec.audio import load_audio
+from focalcodec.streaming import StreamCodec, StreamDecoder
+from focalcodec.vc import SpeakerSet, auto_splits, build_speaker_set, convert, convert_tokens
+
+SIG_ATOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def short_speech():
+    """The three shortest eval utterances (fast to encode)."""
+    import soundfile as sf
+
+    files = sorted(speech_files(), key=lambda f: sf.info(str(f)).frames)
+    return files[:3]
+
+
+@pytest.mark.parametrize("name", ["tiny_causal_4k", "tiny_50hz"])
+@pytest.mark.parametrize("num_splits", [1, 3, None])
+def test_fixture_vc_sig(name: str, num_splits) -> None:
+    codec, io = fixture_model(name), fixture_io(name)
+    out = convert_tokens(codec, io["toks"], io["matching_set"], num_splits=num_splits)
+    torch.testing.assert_close(out, io["vc_sig"], atol=SIG_ATOL, rtol=0)
+
+
+def test_streaming_vc_matches_offline() -> None:
+    codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
+    dec = StreamDecoder(codec, matching_set=io["matching_set"])
+    toks = io["toks"]
+    out = torch.cat([dec.push(toks[:, i : i + 5]) for i in range(0, toks.shape[1], 5)] + [dec.flush()], 1)
+    torch.testing.assert_close(out, io["vc_sig"], atol=SIG_ATOL, rtol=0)
+
+
+def test_auto_splits_bounds_the_block() -> None:
+    assert auto_splits(100, 1000) == 1
+    assert auto_splits(50_000, 100_000, budget_bytes=2**20) == 19074
+
+
+def test_real_speech_conversion_lengths(short_speech, tmp_path) -> None:
+    feat_model = fixture_model("tiny_50hz")
+    speaker = build_speaker_set(feat_model, short_speech[:2])
+    assert speaker.dim == 64 and len(speaker.sources) == 2
+    assert speaker.num_frames == sum(speaker.frames)
+    assert speaker.model_fingerprint == feat_model.fingerprint
+    src = load_audio(short_speech[2])
+    out = convert(feat_model, src, speaker)  # 16 kHz -> 16 kHz
+    assert out.shape == src.shape and torch.isfinite(out).all()
+    causal = fixture_model("tiny_causal_4k")
+    out = convert(causal, short_speech[2], speaker)  # from a file, 16 kHz -> 24 kHz
+    assert out.shape == (src.shape[0] * 3 // 2,)
+    # Streaming conversion with the same set gives the offline conversion of the padded input.
+    sc = StreamCodec(causal, matching_set=speaker.feats)
+    _, a1 = sc.push(src)
+    _, a2 = sc.flush()
+    streamed = torch.cat([a1, a2])
+    assert streamed.shape[0] >= out.shape[0]
+    assert torch.isfinite(streamed).all()
+
+
+def test_directory_reference(short_speech, tmp_path) -> None:
+    import shutil
+
+    for f in short_speech[:2]:
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "notes.txt").write_text("not audio")
+    speaker = build_speaker_set(fixture_model("tiny_50hz"), [tmp_path])
+    assert [p.split("/")[-1] for p in speaker.sources] == sorted(f.name for f in short_speech[:2])
+
+
+def test_speaker_set_roundtrip(tmp_path) -> None:
+    model = fixture_model("tiny_50hz")
+    g = torch.Generator().manual_seed(3)
+    speaker = build_speaker_set(model, [0.1 * torch.randn(9000, generator=g), 0.1 * torch.randn(4000, generator=g)])
+    path = speaker.save(tmp_path / "voice.safetensors")
+    again = SpeakerSet.load(path, expect_fingerprint=model.fingerprint)
+    assert torch.equal(again.feats, speaker.feats)
+    assert (again.model_id, again.model_fingerprint, again.sources, again.frames) == (
+        speaker.model_id,
+        speaker.model_fingerprint,
+        speaker.sources,
+        speaker.frames,
+    )
+    src = fixture_io("tiny_50hz")["sig"]
+    assert torch.equal(convert(model, src, again), convert(model, src, speaker))
+    with pytest.raises(InputError, match="expected"):
+        SpeakerSet.load(path, expect_fingerprint="0" * 64)
+
+
+def test_errors(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    model = fixture_model("tiny_50hz")
+    with pytest.raises(InputError, match="not found"):
+        SpeakerSet.load(tmp_path / "missing.safetensors")
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(InputError, match="speaker set"):
+        SpeakerSet.load(tmp_path / "other.safetensors")
+    with pytest.raises(InputError, match="too short"):
+        build_speaker_set(model, [torch.zeros(100)])
+    with pytest.raises(InputError, match="not found"):
+        build_speaker_set(model, [tmp_path / "nope.wav"])
+    with pytest.raises(InputError, match="width"):
+        convert(model, torch.zeros(4000), torch.zeros(10, 32))
