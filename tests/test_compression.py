@@ -134,3 +134,15 @@ def test_failed_streamed_write_leaves_nothing(tmp_path) -> None:
     with pytest.raises(ModelMismatchError):
         decompress_to_file(data, fixture_model("tiny_25hz"), tmp_path / "x.wav")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("suffix", "fmt", "subtype", "rate"), [("ogg", "OGG", "VORBIS", 44100), ("mp3", "MP3", "MPEG_LAYER_III", 48000), ("wav", "WAV", "PCM_24", 22050)])
+def test_compressed_formats_and_integer_pcm(suffix: str, fmt: str, subtype: str, rate: int, tmp_path) -> None:
+    codec = fixture_model("tiny_50hz")
+    path = tmp_path / f"x.{suffix}"
+    sf.write(str(path), 0.3 * np.sin(np.arange(rate // 2) / 9.0), rate, format=fmt, subtype=subtype)
+    n = sf.info(str(path)).frames
+    stream = CompressedAudio.from_bytes(focalcodec.compress(path, codec))
+    assert (stream.original_rate, stream.num_samples) == (rate, n)
+    audio, out_rate = focalcodec.decompress(stream, codec, output_rate="input")
+    assert (out_rate, audio.shape) == (rate, (n,))
