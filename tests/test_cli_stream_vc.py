@@ -1,0 +1,81 @@
+"""CLI: ``focalcodec stream`` and ``focalcodec vc`` run end to end on the fixture models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import FIXTURES, speech_files
+from focalcodec.cli import main
+from focalcodec.vc import SpeakerSet
+
+CAUSAL = str(FIXTURES / "tiny_causal_4k")
+OFFLINE = str(FIXTURES / "tiny_50hz")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)  # the stream command sets its own thread count
+
+
+@pytest.fixture(scope="module")
+def short_files():
+    return sorted(speech_files(), key=lambda f: sf.info(str(f)).frames)[:2]
+
+
+def test_stream_file_report(short_files, tmp_path, capsys) -> None:
+    src = short_files[0]
+    out = tmp_path / "out.wav"
+    assert main(["stream", str(src), "-o", str(out), "--model", CAUSAL, "--block-ms", "37", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mode"] == "stream" and report["algorithmic_latency_ms"] == 80.0
+    assert report["chunks"] > 0 and report["latency_p99_ms"] >= report["latency_p50_ms"] > 0
+    assert report["rtf"] > 0
+    info = sf.info(str(out))
+    assert info.samplerate == 24000 and info.frames == sf.info(str(src)).frames * 3 // 2
+
+
+def test_stream_non_causal_and_int8(short_files, tmp_path, capsys) -> None:
+    src = short_files[0]
+    assert main(["stream", str(src), "-o", str(tmp_path / "a.wav"), "--model", OFFLINE]) == 0
+    assert "pseudo-stream" in capsys.readouterr().out
+    assert sf.info(str(tmp_path / "a.wav")).frames == sf.info(str(src)).frames
+    assert main(["stream", str(src), "--model", CAUSAL, "--precision", "int8"]) == 0
+    assert "int8" in capsys.readouterr().out
+
+
+def test_stream_errors(short_files, capsys) -> None:
+    assert main(["stream", "--model", CAUSAL]) == 1
+    assert "--mic" in capsys.readouterr().err
+    assert main(["stream", str(short_files[0]), "--model", OFFLINE, "--precision", "int8"]) == 1
+
+
+def test_vc_reference_save_and_reload(short_files, tmp_path) -> None:
+    src, ref = short_files
+    out1, out2, spk = tmp_path / "vc1.wav", tmp_path / "vc2.wav", tmp_path / "voice.safetensors"
+    args = ["--model", CAUSAL, "--features-model", OFFLINE]
+    assert main(["vc", str(src), "--reference", str(ref), "-o", str(out1), "--save-speaker-set", str(spk), *args]) == 0
+    assert SpeakerSet.load(spk).sources == [str(ref)]
+    assert main(["vc", str(src), "--speaker-set", str(spk), "-o", str(out2), *args]) == 0
+    a, rate = sf.read(str(out1))
+    b, _ = sf.read(str(out2))
+    assert rate == 24000 and len(a) == sf.info(str(src)).frames * 3 // 2
+    assert (a == b).all()  # the saved voice converts identically
+    out3 = tmp_path / "vc3.wav"
+    assert main(["vc", str(src), "--speaker-set", str(spk), "-o", str(out3), "--stream", *args]) == 0
+    assert sf.info(str(out3)).frames == len(a)
+
+
+def test_vc_errors(short_files, tmp_path, capsys) -> None:
+    src, ref = short_files
+    assert main(["vc", str(src), "-o", str(tmp_path / "x.wav"), "--model", CAUSAL]) == 1
+    assert "--reference" in capsys.readouterr().err
+    assert main(["vc", "--reference", str(ref), "--model", OFFLINE]) == 1
+    assert main(["vc", str(src), "--reference", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "y.wav"),
+                 "--model", OFFLINE]) == 1
