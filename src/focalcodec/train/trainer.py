@@ -168,6 +168,9 @@ class Trainer:
         self.writer = None
         self.last_logs: Dict[str, float] = {}
         self._improved = False
+        self._pending: Dict[str, float] = {}  # training logs summed since the last log step
+        self._pending_n = 0
+        self._pending_resumed = 0
 
         seed = int(cfg["seed"])
         torch.manual_seed(seed)  # identical initial weights on every rank
@@ -400,6 +403,7 @@ class Trainer:
                 "batch_in_epoch": self.batch_in_epoch,
                 "best": self.best,
                 "num_validations": self.num_validations,
+                "pending_logs": {"values": dict(self._pending), "count": self._pending_n},
                 "stage": self.stage.name,
                 "nets": {n: m.state_dict() for n, m in self.stage.nets.items()},
                 "optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
@@ -468,6 +472,8 @@ class Trainer:
             s.load_state_dict(state["scalers"][p])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best, self.num_validations = state["best"], state["num_validations"]
+        self._pending = dict(state["pending_logs"]["values"])
+        self._pending_n = self._pending_resumed = int(state["pending_logs"]["count"])
         rngs = state["rng"]
         _set_rng_state(rngs[self.rank % len(rngs)])
 
@@ -506,8 +512,6 @@ class Trainer:
             pbar = tqdm(total=max_steps, initial=self.step, desc=f"{self.stage.name}", dynamic_ncols=True)
         if self.tcfg["validate_first"] and self.step == 0:
             self.validate()
-        pending: Dict[str, float] = {}
-        pending_n = 0
         t0 = time.perf_counter()
         try:
             while self.step < max_steps and self.epoch < max_epochs:
@@ -529,22 +533,23 @@ class Trainer:
                     for s in self.schedules.values():
                         s.on_step()
                     for k, v in logs.items():
-                        pending[k] = pending.get(k, 0.0) + v
-                    pending_n += 1
+                        self._pending[k] = self._pending.get(k, 0.0) + v
+                    self._pending_n += 1
                     if pbar is not None:
                         pbar.update(1)
                         main = logs.get("loss", logs.get("loss_generator", 0.0))
                         pbar.set_postfix(loss=f"{main:.4g}", epoch=self.epoch)
                     if log_every > 0 and self.step % log_every == 0:
-                        mean = self._all_reduce_mean({k: v / pending_n for k, v in pending.items()})
-                        mean["sec_per_step"] = (time.perf_counter() - t0) / pending_n
+                        mean = self._all_reduce_mean({k: v / self._pending_n for k, v in self._pending.items()})
+                        mean["sec_per_step"] = (time.perf_counter() - t0) / max(self._pending_n - self._pending_resumed, 1)
                         self._log(mean)
                         self.last_logs = mean
-                        pending, pending_n, t0 = {}, 0, time.perf_counter()
+                        self._pending, self._pending_n, self._pending_resumed = {}, 0, 0
+                        t0 = time.perf_counter()
                     self._improved = False
                     if valid_every > 0 and self.step % valid_every == 0:
                         self.validate()
-                    if ckpt_every > 0 and self.step % ckpt_every == 0:
+                    if (ckpt_every > 0 and self.step % ckpt_every == 0) or self._improved:
                         self.save_checkpoint(self._improved)
                     if epoch_done:
                         break
