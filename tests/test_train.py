@@ -208,10 +208,10 @@ def test_resume_is_exact(manifest, tmp_path):
     stage = {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}
     extra = ("train.valid_every=2", "train.log_every=2", "train.validate_first=false", "data.valid_limit=2", "optim.lr=2e-3")
     full = _fit(_config(stage, manifest, tmp_path / "full", "train.max_steps=7", *extra))
-    part = tmp_path / "part"
-    _fit(_config(stage, manifest, part, "train.max_steps=3", *extra))
+    part = tmp_path / "part"  # also with loader workers: the data do not depend on them
+    _fit(_config(stage, manifest, part, "train.max_steps=3", "data.num_workers=2", *extra))
     assert (part / "checkpoints" / "latest").read_text().strip() == "step_00000003"
-    _fit(_config(stage, manifest, part, "train.max_steps=7", "train.resume=auto", *extra))
+    _fit(_config(stage, manifest, part, "train.max_steps=7", "train.resume=auto", "data.num_workers=1", *extra))
 
     def by_step(run):
         return {(r["step"], k): v for r in _metrics(run) for k, v in r.items() if k not in ("sec_per_step", "step", "epoch")}
@@ -290,6 +290,27 @@ def test_config_errors_and_shipped_recipes(manifest, tmp_path):
     assert w["data"]["target_sample_rate"] == 24000 and w["data"]["crop_frames"] * 480 == 72000
     enc = load_train_config("stream_encoder")
     assert enc["loss"]["layer_weights"] == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0] and enc["optim"]["lr"] == 5e-5
+
+
+def test_cli_train_runs_a_recipe_with_overrides(manifest, tmp_path, capsys):
+    import yaml
+
+    from focalcodec.cli import main
+
+    recipe = tmp_path / "q.yaml"
+    recipe.write_text(yaml.safe_dump({"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}))
+    out = tmp_path / "run"
+    args = ["train", "--config", str(recipe), f"data.train={manifest}", "data.batch_size=2", "data.segment_seconds=1.0",
+            "data.num_workers=0", "train.max_steps=2", "train.log_every=1", "train.progress=false", "train.num_threads=1",
+            "train.tensorboard=false", f"output_dir={out}", "optim.lr=1e-3"]
+    assert main(args + ["--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["optim"]["lr"] == 1e-3 and printed["data"]["batch_size"] == 2
+    assert main(args) == 0
+    assert [r["step"] for r in _metrics(out)] == [1, 2]
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["max_steps"] == 2
+    assert main(["train", "--config", str(recipe), "data.bogus=1"]) == 1
+    assert "data.bogus" in capsys.readouterr().err
 
 
 def test_prepare_reads_libritts_layout_and_plain_folders(tmp_path):
