@@ -340,3 +340,33 @@ def test_prepare_reads_libritts_layout_and_plain_folders(tmp_path):
     assert Path(read_manifest(out)[0]["path"]).is_file()
     entries = build_manifest(SPEECH / "train", min_duration=0, max_duration=1.9, num_workers=2)
     assert entries and all(e["duration"] <= 1.9 for e in entries) and all("speaker" in e for e in entries)
+
+
+def test_stage_q_padding_is_masked_exactly(manifest):
+    """Full utterances in one padded batch: the masked MSE equals the one from running each
+    utterance alone (the padding changes neither features, tokens nor reconstructions)."""
+    from focalcodec.audio import load_audio
+    from focalcodec.train.losses import masked_mse
+    from focalcodec.train.stages import QuantizerStage, StepContext, _encoder_features
+
+    stage = QuantizerStage(load_train_config({"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}))
+    stage.nets["pipeline"].eval()
+    ctx = StepContext(stage.nets, torch.device("cpu"), None)
+    paths = [json.loads(line)["path"] for line in manifest.read_text().splitlines()[:2]]
+    sigs = [load_audio(p, 16000) for p in paths]
+    sigs[1] = sigs[1][: len(sigs[1]) - 5000]
+    n = max(len(s) for s in sigs)
+    batch = {"sig": torch.stack([torch.nn.functional.pad(s, (0, n - len(s))) for s in sigs]), "sig_lengths": torch.tensor([len(s) for s in sigs])}
+    with torch.no_grad():
+        feats, lengths = _encoder_features(stage.frozen["encoder"], batch)
+        qfeats, q, tok_lengths = ctx.nets["pipeline"](feats, lengths)
+        sse, count = 0.0, 0
+        for i, s in enumerate(sigs):
+            alone = {"sig": s[None], "sig_lengths": torch.tensor([len(s)])}
+            f1, l1 = _encoder_features(stage.frozen["encoder"], alone)
+            torch.testing.assert_close(f1[0], feats[i, : int(l1)], atol=1e-5, rtol=1e-4)
+            q1, o1, _ = ctx.nets["pipeline"](f1, l1)
+            assert torch.equal(o1.toks[0], q.toks[i, : int(tok_lengths[i])])
+            sse += float(masked_mse(q1, f1)) * f1.numel()
+            count += f1.numel()
+        assert float(masked_mse(qfeats, feats, lengths)) == pytest.approx(sse / count, rel=1e-5)
