@@ -171,14 +171,17 @@ class DownScale(nn.Module):
     def forward(
         self, x: Tensor, context: Optional[Tensor] = None, lengths: Optional[Tensor] = None
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        new_context = None
-        right = 0
         if self.causal:
             x, new_context = self.pad(x, context)
-        else:
-            x = zero_padded_frames(x, lengths)
-            right = (x.shape[1] - self.factor) % self.factor
-        return self.activation(conv_time_major(x, self.downscale, (0, right))), new_context
+            return self.activation(conv_time_major(x, self.downscale)), new_context
+        f = self.factor
+        # The reference right-pads by (T - f) mod f. For f <= 2 that is the same as padding by
+        # f - 1, which keeps exported graphs shape-independent; larger f keep its frame count.
+        y = conv_time_major(zero_padded_frames(x, lengths), self.downscale, (0, f - 1))
+        if f > 2:
+            T = x.shape[1]
+            y = y[:, : (T + (T - f) % f - f) // f + 1]
+        return self.activation(y), None
 
 
 class UpScale(nn.Module):

@@ -22,11 +22,20 @@ from .layers import time_mask
 __all__ = ["ISTFTHead", "Vocos"]
 
 
-def overlap_add(frames: Tensor, hop: int) -> Tensor:
-    """``(B, W, T)`` windowed frames -> ``(B, (T - 1) * hop + W)`` summed signal."""
-    B, W, T = frames.shape
-    out = F.fold(frames, output_size=(1, (T - 1) * hop + W), kernel_size=(1, W), stride=(1, hop))
-    return out.reshape(B, -1)
+def overlap_add(frames: Tensor, hop: int, as_conv: bool = False) -> Tensor:
+    """``(B, T, W)`` windowed frames -> ``(B, (T - 1) * hop + W)`` summed signal.
+
+    Frames are cut into ``ceil(W / hop)`` hop-sized pieces; piece ``j`` of frame ``t`` lands at
+    hop ``t + j``. ``as_conv`` computes the same sum as a transposed convolution with an
+    identity kernel (slower, but it exports to ONNX with dynamic lengths)."""
+    W = frames.shape[2]
+    if as_conv:
+        eye = torch.eye(int(W), dtype=frames.dtype, device=frames.device)[:, None, :]
+        return F.conv_transpose1d(frames.transpose(1, 2), eye, stride=hop)[:, 0]
+    pieces = -(-W // hop)
+    frames = F.pad(frames, (0, pieces * hop - W))
+    out = sum(F.pad(frames[:, :, j * hop : (j + 1) * hop], (0, 0, j, pieces - 1 - j)) for j in range(pieces))
+    return out.flatten(1)[:, : out.shape[1] * hop - (pieces * hop - W)]
 
 
 class ISTFTHead(nn.Module):
@@ -39,26 +48,44 @@ class ISTFTHead(nn.Module):
         self.causal = causal
         self.proj = nn.Linear(dim, n_fft + 2)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        # For exporters (ONNX has no complex FFT): the inverse DFT as two real matrices and
+        # the overlap-add as a transposed convolution. Same function, slower.
+        self.real_idft = False
+
+    def _irfft(self, mag: Tensor, phase: Tensor) -> Tensor:
+        """Inverse real FFT of ``mag * exp(i phase)``: ``(B, T, n_fft/2+1) -> (B, T, n_fft)``."""
+        if not self.real_idft:
+            spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+            return torch.fft.irfft(spec, self.n_fft, dim=-1, norm="backward")
+        n = self.n_fft
+        k = torch.arange(n // 2 + 1, dtype=torch.float64)
+        angle = 2 * torch.pi * k[:, None] * torch.arange(n, dtype=torch.float64)[None, :] / n
+        weight = torch.full((n // 2 + 1, 1), 2.0, dtype=torch.float64)
+        weight[0] = 1.0
+        weight[-1] = 1.0 if n % 2 == 0 else 2.0
+        cos = (weight * torch.cos(angle) / n).to(mag)
+        sin = (-weight * torch.sin(angle) / n).to(mag)
+        sin[0] = 0.0  # imaginary parts of DC (and Nyquist, where sin vanishes) are ignored
+        return (mag * torch.cos(phase)) @ cos + (mag * torch.sin(phase)) @ sin
 
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
-        x = self.proj(x).transpose(1, 2).float()
-        log_mag, phase = x.chunk(2, dim=1)
+        x = self.proj(x).float()
+        log_mag, phase = x.chunk(2, dim=-1)
         mag = torch.exp(log_mag).clamp(max=100.0)
-        spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
-        frames = torch.fft.irfft(spec, self.n_fft, dim=1, norm="backward")
-        B, W, T = frames.shape
+        frames = self._irfft(mag, phase)  # (B, T, n_fft)
+        B, T, W = frames.shape
         if self.causal:
-            return frames[:, -self.hop_length :, :].transpose(1, 2).reshape(B, T * self.hop_length)
-        window = self.window.float()[None, :, None]
-        weights = window.square().expand(B, W, T)
+            return frames[:, :, -self.hop_length :].flatten(1)
+        window = self.window.float()
+        weights = torch.ones_like(frames[:, :, :1]) * window.square()
         frames = frames * window
         if lengths is not None:
-            valid = time_mask(lengths, T)[:, None, :].to(frames.dtype)
+            valid = time_mask(lengths, T)[:, :, None].to(frames.dtype)
             frames = frames * valid
             weights = weights * valid
         trim = (self.n_fft - self.hop_length) // 2
-        signal = overlap_add(frames, self.hop_length)[:, trim : trim + T * self.hop_length]
-        envelope = overlap_add(weights, self.hop_length)[:, trim : trim + T * self.hop_length]
+        signal = overlap_add(frames, self.hop_length, self.real_idft)[:, trim : trim + T * self.hop_length]
+        envelope = overlap_add(weights, self.hop_length, self.real_idft)[:, trim : trim + T * self.hop_length]
         if lengths is None:
             return signal / envelope
         return torch.where(envelope > 1e-11, signal / envelope.clamp(min=1e-11), torch.zeros_like(signal))

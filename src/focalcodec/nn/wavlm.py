@@ -149,7 +149,7 @@ class SelfAttention(nn.Module):
             q, k, v, attn_mask=attn_bias.to(q.dtype), dropout_p=self.dropout if self.training else 0.0
         )
         B, H, T, d = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, H * d))
+        return self.out_proj(out.transpose(1, 2).contiguous().flatten(2))
 
 
 class TransformerLayer(nn.Module):
@@ -170,9 +170,12 @@ class TransformerLayer(nn.Module):
         xn = self.attention_norm(x)
         q, k, v = self.attention.project(xn)
         if cache is not None and cache.shape[3] > 0:
-            k = torch.cat([cache[0].to(k.dtype), k], dim=2)
-            v = torch.cat([cache[1].to(v.dtype), v], dim=2)
-        new_cache = torch.stack([k[:, :, -keep:], v[:, :, -keep:]]) if keep > 0 else None
+            # One copy per call: the new cache is a view of the joined keys/values.
+            kv = torch.cat([cache.to(k.dtype), torch.stack([k, v])], dim=3)
+            k, v = kv[0], kv[1]
+            new_cache = kv[:, :, :, -keep:] if keep > 0 else None
+        else:
+            new_cache = torch.stack([k[:, :, -keep:], v[:, :, -keep:]]) if keep > 0 else None
         x = x + self.dropout(self.attention(xn, q, k, v, bias, mask))
         x = x + self.feed_forward(self.feed_forward_norm(x))
         return x, new_cache
@@ -201,14 +204,15 @@ class TransformerEncoder(nn.Module):
         self.relative_embedding = nn.Embedding(num_buckets, num_heads)
         self.layers = nn.ModuleList(TransformerLayer(dim, ffn_dim, num_heads, dropout) for _ in range(num_layers))
 
-    def position_bias(self, query_pos: Tensor, key_pos: Tensor) -> Tensor:
-        """``(T,), (S,) absolute positions -> (H, T, S)`` bias, via a 1-D table of offsets."""
-        lo = int(key_pos[0] - query_pos[-1])
-        hi = int(key_pos[-1] - query_pos[0])
-        offsets = torch.arange(lo, hi + 1, device=query_pos.device)
+    def position_bias(self, num_queries: int, num_past: int, device: torch.device) -> Tensor:
+        """Bias ``(H, T, P + T)`` for ``T`` queries following ``P`` cached keys.
+
+        Depends only on ``key - query`` offsets, looked up in a 1-D table of them."""
+        span = num_past + 2 * num_queries - 1
+        offsets = torch.arange(span, device=device) - (num_past + num_queries - 1)
         table = self.relative_embedding(relative_position_bucket(offsets, self.num_buckets, self.max_distance))
-        index = key_pos[None, :] - query_pos[:, None] - lo
-        return table[index].permute(2, 0, 1)
+        index = torch.arange(num_past + num_queries, device=device)[None, :] - torch.arange(num_queries, device=device)[:, None]
+        return table[index + (num_queries - 1)].permute(2, 0, 1)
 
 
 class WavLM(nn.Module):
@@ -323,9 +327,7 @@ class WavLM(nn.Module):
             key_mask = torch.zeros(key_ok.shape, device=x.device).masked_fill(~key_ok, float("-inf"))[:, None, None]
             mask = key_mask if mask is None else mask + key_mask
 
-        q_pos = start + torch.arange(T, device=x.device)
-        k_pos = start - num_past + torch.arange(num_past + T, device=x.device)
-        bias = self.encoder.position_bias(q_pos, k_pos)
+        bias = self.encoder.position_bias(T, num_past, x.device)
         new_caches = []
         for i, layer in enumerate(self.encoder.layers):
             x, cache = layer(x, bias, mask, None if caches is None else caches[i], keep)

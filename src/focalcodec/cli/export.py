@@ -1,0 +1,46 @@
+"""``focalcodec export``: write the encode/decode graphs as ONNX or TorchScript."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+from .common import add_model_options, load_model
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("export", help="export encode/decode graphs to ONNX or TorchScript")
+    add_model_options(p)
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--graphs", nargs="+", choices=("encode", "decode"), default=["encode", "decode"])
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import export_onnx, export_torchscript
+
+    out = Path(args.output)
+    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    targets = [out / f"{g}{suffix}" for g in args.graphs]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.force:
+        raise InputError(f"refusing to overwrite {', '.join(existing)} (use --force)")
+    codec = load_model(args)
+    out.mkdir(parents=True, exist_ok=True)
+    for graph, target in zip(args.graphs, targets):
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:
+            if args.format == "onnx":
+                export_onnx(codec, tmp, graph, args.opset)
+            else:
+                export_torchscript(codec, tmp, graph)
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        print(f"{graph}: {target}")
+    return 0
