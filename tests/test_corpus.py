@@ -319,3 +319,26 @@ def test_items_list_and_bad_arguments(tmp_path, corpus_dir):
         tokenize_corpus(items, tmp_path / "o", fixture_model("tiny_50hz"), shard_size=0)
     summary = tokenize_corpus(items, tmp_path / "o", fixture_model("tiny_50hz"), num_workers=0, progress=False)
     assert summary.num_utterances == 1 and TokenCorpus(tmp_path / "o").ids() == ["only"]
+
+
+def test_encoding_failure_of_one_item_spares_its_batch(tmp_path, corpus_dir, monkeypatch):
+    """A batch that fails is retried item by item: only the culprit lands in the errors."""
+    model = fixture_model("tiny_50hz")
+    names = ["a_22k.wav", "b_ogg.ogg", "c_mono48k.flac"]
+    items = [CorpusItem(id=n.split(".")[0], path=n, file=str(corpus_dir / n)) for n in names]
+    bad_len = load_audio(corpus_dir / "b_ogg.ogg").numel()
+    real_encode = model.encode
+
+    def flaky_encode(wav, lengths=None):
+        if lengths is not None and bad_len in [int(n) for n in lengths]:
+            raise RuntimeError("out of memory (simulated)")
+        return real_encode(wav, lengths)
+
+    monkeypatch.setattr(model, "encode", flaky_encode)
+    summary = tokenize_corpus(items, tmp_path / "o", model, num_workers=0, progress=False)
+    corpus = TokenCorpus(tmp_path / "o")
+    assert corpus.ids() == ["a_22k", "c_mono48k"] and summary.num_errors == 1
+    (err,) = corpus.errors()
+    assert err["id"] == "b_ogg" and "out of memory (simulated)" in err["reason"]
+    monkeypatch.undo()
+    assert torch.equal(corpus["c_mono48k"].tokens, model.encode(load_audio(corpus_dir / "c_mono48k.flac")).tokens)

@@ -630,7 +630,7 @@ def tokenize_corpus(
     device: str = "cpu",
     shard_size: int = 1000,
     window: int = 256,
-    batch_seconds: float = 160.0,
+    batch_seconds: float = 60.0,
     max_batch_size: int = 32,
     num_workers: int = 2,
     max_duration: Optional[float] = None,

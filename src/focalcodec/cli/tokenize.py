@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_model_options(p)
     p.add_argument("--root", default=None, help="folder that relative manifest paths start from (default: the manifest's folder or the nearest one above it holding the first path)")
     p.add_argument("--shard-size", type=int, default=1000, help="utterances per shard, also the unit of resuming (default: 1000)")
-    p.add_argument("--batch-seconds", type=float, default=160.0, help="padded seconds of audio per batch (default: 160)")
+    p.add_argument("--batch-seconds", type=float, default=60.0, help="padded seconds of audio per batch (default: 60; raise it on a GPU)")
     p.add_argument("--max-batch-size", type=int, default=32, help="utterances per batch at most (default: 32)")
     p.add_argument("--window", type=int, default=256, help="utterances sorted by length together (default: 256)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader processes reading and resampling audio, per rank (default: 2)")
