@@ -41,7 +41,7 @@ from focalcodec.streaming import StreamCodec  # noqa: E402
 
 def measure(codec: FocalCodec, device: str, variant: str, batch: int, chunks: int, warmup: int) -> dict:
     optimize = variant != "reference"
-    precision = "int8" if variant == "int8" else "float32"
+    precision = "float32" if variant == "reference" else variant
     sc = StreamCodec(codec, optimize=optimize, precision=precision)
     g = torch.Generator().manual_seed(0)
     sig = (0.1 * torch.randn(batch, codec.chunk_size * (chunks + warmup), generator=g)).to(device)
@@ -79,17 +79,42 @@ def measure(codec: FocalCodec, device: str, variant: str, batch: int, chunks: in
     }
 
 
+def int8_agreement(codec: FocalCodec, seconds: float = 3.0) -> dict:
+    """How close int8 streaming is to float32 streaming on real speech (if available)."""
+    speech = sorted((Path(__file__).resolve().parents[1].parent / "shared" / "speech" / "eval").glob("ls_*.flac"))
+    if speech:
+        from focalcodec.audio import load_audio
+
+        sig = load_audio(speech[0])[: int(seconds * 16000)]
+    else:
+        sig = 0.1 * torch.randn(int(seconds * 16000), generator=torch.Generator().manual_seed(1))
+    outs = {}
+    for precision in ("float32", "float16", "int8"):
+        sc = StreamCodec(codec, precision=precision)
+        t1, a1 = sc.push(sig)
+        t2, a2 = sc.flush()
+        outs[precision] = (torch.cat([t1, t2]), torch.cat([a1, a2]))
+    tf, af = outs["float32"]
+    result = {"input": str(speech[0]) if speech else "noise"}
+    for precision in ("float16", "int8"):
+        tq, aq = outs[precision]
+        snr = 10 * torch.log10(af.pow(2).sum() / (af - aq).pow(2).sum().clamp(min=1e-12))
+        result[precision] = {"token_agreement": float((tf == tq).float().mean()), "waveform_snr_db": float(snr)}
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="focalcodec_50hz_4k_causal", help="preset or checkpoint (random weights for presets)")
     ap.add_argument("--pretrained", action="store_true", help="load weights with from_pretrained instead of random ones")
     ap.add_argument("--variants", nargs="+", default=["reference", "float32", "int8"],
-                    choices=["reference", "float32", "int8"])
+                    choices=["reference", "float32", "float16", "int8"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--chunks", type=int, default=40, help="timed chunks per row (batch 1; batch > 1 uses half)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
+    ap.add_argument("--agreement", action="store_true", help="also compare int8 with float32 outputs on speech")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "streaming.json"))
     args = ap.parse_args()
 
@@ -105,7 +130,7 @@ def main() -> None:
     for device in devices:
         model = codec.to(device)
         for variant in args.variants:
-            if variant == "int8" and device != "cpu":
+            if variant in ("int8", "float16") and device != "cpu":
                 continue
             for threads in (args.threads if device == "cpu" else [torch.get_num_threads()]):
                 torch.set_num_threads(threads)
@@ -118,6 +143,14 @@ def main() -> None:
                     print(f"{device:6} {variant:9} {threads if device == 'cpu' else '-':>3} {batch:>5} {row['p50_ms']:8.1f} "
                           f"{row['p99_ms']:8.1f} {row['rtf']:6.3f} {row['streams_realtime']:>7} "
                           f"{row['load_before']:4.1f}/{row['load_after']:4.1f}", flush=True)
+    agreement = None
+    if args.agreement:
+        torch.set_num_threads(1)
+        agreement = int8_agreement(codec.to("cpu"))
+        for precision in ("float16", "int8"):
+            a = agreement[precision]
+            print(f"{precision} vs float32 streaming on {agreement['input']}: token agreement "
+                  f"{a['token_agreement']:.3f}, waveform SNR {a['waveform_snr_db']:.1f} dB")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -128,7 +161,7 @@ def main() -> None:
         "torch": torch.__version__,
         "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "int8_agreement": agreement}, indent=2))
     print(f"-> {out}")
 
 
