@@ -292,19 +292,23 @@ class FocalCodecCodec(Codec):
 
     @torch.inference_mode()
     def matching_set(self, references: Sequence[np.ndarray]) -> torch.Tensor:
-        """``(M, C)``: the encoder features of every reference utterance, concatenated in time."""
+        """``(M, C)``: the encoder features of every reference utterance, concatenated in time
+        (:func:`focalcodec.vc.build_speaker_set`)."""
+        from ..vc import build_speaker_set
+
         if not references:
             raise InputError("voice conversion needs at least one reference utterance of the target speaker")
-        dev = next(self.matching_model.parameters()).device
-        feats = [self.matching_model.sig_to_feats(torch.from_numpy(_check_input(r))[None].to(dev))[0] for r in references]
-        return torch.cat(feats, dim=0)
+        refs = [torch.from_numpy(_check_input(r)) for r in references]
+        return build_speaker_set(self.matching_model, refs).feats
 
     @torch.inference_mode()
     def convert(self, source: np.ndarray, references: Sequence[np.ndarray]) -> Reconstruction:
+        from ..vc import convert_tokens
+
         ms = self.matching_set(references)
         x = torch.from_numpy(_check_input(source))
         toks, _ = self.model.encode(x)
-        y = self.model.toks_to_sig(toks[None].to(self._device()), matching_set=ms, topk=self.topk)[0]
+        y = convert_tokens(self.model, toks[None], ms, topk=self.topk)[0]
         return self._result(toks, y, x.shape[0])
 
 
