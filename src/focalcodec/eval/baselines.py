@@ -271,9 +271,6 @@ class FocalCodecCodec(Codec):
         self.nominal_bitrate = float(self.model.bitrate)
         self.codebook_size = int(self.model.codebook_size)
 
-    def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     @torch.inference_mode()
     def roundtrip(self, audio: np.ndarray) -> Reconstruction:
         x = torch.from_numpy(_check_input(audio))
