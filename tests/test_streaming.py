@@ -193,7 +193,7 @@ def test_chunked_pseudo_streaming_non_causal() -> None:
     codec, io = fixture_model("tiny_50hz"), fixture_io("tiny_50hz")
     sig = io["sig"][0]
     cs = ChunkedStream(codec)
-    assert cs.latency_ms == pytest.approx(520.0)
+    assert cs.latency_ms == pytest.approx(540.0)
     outs, i = [], 0
     for size in [3000, 9000, 1, 12000, 5000]:
         outs.append(cs.push(sig[i : i + size]))
@@ -205,7 +205,7 @@ def test_chunked_pseudo_streaming_non_causal() -> None:
     offline = codec.sig_to_sig(sig[None])[0]
     # Away from the chunk joins the 3 s of context make it very close to the offline pass.
     err = (out - offline).pow(2).mean() / offline.pow(2).mean()
-    assert err < 0.5
+    assert err < 0.2
     # With one chunk covering the whole input it is exactly the offline pass.
     whole = ChunkedStream(codec, chunk_ms=5000)
     torch.testing.assert_close(torch.cat([whole.push(sig), whole.flush()]), offline, atol=SIG_ATOL, rtol=0)

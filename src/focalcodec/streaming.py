@@ -28,7 +28,7 @@ outputs differ noticeably from the float model). The stream classes use the copy
 ``optimize=False``.
 
 Non-causal models: :class:`ChunkedStream` resynthesises 500 ms chunks with 3 s of left
-context and a linear cross-fade over 20 ms (4 %), so its algorithmic latency is 520 ms.
+context and a linear cross-fade over 20 ms (4 %); its algorithmic latency is 540 ms.
 """
 
 from __future__ import annotations
@@ -458,8 +458,10 @@ class ChunkedStream:
     Each ``chunk_ms`` of input is coded together with up to ``context_ms`` of past input as
     left context, plus ``overlap_ms`` of look-ahead; consecutive outputs are joined by a
     linear cross-fade over the overlap. Defaults follow the paper: 500 ms chunks, 3 s of
-    context, 20 ms (4 %) overlap, so the algorithmic latency is ``chunk_ms + overlap_ms``
-    = 520 ms (:attr:`latency_ms`), plus the compute time of one window.
+    context, 20 ms (4 %) overlap. One more token hop (20 ms at 50 Hz) of input is read past
+    the overlap because a window's last output samples are edge-padded by the model, so the
+    algorithmic latency is 540 ms at 50 Hz (:attr:`latency_ms`), plus the compute time of
+    one window.
 
     ``push(sig)``: ``(n,)`` or ``(B, n)`` at 16 kHz -> audio at ``codec.sample_rate_output``
     for every completed chunk; ``flush()`` processes the remainder and restarts. The output
@@ -486,6 +488,9 @@ class ChunkedStream:
         self.overlap = int(round(overlap_ms * sr / 1000 / hop)) * hop
         if self.overlap >= self.chunk:
             raise InputError("overlap_ms must be shorter than chunk_ms")
+        # One more token hop of input past the overlap: the last output samples of a window
+        # are edge-padded by the model, so they are never used.
+        self.margin = hop
         self.ratio = (codec.sample_rate_output, sr)
         self.matching_set = matching_set
         self.topk = topk
@@ -494,7 +499,7 @@ class ChunkedStream:
 
     @property
     def latency_ms(self) -> float:
-        return 1000.0 * (self.chunk + self.overlap) / self.codec.sample_rate_input
+        return 1000.0 * (self.chunk + self.overlap + self.margin) / self.codec.sample_rate_input
 
     def reset(self) -> None:
         self._history: Optional[Tensor] = None  # input samples from _hist_start on
@@ -523,7 +528,7 @@ class ChunkedStream:
         (or the end of the history when ``final``)."""
         assert self._history is not None
         total = self._hist_start + self._history.shape[1]
-        look = total if final else end_in + self.overlap
+        look = total if final else end_in + self.overlap + self.margin
         start = max(0, self._done - self.context)
         y = self._window(start, look)
         offset = self._out(self._done - start)
@@ -533,7 +538,7 @@ class ChunkedStream:
             fade = torch.linspace(0.0, 1.0, n + 2, device=body.device)[1:-1]
             body = torch.cat([self._tail[:, :n] * (1 - fade) + body[:, :n] * fade, body[:, n:]], dim=1)
         emit = self._out(end_in) - self._out(self._done)
-        out, self._tail = body[:, :emit], body[:, emit:]
+        out, self._tail = body[:, :emit], body[:, emit : emit + self._out(self.overlap)]
         self._done = end_in
         keep_from = max(0, self._done - self.context)
         self._history = self._history[:, keep_from - self._hist_start :]
@@ -548,7 +553,7 @@ class ChunkedStream:
         self._history = x if self._history is None else torch.cat([self._history, x], dim=1)
         total = self._hist_start + self._history.shape[1]
         outs = [self._history.new_zeros(x.shape[0], 0)]
-        while total - self._done >= self.chunk + self.overlap:
+        while total - self._done >= self.chunk + self.overlap + self.margin:
             outs.append(self._step(self._done + self.chunk, final=False))
         out = torch.cat(outs, dim=1)
         return out[0] if self._one else out

@@ -3,7 +3,7 @@ codec at real-time pace or as fast as possible, and report per-chunk latency and
 
 Causal models stream with 80 ms chunks (:class:`focalcodec.streaming.StreamCodec`);
 non-causal models use chunked pseudo-streaming (:class:`~focalcodec.streaming.ChunkedStream`,
-500 ms chunks, 520 ms algorithmic latency).
+500 ms chunks, 540 ms algorithmic latency).
 """
 
 from __future__ import annotations
