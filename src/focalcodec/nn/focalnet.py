@@ -91,7 +91,11 @@ class FocalModulation(nn.Module):
             acc = acc + self.activation(pooled) * gates[..., self.focal_level :]
         if self.normalize_modulator:
             acc = acc / (self.focal_level + 1)
-        modulator = F.linear(acc, self.context_proj.weight[:, :, 0], self.context_proj.bias)
+        own = getattr(self.context_proj, "forward_time_major", None)  # streaming copies' fast path
+        if own is not None:
+            modulator = own(acc)
+        else:
+            modulator = F.linear(acc, self.context_proj.weight[:, :, 0], self.context_proj.bias)
         return self.dropout(self.out_proj(q * modulator)), new_state
 
 
@@ -199,6 +203,9 @@ class UpScale(nn.Module):
         self.upscale = nn.ConvTranspose1d(in_dim, out_dim, factor, factor)
 
     def forward(self, x: Tensor) -> Tensor:
+        own = getattr(self.upscale, "forward_time_major", None)  # streaming copies' fast path
+        if own is not None:
+            return own(self.activation(x))
         B, T, _ = x.shape
         w = self.upscale.weight  # (C_in, C_out, u)
         y = self.activation(x) @ w.permute(0, 2, 1).reshape(w.shape[0], -1)
