@@ -111,6 +111,10 @@ class _FastConvTranspose1d(nn.ConvTranspose1d):
     def _prepare(self) -> None:
         self.group_linears = _group_linears(self.weight.transpose(0, 1), self.bias, 1)
 
+    def forward_time_major(self, x: Tensor, padding: Tuple[int, int] = (0, 0)) -> Tensor:
+        """``(B, T, C_in) -> (B, T, C_out)``."""
+        return self.group_linears[0](x)
+
     def forward(self, x: Tensor, output_size: Optional[List[int]] = None) -> Tensor:  # type: ignore[override]
         return self.group_linears[0](x.transpose(1, 2)).transpose(1, 2)
 
