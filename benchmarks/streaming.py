@@ -21,8 +21,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# benchmarks/tokenize.py would shadow the standard library's tokenize module (which torch
-# imports) when this script runs as ``python benchmarks/streaming.py``.
+# Keep this folder off sys.path: a sibling script named like a standard-library module (there
+# was a benchmarks/tokenize.py) would otherwise shadow it when torch imports it.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse  # noqa: E402
