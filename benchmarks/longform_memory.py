@@ -4,7 +4,7 @@
     /usr/bin/time -v python -P benchmarks/longform_memory.py encode /tmp/long.wav /tmp/long.fc
     /usr/bin/time -v python -P benchmarks/longform_memory.py decode /tmp/long.fc /tmp/long_out.wav
 
-(``-P`` keeps benchmarks/ off ``sys.path``: benchmarks/tokenize.py would shadow the
+(``-P`` keeps benchmarks/ off ``sys.path``: benchmarks/tokenization.py would shadow the
 standard library.) The model is the full-size ``focalcodec_50hz`` architecture with random weights
 (``FocalCodec.from_config``): memory and speed do not depend on the weights' values.
 ``make`` tiles the real speech of ../shared/speech/eval to the requested length.

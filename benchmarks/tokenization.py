@@ -6,8 +6,8 @@ workers, length-bucketed batches, Parquet shards, index) on real speech from
 not depend on them), for a few batching / worker settings. Notes the machine load
 (``uptime``) before and after each run, prints a table and writes JSON.
 
-    python benchmarks/tokenize.py                              # ~2 min of audio, CPU
-    python benchmarks/tokenize.py --seconds 600 --device cuda  # on a GPU
+    python benchmarks/tokenization.py                              # ~2 min of audio, CPU
+    python benchmarks/tokenization.py --seconds 600 --device cuda  # on a GPU
 """
 
 from __future__ import annotations
