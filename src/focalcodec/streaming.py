@@ -166,7 +166,8 @@ def streaming_model(codec: nn.Module, precision: str = "float32") -> nn.Module:
     """A copy of ``codec`` tuned for streaming small chunks on CPU (cached per codec).
 
     ``precision="float32"``: the slow convolutions are replaced by exact equivalents that
-    share the original weights (no extra memory; results equal to float rounding).
+    share the original weights (only the kernel-1 transposed convs are copied, a few MB;
+    results equal to float rounding).
     ``precision="float16"`` / ``"int8"``: additionally every linear layer is quantised
     (dynamic, CPU only); the copy then holds its own quantised weights and its outputs differ
     from ``codec``'s (float16: by weight rounding; int8: more, activations are quantised too).
