@@ -23,9 +23,23 @@ def add_batch_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--window", type=float, default=Windowing().window, help="seconds per window for long inputs (non-causal models, >= 1)")
 
 
+def output_rate(text: str) -> object:
+    """``--output-rate`` values: a positive number of Hz, or ``input``."""
+    if text == "input":
+        return text
+    try:
+        rate = int(text)
+    except ValueError:
+        rate = 0
+    if rate <= 0:
+        raise argparse.ArgumentTypeError(f"expected a sample rate in Hz or 'input', got {text!r}")
+    return rate
+
+
 def add_audio_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-rate",
+        type=output_rate,
         default=None,
         help="sample rate of the written audio: Hz, or 'input' for the original file's rate (default: the model's output rate)",
     )
