@@ -124,3 +124,17 @@ def test_all_zero_and_clipped_audio(tiny50) -> None:
     assert len(toks) == int(n[0]) == 49
     clipped = torch.clamp(torch.randn(16000) * 3, -1, 1)
     assert len(tiny50.encode(clipped).tokens) == 49
+
+
+@pytest.mark.parametrize("name", ["tiny_50hz", "tiny_causal_4k"])
+def test_long_batches_take_the_per_item_feature_path_exactly(name: str) -> None:
+    """Batches of > 4 s inputs run the conv feature extractor item by item on CPU."""
+    codec = fixture_model(name)
+    sigs = [load_audio(f) for f in speech_files()[:2]]
+    sigs = [torch.cat([s, s])[: 70000 - 5000 * i] for i, s in enumerate(sigs)]
+    wav, lengths = _batch(sigs)
+    toks, tok_lens = codec.encode(wav, lengths)
+    for i, s in enumerate(sigs):
+        assert torch.equal(toks[i, : tok_lens[i]], codec.encode(s).tokens)
+    with torch.no_grad():
+        torch.testing.assert_close(codec.sig_to_feats(wav), torch.cat([codec.sig_to_feats(wav[i : i + 1]) for i in range(2)]), atol=1e-5, rtol=0)
