@@ -20,14 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-PRESETS = (
-    "focalcodec_50hz",
-    "focalcodec_25hz",
-    "focalcodec_12_5hz",
-    "focalcodec_50hz_2k_causal",
-    "focalcodec_50hz_4k_causal",
-    "focalcodec_50hz_65k_causal",
-)
+from focalcodec.config import PRESETS
 
 
 def machine(device: str) -> str:

@@ -47,3 +47,13 @@ def tiny50():
 @pytest.fixture(scope="session")
 def tiny_causal():
     return fixture_model("tiny_causal_4k")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models and streaming steps run far faster on one thread on busy shared cores
+    (thread hand-off stalls); use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

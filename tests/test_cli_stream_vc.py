@@ -16,12 +16,7 @@ CAUSAL = str(FIXTURES / "tiny_causal_4k")
 OFFLINE = str(FIXTURES / "tiny_50hz")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)  # the stream command sets its own thread count
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

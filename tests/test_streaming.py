@@ -14,13 +14,7 @@ from focalcodec.streaming import ChunkedStream, StreamCodec, StreamDecoder, Stre
 SIG_ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Streaming steps are tiny: one thread avoids thread hand-off stalls on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_pieces(n: int, generator: torch.Generator, high: int = 3000) -> list:

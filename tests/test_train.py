@@ -30,13 +30,7 @@ TINY = str(FIXTURES / "tiny_50hz")
 TINY_CAUSAL = str(FIXTURES / "tiny_causal_4k")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on busy shared cores run far faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -33,12 +33,7 @@ def _hf_model(num_layers: int = 3, seed: int = 0, **extra):
     return model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("keep", [2, 1])

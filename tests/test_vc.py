@@ -14,12 +14,7 @@ from focalcodec.vc import SpeakerSet, auto_splits, build_speaker_set, convert, c
 SIG_ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
