@@ -49,13 +49,18 @@ class PeriodDiscriminator(nn.Module):
             x = F.pad(x, (0, pad), mode="reflect" if pad < x.shape[-1] else "constant")
         B, C, N = x.shape
         x = x.view(B, C, N // self.period, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), SLOPE)
-            feats.append(x)
-        x = self.post(x)
+        return _conv_stack(self.convs, self.post, x)
+
+
+def _conv_stack(convs: nn.ModuleList, post: nn.Module, x: Tensor) -> Tuple[Tensor, List[Tensor]]:
+    """Leaky-ReLU conv stack then the score conv: ``(scores (B, -1), every feature map)``."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), SLOPE)
         feats.append(x)
-        return x.flatten(1), feats
+    x = post(x)
+    feats.append(x)
+    return x.flatten(1), feats
 
 
 class ScaleDiscriminator(nn.Module):
@@ -80,14 +85,7 @@ class ScaleDiscriminator(nn.Module):
         self.post = norm(nn.Conv1d(c[-1], 1, 3, 1, padding=1))
 
     def forward(self, sig: Tensor) -> Tuple[Tensor, List[Tensor]]:
-        x = sig[:, None, :]
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), SLOPE)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_stack(self.convs, self.post, sig[:, None, :])
 
 
 class MultiPeriodDiscriminator(nn.Module):
