@@ -162,6 +162,44 @@ def test_streaming_model_shares_weights_and_matches() -> None:
         torch.testing.assert_close(fast.sig_to_feats(sig), codec.sig_to_feats(sig), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("rows", [1, 4, 64, 65])
+def test_few_rows_linear_equals_linear(rows: int) -> None:
+    """The streaming copy's linear (``W @ x^T`` for few rows, F.linear beyond) equals nn.Linear
+    for contiguous and non-contiguous inputs, with and without bias."""
+    from focalcodec.streaming import _FewRowsLinear
+
+    torch.manual_seed(0)
+    for bias in (True, False):
+        ref = torch.nn.Linear(48, 80, bias=bias)
+        fast = torch.nn.Linear(48, 80, bias=bias)
+        fast.load_state_dict(ref.state_dict())
+        fast.__class__ = _FewRowsLinear
+        x = torch.randn(1, 48, rows).transpose(1, 2)  # (1, rows, 48), not contiguous
+        for inp in (x, x.contiguous(), x[0]):
+            out = fast(inp)
+            assert out.shape == ref(inp).shape and out.is_contiguous()
+            torch.testing.assert_close(out, ref(inp), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("frames", [1, 4, 32, 33])
+def test_fast_depthwise_conv_equals_conv(frames: int) -> None:
+    """Small depthwise convs as window sums equal the convolution (few frames and, past
+    ``FEW_FRAMES``, the regular path), padded or not."""
+    from focalcodec.nn.layers import strided_conv_time_major
+    from focalcodec.streaming import _FastDepthwiseConv1d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(24, 24, 7, groups=24)
+    x = torch.randn(2, frames + 6, 24)
+    ref = strided_conv_time_major(x, conv)
+    ref_padded = strided_conv_time_major(x, conv, (2, 1))
+    conv.__class__ = _FastDepthwiseConv1d
+    conv._prepare()
+    torch.testing.assert_close(conv.forward_time_major(x), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(conv.forward_time_major(x, (2, 1)), ref_padded, atol=1e-5, rtol=0)
+    torch.testing.assert_close(conv(x.transpose(1, 2)), ref.transpose(1, 2), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("precision", ["float16", "int8"])
 def test_quantised_streaming(precision: str) -> None:
     """float16 weights keep the tokens; int8 is an approximation that keeps the shapes and

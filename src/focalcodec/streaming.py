@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import InputError
+from .nn.layers import strided_conv_time_major
 
 __all__ = [
     "ChunkedStream",
@@ -109,7 +110,7 @@ class _FastConvTranspose1d(nn.ConvTranspose1d):
     """A kernel-1, stride-1 ``ConvTranspose1d`` as a linear layer; ``(B, C_in, T) -> (B, C_out, T)``."""
 
     def _prepare(self) -> None:
-        self.group_linears = _group_linears(self.weight.transpose(0, 1), self.bias, 1)
+        self.group_linears = _group_linears(self.weight.transpose(0, 1).contiguous(), self.bias, 1)
 
     def forward_time_major(self, x: Tensor, padding: Tuple[int, int] = (0, 0)) -> Tensor:
         """``(B, T, C_in) -> (B, T, C_out)``."""
@@ -119,15 +120,69 @@ class _FastConvTranspose1d(nn.ConvTranspose1d):
         return self.group_linears[0](x.transpose(1, 2)).transpose(1, 2)
 
 
+# Row counts up to which the CPU float32 linear is computed as ``W @ x^T``: MKL's kernel for
+# a few-row ``x @ W^T`` reads the weights several times slower than memory allows on some
+# CPUs (3-4 GB/s instead of 10-12 on the AMD EPYC of docs/benchmarks.md).
+FEW_ROWS = 64
+# Output frames up to which a small-kernel depthwise conv is a sliding-window multiply-add
+# (oneDNN's per-call set-up costs ~100 us, more than the arithmetic on a few frames).
+FEW_FRAMES = 32
+SMALL_KERNEL = 64
+
+
+class _FewRowsLinear(nn.Linear):
+    """``nn.Linear`` that computes inputs of at most ``FEW_ROWS`` rows on CPU as
+    ``(W @ x^T)^T`` (same weights, equal up to float rounding); ``(..., in) -> (..., out)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.numel() // self.in_features if self.in_features else 0
+        if not (0 < rows <= FEW_ROWS and x.device.type == "cpu" and x.dtype == torch.float32 == self.weight.dtype):
+            return F.linear(x, self.weight, self.bias)
+        # MKL is fast here only with x row-major (so x^T is "transposed"): copy the few rows.
+        flat = x.reshape(rows, self.in_features).contiguous().t()
+        out = torch.mm(self.weight, flat) if self.bias is None else torch.addmm(self.bias[:, None], self.weight, flat)
+        return out.t().contiguous().reshape(*x.shape[:-1], self.out_features)
+
+
+class _FastDepthwiseConv1d(nn.Conv1d):
+    """A small-kernel, unpadded depthwise ``Conv1d`` computed, for a few output frames, as a
+    product of sliding windows with the kernel summed over taps (exact up to float rounding).
+
+    ``forward_time_major``: ``(B, L, C) -> (B, L - k + 1, C)``; longer inputs use the
+    regular convolution."""
+
+    def _prepare(self) -> None:
+        self.taps_time_major = self.weight.detach()[:, 0, :].t().contiguous()  # (k, C)
+
+    def forward_time_major(self, x: Tensor, padding: Tuple[int, int] = (0, 0)) -> Tensor:
+        if padding != (0, 0):
+            x = F.pad(x, (0, 0, padding[0], padding[1]))
+        k = self.kernel_size[0]
+        if x.shape[1] - k + 1 > FEW_FRAMES or x.device.type != "cpu":
+            return strided_conv_time_major(x, self)
+        windows = x.unfold(1, k, 1).transpose(-1, -2)  # (B, T, k, C)
+        out = (windows * self.taps_time_major.to(x.dtype)).sum(2)
+        return out if self.bias is None else out + self.bias.to(x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_time_major(x.transpose(1, 2)).transpose(1, 2)
+
+
 def _swap_slow_convs(model: nn.Module) -> None:
     """Turn, in place, the convolutions that run slowly on a few frames into their fast
     equivalents: every unpadded, non-depthwise ``Conv1d`` with at least 64 inputs per output
-    (positional conv, feature-extractor convs, 1x1 convs, the decoder's embedding) and every
-    kernel-1 ``ConvTranspose1d``. Depthwise convs are already fast and are left alone."""
+    (positional conv, feature-extractor convs, 1x1 convs, the decoder's embedding), every
+    kernel-1 ``ConvTranspose1d`` and every small-kernel (<= ``SMALL_KERNEL``) depthwise conv.
+    The long depthwise convs (the focal blocks' 512-tap window) keep oneDNN's kernel, the
+    fastest measured for them."""
     for module in list(model.modules()):
         if type(module) is nn.Conv1d:
             unpadded = module.padding in ((0,), 0) and module.dilation == (1,)
             depthwise = module.groups == module.in_channels and module.groups > 1
+            if unpadded and depthwise and module.stride == (1,) and module.kernel_size[0] <= SMALL_KERNEL:
+                module.__class__ = _FastDepthwiseConv1d
+                module._prepare()
+                continue
             if unpadded and not depthwise and module.in_channels // module.groups * module.kernel_size[0] >= 64:
                 module.__class__ = _FastConv1d
                 module._prepare()
@@ -135,6 +190,13 @@ def _swap_slow_convs(model: nn.Module) -> None:
             if module.kernel_size == (1,) and module.stride == (1,) and module.groups == 1 and module.padding == (0,):
                 module.__class__ = _FastConvTranspose1d
                 module._prepare()
+
+
+def _swap_float_linears(model: nn.Module) -> None:
+    """Turn, in place, every float ``nn.Linear`` left into a :class:`_FewRowsLinear`."""
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            module.__class__ = _FewRowsLinear
 
 
 # Linear layers whose float weights the codec reads (for its device and dtype): kept float.
@@ -186,6 +248,7 @@ def streaming_model(codec: nn.Module, precision: str = "float32") -> nn.Module:
     _swap_slow_convs(model)
     if precision != "float32":
         model = _quantize_linears(model, precision)
+    _swap_float_linears(model)
     model.eval()
     per_codec[precision] = model
     return model

@@ -25,6 +25,7 @@ __all__ = [
     "FeedForward",
     "Snake",
     "conv_time_major",
+    "strided_conv_time_major",
     "time_mask",
     "zero_padded_frames",
 ]
@@ -63,6 +64,12 @@ def conv_time_major(
     own = getattr(conv, "forward_time_major", None)
     if own is not None:
         return own(x, padding)
+    return strided_conv_time_major(x, conv, padding)
+
+
+def strided_conv_time_major(x: Tensor, conv: nn.Conv1d, padding: Tuple[int, int] = (0, 0)) -> Tensor:
+    """:func:`conv_time_major` through PyTorch's convolution, ignoring any ``forward_time_major``
+    (a channels-last 2-D view, so no transposed copy is made); same contract."""
     if padding != (0, 0):
         x = F.pad(x, (0, 0, padding[0], padding[1]))
     y = F.conv2d(
