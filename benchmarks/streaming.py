@@ -2,9 +2,10 @@
 concurrent streams that keep real time, on CPU (and GPU when present).
 
     python benchmarks/streaming.py                      # full-size 4k causal model, random weights
-    python benchmarks/streaming.py --threads 1 --precisions int8 --batches 1
+    python benchmarks/streaming.py --threads 1 --variants float16+int8 --batches 1
 
-For each device / precision / thread count / batch size it pushes ``--chunks`` chunks of
+Variants: ``float32``, ``float16``, ``int8`` (both streams) and ``float16+int8`` (float16
+encoder side, int8 decoder side). For each device / variant / thread count / batch size it pushes ``--chunks`` chunks of
 1280 samples (after ``--warmup``) through :class:`focalcodec.streaming.StreamCodec` and
 times every push (tokens out and 24 kHz audio out). "Streams in real time" is
 ``floor(80 ms / p99) * batch``: how many independent streams one process can serve, in
@@ -39,10 +40,18 @@ from focalcodec import FocalCodec  # noqa: E402
 from focalcodec.streaming import StreamCodec  # noqa: E402
 
 
+def split_variant(variant: str) -> tuple:
+    """``"float16+int8"`` -> ("float16", "int8"): encoder-side and decoder-side precisions."""
+    if variant == "reference":
+        return "float32", "float32"
+    enc, _, dec = variant.partition("+")
+    return enc, dec or enc
+
+
 def measure(codec: FocalCodec, device: str, variant: str, batch: int, chunks: int, warmup: int) -> dict:
     optimize = variant != "reference"
-    precision = "float32" if variant == "reference" else variant
-    sc = StreamCodec(codec, optimize=optimize, precision=precision)
+    precision, decoder_precision = split_variant(variant)
+    sc = StreamCodec(codec, optimize=optimize, precision=precision, decoder_precision=decoder_precision)
     g = torch.Generator().manual_seed(0)
     sig = (0.1 * torch.randn(batch, codec.chunk_size * (chunks + warmup), generator=g)).to(device)
     cuda = device.startswith("cuda")
@@ -79,8 +88,11 @@ def measure(codec: FocalCodec, device: str, variant: str, batch: int, chunks: in
     }
 
 
-def int8_agreement(codec: FocalCodec, seconds: float = 3.0) -> dict:
-    """How close int8 streaming is to float32 streaming on real speech (if available)."""
+REDUCED = ("float16", "float16+int8", "int8")
+
+
+def precision_agreement(codec: FocalCodec, seconds: float = 3.0) -> dict:
+    """How close the reduced precisions are to float32 streaming on real speech (if available)."""
     speech = sorted((Path(__file__).resolve().parents[1].parent / "shared" / "speech" / "eval").glob("ls_*.flac"))
     if speech:
         from focalcodec.audio import load_audio
@@ -89,14 +101,15 @@ def int8_agreement(codec: FocalCodec, seconds: float = 3.0) -> dict:
     else:
         sig = 0.1 * torch.randn(int(seconds * 16000), generator=torch.Generator().manual_seed(1))
     outs = {}
-    for precision in ("float32", "float16", "int8"):
-        sc = StreamCodec(codec, precision=precision)
+    for precision in ("float32",) + REDUCED:
+        enc, dec = split_variant(precision)
+        sc = StreamCodec(codec, precision=enc, decoder_precision=dec)
         t1, a1 = sc.push(sig)
         t2, a2 = sc.flush()
         outs[precision] = (torch.cat([t1, t2]), torch.cat([a1, a2]))
     tf, af = outs["float32"]
     result = {"input": str(speech[0]) if speech else "noise"}
-    for precision in ("float16", "int8"):
+    for precision in REDUCED:
         tq, aq = outs[precision]
         snr = 10 * torch.log10(af.pow(2).sum() / (af - aq).pow(2).sum().clamp(min=1e-12))
         result[precision] = {"token_agreement": float((tf == tq).float().mean()), "waveform_snr_db": float(snr)}
@@ -107,14 +120,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="focalcodec_50hz_4k_causal", help="preset or checkpoint (random weights for presets)")
     ap.add_argument("--pretrained", action="store_true", help="load weights with from_pretrained instead of random ones")
-    ap.add_argument("--variants", nargs="+", default=["reference", "float32", "int8"],
-                    choices=["reference", "float32", "float16", "int8"])
+    ap.add_argument("--variants", nargs="+", default=["reference", "float32", "float16", "float16+int8", "int8"],
+                    choices=["reference", "float32", "float16", "float16+int8", "int8"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--chunks", type=int, default=40, help="timed chunks per row (batch 1; batch > 1 uses half)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    ap.add_argument("--agreement", action="store_true", help="also compare int8 with float32 outputs on speech")
+    ap.add_argument("--agreement", action="store_true", help="also compare the reduced precisions with float32 outputs on speech")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "streaming.json"))
     args = ap.parse_args()
 
@@ -123,14 +136,14 @@ def main() -> None:
     codec.eval()
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     rows = []
-    header = f"{'device':6} {'variant':9} {'thr':>3} {'batch':>5} {'p50 ms':>8} {'p99 ms':>8} {'RTF':>6} {'streams':>7} {'load':>9}"
+    header = f"{'device':6} {'variant':12} {'thr':>3} {'batch':>5} {'p50 ms':>8} {'p99 ms':>8} {'RTF':>6} {'streams':>7} {'load':>9}"
     print(f"model {codec.model_id}, {codec.chunk_size}-sample chunks ({codec.latency:.0f} ms), "
           f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), torch {torch.__version__}")
     print(header)
     for device in devices:
         model = codec.to(device)
         for variant in args.variants:
-            if variant in ("int8", "float16") and device != "cpu":
+            if variant not in ("reference", "float32") and device != "cpu":
                 continue
             for threads in (args.threads if device == "cpu" else [torch.get_num_threads()]):
                 torch.set_num_threads(threads)
@@ -140,14 +153,14 @@ def main() -> None:
                         chunks = max(5, chunks // 2)
                     row = measure(model, device, variant, batch, chunks, args.warmup)
                     rows.append(row)
-                    print(f"{device:6} {variant:9} {threads if device == 'cpu' else '-':>3} {batch:>5} {row['p50_ms']:8.1f} "
+                    print(f"{device:6} {variant:12} {threads if device == 'cpu' else '-':>3} {batch:>5} {row['p50_ms']:8.1f} "
                           f"{row['p99_ms']:8.1f} {row['rtf']:6.3f} {row['streams_realtime']:>7} "
                           f"{row['load_before']:4.1f}/{row['load_after']:4.1f}", flush=True)
     agreement = None
     if args.agreement:
         torch.set_num_threads(1)
-        agreement = int8_agreement(codec.to("cpu"))
-        for precision in ("float16", "int8"):
+        agreement = precision_agreement(codec.to("cpu"))
+        for precision in REDUCED:
             a = agreement[precision]
             print(f"{precision} vs float32 streaming on {agreement['input']}: token agreement "
                   f"{a['token_agreement']:.3f}, waveform SNR {a['waveform_snr_db']:.1f} dB")
@@ -161,7 +174,7 @@ def main() -> None:
         "torch": torch.__version__,
         "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
-    out.write_text(json.dumps({"meta": meta, "rows": rows, "int8_agreement": agreement}, indent=2))
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "precision_agreement": agreement}, indent=2))
     print(f"-> {out}")
 
 

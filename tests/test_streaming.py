@@ -221,6 +221,24 @@ def test_quantised_streaming(precision: str) -> None:
         StreamEncoder(codec, precision="int4")
 
 
+def test_mixed_precision_keeps_encoder_tokens() -> None:
+    """float16 tokens with int8 synthesis: each stream quantises only its own half, so the
+    tokens are those of the float16 encoder and the encoder copy's decoder stays float."""
+    codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
+    mixed = StreamCodec(codec, precision="float16", decoder_precision="int8")
+    half = StreamCodec(codec, precision="float16")
+    toks, audio = mixed.push(io["sig"])
+    assert torch.equal(toks, half.push(io["sig"])[0])
+    assert audio.shape[-1] == 1920 * (toks.shape[-1] // 4) and torch.isfinite(audio).all()
+    enc_model, dec_model = mixed.encoder.model, mixed.decoder.model
+    assert type(enc_model.decoder.backbone.layers[0].pwconv1).__name__ == "_FewRowsLinear"
+    quantized = torch.ao.nn.quantized.dynamic.Linear
+    assert isinstance(dec_model.decoder.backbone.layers[0].pwconv1, quantized)
+    assert isinstance(enc_model.compressor.layers[0].focal_block.feed_forward.in_proj, quantized)
+    with pytest.raises(InputError, match="part"):
+        streaming_model(codec, "int8", part="middle")
+
+
 def test_chunked_pseudo_streaming_non_causal() -> None:
     codec, io = fixture_model("tiny_50hz"), fixture_io("tiny_50hz")
     sig = io["sig"][0]

@@ -18,14 +18,18 @@ A batch of ``B`` independent streams is a ``(B, n)`` push: every row has its own
 (the rows must advance together, by the same number of samples per push).
 
 Speed: :func:`streaming_model` builds, once per codec, a copy that shares the weights and
-swaps the convolutions that PyTorch runs slowly on 4-frame inputs (the grouped positional
-conv, 1x1 convs, kernel-1 transposed convs, the decoder's embedding conv) for exact
-unfold + matmul equivalents. ``precision="float16"`` additionally stores every linear layer's
-weights in half precision (float32 arithmetic; half the weight traffic per chunk, outputs
-within float16 rounding of the float model), ``precision="int8"`` quantises them to int8
-with dynamically quantised activations (a quarter of the traffic, the fastest on CPU, but
-outputs differ noticeably from the float model). The stream classes use the copy unless
-``optimize=False``.
+swaps the modules that PyTorch runs slowly on 4-frame inputs for exact equivalents: the
+grouped positional conv, 1x1 convs, kernel-1 transposed convs and the decoder's embedding
+conv become unfold + matmul, small depthwise convs become window sums, and float32 linears
+on few rows become ``W @ x^T`` (MKL's few-row ``x @ W^T`` streams weights at a third of
+the memory bandwidth on some CPUs). Every chunk still reads every weight once, so the step
+is bound by memory bandwidth: ``precision="float16"`` stores the linear layers' weights in
+half precision (float32 arithmetic; half the weight traffic, tokens equal to float32 on real
+speech in our measurements), ``precision="int8"`` quantises them to int8 with dynamically
+quantised activations (a quarter of the traffic, but outputs differ noticeably). The encoder
+and decoder streams may use different precisions (``StreamCodec(..., precision="float16",
+decoder_precision="int8")``: exact tokens, int8 synthesis). The stream classes use the copy
+unless ``optimize=False``.
 
 Non-causal models: :class:`ChunkedStream` resynthesises 500 ms chunks with 3 s of left
 context and a linear cross-fade over 20 ms (4 %); its algorithmic latency is 540 ms.
@@ -203,10 +207,14 @@ def _swap_float_linears(model: nn.Module) -> None:
 _KEEP_FLOAT = ("encoder.feature_proj", "decompressor.in_proj")
 
 
-def _quantize_linears(model: nn.Module, precision: str) -> nn.Module:
-    """Dynamic quantisation of the ``nn.Linear`` layers (fbgemm / qnnpack kernels):
-    ``int8`` (per-channel int8 weights, activations quantised per call) or ``float16``
-    (half-precision weights, float32 activations)."""
+# The sub-modules each stream runs (the quantizer has no weights).
+PARTS = {"encode": ("encoder", "compressor"), "decode": ("decompressor", "decoder"), "all": ("",)}
+
+
+def _quantize_linears(model: nn.Module, precision: str, part: str = "all") -> nn.Module:
+    """Dynamic quantisation of the ``nn.Linear`` layers of ``PARTS[part]`` (fbgemm / qnnpack
+    kernels): ``int8`` (per-channel int8 weights, activations quantised per call) or
+    ``float16`` (half-precision weights, float32 activations)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from torch.ao.quantization import float16_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
@@ -215,31 +223,36 @@ def _quantize_linears(model: nn.Module, precision: str) -> nn.Module:
         names = {
             name: qconfig
             for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and name not in _KEEP_FLOAT
+            if isinstance(m, nn.Linear) and name not in _KEEP_FLOAT and name.startswith(PARTS[part])
         }
         dtype = torch.qint8 if precision == "int8" else torch.float16
         return quantize_dynamic(model, names, dtype=dtype, inplace=True)
 
 
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, Dict[str, nn.Module]]" = weakref.WeakKeyDictionary()
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, Dict[Tuple[str, str], nn.Module]]" = weakref.WeakKeyDictionary()
 
 
-def streaming_model(codec: nn.Module, precision: str = "float32") -> nn.Module:
+def streaming_model(codec: nn.Module, precision: str = "float32", part: str = "all") -> nn.Module:
     """A copy of ``codec`` tuned for streaming small chunks on CPU (cached per codec).
 
-    ``precision="float32"``: the slow convolutions are replaced by exact equivalents that
-    share the original weights (only the kernel-1 transposed convs are copied, a few MB;
-    results equal to float rounding).
-    ``precision="float16"`` / ``"int8"``: additionally every linear layer is quantised
-    (dynamic, CPU only); the copy then holds its own quantised weights and its outputs differ
-    from ``codec``'s (float16: by weight rounding; int8: more, activations are quantised too).
-    The copy is frozen: later changes to ``codec``'s weights are not seen by it.
+    ``precision="float32"``: the slow convolutions and few-row linears are replaced by exact
+    equivalents that share the original weights (only the kernel-1 transposed convs are
+    copied, a few MB; results equal to float rounding).
+    ``precision="float16"`` / ``"int8"``: additionally the linear layers of ``part``
+    (``"encode"``: encoder and compressor, ``"decode"``: decompressor and decoder, or
+    ``"all"``) are quantised (dynamic, CPU only); the copy then holds its own quantised
+    weights for them and its outputs differ from ``codec``'s (float16: by weight rounding;
+    int8: more, activations are quantised too). The copy is frozen: later changes to
+    ``codec``'s weights are not seen by it.
     """
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if part not in PARTS:
+        raise InputError(f"part must be one of {tuple(PARTS)}, got {part!r}")
+    key = (precision, "all" if precision == "float32" else part)
     per_codec = _CACHE.setdefault(codec, {})
-    if precision in per_codec:
-        return per_codec[precision]
+    if key in per_codec:
+        return per_codec[key]
     if precision != "float32" and next(codec.parameters()).device.type != "cpu":
         raise InputError(f"{precision} streaming runs on CPU only; use precision='float32' on GPU")
     # Share every parameter and buffer with the original: only the module tree is copied.
@@ -247,10 +260,10 @@ def streaming_model(codec: nn.Module, precision: str = "float32") -> nn.Module:
     model = copy.deepcopy(codec, memo)
     _swap_slow_convs(model)
     if precision != "float32":
-        model = _quantize_linears(model, precision)
+        model = _quantize_linears(model, precision, key[1])
     _swap_float_linears(model)
     model.eval()
-    per_codec[precision] = model
+    per_codec[key] = model
     return model
 
 
@@ -365,7 +378,7 @@ class StreamEncoder(_GroupedStream):
     def __init__(self, codec: nn.Module, optimize: bool = True, precision: str = "float32") -> None:
         _check_codec(codec, "StreamEncoder")
         self.codec = codec
-        self.model = streaming_model(codec, precision) if optimize else codec
+        self.model = streaming_model(codec, precision, "encode") if optimize else codec
         self.chunk_size: int = int(codec.chunk_size)
         self.group = self.chunk_size
         self.hop: int = int(codec.encoder.downsample_factor * codec.compressor.downsample_factor)
@@ -429,7 +442,7 @@ class StreamDecoder(_GroupedStream):
     ) -> None:
         _check_codec(codec, "StreamDecoder")
         self.codec = codec
-        self.model = streaming_model(codec, precision) if optimize else codec
+        self.model = streaming_model(codec, precision, "decode") if optimize else codec
         refiner = getattr(codec.decompressor, "refiner", None)
         self.group = int(refiner.chunk) if refiner is not None else 1
         self.samples_per_token: int = int(codec.decompressor.upsample_factor * codec.decoder.upsample_factor)
@@ -480,6 +493,11 @@ class StreamCodec:
     ``push(sig) -> (toks, audio)`` as :meth:`StreamEncoder.push` then
     :meth:`StreamDecoder.push`; ``flush()`` ends both (audio past the input is not trimmed:
     ``output_length`` tells how many output samples the input corresponds to).
+
+    ``precision`` applies to both streams unless ``decoder_precision`` is given: e.g.
+    ``precision="float16", decoder_precision="int8"`` keeps the tokens of the float model
+    (float16 weights) and synthesises with int8 weights, the fastest setting whose tokens
+    stay exact on real speech (docs/benchmarks.md).
     """
 
     def __init__(
@@ -490,10 +508,13 @@ class StreamCodec:
         num_splits: int = 1,
         optimize: bool = True,
         precision: str = "float32",
+        decoder_precision: Optional[str] = None,
     ) -> None:
         self.codec = codec
         self.encoder = StreamEncoder(codec, optimize, precision)
-        self.decoder = StreamDecoder(codec, matching_set, topk, num_splits, optimize, precision)
+        self.decoder = StreamDecoder(
+            codec, matching_set, topk, num_splits, optimize, precision if decoder_precision is None else decoder_precision
+        )
 
     @property
     def latency_ms(self) -> float:
