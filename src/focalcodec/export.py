@@ -10,6 +10,15 @@ Two graphs per model, with dynamic batch and time axes:
 Inputs must hold at least 400 samples (the feature extractor's receptive field) for
 non-causal models. Both exports are traced; the tests check onnxruntime and TorchScript
 against PyTorch on the fixtures for lengths other than the tracing example.
+
+Two more for causal models, one streaming step each with explicit fixed-shape state tensors
+(:mod:`focalcodec.stream_step`; dynamic batch axis only):
+
+- ``stream_encode``: ``chunk (B, chunk_size), *state -> toks (B, chunk_frames), *new_state``;
+- ``stream_decode``: ``toks (B, group), *state -> audio (B, group * samples_per_token), *new_state``.
+
+State inputs are named as ``step.state_names`` (``focalcodec.stream_step.initial_state``
+gives them with their zero values), the outputs ``new_<name>``.
 """
 
 from __future__ import annotations
@@ -17,17 +26,18 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Dict, List, NamedTuple, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from .codec import FocalCodec
 from .errors import FocalCodecError
+from .stream_step import stream_step
 
-__all__ = ["GRAPHS", "export_onnx", "export_torchscript"]
+__all__ = ["GRAPHS", "ExportError", "export_onnx", "export_torchscript"]
 
-GRAPHS = ("encode", "decode")
+GRAPHS = ("encode", "decode", "stream_encode", "stream_decode")
 EXAMPLE_SECONDS = 2.0
 
 
@@ -53,9 +63,19 @@ class _Decode(nn.Module):
         return self.codec.toks_to_sig(toks)
 
 
-def _graph(codec: FocalCodec, graph: str) -> tuple:
+class _Graph(NamedTuple):
+    module: nn.Module
+    inputs: Tuple[Tensor, ...]
+    input_names: List[str]
+    output_names: List[str]
+    dynamic_axes: Dict[str, Dict[int, str]]
+
+
+def _graph(codec: FocalCodec, graph: str) -> _Graph:
     if graph not in GRAPHS:
         raise ExportError(f"unknown graph {graph!r}; choose one of: {', '.join(GRAPHS)}")
+    if graph.startswith("stream_"):
+        return _stream_graph(codec, graph)
     codec = copy.deepcopy(codec).eval()
     head = getattr(codec.decoder, "head", None)
     if hasattr(head, "real_idft"):
@@ -64,37 +84,64 @@ def _graph(codec: FocalCodec, graph: str) -> tuple:
     n = int(EXAMPLE_SECONDS * codec.sample_rate_input)
     if graph == "encode":
         example = 0.1 * torch.randn(2, n, generator=torch.Generator().manual_seed(0)).to(device)
-        return _Encode(codec), example, "sig", "toks"
-    t = int(codec.num_tokens(n))
-    example = torch.randint(0, codec.codebook_size, (2, t), generator=torch.Generator().manual_seed(0)).to(device)
-    return _Decode(codec), example, "toks", "sig"
+        module, in_name, out_name = _Encode(codec), "sig", "toks"
+    else:
+        t = int(codec.num_tokens(n))
+        example = torch.randint(0, codec.codebook_size, (2, t), generator=torch.Generator().manual_seed(0)).to(device)
+        module, in_name, out_name = _Decode(codec), "toks", "sig"
+    axes = {in_name: {0: "batch", 1: "time"}, out_name: {0: "batch", 1: "time_out"}}
+    return _Graph(module, (example,), [in_name], [out_name], axes)
+
+
+def _stream_graph(codec: FocalCodec, graph: str) -> _Graph:
+    if not getattr(codec, "causal", False):
+        raise ExportError(
+            f"{graph} is the streaming step of a causal model; {getattr(codec, 'model_id', 'this model')} is not causal "
+            "(export encode/decode instead, or use e.g. focalcodec_50hz_4k_causal)"
+        )
+    side = graph[len("stream_") :]
+    step = stream_step(codec, side)
+    device = next(codec.parameters()).device
+    g = torch.Generator().manual_seed(0)
+    if side == "encode":
+        example = 0.1 * torch.randn(2, step.chunk_size, generator=g).to(device)
+        in_name, out_name = "chunk", "toks"
+    else:
+        example = torch.randint(0, codec.codebook_size, (2, step.group), generator=g).to(device)
+        in_name, out_name = "toks", "audio"
+    input_names = [in_name] + step.state_names
+    output_names = [out_name] + [f"new_{name}" for name in step.state_names]
+    axes = {name: {0: "batch"} for name in input_names + output_names}
+    return _Graph(step, (example, *step.initial_state(2)), input_names, output_names, axes)
 
 
 def export_onnx(codec: FocalCodec, path: Union[str, Path], graph: str = "encode", opset: int = 18) -> Path:
-    """Write ``graph`` ("encode" or "decode") as an ONNX model with dynamic batch/time axes."""
-    module, example, in_name, out_name = _graph(codec, graph)
+    """Write ``graph`` (one of :data:`GRAPHS`) as an ONNX model with dynamic batch (and, for
+    ``encode``/``decode``, time) axes."""
+    g = _graph(codec, graph)
     path = Path(path)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module,
-            (example,),
+            g.module,
+            g.inputs,
             str(path),
             dynamo=False,
-            input_names=[in_name],
-            output_names=[out_name],
-            dynamic_axes={in_name: {0: "batch", 1: "time"}, out_name: {0: "batch", 1: "time_out"}},
+            input_names=g.input_names,
+            output_names=g.output_names,
+            dynamic_axes=g.dynamic_axes,
             opset_version=opset,
         )
     return path
 
 
 def export_torchscript(codec: FocalCodec, path: Union[str, Path], graph: str = "encode") -> Path:
-    """Write ``graph`` as a traced TorchScript module (load with ``torch.jit.load``)."""
-    module, example, _, _ = _graph(codec, graph)
+    """Write ``graph`` as a traced TorchScript module (load with ``torch.jit.load``); the
+    stream graphs take and return the state tensors positionally, in ``state_names`` order."""
+    g = _graph(codec, graph)
     path = Path(path)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(module, (example,), check_trace=False)
+        traced = torch.jit.trace(g.module, g.inputs, check_trace=False)
     traced.save(str(path))
     return path

@@ -1,4 +1,5 @@
-"""``focalcodec export``: write the encode/decode graphs as ONNX or TorchScript."""
+"""``focalcodec export``: write the encode/decode graphs (and, for causal models, the streaming
+steps ``stream_encode``/``stream_decode``) as ONNX or TorchScript."""
 
 from __future__ import annotations
 
@@ -6,15 +7,24 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
+from ..export import GRAPHS
 from .common import add_model_options, load_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("export", help="export encode/decode graphs to ONNX or TorchScript")
+    p = sub.add_parser("export", help="export encode/decode (or streaming-step) graphs to ONNX or TorchScript")
     add_model_options(p)
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    p.add_argument("--graphs", nargs="+", choices=("encode", "decode"), default=["encode", "decode"])
+    p.add_argument(
+        "--graphs",
+        "--graph",
+        nargs="+",
+        choices=GRAPHS,
+        default=["encode", "decode"],
+        help="graphs to write (default: encode decode); stream_encode / stream_decode are the "
+        "streaming steps of a causal model, with explicit state tensors",
+    )
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=run)

@@ -293,6 +293,7 @@ class WavLM(nn.Module):
         state: Optional[EncoderState] = None,
         length: Optional[Tensor] = None,
         frame_lengths: Optional[Tensor] = None,
+        past_lengths: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Optional[EncoderState]]:
         """``sig: (B, N) -> feats: (B, T, dim)`` and the new state (causal) or None.
 
@@ -300,6 +301,9 @@ class WavLM(nn.Module):
         ``ceil(length * T)`` are zeroed before the positional conv and masked as keys.
         ``frame_lengths``: exact valid frames per item (int, (B,)): the same masking, used by the
         batch-invariant path. At most one of the two is given.
+        ``past_lengths``: valid cached frames per item (int, (B,); causal state only), the most
+        recent ones: older slots of the key/value cache are masked as keys. Lets a fixed-size
+        cache (the exported stream steps of :mod:`focalcodec.stream_step`) start empty.
         """
         if state is not None and len(state) == 0:
             state = None
@@ -327,8 +331,14 @@ class WavLM(nn.Module):
             keep = min(self.window_size - self.chunk_frames, num_past + T)
         else:
             start, caches, num_past, mask, keep = 0, None, 0, None, 0
+        key_ok: Optional[Tensor] = None
+        slots = torch.arange(num_past + T, device=x.device)[None, :]
         if frame_lengths is not None:
-            key_ok = torch.arange(num_past + T, device=x.device)[None, :] < (num_past + frame_lengths)[:, None]
+            key_ok = slots < (num_past + frame_lengths)[:, None]
+        if past_lengths is not None and num_past > 0:
+            past_ok = slots >= (num_past - past_lengths.to(x.device))[:, None]
+            key_ok = past_ok if key_ok is None else key_ok & past_ok
+        if key_ok is not None:
             key_mask = torch.zeros(key_ok.shape, device=x.device).masked_fill(~key_ok, float("-inf"))[:, None, None]
             mask = key_mask if mask is None else mask + key_mask
 

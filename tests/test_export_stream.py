@@ -1,0 +1,182 @@
+"""Streaming steps with fixed-shape state (focalcodec.stream_step) and their ONNX / TorchScript
+exports: a loop of steps equals StreamEncoder / StreamDecoder (tokens identical, audio within
+1e-4) past the point where the 508-frame attention cache and the 511-frame contexts are full
+and slide; the zero state, per-row restarts and the errors for non-causal models."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Callable, List, Sequence, Tuple
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import FIXTURES, ROOT, fixture_io, fixture_model
+from focalcodec import FocalCodec, InputError
+from focalcodec.cli import main
+from focalcodec.export import ExportError, export_onnx, export_torchscript
+from focalcodec.stream_step import DecodeStep, EncodeStep, initial_state, stream_step
+from focalcodec.streaming import StreamDecoder, StreamEncoder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SIG_ATOL = 1e-4
+Step = Callable[..., Sequence]
+
+
+def _loop(step: Step, inputs: torch.Tensor, size: int, state: List[torch.Tensor]) -> torch.Tensor:
+    """Run ``step`` over consecutive ``size``-wide pieces of ``inputs``; concatenated outputs."""
+    outs = []
+    for i in range(0, inputs.shape[1], size):
+        out, *state = step(inputs[:, i : i + size], *state)
+        outs.append(out)
+    return torch.cat(outs, 1)
+
+
+def _onnx_step(path: Path, names: Sequence[str]) -> Step:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options)
+    first = session.get_inputs()[0].name
+
+    def step(x: torch.Tensor, *state: torch.Tensor) -> list:
+        feeds = {first: x.numpy(), **{n: s.numpy() for n, s in zip(names, state)}}
+        return [torch.from_numpy(np.asarray(o)) for o in session.run(None, feeds)]
+
+    return step
+
+
+@functools.lru_cache(maxsize=None)
+def _long_case() -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two streams of 148 chunks (the fixture's long stream and another signal), their
+    StreamEncoder tokens and StreamDecoder audio."""
+    codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
+    long_sig = io["sig"].repeat(1, 5)
+    chunk = codec.chunk_size
+    n = -(-long_sig.shape[1] // chunk) * chunk
+    sig = F.pad(torch.cat([long_sig, 0.5 * long_sig.flip(1)]), (0, n - long_sig.shape[1]))
+    enc, dec = StreamEncoder(codec), StreamDecoder(codec)
+    toks = enc.push(sig)
+    assert toks.shape[1] // 4 > 128  # chunks past the 127 that fill the 508-frame cache
+    assert torch.equal(toks[:1], io["long_stream_toks"])
+    return sig, toks, dec.push(toks)
+
+
+def _check_loops(enc: Step, dec: Step, enc_state: List[torch.Tensor], dec_state: List[torch.Tensor]) -> None:
+    codec = fixture_model("tiny_causal_4k")
+    sig, toks, audio = _long_case()
+    with torch.no_grad():
+        step_toks = _loop(enc, sig, codec.chunk_size, enc_state)
+        assert torch.equal(step_toks, toks)
+        step_audio = _loop(dec, toks, 4, dec_state)
+    assert step_audio.shape == audio.shape
+    torch.testing.assert_close(step_audio, audio, atol=SIG_ATOL, rtol=0)
+
+
+def test_pytorch_step_loop_matches_streams() -> None:
+    codec = fixture_model("tiny_causal_4k")
+    enc, dec = EncodeStep(codec), DecodeStep(codec)
+    _check_loops(enc, dec, enc.initial_state(2), dec.initial_state(2))
+
+
+def test_onnx_and_torchscript_step_loops_match_streams(tmp_path: Path) -> None:
+    codec = fixture_model("tiny_causal_4k")
+    enc_names = list(initial_state(codec, "encode"))
+    dec_names = list(initial_state(codec, "decode"))
+    enc = _onnx_step(export_onnx(codec, tmp_path / "se.onnx", "stream_encode"), enc_names)
+    dec = _onnx_step(export_onnx(codec, tmp_path / "sd.onnx", "stream_decode"), dec_names)
+    session = ort.InferenceSession(str(tmp_path / "se.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["chunk"] + enc_names
+    assert [o.name for o in session.get_outputs()] == ["toks"] + [f"new_{n}" for n in enc_names]
+    assert session.get_inputs()[-1].shape[0] == "batch"
+    enc_state, dec_state = list(initial_state(codec, "encode", 2).values()), list(initial_state(codec, "decode", 2).values())
+    _check_loops(enc, dec, enc_state, dec_state)
+    jenc = torch.jit.load(str(export_torchscript(codec, tmp_path / "se.pt", "stream_encode")))
+    jdec = torch.jit.load(str(export_torchscript(codec, tmp_path / "sd.pt", "stream_decode")))
+    _check_loops(jenc, jdec, enc_state, dec_state)
+    # another batch size than the tracing example's 2
+    io = fixture_io("tiny_causal_4k")
+    sig = io["sig"][:, : 3 * codec.chunk_size]
+    for step in (enc, jenc):
+        assert torch.equal(_loop(step, sig, codec.chunk_size, list(initial_state(codec, "encode").values())), io["stream_toks"][:, :12])
+    # the onnxruntime loop of docs/streaming.md, as written
+    text = (ROOT / "docs" / "streaming.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "stream_encode.onnx" in b)
+    for graph, file in (("stream_encode", "se.onnx"), ("stream_decode", "sd.onnx")):
+        block = block.replace(f'"exported/{graph}.onnx"', repr(str(tmp_path / file)))
+    scope = {"chunks": list(sig.numpy().reshape(3, 1, codec.chunk_size))}
+    exec(compile(block, "docs/streaming.md", "exec"), scope)
+    doc_audio = torch.from_numpy(np.concatenate(scope["out"], 1))
+    stream_toks = StreamEncoder(codec).push(sig)
+    torch.testing.assert_close(doc_audio, StreamDecoder(codec).push(stream_toks), atol=SIG_ATOL, rtol=0)
+
+
+def test_initial_state_and_restart() -> None:
+    codec = fixture_model("tiny_causal_4k")
+    enc, dec = EncodeStep(codec), DecodeStep(codec)
+    state = initial_state(codec, "encode", batch_size=3)
+    assert list(state) == enc.state_names and list(initial_state(dec)) == dec.state_names
+    assert all(t.shape[0] == 3 and not t.any() for t in state.values())
+    assert state["encoder_frames"].dtype == torch.long and state["encoder_frames"].shape == (3,)
+    assert state["encoder_kv_0"].shape == (3, 2, 4, 512 - 4, 16)
+    assert state["compressor_0_3"].shape == (3, 511, 32)  # the 512-tap global context
+    assert stream_step(codec, "decode").state_names == dec.state_names
+    # a row restarts when its counter is set to 0, whatever the rest of its state holds
+    sig = fixture_io("tiny_causal_4k")["sig"][:, : 6 * codec.chunk_size].repeat(2, 1)
+    with torch.no_grad():
+        _, *es = enc(sig[:, 3 * 1280 : 4 * 1280].flip(0), *enc.initial_state(2))
+        _, *ds = dec(torch.randint(0, 4096, (2, 4)), *dec.initial_state(2))
+        es[0][1], ds[0][1] = 0, 0
+        toks = _loop(enc, sig, enc.chunk_size, es)
+        audio = _loop(dec, toks, dec.group, ds)
+        fresh = StreamEncoder(codec).push(sig[1])
+    assert torch.equal(toks[1], fresh) and not torch.equal(toks[0], fresh)
+    torch.testing.assert_close(audio[1], StreamDecoder(codec).push(fresh), atol=SIG_ATOL, rtol=0)
+
+
+def test_4k_preset_state_shapes_and_steps() -> None:
+    torch.manual_seed(0)
+    codec = FocalCodec.from_config("focalcodec_50hz_4k_causal")
+    enc, dec = EncodeStep(codec), DecodeStep(codec)
+    shapes = dict(zip(enc.state_names + dec.state_names, enc.state_shapes + dec.state_shapes))
+    assert shapes["encoder_frames"] == () and shapes["encoder_pos_conv"] == (127, 1024)
+    assert [shapes[f"encoder_kv_{i}"] for i in range(6)] == [(2, 16, 508, 64)] * 6
+    assert shapes["compressor_2_3"] == shapes["decompressor_2_2"] == (511, 1024)
+    assert shapes["decoder_8"] == (6, 1024) and len(dec.state_names) == 1 + 9 + 9
+    assert (enc.chunk_size, enc.chunk_frames, dec.group, dec.samples) == (1280, 4, 4, 1920)
+    sig = 0.1 * torch.randn(1, 2 * enc.chunk_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        toks = _loop(enc, sig, enc.chunk_size, enc.initial_state(1))
+        audio = _loop(dec, toks, dec.group, dec.initial_state(1))
+    ref = StreamEncoder(codec).push(sig)
+    assert torch.equal(toks, ref)
+    torch.testing.assert_close(audio, StreamDecoder(codec).push(ref), atol=SIG_ATOL, rtol=0)
+
+
+def test_errors(tmp_path: Path) -> None:
+    codec = fixture_model("tiny_50hz")
+    with pytest.raises(InputError, match="causal"):
+        EncodeStep(codec)
+    for graph in ("stream_encode", "stream_decode"):
+        with pytest.raises(ExportError, match="not causal"):
+            export_onnx(codec, tmp_path / "x.onnx", graph)
+    with pytest.raises(InputError, match="side"):
+        stream_step(fixture_model("tiny_causal_4k"), "both")
+    enc = EncodeStep(fixture_model("tiny_causal_4k"))
+    with pytest.raises(InputError, match=r"\(B, 1280\)"):
+        enc(torch.zeros(1, 1000), *enc.initial_state())
+    with pytest.raises(InputError, match="state tensors"):
+        enc(torch.zeros(1, 1280))
+
+
+def test_export_cli_stream_graphs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    causal = str(FIXTURES / "tiny_causal_4k")
+    assert main(["export", "--model", causal, "-o", str(tmp_path), "--graph", "stream_decode"]) == 0
+    assert (tmp_path / "stream_decode.onnx").is_file() and not (tmp_path / "decode.onnx").exists()
+    assert main(["export", "--model", str(FIXTURES / "tiny_25hz"), "-o", str(tmp_path / "x"), "--graph", "stream_decode"]) == 1
+    assert "not causal" in capsys.readouterr().err
