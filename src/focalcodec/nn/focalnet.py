@@ -20,7 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import CausalPad, DynamicTanh, FeedForward, Snake, conv_time_major, time_mask, zero_padded_frames
+from .layers import (
+    CausalPad,
+    DynamicTanh,
+    FeedForward,
+    Snake,
+    conv_time_major,
+    in_float32,
+    time_mask,
+    zero_padded_frames,
+)
 
 __all__ = ["FocalDecoder", "FocalEncoder"]
 
@@ -337,7 +346,7 @@ class FocalEncoder(nn.Module):
         for i, layer in enumerate(self.layers):
             x, s, lengths = layer(x, None if not state else state[i], lengths)
             new_state.append(s)
-        return self.out_proj(self.dropout(x)), new_state
+        return in_float32(self.out_proj, self.dropout(x)), new_state  # the tokens are its signs
 
 
 class FocalDecoder(nn.Module):

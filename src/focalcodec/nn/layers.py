@@ -8,6 +8,9 @@
 - :class:`CausalPad`: the one left-context helper used by every causal convolution. It
   prepends the ``k - 1`` frames of context carried over from the previous call (or a
   replicate/zero padding at stream start) and returns the context for the next call.
+- :func:`in_float32`: runs a module in float32 inside an autocast region, for the few
+  places where precision decides (the latents whose signs are the tokens, the waveform
+  heads and their inverse FFT).
 - :class:`Snake`, :class:`DynamicTanh`, :class:`FeedForward`: activations and MLPs.
 """
 
@@ -25,10 +28,20 @@ __all__ = [
     "FeedForward",
     "Snake",
     "conv_time_major",
+    "in_float32",
     "strided_conv_time_major",
     "time_mask",
     "zero_padded_frames",
 ]
+
+
+def in_float32(module: nn.Module, x: Tensor, *args: object) -> Tensor:
+    """``module(x, *args)``, computed in float32 when ``x``'s device is in an autocast region
+    (autocast off, ``x`` cast up); otherwise exactly ``module(x, *args)``."""
+    if not torch.is_autocast_enabled(x.device.type):
+        return module(x, *args)
+    with torch.autocast(x.device.type, enabled=False):
+        return module(x.float(), *args)
 
 
 def time_mask(lengths: Tensor, size: int) -> Tensor:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .convnext import ConvNeXtBackbone
-from .layers import time_mask
+from .layers import in_float32, time_mask
 
 __all__ = ["ISTFTHead", "Vocos"]
 
@@ -69,6 +69,10 @@ class ISTFTHead(nn.Module):
         return (mag * torch.cos(phase)) @ cos + (mag * torch.sin(phase)) @ sin
 
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        """Float32 throughout, also inside an autocast region."""
+        return in_float32(self._synthesise, x, lengths)
+
+    def _synthesise(self, x: Tensor, lengths: Optional[Tensor]) -> Tensor:
         x = self.proj(x).float()
         log_mag, phase = x.chunk(2, dim=-1)
         mag = torch.exp(log_mag).clamp(max=100.0)

@@ -12,6 +12,7 @@ from typing import List, Optional, Tuple
 from torch import Tensor, nn
 
 from .convnext import ConvNeXtBackbone
+from .layers import in_float32
 
 __all__ = ["WaveNeXt"]
 
@@ -25,7 +26,7 @@ class LinearHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
-        return self.proj(x).reshape(B, -1).clamp(-1.0, 1.0)
+        return in_float32(self.proj, x).reshape(B, -1).clamp(-1.0, 1.0)  # float32 even under autocast
 
 
 class WaveNeXt(nn.Module):
