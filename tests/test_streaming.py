@@ -200,6 +200,33 @@ def test_fast_depthwise_conv_equals_conv(frames: int) -> None:
     torch.testing.assert_close(conv(x.transpose(1, 2)), ref.transpose(1, 2), atol=1e-5, rtol=0)
 
 
+def test_ring_buffer_equals_concatenation() -> None:
+    """The mirrored ring keeps exactly the newest frames, across wrap-arounds, a growing
+    context and, through the causal pad, pushes too large for it (the copying path)."""
+    from focalcodec.nn.layers import CausalPad
+    from focalcodec.streaming import RING_NEW_FRAMES, _Ring, _RingCausalPad
+
+    g = torch.Generator().manual_seed(0)
+    history = torch.randn(2, 3, 5, generator=g)
+    ring = _Ring(history, dim=1, limit=11, max_new=4)
+    for _ in range(40):
+        new = torch.randn(2, int(torch.randint(1, 5, (1,), generator=g)), 5, generator=g)
+        expected = torch.cat([history[:, -11:], new], dim=1) if history.shape[1] else new
+        assert torch.equal(ring.append(new), expected)
+        history = torch.cat([history, new], dim=1)
+        assert ring.shape == (2, min(11, history.shape[1]), 5)
+        assert torch.equal(ring.newest(ring.length), history[:, -ring.length :])
+
+    plain, rings = CausalPad(70), CausalPad(70)
+    rings.__class__ = _RingCausalPad
+    ctx_plain = ctx_ring = None
+    for frames in (4, 1, RING_NEW_FRAMES + 5, 4, 2 * RING_NEW_FRAMES, 3):
+        x = torch.randn(1, frames, 6, generator=g)
+        out_plain, ctx_plain = plain(x, ctx_plain)
+        out_ring, ctx_ring = rings(x, ctx_ring)
+        assert torch.equal(out_ring, out_plain) and isinstance(ctx_ring, _Ring)
+
+
 @pytest.mark.parametrize("precision", ["float16", "int8"])
 def test_quantised_streaming(precision: str) -> None:
     """float16 weights keep the tokens; int8 is an approximation that keeps the shapes and

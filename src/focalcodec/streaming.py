@@ -22,7 +22,9 @@ swaps the modules that PyTorch runs slowly on 4-frame inputs for exact equivalen
 grouped positional conv, 1x1 convs, kernel-1 transposed convs and the decoder's embedding
 conv become unfold + matmul, small depthwise convs become window sums, and float32 linears
 on few rows become ``W @ x^T`` (MKL's few-row ``x @ W^T`` streams weights at a third of
-the memory bandwidth on some CPUs). Every chunk still reads every weight once, so the step
+the memory bandwidth on some CPUs); the long causal contexts (the focal blocks' 511 frames,
+the positional conv's 127) and the attention's key/value caches live in mirrored ring
+buffers, so a chunk writes its new frames instead of copying every context. Every chunk still reads every weight once, so the step
 is bound by memory bandwidth: ``precision="float16"`` stores the linear layers' weights in
 half precision (float32 arithmetic; half the weight traffic, tokens equal to float32 on real
 speech in our measurements), ``precision="int8"`` quantises them to int8 with dynamically
@@ -48,7 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import InputError
-from .nn.layers import strided_conv_time_major
+from .nn.layers import CausalPad, strided_conv_time_major
+from .nn.wavlm import TransformerLayer
 
 __all__ = [
     "ChunkedStream",
@@ -172,6 +175,111 @@ class _FastDepthwiseConv1d(nn.Conv1d):
         return self.forward_time_major(x.transpose(1, 2)).transpose(1, 2)
 
 
+# -- ring buffers for the long contexts and the key/value caches ------------------------------
+# New frames a ring takes per call; a call with more (a push of many chunks at once) takes the
+# regular path, which copies, and starts a new ring.
+RING_NEW_FRAMES = 16
+# Contexts shorter than this stay plain tensors (a small copy costs less than two writes).
+RING_MIN_FRAMES = 64
+
+
+class _Ring:
+    """The newest frames of a time series (along ``dim``) in a mirrored ring buffer.
+
+    Every frame is stored twice, ``capacity`` rows apart, so the newest ``n <= capacity``
+    frames are always one contiguous slice: :meth:`append` writes only the new frames and
+    returns a view of the retained ones followed by the new ones, instead of copying the
+    whole context as ``torch.cat`` does. At most ``limit`` frames are retained.
+
+    A ring is a mutable streaming state: it belongs to one stream and is advanced in place,
+    so it is used only inside the streaming copies of :func:`streaming_model` (whose states
+    the stream classes own); the views it returns are valid until the next append.
+    """
+
+    def __init__(self, frames: Tensor, dim: int, limit: int, max_new: int = RING_NEW_FRAMES) -> None:
+        self.dim, self.limit, self.max_new = dim, limit, max_new
+        self.capacity = limit + max_new
+        shape = list(frames.shape)
+        shape[dim] = 2 * self.capacity
+        self.buffer = frames.new_empty(shape)
+        self.end = 0
+        self._write(frames.narrow(dim, max(0, frames.shape[dim] - limit), min(limit, frames.shape[dim])))
+        self.length = min(limit, frames.shape[dim])
+
+    @property
+    def shape(self) -> torch.Size:
+        """Shape of the retained frames (what an equivalent plain-tensor state would have)."""
+        shape = list(self.buffer.shape)
+        shape[self.dim] = self.length
+        return torch.Size(shape)
+
+    def _write(self, x: Tensor) -> None:
+        n, cap, pos = x.shape[self.dim], self.capacity, self.end
+        first = min(n, cap - pos)
+        for base in (0, cap):
+            self.buffer.narrow(self.dim, base + pos, first).copy_(x.narrow(self.dim, 0, first))
+            if n > first:
+                self.buffer.narrow(self.dim, base, n - first).copy_(x.narrow(self.dim, first, n - first))
+        self.end = (pos + n) % cap
+
+    def newest(self, n: int) -> Tensor:
+        """A view of the newest ``n <= capacity`` frames."""
+        start = self.end - n
+        return self.buffer.narrow(self.dim, start + self.capacity if start < 0 else start, n)
+
+    def append(self, x: Tensor) -> Tensor:
+        """Add ``x`` (at most ``max_new`` frames); return a view of retained + new frames."""
+        n = x.shape[self.dim]
+        self._write(x)
+        out = self.newest(self.length + n)
+        self.length = min(self.limit, self.length + n)
+        return out
+
+
+class _RingCausalPad(CausalPad):
+    """:class:`CausalPad` whose context is carried in a :class:`_Ring` (same results)."""
+
+    def forward(self, x: Tensor, context: Optional[object] = None) -> Tuple[Tensor, object]:
+        if isinstance(context, _Ring):
+            if x.shape[1] <= context.max_new:
+                return context.append(x), context
+            context = context.newest(context.length)
+        out, new_context = super().forward(x, context)
+        return out, _Ring(new_context, dim=1, limit=self.size)
+
+
+class _RingTransformerLayer(TransformerLayer):
+    """WavLM layer whose key/value cache is a :class:`_Ring` (same results). ``ring_limit``:
+    the most frames the encoder keeps (``window_size - chunk_frames``)."""
+
+    ring_limit: int
+
+    def join_cache(self, cache: Optional[object], k: Tensor, v: Tensor, keep: int) -> Tuple[Tensor, Tensor, Optional[object]]:
+        if isinstance(cache, _Ring):
+            new = k.shape[2]
+            if new <= cache.max_new and keep == min(cache.limit, cache.length + new):
+                kv = cache.append(torch.stack([k, v]))
+                return kv[0], kv[1], cache
+            cache = cache.newest(cache.length)
+        k, v, new_cache = super().join_cache(cache, k, v, keep)
+        if new_cache is None or keep > self.ring_limit:
+            return k, v, new_cache
+        return k, v, _Ring(new_cache, dim=3, limit=self.ring_limit)
+
+
+def _use_rings(model: nn.Module) -> None:
+    """Carry the long causal contexts and the key/value caches of ``model`` in ring buffers."""
+    encoder = getattr(model, "encoder", None)
+    if getattr(encoder, "causal", False) and hasattr(encoder, "window_size"):
+        for layer in encoder.encoder.layers:
+            if type(layer) is TransformerLayer:
+                layer.__class__ = _RingTransformerLayer
+                layer.ring_limit = encoder.window_size - encoder.chunk_frames
+    for module in model.modules():
+        if type(module) is CausalPad and module.size >= RING_MIN_FRAMES:
+            module.__class__ = _RingCausalPad
+
+
 def _swap_slow_convs(model: nn.Module) -> None:
     """Turn, in place, the convolutions that run slowly on a few frames into their fast
     equivalents: every unpadded, non-depthwise ``Conv1d`` with at least 64 inputs per output
@@ -259,6 +367,7 @@ def streaming_model(codec: nn.Module, precision: str = "float32", part: str = "a
     memo = {id(t): t for t in list(codec.parameters()) + list(codec.buffers())}
     model = copy.deepcopy(codec, memo)
     _swap_slow_convs(model)
+    _use_rings(model)
     if precision != "float32":
         model = _quantize_linears(model, precision, key[1])
     _swap_float_linears(model)

@@ -174,16 +174,21 @@ class TransformerLayer(nn.Module):
         """``cache: (2, B, H, P, d)`` past keys/values; returns the last ``keep`` of them (or None)."""
         xn = self.attention_norm(x)
         q, k, v = self.attention.project(xn)
-        if cache is not None and cache.shape[3] > 0:
-            # One copy per call: the new cache is a view of the joined keys/values.
-            kv = torch.cat([cache.to(k.dtype), torch.stack([k, v])], dim=3)
-            k, v = kv[0], kv[1]
-            new_cache = kv[:, :, :, -keep:] if keep > 0 else None
-        else:
-            new_cache = torch.stack([k[:, :, -keep:], v[:, :, -keep:]]) if keep > 0 else None
+        k, v, new_cache = self.join_cache(cache, k, v, keep)
         x = x + self.dropout(self.attention(xn, q, k, v, bias, mask))
         x = x + self.feed_forward(self.feed_forward_norm(x))
         return x, new_cache
+
+
+    def join_cache(self, cache: Optional[Tensor], k: Tensor, v: Tensor, keep: int) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """Past keys/values ``cache (2, B, H, P, d)`` (or None) and the new ``k, v (B, H, T, d)``
+        -> the keys and values to attend to ``(B, H, P + T, d)`` and the next cache: the last
+        ``keep`` of them (None when ``keep == 0``)."""
+        if cache is not None and cache.shape[3] > 0:
+            # One copy per call: the new cache is a view of the joined keys/values.
+            kv = torch.cat([cache.to(k.dtype), torch.stack([k, v])], dim=3)
+            return kv[0], kv[1], (kv[:, :, :, -keep:] if keep > 0 else None)
+        return k, v, (torch.stack([k[:, :, -keep:], v[:, :, -keep:]]) if keep > 0 else None)
 
 
 class TransformerEncoder(nn.Module):
