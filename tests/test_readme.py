@@ -30,3 +30,21 @@ def test_quick_start_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     codec, wav = scope["codec"], scope["wav"]
     assert scope["tokens"].shape[0] == 2 and scope["n_tokens"].tolist() == [len(codec.encode(wav).tokens), 62]
     assert torch.equal(scope["tokens"][1, :62], codec.encode(wav[:20000]).tokens)
+
+
+def test_reduced_precision_snippet_runs() -> None:
+    """The README's autocast snippet (on CPU, with a fixture model) gives float32 audio and
+    int64 tokens close to the float32 ones."""
+    import torch
+
+    from focalcodec import FocalCodec
+
+    block = next(b for b in python_blocks() if "torch.autocast" in b)
+    codec = FocalCodec.from_pretrained(str(FIXTURES / "tiny_50hz"))
+    sig = 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    scope: dict = {"torch": torch, "codec": codec, "sig": sig}
+    exec(compile(block.replace('"cuda"', '"cpu"'), "README.md", "exec"), scope)
+    with torch.inference_mode():
+        ref = codec.sig_to_toks(sig)
+    assert scope["toks"].dtype == torch.int64 and scope["audio"].dtype == torch.float32
+    assert (scope["toks"] == ref).float().mean() > 0.9
