@@ -342,3 +342,26 @@ def test_encoding_failure_of_one_item_spares_its_batch(tmp_path, corpus_dir, mon
     assert err["id"] == "b_ogg" and "out of memory (simulated)" in err["reason"]
     monkeypatch.undo()
     assert torch.equal(corpus["c_mono48k"].tokens, model.encode(load_audio(corpus_dir / "c_mono48k.flac")).tokens)
+
+
+def test_autocast_run_is_its_own_run(reference, corpus_dir, tmp_path):
+    """``--autocast float16``: tokens close to the float32 run's, the dtype recorded in the
+    index, and a float32 resume into that folder refused (it would mix precisions)."""
+    out = tmp_path / "tokens"
+    args = _tokenize_cmd(corpus_dir, out)[2:] + ["--autocast", "float16"]
+    assert main(args) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert "float16" in json.dumps(index)
+    fp16, fp32 = TokenCorpus(out), TokenCorpus(reference)
+    assert fp16.ids() == fp32.ids()
+    same = total = 0
+    for key in fp32.ids():
+        a, b = fp16[key].tokens, fp32[key].tokens
+        assert a.shape == b.shape
+        same += int((a == b).sum())
+        total += a.numel()
+    assert same / total > 0.9
+    with pytest.raises(InputError, match="another tokenization run"):
+        tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), shard_size=SHARD_SIZE, progress=False)
+    with pytest.raises(InputError, match="autocast"):
+        tokenize_corpus(corpus_dir, tmp_path / "x", fixture_model("tiny_50hz"), autocast="int8")

@@ -236,7 +236,7 @@ def _digest(obj: Any) -> str:
 
 def _plan(items: Sequence[CorpusItem], shard_size: int, identity: Mapping[str, Any]) -> Dict[str, Any]:
     files = _digest([[it.id, it.path] for it in items])
-    model = {k: identity[k] for k in ("model_id", "fingerprint", "weights_sha256")}
+    model = {k: identity[k] for k in ("model_id", "fingerprint", "weights_sha256", "autocast") if k in identity}
     plan = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -373,6 +373,22 @@ def length_batches(lengths: Sequence[int], max_batch_samples: int, max_batch_siz
     if cur:
         batches.append(cur)
     return batches
+
+
+AUTOCAST_DTYPES = ("float16", "bfloat16")
+
+
+class _AutocastEncoder:
+    """``model.encode`` run inside ``torch.autocast(dtype)`` on the model's device (the codec
+    keeps its sign decisions in float32)."""
+
+    def __init__(self, model: Any, dtype: str) -> None:
+        self.model, self.dtype = model, getattr(torch, dtype)
+
+    def encode(self, batch: Tensor, lens: Tensor) -> Any:
+        device = next(self.model.parameters()).device.type
+        with torch.autocast(device, dtype=self.dtype):
+            return self.model.encode(batch, lens)
 
 
 def _encode_batch(model: Any, sigs: Sequence[Tensor]) -> List[Tensor]:
@@ -638,6 +654,7 @@ def tokenize_corpus(
     overwrite: bool = False,
     progress: bool = True,
     dist_timeout_hours: float = 72.0,
+    autocast: Optional[str] = None,
 ) -> TokenizeSummary:
     """Tokenize every utterance of ``data`` into Parquet shards under ``out``.
 
@@ -647,7 +664,10 @@ def tokenize_corpus(
     ``shard_size``: utterances per shard (also the unit of resuming). ``window``: utterances
     sorted by length together; ``batch_seconds``: padded seconds of audio per batch;
     ``max_batch_size``: items per batch. ``num_workers``: DataLoader processes reading audio.
-    ``max_duration``: longer files go to the errors list. Under ``torchrun`` (``WORLD_SIZE``
+    ``max_duration``: longer files go to the errors list. ``autocast``: ``"float16"`` or
+    ``"bfloat16"`` to encode under ``torch.autocast`` (faster on GPUs; tokens close to but not
+    always equal to float32's: 99.6 % for float16 on real speech, docs/benchmarks.md); it is
+    part of the run's identity, so a resumed run must use the same. Under ``torchrun`` (``WORLD_SIZE``
     > 1) each rank does shards ``k % world_size == rank`` and rank 0 writes the index.
     Returns a :class:`TokenizeSummary` (the same on every rank).
     """
@@ -658,6 +678,8 @@ def tokenize_corpus(
         raise InputError(f"batch_seconds must be positive, got {batch_seconds}")
     if num_workers < 0:
         raise InputError(f"num_workers must be 0 or more, got {num_workers}")
+    if autocast is not None and autocast not in AUTOCAST_DTYPES:
+        raise InputError(f"autocast must be one of {AUTOCAST_DTYPES} or None, got {autocast!r}")
     _pyarrow()
     started = time.perf_counter()
     out = Path(out)
@@ -674,6 +696,8 @@ def tokenize_corpus(
             model = model.to(device)
         model.eval()
         identity = model_identity(model, model_source)
+        if autocast is not None:
+            identity["autocast"] = autocast
         plan = _plan(items, int(shard_size), identity)
         digests = dist.all_gather(plan["digest"])
         if len(set(digests)) > 1:
@@ -703,7 +727,7 @@ def tokenize_corpus(
                 done[k] = marker
         todo = [k for k in mine if k not in done]
         markers, encoded_s = _run_shards(
-            model, items, todo, plan, out, identity["sample_rate_input"], int(shard_size), int(window),
+            model if autocast is None else _AutocastEncoder(model, autocast), items, todo, plan, out, identity["sample_rate_input"], int(shard_size), int(window),
             batch_seconds, int(max_batch_size), int(num_workers), max_duration, int(row_group_size),
             progress and dist.rank == 0, f" (rank 0 of {dist.world})" if dist.world > 1 else "",
         )

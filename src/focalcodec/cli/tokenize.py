@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--max-duration", type=float, default=None, help="files longer than this many seconds go to the errors list")
     p.add_argument("--overwrite", action="store_true", help="replace an --out folder that holds a different run (other files, shard size or model)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--autocast", choices=("float16", "bfloat16"), default=None,
+                   help="encode under torch.autocast in this dtype (GPU speed; ~99.6%% of tokens equal float32's with float16)")
     p.set_defaults(func=run)
     return p
 
@@ -56,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         max_duration=args.max_duration,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        autocast=args.autocast,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         rate = summary.encoded_duration_s / 3600 / max(summary.wall_s / 3600, 1e-9)
