@@ -2,7 +2,8 @@
 
 Random weights (speed does not depend on them). Each (config, batch, device) runs in a fresh
 subprocess so that its peak memory (CPU: max RSS; GPU: torch.cuda.max_memory_allocated) is
-its own. Prints a table and writes JSON.
+its own; the memory held after each batch is recorded too ("growth MB": last minus first,
+which should stay near 0). Prints a table and writes JSON.
 
     python benchmarks/speed.py                      # all configs, batch 1 and 16, CPU (+GPU)
     python benchmarks/speed.py --configs focalcodec_50hz --batch-sizes 1 --devices cpu
@@ -47,7 +48,16 @@ def measure(config: str, batch: int, device: str, seconds: float, repeats: int, 
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    enc, dec = [], []
+    def memory_mb() -> float:
+        """Memory held now: GPU tensors, or the process's resident set on CPU (Linux)."""
+        if device.startswith("cuda"):
+            return torch.cuda.memory_allocated() / 2**20
+        try:
+            return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+        except OSError:
+            return float("nan")
+
+    enc, dec, held = [], [], []
     for i in range(repeats + 1):  # first run is warm-up
         sync()
         t0 = time.perf_counter()
@@ -60,6 +70,7 @@ def measure(config: str, batch: int, device: str, seconds: float, repeats: int, 
         if i:
             enc.append(t1 - t0)
             dec.append(t2 - t1)
+        held.append(memory_mb())
     if device.startswith("cuda"):
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -77,6 +88,9 @@ def measure(config: str, batch: int, device: str, seconds: float, repeats: int, 
         "total_s": e + d,
         "rtf_x": batch * seconds / (e + d),
         "peak_mb": peak_mb,
+        # memory held after each batch (warm-up first): it must not grow with the batch count
+        "held_mb_per_batch": held,
+        "growth_mb": held[-1] - held[0] if len(held) > 1 else 0.0,
     }
 
 
@@ -106,7 +120,7 @@ def main() -> None:
 
         args.devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
-    header = f"{'config':28} {'dev':5} {'B':>3} {'encode s':>9} {'decode s':>9} {'total s':>8} {'x realtime':>10} {'peak MB':>8}"
+    header = f"{'config':28} {'dev':5} {'B':>3} {'encode s':>9} {'decode s':>9} {'total s':>8} {'x realtime':>10} {'peak MB':>8} {'growth MB':>9}"
     print(header)
     print("-" * len(header))
     for device in args.devices:
@@ -119,7 +133,7 @@ def main() -> None:
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 rows.append(r)
-                print(f"{config:28} {device:5} {batch:3d} {r['encode_s']:9.3f} {r['decode_s']:9.3f} {r['total_s']:8.3f} {r['rtf_x']:10.1f} {r['peak_mb']:8.0f}", flush=True)
+                print(f"{config:28} {device:5} {batch:3d} {r['encode_s']:9.3f} {r['decode_s']:9.3f} {r['total_s']:8.3f} {r['rtf_x']:10.1f} {r['peak_mb']:8.0f} {r['growth_mb']:9.1f}", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     print(f"machine: {rows[0]['machine'] if rows else '-'}; written {args.json}")
