@@ -37,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--decoder-precision", choices=("float32", "float16", "int8"),
                    help="precision of the synthesis side (default: --precision); --precision float16 "
                         "--decoder-precision int8 keeps the tokens and is faster still")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1; small chunks gain little from more)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's, one per core; use 1 on a busy machine)")
     p.add_argument("--mic", action="store_true", help="record from the default microphone (needs the sounddevice extra)")
     p.add_argument("--seconds", type=float, default=10.0, help="with --mic: how long to record (default: 10)")
     p.add_argument("--output-rate", type=int, help="resample the output to this rate")
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give either an input file or --mic")
     if args.block_ms <= 0:
         raise InputError("--block-ms must be positive")
-    torch.set_num_threads(max(1, args.threads))
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
     codec = load_model(args)
     rate = codec.sample_rate_input
     block = max(1, int(round(args.block_ms * rate / 1000)))
