@@ -42,3 +42,17 @@ def test_autocast_tokens_and_signal(name: str, dtype: torch.dtype) -> None:
     assert (auto_toks == toks).float().mean() > 0.9
     snr = 10 * torch.log10(ref.pow(2).sum() / (sig - ref).pow(2).sum())
     assert sig.shape == ref.shape and snr > 25
+
+
+def test_half_model_under_autocast_runs() -> None:
+    """A model cast to bfloat16 still runs inside autocast (its float32 islands step aside)."""
+    import copy
+
+    codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
+    half = copy.deepcopy(codec).to(torch.bfloat16)
+    linear = torch.nn.Linear(4, 2).to(torch.bfloat16)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert in_float32(linear, torch.randn(3, 4, dtype=torch.bfloat16)).dtype == torch.bfloat16
+        toks = half.sig_to_toks(io["sig"].bfloat16())
+        sig = half.toks_to_sig(toks)
+    assert toks.shape == io["toks"].shape and torch.isfinite(sig.float()).all()

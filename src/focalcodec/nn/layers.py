@@ -37,8 +37,14 @@ __all__ = [
 
 def in_float32(module: nn.Module, x: Tensor, *args: object) -> Tensor:
     """``module(x, *args)``, computed in float32 when ``x``'s device is in an autocast region
-    (autocast off, ``x`` cast up); otherwise exactly ``module(x, *args)``."""
+    (autocast off, ``x`` cast up); otherwise exactly ``module(x, *args)``. ``module`` may also be
+    a bound method of a module. A module whose weights are not float32 (a model cast with
+    ``.half()``) runs as is."""
     if not torch.is_autocast_enabled(x.device.type):
+        return module(x, *args)
+    owner = module if isinstance(module, nn.Module) else getattr(module, "__self__", None)
+    weight = next(owner.parameters(), None) if isinstance(owner, nn.Module) else None
+    if weight is not None and weight.dtype != torch.float32:
         return module(x, *args)
     with torch.autocast(x.device.type, enabled=False):
         return module(x.float(), *args)
