@@ -131,3 +131,79 @@ def test_bad_signals() -> None:
         encode_long(codec, torch.zeros(2, 800))
     with pytest.raises(InputError, match="\\[0, 8192\\)"):
         decode_long(codec, torch.tensor([8192]))
+
+
+# -- files read on demand -----------------------------------------------------------------------
+def _speech_16k(seconds: float) -> np.ndarray:
+    from conftest import speech_files
+    from focalcodec.audio import load_audio
+
+    clips = [load_audio(p).numpy() for p in speech_files("eval")[:6]]
+    return np.concatenate(clips)[: int(16000 * seconds)]
+
+
+@pytest.mark.parametrize("name", ["tiny_50hz", "tiny_causal_4k"])
+def test_file_read_on_demand_equals_loaded_file(name: str, tmp_path) -> None:
+    """A 16 kHz stereo FLAC read window by window gives the tokens of the loaded file, and no
+    read covers the whole file."""
+    import soundfile as sf
+
+    from focalcodec.audio import AudioFileSamples, load_audio
+
+    mono = _speech_16k(6.0)
+    path = tmp_path / "long.flac"
+    sf.write(path, np.stack([mono, 0.5 * mono], axis=1), 16000)
+    with pytest.warns(UserWarning, match="mixed down"):
+        src = AudioFileSamples(path)
+    reads = []
+    original = AudioFileSamples.__getitem__
+
+    def spy(self, key):
+        out = original(self, key)
+        reads.append(out.shape[0])
+        return out
+
+    codec = fixture_model(name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(AudioFileSamples, "__getitem__", spy)
+        toks = encode_long(codec, src, SMALL)
+    with pytest.warns(UserWarning):
+        loaded = load_audio(path)
+    assert len(src) == loaded.shape[0] and torch.equal(src[100:5000], loaded[100:5000])
+    assert torch.equal(toks, encode_long(codec, loaded, SMALL))
+    assert len(reads) > 2 and max(reads) < len(src) // 2
+
+
+def test_compress_reads_16k_wav_on_demand_with_same_bytes(tmp_path) -> None:
+    import soundfile as sf
+
+    from focalcodec import compress
+
+    mono = _speech_16k(4.0)
+    path = tmp_path / "a.wav"
+    sf.write(path, mono, 16000, subtype="FLOAT")
+    codec = fixture_model("tiny_50hz")
+    assert compress(path, codec, windowing=SMALL) == compress(torch.from_numpy(sf.read(path, dtype="float32")[0]), codec, windowing=SMALL)
+
+
+def test_file_on_demand_errors(tmp_path) -> None:
+    import soundfile as sf
+
+    from focalcodec.audio import AudioError, AudioFileSamples
+
+    mono = _speech_16k(3.0).copy()
+    mono[40000] = np.nan
+    bad = tmp_path / "nan.wav"
+    sf.write(bad, mono, 16000, subtype="FLOAT")
+    with pytest.raises(InputError, match=r"NaN or infinite samples \(first at 2.500 s\)"):
+        encode_long(fixture_model("tiny_50hz"), AudioFileSamples(bad), SMALL)
+    other = tmp_path / "a8k.wav"
+    sf.write(other, _speech_16k(1.0)[::2], 8000)
+    with pytest.raises(InputError, match="8000 Hz"):
+        encode_long(fixture_model("tiny_50hz"), AudioFileSamples(other), SMALL)
+    ogg = tmp_path / "a.ogg"
+    sf.write(ogg, _speech_16k(1.0), 16000)
+    with pytest.raises(AudioError, match="not read on demand"):
+        AudioFileSamples(ogg)
+    with pytest.raises(AudioError, match="not found"):
+        AudioFileSamples(tmp_path / "missing.wav")

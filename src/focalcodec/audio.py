@@ -1,7 +1,8 @@
 """Audio I/O shared by every command: read any soundfile format at any rate and channel
 count, validate, mix down, resample (soxr); write WAV/FLAC.
 
-``load_audio(path, sample_rate) -> (N,) float32 tensor`` at ``sample_rate``.
+``load_audio(path, sample_rate) -> (N,) float32 tensor`` at ``sample_rate``;
+``AudioFileSamples(path)``: the same samples read on demand (``src[a:b]``), for long files.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from .errors import InputError
 
-__all__ = ["AudioError", "check_signal", "load_audio", "read_audio", "resample", "save_audio"]
+__all__ = ["AudioError", "AudioFileSamples", "check_signal", "load_audio", "read_audio", "resample", "save_audio"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf")
 
@@ -31,10 +32,7 @@ def read_audio(path: Union[str, Path]) -> Tuple[np.ndarray, int]:
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file not found: {path}")
-    if path.stat().st_size == 0:
-        raise AudioError(f"audio file is empty (0 bytes): {path}")
+    _check_file(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
@@ -77,6 +75,71 @@ def load_audio(path: Union[str, Path], sample_rate: int = 16000, warn: bool = Tr
         raise InputError(f"{path} contains NaN or infinite samples")
     mono = resample(np.ascontiguousarray(data[:, 0]), rate, sample_rate)
     return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+
+
+# Formats libsndfile seeks in exactly, sample for sample.
+SEEKABLE_FORMATS = ("WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64", "CAF", "AU")
+
+
+class AudioFileSamples:
+    """The mono samples of an audio file, read on demand instead of held in memory.
+
+    ``len(src)`` samples at ``src.sample_rate``; ``src[a:b] -> (b - a,) float32`` reads just
+    that span (channels mixed down as :func:`load_audio` does, so the values are identical).
+    Only for formats libsndfile seeks in exactly (:data:`SEEKABLE_FORMATS`; others raise
+    :class:`AudioError`: use :func:`load_audio`). NaN/inf samples raise :class:`InputError`
+    naming where they are; a file shorter than its header says raises :class:`AudioError`.
+    """
+
+    def __init__(self, path: Union[str, Path], warn: bool = True) -> None:
+        import soundfile as sf
+
+        self.path = Path(path)
+        _check_file(self.path)
+        try:
+            info = sf.info(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
+            raise AudioError(f"cannot read {self.path} as audio (corrupt, truncated or unsupported format?): {exc}") from None
+        if info.format not in SEEKABLE_FORMATS:
+            raise AudioError(f"{self.path}: {info.format} files are not read on demand; use load_audio")
+        if info.frames <= 0:
+            raise AudioError(f"audio file has no samples: {self.path}")
+        self.sample_rate, self.channels, self.num_samples = int(info.samplerate), int(info.channels), int(info.frames)
+        if self.channels > 1 and warn:
+            warnings.warn(f"{self.path}: {self.channels} channels mixed down to mono", stacklevel=2)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, key: slice) -> Tensor:
+        import soundfile as sf
+
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("AudioFileSamples takes a contiguous slice, e.g. src[a:b]")
+        start, stop, _ = key.indices(self.num_samples)
+        count = max(0, stop - start)
+        try:
+            with sf.SoundFile(str(self.path)) as f:
+                f.seek(start)
+                data = f.read(count, dtype="float32", always_2d=True)
+        except Exception as exc:  # noqa: BLE001
+            raise AudioError(f"cannot read {self.path} at sample {start} (corrupt or truncated?): {exc}") from None
+        if data.shape[0] != count:
+            raise AudioError(f"{self.path} is truncated: {data.shape[0]} of {count} samples readable at sample {start}")
+        if self.channels > 1:
+            data = data.mean(axis=1, keepdims=True)
+        if not np.isfinite(data).all():
+            where = start + int(np.argmin(np.isfinite(data[:, 0])))
+            raise InputError(f"{self.path} contains NaN or infinite samples (first at {where / self.sample_rate:.3f} s)")
+        return torch.from_numpy(np.ascontiguousarray(data[:, 0], dtype=np.float32))
+
+
+def _check_file(path: Path) -> None:
+    """:class:`AudioError` for a missing or empty file (before libsndfile sees it)."""
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    if path.stat().st_size == 0:
+        raise AudioError(f"audio file is empty (0 bytes): {path}")
 
 
 def save_audio(

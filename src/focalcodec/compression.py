@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .audio import AudioError, load_audio, resample
+from .audio import SEEKABLE_FORMATS, AudioError, AudioFileSamples, load_audio, resample
 from .bitstream import BitstreamError, CompressedAudio, write_atomic
 from .errors import FocalCodecError, InputError
 from .longform import DEFAULT, Windowing, encode_long, iter_decode, output_length
@@ -82,13 +82,25 @@ def _check_output(output: Optional[Union[str, Path]], overwrite: bool) -> Option
     return path
 
 
-def _as_signal(source: Source, sample_rate: Optional[int], model_rate: int) -> "tuple[Tensor, int, int]":
-    """(signal at model_rate (N,), original rate, original length) from a file or an array."""
+def _as_signal(source: Source, sample_rate: Optional[int], model_rate: int) -> "tuple[Union[Tensor, AudioFileSamples], int, int]":
+    """(signal at model_rate (N,), original rate, original length) from a file or an array.
+
+    A WAV/FLAC (or other exactly seekable) file already at ``model_rate`` comes back as an
+    :class:`AudioFileSamples`, read window by window while encoding (memory independent of
+    its duration); other files are loaded and resampled in memory."""
     if isinstance(source, (str, Path)):
         import soundfile as sf
 
         if sample_rate is not None:
             raise InputError("sample_rate is only for arrays; a file carries its own rate")
+        try:
+            info = sf.info(str(source))
+            on_demand = info.samplerate == model_rate and info.format in SEEKABLE_FORMATS and info.frames > 0
+        except Exception:  # noqa: BLE001 - load_audio below reports the problem
+            on_demand = False
+        if on_demand:
+            samples = AudioFileSamples(source)
+            return samples, samples.sample_rate, len(samples)
         sig = load_audio(source, model_rate)  # validates: missing, empty, unreadable, NaN
         try:
             meta = sf.info(str(source))
@@ -150,7 +162,8 @@ def encode_audio(
     n_model = num_samples * rate_in // orig_rate
     if n_model < 1:
         raise InputError(f"audio is too short: {num_samples} samples at {orig_rate} Hz is less than one sample at {rate_in} Hz")
-    sig = _fit(sig, n_model)
+    if isinstance(sig, Tensor):
+        sig = _fit(sig, n_model)
     toks = encode_long(codec, sig, windowing)
     return CompressedAudio.describe(codec, toks.numpy(), orig_rate, num_samples)
 

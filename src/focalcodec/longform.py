@@ -11,7 +11,9 @@
   call, a multiple of ``codec.chunk_size``); this equals one offline pass.
 
 Inputs that fit in one window are processed in one pass, exactly as ``codec.encode`` /
-``codec.decode``. Memory is the model, the input, the output and one window.
+``codec.decode``. Memory is the model, the input, the output and one window; with an
+:class:`~focalcodec.audio.AudioFileSamples` as input (what :func:`focalcodec.compress` uses for
+WAV/FLAC files at 16 kHz), the input is read window by window and not held at all.
 
     >>> toks = encode_long(codec, sig)                      # sig: (N,) @ 16 kHz -> (T',) int64
     >>> audio = decode_long(codec, toks, num_samples=N)     # -> (floor(N*sr_out/16k),) float32
@@ -21,11 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from .audio import AudioFileSamples
 from .errors import InputError
 
 __all__ = ["Windowing", "decode_long", "encode_long", "iter_decode", "output_length"]
@@ -118,14 +121,21 @@ def _check_signal(sig: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def encode_long(codec, sig: Tensor, windowing: Windowing = DEFAULT) -> Tensor:
+def encode_long(codec, sig: Union[Tensor, AudioFileSamples], windowing: Windowing = DEFAULT) -> Tensor:
     """``sig: (N,)`` float at 16 kHz -> ``(codec.num_tokens(N),)`` int64 tokens (on CPU).
 
     Non-causal: one pass if the input fits in one window, else windows with context.
-    Causal: streaming calls of ``windowing.chunk`` seconds.
+    Causal: streaming calls of ``windowing.chunk`` seconds. ``sig`` may also be an
+    :class:`~focalcodec.audio.AudioFileSamples` at the model's rate: only the samples of the
+    window being encoded are then in memory (same tokens as the loaded file).
     """
-    sig = _check_signal(sig)
-    n = sig.shape[0]
+    if isinstance(sig, AudioFileSamples):
+        if sig.sample_rate != codec.sample_rate_input:
+            raise InputError(f"{sig.path} is at {sig.sample_rate} Hz; the model reads {codec.sample_rate_input} Hz (load and resample it)")
+        n = len(sig)
+    else:
+        sig = _check_signal(sig)
+        n = sig.shape[0]
     total = int(codec.num_tokens(n))
     if codec.causal:
         step = codec.chunk_size * max(1, int(round(windowing.chunk * codec.sample_rate_input / codec.chunk_size)))
@@ -141,7 +151,7 @@ def encode_long(codec, sig: Tensor, windowing: Windowing = DEFAULT) -> Tensor:
     else:
         core, left, right = windowing.token_geometry(codec.token_rate)
         if total <= core + left + right:
-            return codec.encode(sig).tokens.cpu()
+            return codec.encode(sig[0:n]).tokens.cpu()
         spt = _samples_per_token(codec)
         # Token j depends on samples [spt*j, spt*(j+1) + tail): the last frame's window overhang.
         tail = codec.encoder.receptive_field - codec.encoder.downsample_factor
