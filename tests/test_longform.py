@@ -207,3 +207,9 @@ def test_file_on_demand_errors(tmp_path) -> None:
         AudioFileSamples(ogg)
     with pytest.raises(AudioError, match="not found"):
         AudioFileSamples(tmp_path / "missing.wav")
+    cut = tmp_path / "cut.flac"
+    sf.write(cut, _speech_16k(3.0), 16000)
+    with open(cut, "r+b") as f:
+        f.truncate(cut.stat().st_size // 2)
+    with pytest.raises(AudioError, match="corrupt or truncated"):
+        encode_long(fixture_model("tiny_50hz"), AudioFileSamples(cut), SMALL)
