@@ -337,7 +337,8 @@ class WavLM(nn.Module):
         else:
             start, caches, num_past, mask, keep = 0, None, 0, None, 0
         key_ok: Optional[Tensor] = None
-        slots = torch.arange(num_past + T, device=x.device)[None, :]
+        if frame_lengths is not None or past_lengths is not None:  # key slots, only when masked
+            slots = torch.arange(num_past + T, device=x.device)[None, :]
         if frame_lengths is not None:
             key_ok = slots < (num_past + frame_lengths)[:, None]
         if past_lengths is not None and num_past > 0:
