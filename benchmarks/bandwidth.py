@@ -40,7 +40,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from focalcodec import FocalCodec  # noqa: E402
-from focalcodec.streaming import streaming_model  # noqa: E402
+from focalcodec.streaming import PARTS, streaming_model  # noqa: E402
 
 VARIANTS = ("float32", "float16", "float16+int8", "int8")
 
@@ -123,8 +123,7 @@ def variant_bytes(codec: FocalCodec, variant: str) -> Dict[str, int]:
     totals = {"float32": 0, "float16": 0, "int8": 0}
     for precision, part in ((enc, "encode"), (dec, "decode")):
         model = streaming_model(codec, precision, part=part)
-        names = ("encoder", "compressor") if part == "encode" else ("decompressor", "decoder")
-        for name in names:
+        for name in PARTS[part]:
             for kind, n in weight_bytes(getattr(model, name)).items():
                 totals[kind] += n
     return totals
