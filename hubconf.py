@@ -1,4 +1,5 @@
-"""torch.hub entry point: ``torch.hub.load("<owner>/<this repo>", "focalcodec", config="lucadellalib/focalcodec_50hz")``."""
+"""torch.hub entry point:
+``torch.hub.load("<owner>/<this repo>", "focalcodec", config="lucadellalib/focalcodec_50hz")``."""
 
 import os
 import sys

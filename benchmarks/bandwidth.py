@@ -34,7 +34,7 @@ import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from typing import Callable, Dict, List  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -83,7 +83,9 @@ def kernel_throughput(kind: str, pool_mb: int, repeats: int, rows: int = 4) -> f
             from torch.ao.quantization import quantize_dynamic
 
             dtype = torch.float16 if kind == "float16" else torch.qint8
-            layers = [quantize_dynamic(nn.Sequential(nn.Linear(in_f, out_f)), {nn.Linear}, dtype=dtype) for _ in range(count)]
+            layers = [
+                quantize_dynamic(nn.Sequential(nn.Linear(in_f, out_f)), {nn.Linear}, dtype=dtype) for _ in range(count)
+            ]
 
         def run() -> None:
             for layer in layers:
@@ -92,7 +94,7 @@ def kernel_throughput(kind: str, pool_mb: int, repeats: int, rows: int = 4) -> f
     return count * per_weight / best_seconds(run, repeats) / 1e9
 
 
-def weight_bytes(model: nn.Module) -> Dict[str, int]:
+def weight_bytes(model: nn.Module) -> dict[str, int]:
     """Bytes of weights a streaming copy reads per call: ``{"float32": ..., "float16": ...,
     "int8": ...}`` (quantised linear layers by their stored type, every other parameter and
     buffer as is, each tensor once; a conv run as per-group linear layers counts only those)."""
@@ -116,7 +118,7 @@ def weight_bytes(model: nn.Module) -> Dict[str, int]:
     return totals
 
 
-def variant_bytes(codec: FocalCodec, variant: str) -> Dict[str, int]:
+def variant_bytes(codec: FocalCodec, variant: str) -> dict[str, int]:
     """Bytes per storage type read per chunk by ``variant`` (encoder side + decoder side)."""
     enc, _, dec = variant.partition("+")
     dec = dec or enc
@@ -131,7 +133,9 @@ def variant_bytes(codec: FocalCodec, variant: str) -> Dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="focalcodec_50hz_4k_causal", help="preset (random weights: only sizes matter)")
+    parser.add_argument(
+        "--model", default="focalcodec_50hz_4k_causal", help="preset (random weights: only sizes matter)"
+    )
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--mb", type=int, default=1024, help="size of the plain-bandwidth tensor")
     parser.add_argument("--pool-mb", type=int, default=256, help="weight pool per kernel (> last-level cache)")
@@ -143,7 +147,7 @@ def main() -> None:
     torch.manual_seed(0)
     codec = FocalCodec.from_config(args.model).eval()
     sizes = {v: variant_bytes(codec, v) for v in VARIANTS}
-    rows: List[dict] = []
+    rows: list[dict] = []
     print(f"model {args.model}, 4-row products, {platform.machine()}, torch {torch.__version__}")
     print(f"{'thr':>3} {'stream GB/s':>11} {'fp32 GB/s':>9} {'fp16 GB/s':>9} {'int8 GB/s':>9}")
     for threads in args.threads:
@@ -153,7 +157,9 @@ def main() -> None:
                 "stream": plain_bandwidth(args.mb, args.repeats),
                 **{k: kernel_throughput(k, args.pool_mb, args.repeats) for k in ("float32", "float16", "int8")},
             }
-        print(f"{threads:3d} {rates['stream']:11.1f} {rates['float32']:9.1f} {rates['float16']:9.1f} {rates['int8']:9.1f}")
+        print(
+            f"{threads:3d} {rates['stream']:11.1f} {rates['float32']:9.1f} {rates['float16']:9.1f} {rates['int8']:9.1f}"
+        )
         for variant in VARIANTS:
             b = sizes[variant]
             total = sum(b.values())
@@ -172,7 +178,10 @@ def main() -> None:
                 }
             )
     print()
-    print(f"{'variant':13s} {'thr':>3} {'MB/chunk':>8} {'floor@stream ms':>15} {'floor@kernels ms':>16}  vs {args.target_ms:g} ms")
+    print(
+        f"{'variant':13s} {'thr':>3} {'MB/chunk':>8} {'floor@stream ms':>15} "
+        f"{'floor@kernels ms':>16}  vs {args.target_ms:g} ms"
+    )
     for r in rows:
         verdict = "below" if r["floor_ms_kernels"] <= args.target_ms else "ABOVE"
         print(
@@ -181,7 +190,12 @@ def main() -> None:
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model": args.model, "machine": platform.machine(), "processor": platform.processor(), "torch": torch.__version__}
+    meta = {
+        "model": args.model,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "torch": torch.__version__,
+    }
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"-> {out}")
 

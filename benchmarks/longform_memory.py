@@ -55,7 +55,9 @@ def instrument(codec, every: int) -> None:
             out = _orig(*a, **k)
             _calls[0] += 1
             if _calls[0] % every == 0:
-                print(f"{_name} window {_calls[0]}: {time.time() - start:.0f} s, peak RSS {peak_mb():.0f} MB", flush=True)
+                print(
+                    f"{_name} window {_calls[0]}: {time.time() - start:.0f} s, peak RSS {peak_mb():.0f} MB", flush=True
+                )
             return out
 
         setattr(codec, name, wrapped)

@@ -62,9 +62,14 @@ def main() -> None:
     sigs = [load_audio(f, codec.sample_rate_input)[: int(args.seconds * codec.sample_rate_input)] for f in files]
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     rows = []
-    print(f"model {codec.model_id} ({'pretrained' if args.pretrained else 'random'} weights), {len(files)} files of "
-          f"<= {args.seconds:g} s from {args.speech}")
-    print(f"{'device':6} {'dtype':9} {'tokens same':>11} {'SNR dB':>7} {'enc s':>7} {'dec s':>7} {'fp32 enc s':>10} {'fp32 dec s':>10}")
+    print(
+        f"model {codec.model_id} ({'pretrained' if args.pretrained else 'random'} weights), {len(files)} files of "
+        f"<= {args.seconds:g} s from {args.speech}"
+    )
+    print(
+        f"{'device':6} {'dtype':9} {'tokens same':>11} {'SNR dB':>7} {'enc s':>7} {'dec s':>7} "
+        f"{'fp32 enc s':>10} {'fp32 dec s':>10}"
+    )
     for device in devices:
         model = codec.to(device)
         ref = []
@@ -72,8 +77,8 @@ def main() -> None:
         with torch.inference_mode():
             for sig in sigs:
                 x = sig[None].to(device)
-                toks, te = timed(lambda: model.sig_to_toks(x), device)
-                audio, td = timed(lambda: model.toks_to_sig(toks), device)
+                toks, te = timed(lambda m=model, x=x: m.sig_to_toks(x), device)
+                audio, td = timed(lambda m=model, t=toks: m.toks_to_sig(t), device)
                 ref.append((toks, audio))
                 t32[0] += te
                 t32[1] += td
@@ -83,10 +88,10 @@ def main() -> None:
                 err = energy = 0.0
                 tt = [0.0, 0.0]
                 with torch.autocast(device.split(":")[0], dtype=dtype):
-                    for sig, (toks, audio) in zip(sigs, ref):
+                    for sig, (toks, audio) in zip(sigs, ref, strict=False):
                         x = sig[None].to(device)
-                        low, te = timed(lambda: model.sig_to_toks(x), device)
-                        out, td = timed(lambda: model.toks_to_sig(toks), device)
+                        low, te = timed(lambda m=model, x=x: m.sig_to_toks(x), device)
+                        out, td = timed(lambda m=model, t=toks: m.toks_to_sig(t), device)
                         same += int((low == toks).sum())
                         total += toks.numel()
                         err += float((out.float() - audio).pow(2).sum())
@@ -105,13 +110,22 @@ def main() -> None:
                     "float32_decode_s": t32[1],
                 }
                 rows.append(row)
-                print(f"{device:6} {name:9} {row['token_agreement']:11.4f} {row['waveform_snr_db']:7.1f} {tt[0]:7.2f} "
-                      f"{tt[1]:7.2f} {t32[0]:10.2f} {t32[1]:10.2f}", flush=True)
+                print(
+                    f"{device:6} {name:9} {row['token_agreement']:11.4f} {row['waveform_snr_db']:7.1f} {tt[0]:7.2f} "
+                    f"{tt[1]:7.2f} {t32[0]:10.2f} {t32[1]:10.2f}",
+                    flush=True,
+                )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model": codec.model_id, "weights": "pretrained" if args.pretrained else "random",
-            "files": [f.name for f in files], "seconds": args.seconds, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+    meta = {
+        "model": codec.model_id,
+        "weights": "pretrained" if args.pretrained else "random",
+        "files": [f.name for f in files],
+        "seconds": args.seconds,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"-> {out}")
 

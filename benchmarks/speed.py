@@ -112,7 +112,11 @@ def main() -> None:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        print(json.dumps(measure(args.configs[0], args.batch_sizes[0], args.devices[0], args.seconds, args.repeats, args.dtype)))
+        print(
+            json.dumps(
+                measure(args.configs[0], args.batch_sizes[0], args.devices[0], args.seconds, args.repeats, args.dtype)
+            )
+        )
         return
 
     if args.devices is None:
@@ -120,20 +124,42 @@ def main() -> None:
 
         args.devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
-    header = f"{'config':28} {'dev':5} {'B':>3} {'encode s':>9} {'decode s':>9} {'total s':>8} {'x realtime':>10} {'peak MB':>8} {'growth MB':>9}"
+    header = (
+        f"{'config':28} {'dev':5} {'B':>3} {'encode s':>9} {'decode s':>9} {'total s':>8} "
+        f"{'x realtime':>10} {'peak MB':>8} {'growth MB':>9}"
+    )
     print(header)
     print("-" * len(header))
     for device in args.devices:
         for config in args.configs:
             for batch in args.batch_sizes:
-                cmd = [sys.executable, __file__, "--single", "--configs", config, "--batch-sizes", str(batch),
-                       "--devices", device, "--seconds", str(args.seconds), "--repeats", str(args.repeats), "--dtype", args.dtype]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--single",
+                    "--configs",
+                    config,
+                    "--batch-sizes",
+                    str(batch),
+                    "--devices",
+                    device,
+                    "--seconds",
+                    str(args.seconds),
+                    "--repeats",
+                    str(args.repeats),
+                    "--dtype",
+                    args.dtype,
+                ]
                 if args.threads:
                     cmd += ["--threads", str(args.threads)]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 rows.append(r)
-                print(f"{config:28} {device:5} {batch:3d} {r['encode_s']:9.3f} {r['decode_s']:9.3f} {r['total_s']:8.3f} {r['rtf_x']:10.1f} {r['peak_mb']:8.0f} {r['growth_mb']:9.1f}", flush=True)
+                print(
+                    f"{config:28} {device:5} {batch:3d} {r['encode_s']:9.3f} {r['decode_s']:9.3f} "
+                    f"{r['total_s']:8.3f} {r['rtf_x']:10.1f} {r['peak_mb']:8.0f} {r['growth_mb']:9.1f}",
+                    flush=True,
+                )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     print(f"machine: {rows[0]['machine'] if rows else '-'}; written {args.json}")

@@ -118,16 +118,26 @@ def precision_agreement(codec: FocalCodec, seconds: float = 3.0) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="focalcodec_50hz_4k_causal", help="preset or checkpoint (random weights for presets)")
-    ap.add_argument("--pretrained", action="store_true", help="load weights with from_pretrained instead of random ones")
-    ap.add_argument("--variants", nargs="+", default=["reference", "float32", "float16", "float16+int8", "int8"],
-                    choices=["reference", "float32", "float16", "float16+int8", "int8"])
+    ap.add_argument(
+        "--model", default="focalcodec_50hz_4k_causal", help="preset or checkpoint (random weights for presets)"
+    )
+    ap.add_argument(
+        "--pretrained", action="store_true", help="load weights with from_pretrained instead of random ones"
+    )
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["reference", "float32", "float16", "float16+int8", "int8"],
+        choices=["reference", "float32", "float16", "float16+int8", "int8"],
+    )
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--chunks", type=int, default=40, help="timed chunks per row (batch 1; batch > 1 uses half)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    ap.add_argument("--agreement", action="store_true", help="also compare the reduced precisions with float32 outputs on speech")
+    ap.add_argument(
+        "--agreement", action="store_true", help="also compare the reduced precisions with float32 outputs on speech"
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "streaming.json"))
     args = ap.parse_args()
 
@@ -136,16 +146,21 @@ def main() -> None:
     codec.eval()
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     rows = []
-    header = f"{'device':6} {'variant':12} {'thr':>3} {'batch':>5} {'p50 ms':>8} {'p99 ms':>8} {'RTF':>6} {'streams':>7} {'load':>9}"
-    print(f"model {codec.model_id}, {codec.chunk_size}-sample chunks ({codec.latency:.0f} ms), "
-          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), torch {torch.__version__}")
+    header = (
+        f"{'device':6} {'variant':12} {'thr':>3} {'batch':>5} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'RTF':>6} {'streams':>7} {'load':>9}"
+    )
+    print(
+        f"model {codec.model_id}, {codec.chunk_size}-sample chunks ({codec.latency:.0f} ms), "
+        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), torch {torch.__version__}"
+    )
     print(header)
     for device in devices:
         model = codec.to(device)
         for variant in args.variants:
             if variant not in ("reference", "float32") and device != "cpu":
                 continue
-            for threads in (args.threads if device == "cpu" else [torch.get_num_threads()]):
+            for threads in args.threads if device == "cpu" else [torch.get_num_threads()]:
                 torch.set_num_threads(threads)
                 for batch in args.batches:
                     chunks = args.chunks if batch == 1 else max(5, args.chunks // 2)
@@ -153,17 +168,23 @@ def main() -> None:
                         chunks = max(5, chunks // 2)
                     row = measure(model, device, variant, batch, chunks, args.warmup)
                     rows.append(row)
-                    print(f"{device:6} {variant:12} {threads if device == 'cpu' else '-':>3} {batch:>5} {row['p50_ms']:8.1f} "
-                          f"{row['p99_ms']:8.1f} {row['rtf']:6.3f} {row['streams_realtime']:>7} "
-                          f"{row['load_before']:4.1f}/{row['load_after']:4.1f}", flush=True)
+                    print(
+                        f"{device:6} {variant:12} {threads if device == 'cpu' else '-':>3} {batch:>5} "
+                        f"{row['p50_ms']:8.1f} "
+                        f"{row['p99_ms']:8.1f} {row['rtf']:6.3f} {row['streams_realtime']:>7} "
+                        f"{row['load_before']:4.1f}/{row['load_after']:4.1f}",
+                        flush=True,
+                    )
     agreement = None
     if args.agreement:
         torch.set_num_threads(1)
         agreement = precision_agreement(codec.to("cpu"))
         for precision in REDUCED:
             a = agreement[precision]
-            print(f"{precision} vs float32 streaming on {agreement['input']}: token agreement "
-                  f"{a['token_agreement']:.3f}, waveform SNR {a['waveform_snr_db']:.1f} dB")
+            print(
+                f"{precision} vs float32 streaming on {agreement['input']}: token agreement "
+                f"{a['token_agreement']:.3f}, waveform SNR {a['waveform_snr_db']:.1f} dB"
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {

@@ -82,8 +82,13 @@ def main() -> None:
     model = FocalCodec.from_config(args.config).to(args.device)
     items, audio_s = pick_items(Path(args.manifest), args.seconds)
     model.encode(torch.zeros(16000, device=args.device))  # warm-up
-    machine = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    machine = (
+        torch.cuda.get_device_name(0)
+        if args.device.startswith("cuda")
+        else (
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads"
+        )
     )
     rows = []
     for name in args.settings:
@@ -92,8 +97,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             summary = tokenize_corpus(
-                items, Path(tmp) / "tokens", model, device=args.device, shard_size=50, max_batch_size=batch,
-                batch_seconds=batch_s, num_workers=workers, progress=False,
+                items,
+                Path(tmp) / "tokens",
+                model,
+                device=args.device,
+                shard_size=50,
+                max_batch_size=batch,
+                batch_seconds=batch_s,
+                num_workers=workers,
+                progress=False,
             )
             wall = time.perf_counter() - t0
         row = {

@@ -19,7 +19,7 @@ SPEECH = SHARED / "speech"
 FIXTURE_NAMES = ("tiny_50hz", "tiny_25hz", "tiny_12_5hz", "tiny_causal_4k")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fixture_model(name: str):
     """A fixture model loaded with ``from_pretrained`` (cached; do not modify it)."""
     from focalcodec import FocalCodec
@@ -27,7 +27,7 @@ def fixture_model(name: str):
     return FocalCodec.from_pretrained(FIXTURES / name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fixture_io(name: str):
     """The reference outputs stored beside a fixture (legacy shares tiny_50hz's)."""
     from safetensors.torch import load_file

@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import FIXTURES
+
 from focalcodec import PRESETS, FocalCodec
 from focalcodec.hub import convert_legacy_state_dict
 

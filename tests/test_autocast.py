@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import fixture_io, fixture_model
+
 from focalcodec.nn.layers import in_float32
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import FIXTURE_NAMES, FIXTURES, SPEECH, fixture_model
 
 import focalcodec
 from focalcodec import CompressedAudio, FocalCodec, InputError
@@ -24,8 +25,6 @@ from focalcodec.bitstream import (
     UnsupportedVersionError,
 )
 from focalcodec.cli import main
-
-from conftest import FIXTURE_NAMES, FIXTURES, SPEECH, fixture_model
 
 TINY = str(FIXTURES / "tiny_50hz")
 CLIP = SPEECH / "eval" / "s2i_9944c8ee.flac"

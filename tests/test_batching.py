@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import FIXTURE_NAMES, fixture_model, speech_files
+
 from focalcodec import InputError
 from focalcodec.audio import load_audio
 
@@ -61,7 +61,9 @@ def test_decode_is_batch_invariant(name: str) -> None:
         torch.testing.assert_close(audio[i, : out_lens[i]], solo, atol=1e-4, rtol=0)
         assert torch.all(audio[i, out_lens[i] :] == 0)
     with torch.no_grad():
-        torch.testing.assert_close(codec.toks_to_sig(toks[:1, : lens[0]])[0], codec.decode(toks[0, : lens[0]]).audio, atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            codec.toks_to_sig(toks[:1, : lens[0]])[0], codec.decode(toks[0, : lens[0]]).audio, atol=1e-5, rtol=0
+        )
 
 
 def test_reference_relative_lengths_are_not_batch_invariant_but_encode_is(tiny50) -> None:
@@ -137,4 +139,9 @@ def test_long_batches_take_the_per_item_feature_path_exactly(name: str) -> None:
     for i, s in enumerate(sigs):
         assert torch.equal(toks[i, : tok_lens[i]], codec.encode(s).tokens)
     with torch.no_grad():
-        torch.testing.assert_close(codec.sig_to_feats(wav), torch.cat([codec.sig_to_feats(wav[i : i + 1]) for i in range(2)]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            codec.sig_to_feats(wav),
+            torch.cat([codec.sig_to_feats(wav[i : i + 1]) for i in range(2)]),
+            atol=1e-5,
+            rtol=0,
+        )

@@ -10,6 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import fixture_model
 
 from focalcodec.bitstream import (
     FORMAT_VERSION,
@@ -27,8 +28,6 @@ from focalcodec.bitstream import (
     unpack_tokens,
 )
 
-from conftest import fixture_model
-
 DOCUMENTED = (
     ForeignFileError,
     TruncatedFileError,
@@ -39,7 +38,9 @@ DOCUMENTED = (
 )
 
 
-def make_stream(num_samples: int = 160000, code_dim: int = 13, spt: int = 320, seed: int = 0, name: str = "focalcodec_50hz") -> CompressedAudio:
+def make_stream(
+    num_samples: int = 160000, code_dim: int = 13, spt: int = 320, seed: int = 0, name: str = "focalcodec_50hz"
+) -> CompressedAudio:
     """A stream as the 50 Hz model writes it for ``num_samples`` samples at 16 kHz."""
     num_tokens = (num_samples - 400) // 320 + 1 if spt == 320 else math.ceil(num_samples / spt)
     toks = np.random.default_rng(seed).integers(0, 1 << code_dim, num_tokens)
@@ -178,7 +179,7 @@ def test_trailing_bytes_and_padding_bits() -> None:
     stream = make_stream(16000)  # 49 tokens * 13 bits: 3 padding bits
     bad = bytearray(stream.to_bytes())
     bad[-1] |= 1
-    payload = bytes(bad[header_size():])
+    payload = bytes(bad[header_size() :])
     bad[header_size() - 8 : header_size() - 4] = struct.pack("<I", zlib.crc32(payload))
     with pytest.raises(CorruptFileError, match="padding"):
         CompressedAudio.from_bytes(bytes(refresh_header_crc(bad, len("focalcodec_50hz"))))
@@ -264,7 +265,10 @@ def _mutate(rng: random.Random, data: bytes, name_len: int) -> bytes:
 
 def test_fuzz_only_documented_errors() -> None:
     rng = random.Random(1234)
-    seeds = [make_stream(n, code_dim=d, seed=n).to_bytes() for n, d in ((16000, 13), (5000, 12), (1000, 16), (400, 11), (3333, 13))]
+    seeds = [
+        make_stream(n, code_dim=d, seed=n).to_bytes()
+        for n, d in ((16000, 13), (5000, 12), (1000, 16), (400, 11), (3333, 13))
+    ]
     name_len = len("focalcodec_50hz")
     seen = {}
     valid = 0
@@ -280,5 +284,12 @@ def test_fuzz_only_documented_errors() -> None:
             pytest.fail(f"undocumented error {type(exc).__name__}: {exc}")
         valid += 1
         assert parsed.to_bytes() == data  # anything accepted is a canonical, valid stream
-    assert set(seen) >= {"ForeignFileError", "TruncatedFileError", "CorruptHeaderError", "ChecksumError", "UnsupportedVersionError", "CorruptFileError"}
+    assert set(seen) >= {
+        "ForeignFileError",
+        "TruncatedFileError",
+        "CorruptHeaderError",
+        "ChecksumError",
+        "UnsupportedVersionError",
+        "CorruptFileError",
+    }
     assert valid > 0

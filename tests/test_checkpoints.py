@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from conftest import FIXTURES, fixture_io
+from safetensors.torch import load_file
+
 from focalcodec import CheckpointError, ConfigError, FocalCodec, HubError
 from focalcodec.hub import load_state_dict
 
@@ -75,7 +75,9 @@ def test_missing_and_extra_tensor(tmp_path: Path) -> None:
     del state["decoder.head.proj.bias"]
     state["decoder.head.extra"] = torch.zeros(3)
     codec = FocalCodec.from_config(FIXTURES / "tiny_50hz" / "config.json")
-    with pytest.raises(CheckpointError, match=r"missing keys: decoder\.head\.proj\.bias.*unexpected keys: decoder\.head\.extra"):
+    with pytest.raises(
+        CheckpointError, match=r"missing keys: decoder\.head\.proj\.bias.*unexpected keys: decoder\.head\.extra"
+    ):
         load_state_dict(codec, state)
 
 

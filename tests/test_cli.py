@@ -11,11 +11,10 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import FIXTURES, SPEECH
 
 from focalcodec import CompressedAudio
 from focalcodec.cli import main
-
-from conftest import FIXTURES, SPEECH
 
 TINY = str(FIXTURES / "tiny_50hz")
 CAUSAL = str(FIXTURES / "tiny_causal_4k")
@@ -41,7 +40,9 @@ def test_encode_decode_directory_round_trip(speech_dir, tmp_path, capsys) -> Non
     enc = tmp_path / "enc"
     assert main(["encode", str(speech_dir), "-o", str(enc), "--model", TINY]) == 0
     made = sorted(p.relative_to(enc).as_posix() for p in enc.rglob("*.fc"))
-    assert made == sorted([CLIPS[0].replace(".flac", ".fc"), CLIPS[1].replace(".flac", ".fc"), "sub/" + CLIPS[2].replace(".flac", ".fc")])
+    assert made == sorted(
+        [CLIPS[0].replace(".flac", ".fc"), CLIPS[1].replace(".flac", ".fc"), "sub/" + CLIPS[2].replace(".flac", ".fc")]
+    )
     for fc in enc.rglob("*.fc"):
         src = next(speech_dir.rglob(fc.stem + ".flac"))
         n = frames(src)

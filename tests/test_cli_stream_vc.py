@@ -6,9 +6,8 @@ import json
 
 import pytest
 import soundfile as sf
-import torch
-
 from conftest import FIXTURES, speech_files
+
 from focalcodec.cli import main
 from focalcodec.vc import SpeakerSet
 
@@ -77,5 +76,18 @@ def test_vc_errors(short_files, tmp_path, capsys) -> None:
     assert main(["vc", str(src), "-o", str(tmp_path / "x.wav"), "--model", CAUSAL]) == 1
     assert "--reference" in capsys.readouterr().err
     assert main(["vc", "--reference", str(ref), "--model", OFFLINE]) == 1
-    assert main(["vc", str(src), "--reference", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "y.wav"),
-                 "--model", OFFLINE]) == 1
+    assert (
+        main(
+            [
+                "vc",
+                str(src),
+                "--reference",
+                str(tmp_path / "missing.wav"),
+                "-o",
+                str(tmp_path / "y.wav"),
+                "--model",
+                OFFLINE,
+            ]
+        )
+        == 1
+    )

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import FIXTURE_NAMES, FIXTURES, SPEECH, fixture_model
 
 import focalcodec
 from focalcodec import CompressedAudio, InputError
 from focalcodec.bitstream import ModelMismatchError
 from focalcodec.compression import OutputExistsError, encode_audio
-
-from conftest import FIXTURE_NAMES, FIXTURES, SPEECH, fixture_model
 
 CLIP = SPEECH / "eval" / "s2i_9944c8ee.flac"  # 1.61 s, the shortest utterance
 
@@ -136,7 +135,10 @@ def test_failed_streamed_write_leaves_nothing(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("suffix", "fmt", "subtype", "rate"), [("ogg", "OGG", "VORBIS", 44100), ("mp3", "MP3", "MPEG_LAYER_III", 48000), ("wav", "WAV", "PCM_24", 22050)])
+@pytest.mark.parametrize(
+    ("suffix", "fmt", "subtype", "rate"),
+    [("ogg", "OGG", "VORBIS", 44100), ("mp3", "MP3", "MPEG_LAYER_III", 48000), ("wav", "WAV", "PCM_24", 22050)],
+)
 def test_compressed_formats_and_integer_pcm(suffix: str, fmt: str, subtype: str, rate: int, tmp_path) -> None:
     codec = fixture_model("tiny_50hz")
     path = tmp_path / f"x.{suffix}"

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, SHARED
+
 from focalcodec import PRESETS, ConfigError, FocalCodec, FocalCodecConfig
 
 
@@ -33,7 +33,9 @@ def test_json_round_trip_keeps_legacy_fields(tmp_path: Path) -> None:
 
 
 def test_overrides() -> None:
-    model = FocalCodec.from_config(FIXTURES / "tiny_50hz" / "config.json", overrides={"quantizer_config.codebook_size": 4096})
+    model = FocalCodec.from_config(
+        FIXTURES / "tiny_50hz" / "config.json", overrides={"quantizer_config.codebook_size": 4096}
+    )
     assert model.codebook_size == 4096 and model.code_dim == 12
     with pytest.raises(ConfigError, match="no field 'nope'"):
         FocalCodecConfig.load("focalcodec_50hz").with_overrides({"nope.x": 1})

@@ -14,14 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa  # noqa: E402 - the corpus extra: pip install -e ".[corpus]"
+import pyarrow.parquet as pq  # noqa: E402
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import FIXTURES, SPEECH, fixture_model, speech_files
-
-import pyarrow as pa  # noqa: E402 - the corpus extra: pip install -e ".[corpus]"
-import pyarrow.parquet as pq  # noqa: E402
 
 from focalcodec.audio import load_audio, resample  # noqa: E402
 from focalcodec.cli import main  # noqa: E402
@@ -64,8 +62,15 @@ def reference(corpus_dir, tmp_path_factory) -> Path:
     """One uninterrupted single-process run (with a DataLoader worker process)."""
     out = tmp_path_factory.mktemp("ref") / "tokens"
     summary = tokenize_corpus(
-        corpus_dir, out, fixture_model("tiny_50hz"), model_source=str(MODEL_DIR),
-        shard_size=SHARD_SIZE, window=3, batch_seconds=1.5, num_workers=1, progress=False,
+        corpus_dir,
+        out,
+        fixture_model("tiny_50hz"),
+        model_source=str(MODEL_DIR),
+        shard_size=SHARD_SIZE,
+        window=3,
+        batch_seconds=1.5,
+        num_workers=1,
+        progress=False,
     )
     assert summary.num_utterances == 6 and summary.num_errors == 1 and summary.num_shards == 4
     assert summary.world_size == 1 and summary.skipped_shards == 0
@@ -86,8 +91,24 @@ def _cli_env() -> dict:
 
 def _tokenize_cmd(data: Path, out: Path) -> list:
     return [
-        "-m", "focalcodec", "tokenize", "--data", str(data), "--out", str(out), "--model", str(MODEL_DIR),
-        "--shard-size", str(SHARD_SIZE), "--window", "3", "--batch-seconds", "1.5", "--workers", "0", "--quiet",
+        "-m",
+        "focalcodec",
+        "tokenize",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        str(MODEL_DIR),
+        "--shard-size",
+        str(SHARD_SIZE),
+        "--window",
+        "3",
+        "--batch-seconds",
+        "1.5",
+        "--workers",
+        "0",
+        "--quiet",
     ]
 
 
@@ -108,7 +129,7 @@ def test_tokens_equal_solo_encode(reference, corpus_dir):
 def test_parquet_loads_with_pyarrow(reference):
     index = json.loads((reference / "index.json").read_text())
     tables = [pq.read_table(reference / s["file"]) for s in index["shards"]]
-    for table, shard in zip(tables, index["shards"]):
+    for table, shard in zip(tables, index["shards"], strict=False):
         assert table.schema.names == ["id", "path", "duration", "num_samples", "num_tokens", "tokens"]
         assert table.schema.field("tokens").type == pa.list_(pa.int32())
         assert table.num_rows == shard["num_rows"]
@@ -154,8 +175,14 @@ def test_resume_after_crash_debris_is_byte_identical(reference, corpus_dir, tmp_
     (out / "index.json").unlink()
     (out / "errors.tsv").unlink()
     summary = tokenize_corpus(
-        corpus_dir, out, fixture_model("tiny_50hz"), model_source=str(MODEL_DIR),
-        shard_size=SHARD_SIZE, batch_seconds=100.0, num_workers=0, progress=False,
+        corpus_dir,
+        out,
+        fixture_model("tiny_50hz"),
+        model_source=str(MODEL_DIR),
+        shard_size=SHARD_SIZE,
+        batch_seconds=100.0,
+        num_workers=0,
+        progress=False,
     )
     assert summary.skipped_shards == 2
     assert _files(out) == _files(reference)
@@ -165,7 +192,9 @@ def test_resume_after_crash_debris_is_byte_identical(reference, corpus_dir, tmp_
 def test_kill_and_resume_gives_identical_shards(reference, corpus_dir, tmp_path):
     out = tmp_path / "tokens"
     cmd = [sys.executable, *_tokenize_cmd(corpus_dir, out)]
-    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         while proc.poll() is None and not (out / "markers" / "shard-000000.json").exists():
             time.sleep(0.01)
@@ -197,7 +226,15 @@ def test_two_processes_gloo_same_output_as_one(reference, corpus_dir, tmp_path):
     """torchrun with 2 ranks on CPU (gloo): ranks split the shards, rank 0 writes the index,
     and every file equals the single-process run's."""
     out = tmp_path / "tokens"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *_tokenize_cmd(corpus_dir, out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        *_tokenize_cmd(corpus_dir, out),
+    ]
     res = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "on 2 processes" in res.stdout

@@ -7,8 +7,8 @@ import struct
 
 import numpy as np
 import pytest
-
 from conftest import FIXTURES, SPEECH, fixture_model
+
 from focalcodec.audio import load_audio, resample
 from focalcodec.errors import InputError
 from focalcodec.eval.baselines import (

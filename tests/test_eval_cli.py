@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import FIXTURES, SPEECH
+
 from focalcodec.audio import save_audio
 from focalcodec.cli import main
 from focalcodec.errors import InputError
@@ -22,10 +22,27 @@ SHORT_EN = ["--where", "subset=en_read", "--max-duration", "3.0"]
 
 def test_evaluate_resynthesis_end_to_end(tmp_path, capsys):
     out = tmp_path / "report"
-    rc = main([
-        "evaluate", "--codec", "focalcodec", "codec2-3200", "--model", TINY, "--data", str(EVAL),
-        *SHORT_EN, "--limit", "2", "--metrics", "pesq_wb,stoi,mel_distance,sim,dwer", "-o", str(out), "--save-audio", "--quiet",
-    ])
+    rc = main(
+        [
+            "evaluate",
+            "--codec",
+            "focalcodec",
+            "codec2-3200",
+            "--model",
+            TINY,
+            "--data",
+            str(EVAL),
+            *SHORT_EN,
+            "--limit",
+            "2",
+            "--metrics",
+            "pesq_wb,stoi,mel_distance,sim,dwer",
+            "-o",
+            str(out),
+            "--save-audio",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "resynth" and report["data"]["utterances"] == 2
@@ -34,7 +51,17 @@ def test_evaluate_resynthesis_end_to_end(tmp_path, capsys):
     for name, entry in codecs.items():
         s = entry["summary"]
         assert s["utterances"] == 2 and s["failed"] == 0
-        for key in ("pesq_wb", "stoi", "mel_distance", "sim", "dwer", "dcer", "measured_bitrate", "rtf", "peak_memory_mb"):
+        for key in (
+            "pesq_wb",
+            "stoi",
+            "mel_distance",
+            "sim",
+            "dwer",
+            "dcer",
+            "measured_bitrate",
+            "rtf",
+            "peak_memory_mb",
+        ):
             assert s[key] is not None and math.isfinite(s[key]), (name, key)
         assert len(entry["utterances"]) == 2
         assert all("dwer.ref_text" in row for row in entry["utterances"])
@@ -56,10 +83,31 @@ def test_evaluate_resynthesis_end_to_end(tmp_path, capsys):
 
 def test_evaluate_voice_conversion_end_to_end(tmp_path):
     out = tmp_path / "vc"
-    rc = main([
-        "evaluate", "--task", "vc", "--codec", "focalcodec", "codec2-1200", "--model", TINY, "--data", str(EVAL),
-        *SHORT_EN, "--limit", "2", "--vc-references", "2", "--metrics", "sim,stoi", "-o", str(out), "--no-plots", "--quiet",
-    ])
+    rc = main(
+        [
+            "evaluate",
+            "--task",
+            "vc",
+            "--codec",
+            "focalcodec",
+            "codec2-1200",
+            "--model",
+            TINY,
+            "--data",
+            str(EVAL),
+            *SHORT_EN,
+            "--limit",
+            "2",
+            "--vc-references",
+            "2",
+            "--metrics",
+            "sim,stoi",
+            "-o",
+            str(out),
+            "--no-plots",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "vc"
@@ -74,13 +122,66 @@ def test_evaluate_voice_conversion_end_to_end(tmp_path):
 
 
 def test_evaluate_errors_are_one_line(tmp_path, capsys):
-    assert main(["evaluate", "--codec", "identity", "--data", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 1
+    assert (
+        main(["evaluate", "--codec", "identity", "--data", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 1
+    )
     assert "evaluation data not found" in capsys.readouterr().err
-    assert main(["evaluate", "--codec", "mp3", "--data", str(EVAL), "--limit", "1", "--metrics", "stoi", "-o", str(tmp_path / "o")]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--codec",
+                "mp3",
+                "--data",
+                str(EVAL),
+                "--limit",
+                "1",
+                "--metrics",
+                "stoi",
+                "-o",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     assert "unknown codec" in capsys.readouterr().err
-    assert main(["evaluate", "--codec", "identity", "--data", str(EVAL), "--limit", "1", "--metrics", "nope", "-o", str(tmp_path / "o")]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--codec",
+                "identity",
+                "--data",
+                str(EVAL),
+                "--limit",
+                "1",
+                "--metrics",
+                "nope",
+                "-o",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     assert "unknown metric" in capsys.readouterr().err
-    assert main(["evaluate", "--codec", "identity", "--data", str(EVAL), "--where", "lang=xx", "--metrics", "stoi", "-o", str(tmp_path / "o")]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--codec",
+                "identity",
+                "--data",
+                str(EVAL),
+                "--where",
+                "lang=xx",
+                "--metrics",
+                "stoi",
+                "-o",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     assert "no utterance left" in capsys.readouterr().err
 
 
@@ -136,7 +237,9 @@ def test_librispeech_and_voicebank_layouts(tmp_path):
 def test_manifest_formats_and_vc_pair_file(tmp_path):
     _tone(tmp_path / "a.wav")
     _tone(tmp_path / "b.wav", f=330.0)
-    (tmp_path / "m.jsonl").write_text('{"path": "a.wav", "text": "hi", "speaker": "s1"}\n{"path": "b.wav", "speaker": "s2"}\n')
+    (tmp_path / "m.jsonl").write_text(
+        '{"path": "a.wav", "text": "hi", "speaker": "s1"}\n{"path": "b.wav", "speaker": "s2"}\n'
+    )
     utts = load_utterances(tmp_path / "m.jsonl")
     assert [u.id for u in utts] == ["a", "b"] and utts[0].text == "hi"
     (tmp_path / "m.csv").write_text("id,path,lang\nx,a.wav,en\n")
@@ -156,12 +259,34 @@ def test_manifest_formats_and_vc_pair_file(tmp_path):
 def test_evaluate_all_default_metrics_and_baselines(tmp_path):
     """Every available metric on every baseline (slow: Whisper, DNSMOS, speaker model)."""
     out = tmp_path / "all"
-    rc = main([
-        "evaluate", "--codec", "focalcodec", "codec2-700c", "codec2-1200", "codec2-2400", "codec2-3200", "opus-6", "opus-8",
-        "identity", "--model", TINY, "--data", str(EVAL), *SHORT_EN, "--limit", "3", "-o", str(out), "--quiet",
-    ])
+    rc = main(
+        [
+            "evaluate",
+            "--codec",
+            "focalcodec",
+            "codec2-700c",
+            "codec2-1200",
+            "codec2-2400",
+            "codec2-3200",
+            "opus-6",
+            "opus-8",
+            "identity",
+            "--model",
+            TINY,
+            "--data",
+            str(EVAL),
+            *SHORT_EN,
+            "--limit",
+            "3",
+            "-o",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     ident = report["codecs"]["identity"]["summary"]
-    assert ident["stoi"] == pytest.approx(1.0) and ident["dwer"] == 0.0 and ident["sim"] == pytest.approx(100.0, abs=0.01)
+    assert (
+        ident["stoi"] == pytest.approx(1.0) and ident["dwer"] == 0.0 and ident["sim"] == pytest.approx(100.0, abs=0.01)
+    )
     assert ident["dnsmos_ovrl"] == pytest.approx(report["reference"]["dnsmos_ovrl"])

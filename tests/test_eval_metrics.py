@@ -6,8 +6,8 @@ import importlib.util
 
 import numpy as np
 import pytest
-
 from conftest import SPEECH
+
 from focalcodec.audio import load_audio
 from focalcodec.errors import InputError
 from focalcodec.eval import metrics as M
@@ -131,7 +131,9 @@ def test_unavailable_metrics_explain_how_to_fix(monkeypatch, tmp_path):
     with pytest.raises(MetricUnavailable, match="torch hub cache"):
         build_metric("utmos")
     real = importlib.util.find_spec
-    monkeypatch.setattr(mos.importlib.util, "find_spec", lambda name, *a: None if name == "xls_r_sqa" else real(name, *a))
+    monkeypatch.setattr(
+        mos.importlib.util, "find_spec", lambda name, *a: None if name == "xls_r_sqa" else real(name, *a)
+    )
     with pytest.raises(MetricUnavailable, match="distillmos|xls_r_sqa|torchaudio"):
         build_metric("distillmos")
     assert "utmos" not in M.available_metrics()

@@ -8,8 +8,8 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import FIXTURE_NAMES, FIXTURES, fixture_io, fixture_model
 
-from conftest import FIXTURES, FIXTURE_NAMES, fixture_io, fixture_model
 from focalcodec.cli import main
 from focalcodec.export import export_onnx, export_torchscript
 

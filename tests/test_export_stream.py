@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import FIXTURES, ROOT, fixture_io, fixture_model
+
 from focalcodec import FocalCodec, InputError
 from focalcodec.cli import main
 from focalcodec.export import ExportError, export_onnx, export_torchscript
@@ -29,7 +29,7 @@ SIG_ATOL = 1e-4
 Step = Callable[..., Sequence]
 
 
-def _loop(step: Step, inputs: torch.Tensor, size: int, state: List[torch.Tensor]) -> torch.Tensor:
+def _loop(step: Step, inputs: torch.Tensor, size: int, state: list[torch.Tensor]) -> torch.Tensor:
     """Run ``step`` over consecutive ``size``-wide pieces of ``inputs``; concatenated outputs."""
     outs = []
     for i in range(0, inputs.shape[1], size):
@@ -45,14 +45,14 @@ def _onnx_step(path: Path, names: Sequence[str]) -> Step:
     first = session.get_inputs()[0].name
 
     def step(x: torch.Tensor, *state: torch.Tensor) -> list:
-        feeds = {first: x.numpy(), **{n: s.numpy() for n, s in zip(names, state)}}
+        feeds = {first: x.numpy(), **{n: s.numpy() for n, s in zip(names, state, strict=False)}}
         return [torch.from_numpy(np.asarray(o)) for o in session.run(None, feeds)]
 
     return step
 
 
-@functools.lru_cache(maxsize=None)
-def _long_case() -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@functools.cache
+def _long_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two streams of 148 chunks (the fixture's long stream and another signal), their
     StreamEncoder tokens and StreamDecoder audio."""
     codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
@@ -67,7 +67,7 @@ def _long_case() -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return sig, toks, dec.push(toks)
 
 
-def _check_loops(enc: Step, dec: Step, enc_state: List[torch.Tensor], dec_state: List[torch.Tensor]) -> None:
+def _check_loops(enc: Step, dec: Step, enc_state: list[torch.Tensor], dec_state: list[torch.Tensor]) -> None:
     codec = fixture_model("tiny_causal_4k")
     sig, toks, audio = _long_case()
     with torch.no_grad():
@@ -94,7 +94,10 @@ def test_onnx_and_torchscript_step_loops_match_streams(tmp_path: Path) -> None:
     assert [i.name for i in session.get_inputs()] == ["chunk"] + enc_names
     assert [o.name for o in session.get_outputs()] == ["toks"] + [f"new_{n}" for n in enc_names]
     assert session.get_inputs()[-1].shape[0] == "batch"
-    enc_state, dec_state = list(initial_state(codec, "encode", 2).values()), list(initial_state(codec, "decode", 2).values())
+    enc_state, dec_state = (
+        list(initial_state(codec, "encode", 2).values()),
+        list(initial_state(codec, "decode", 2).values()),
+    )
     _check_loops(enc, dec, enc_state, dec_state)
     jenc = torch.jit.load(str(export_torchscript(codec, tmp_path / "se.pt", "stream_encode")))
     jdec = torch.jit.load(str(export_torchscript(codec, tmp_path / "sd.pt", "stream_decode")))
@@ -103,7 +106,9 @@ def test_onnx_and_torchscript_step_loops_match_streams(tmp_path: Path) -> None:
     io = fixture_io("tiny_causal_4k")
     sig = io["sig"][:, : 3 * codec.chunk_size]
     for step in (enc, jenc):
-        assert torch.equal(_loop(step, sig, codec.chunk_size, list(initial_state(codec, "encode").values())), io["stream_toks"][:, :12])
+        assert torch.equal(
+            _loop(step, sig, codec.chunk_size, list(initial_state(codec, "encode").values())), io["stream_toks"][:, :12]
+        )
     # the onnxruntime loop of docs/streaming.md, as written
     text = (ROOT / "docs" / "streaming.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "stream_encode.onnx" in b)
@@ -143,7 +148,7 @@ def test_4k_preset_state_shapes_and_steps() -> None:
     torch.manual_seed(0)
     codec = FocalCodec.from_config("focalcodec_50hz_4k_causal")
     enc, dec = EncodeStep(codec), DecodeStep(codec)
-    shapes = dict(zip(enc.state_names + dec.state_names, enc.state_shapes + dec.state_shapes))
+    shapes = dict(zip(enc.state_names + dec.state_names, enc.state_shapes + dec.state_shapes, strict=False))
     assert shapes["encoder_frames"] == () and shapes["encoder_pos_conv"] == (127, 1024)
     assert [shapes[f"encoder_kv_{i}"] for i in range(6)] == [(2, 16, 508, 64)] * 6
     assert shapes["compressor_2_3"] == shapes["decompressor_2_2"] == (511, 1024)
@@ -178,5 +183,8 @@ def test_export_cli_stream_graphs(tmp_path: Path, capsys: pytest.CaptureFixture)
     causal = str(FIXTURES / "tiny_causal_4k")
     assert main(["export", "--model", causal, "-o", str(tmp_path), "--graph", "stream_decode"]) == 0
     assert (tmp_path / "stream_decode.onnx").is_file() and not (tmp_path / "decode.onnx").exists()
-    assert main(["export", "--model", str(FIXTURES / "tiny_25hz"), "-o", str(tmp_path / "x"), "--graph", "stream_decode"]) == 1
+    assert (
+        main(["export", "--model", str(FIXTURES / "tiny_25hz"), "-o", str(tmp_path / "x"), "--graph", "stream_decode"])
+        == 1
+    )
     assert "not causal" in capsys.readouterr().err

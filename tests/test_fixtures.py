@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import fixture_io, fixture_model
 
 ATOL = 1e-4

@@ -1,7 +1,6 @@
 """torch.hub entry point."""
 
 import torch
-
 from conftest import FIXTURES, ROOT, fixture_io
 
 

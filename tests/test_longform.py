@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURE_NAMES, FIXTURES, fixture_model
 
 from focalcodec import FocalCodec, InputError
 from focalcodec.longform import Windowing, decode_long, encode_long, iter_decode, output_length
-
-from conftest import FIXTURE_NAMES, FIXTURES, fixture_model
 
 SMALL = Windowing(window=1.0, context=0.25, lookahead=0.125, crossfade=0.05, chunk=0.32)
 
@@ -136,6 +135,7 @@ def test_bad_signals() -> None:
 # -- files read on demand -----------------------------------------------------------------------
 def _speech_16k(seconds: float) -> np.ndarray:
     from conftest import speech_files
+
     from focalcodec.audio import load_audio
 
     clips = [load_audio(p).numpy() for p in speech_files("eval")[:6]]
@@ -183,7 +183,9 @@ def test_compress_reads_16k_wav_on_demand_with_same_bytes(tmp_path) -> None:
     path = tmp_path / "a.wav"
     sf.write(path, mono, 16000, subtype="FLOAT")
     codec = fixture_model("tiny_50hz")
-    assert compress(path, codec, windowing=SMALL) == compress(torch.from_numpy(sf.read(path, dtype="float32")[0]), codec, windowing=SMALL)
+    assert compress(path, codec, windowing=SMALL) == compress(
+        torch.from_numpy(sf.read(path, dtype="float32")[0]), codec, windowing=SMALL
+    )
 
 
 def test_file_on_demand_errors(tmp_path) -> None:

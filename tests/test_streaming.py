@@ -4,10 +4,10 @@ chunked pseudo-streaming of non-causal models keeps lengths and stays close to o
 
 from __future__ import annotations
 
-import torch
 import pytest
-
+import torch
 from conftest import fixture_io, fixture_model
+
 from focalcodec import InputError
 from focalcodec.streaming import ChunkedStream, StreamCodec, StreamDecoder, StreamEncoder, streaming_model
 

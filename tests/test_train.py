@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import FIXTURES, SPEECH
 
 from focalcodec import FocalCodec
@@ -83,7 +82,11 @@ def _fit(cfg: dict) -> Path:
 def test_stage_q_lowers_loss_and_logs_code_stats(manifest, tmp_path):
     cfg = _config(
         {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}},
-        manifest, tmp_path / "q", "train.max_steps=6", "optim.lr=2e-3", "train.tensorboard=true",
+        manifest,
+        tmp_path / "q",
+        "train.max_steps=6",
+        "optim.lr=2e-3",
+        "train.tensorboard=true",
     )
     run = _fit(cfg)
     mse = _valid_losses(run, "valid/mse")
@@ -98,13 +101,20 @@ def test_stage_q_lowers_loss_and_logs_code_stats(manifest, tmp_path):
 def test_stage_d_vocos_lowers_mel_loss(manifest, tmp_path):
     cfg = _config(
         {"stage": "decoder", "model": TINY, "init": {"encoder": TINY}, "discriminator": {"width": 0.05}},
-        manifest, tmp_path / "d", "train.max_steps=6", "optim.lr=3e-3", "data.crop_frames=22", "train.tensorboard=true",
+        manifest,
+        tmp_path / "d",
+        "train.max_steps=6",
+        "optim.lr=3e-3",
+        "data.crop_frames=22",
+        "train.tensorboard=true",
     )
     run = _fit(cfg)
     mel = _valid_losses(run, "valid/mel_l1")
     assert mel[-1] < mel[0], mel
     rows = [r for r in _metrics(run) if "loss_generator" in r]
-    assert {"loss_discriminator", "g_adv", "g_fm", "mel_l1", "grad_norm_generator", "grad_norm_discriminator"} <= set(rows[0])
+    assert {"loss_discriminator", "g_adv", "g_fm", "mel_l1", "grad_norm_generator", "grad_norm_discriminator"} <= set(
+        rows[0]
+    )
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run / "tb"), size_guidance={"audio": 0, "images": 0})
@@ -116,7 +126,11 @@ def test_stage_d_vocos_lowers_mel_loss(manifest, tmp_path):
 def test_stage_d_wavenext_24k_targets(manifest, tmp_path):
     cfg = _config(
         {"stage": "decoder", "model": TINY_CAUSAL, "init": {"encoder": TINY}, "discriminator": {"width": 0.05}},
-        manifest, tmp_path / "w", "train.max_steps=6", "optim.lr=3e-3", "data.crop_frames=22",
+        manifest,
+        tmp_path / "w",
+        "train.max_steps=6",
+        "optim.lr=3e-3",
+        "data.crop_frames=22",
         "data.target_sample_rate=24000",
     )
     trainer = Trainer(cfg)
@@ -131,18 +145,49 @@ def test_stage_d_wavenext_24k_targets(manifest, tmp_path):
 def test_streaming_chain_and_export(manifest, tmp_path):
     """§4.4 steps 2-5 in sequence, each lowering its loss, then export + from_pretrained."""
     common = {"model": TINY_CAUSAL}
-    pc = _fit(_config({**common, "stage": "pos_conv", "init": {"teacher": TINY}}, manifest, tmp_path / "pc", "train.max_steps=6", "optim.lr=1e-3"))
-    enc = _fit(_config({**common, "stage": "encoder", "init": {"teacher": TINY, "encoder": str(pc)}}, manifest, tmp_path / "enc", "train.max_steps=6", "optim.lr=2e-3"))
+    pc = _fit(
+        _config(
+            {**common, "stage": "pos_conv", "init": {"teacher": TINY}},
+            manifest,
+            tmp_path / "pc",
+            "train.max_steps=6",
+            "optim.lr=1e-3",
+        )
+    )
+    enc = _fit(
+        _config(
+            {**common, "stage": "encoder", "init": {"teacher": TINY, "encoder": str(pc)}},
+            manifest,
+            tmp_path / "enc",
+            "train.max_steps=6",
+            "optim.lr=2e-3",
+        )
+    )
     q = _fit(
         _config(
-            {**common, "stage": "quantizer", "model_overrides": {"decompressor_config.lookahead_size": 0}, "init": {"encoder": str(enc)}},
-            manifest, tmp_path / "sq", "train.max_steps=6", "optim.lr=2e-3",
+            {
+                **common,
+                "stage": "quantizer",
+                "model_overrides": {"decompressor_config.lookahead_size": 0},
+                "init": {"encoder": str(enc)},
+            },
+            manifest,
+            tmp_path / "sq",
+            "train.max_steps=6",
+            "optim.lr=2e-3",
         )
     )
     joint = _fit(
         _config(
-            {**common, "stage": "joint", "init": {"teacher": TINY, "encoder": str(enc), "compressor": str(q), "decompressor": str(q)}},
-            manifest, tmp_path / "jt", "train.max_steps=6", "optim.lr=1e-3",
+            {
+                **common,
+                "stage": "joint",
+                "init": {"teacher": TINY, "encoder": str(enc), "compressor": str(q), "decompressor": str(q)},
+            },
+            manifest,
+            tmp_path / "jt",
+            "train.max_steps=6",
+            "optim.lr=1e-3",
         )
     )
     for run, key in ((pc, "valid/loss"), (enc, "valid/loss"), (q, "valid/mse"), (joint, "valid/mse")):
@@ -158,13 +203,18 @@ def test_streaming_chain_and_export(manifest, tmp_path):
     out = tmp_path / "exported"
     export_checkpoint(TINY_CAUSAL, [str(joint), f"decoder={TINY_CAUSAL}"], out)
     model = FocalCodec.from_pretrained(out)
-    assert torch.equal(model.encoder.encoder.layers[0].attention.qkv_proj.weight, FocalCodec.from_pretrained(out).encoder.encoder.layers[0].attention.qkv_proj.weight)
+    assert torch.equal(
+        model.encoder.encoder.layers[0].attention.qkv_proj.weight,
+        FocalCodec.from_pretrained(out).encoder.encoder.layers[0].attention.qkv_proj.weight,
+    )
     sig = torch.randn(16000) * 0.1
     toks, lengths = model.encode(sig)
     assert toks.shape == (50,) and int(toks.max()) < 4096
     audio, _ = model.decode(toks)
     assert audio.shape == (24000,) and torch.isfinite(audio).all()
-    joint_parts = torch.load(joint / "checkpoints" / (joint / "checkpoints" / "latest").read_text().strip() / "parts.pt", weights_only=True)
+    joint_parts = torch.load(
+        joint / "checkpoints" / (joint / "checkpoints" / "latest").read_text().strip() / "parts.pt", weights_only=True
+    )
     assert torch.equal(model.decompressor.refiner.in_proj.weight, joint_parts["decompressor"]["refiner.in_proj.weight"])
 
 
@@ -172,7 +222,12 @@ def test_streaming_chain_and_export(manifest, tmp_path):
 def test_mixed_precision_steps(manifest, tmp_path, precision):
     cfg = _config(
         {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}},
-        manifest, tmp_path / precision, "train.max_steps=2", f"train.precision={precision}", "train.validate_first=false", "data.valid=null",
+        manifest,
+        tmp_path / precision,
+        "train.max_steps=2",
+        f"train.precision={precision}",
+        "train.validate_first=false",
+        "data.valid=null",
     )
     trainer = Trainer(cfg)
     assert trainer.scalers["model"].is_enabled() == (precision == "fp16")
@@ -182,14 +237,26 @@ def test_mixed_precision_steps(manifest, tmp_path, precision):
 
 
 def test_export_cli_from_stage_runs(manifest, tmp_path):
-    q = _fit(_config({"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}, manifest, tmp_path / "q", "train.max_steps=1", "train.validate_first=false", "data.valid=null"))
+    q = _fit(
+        _config(
+            {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}},
+            manifest,
+            tmp_path / "q",
+            "train.max_steps=1",
+            "train.validate_first=false",
+            "data.valid=null",
+        )
+    )
     from focalcodec.cli import main
 
     out = tmp_path / "codec"
     assert main(["train", "--export", str(out), "--model", TINY, str(q), f"encoder={TINY}", f"decoder={TINY}"]) == 0
     model = FocalCodec.from_pretrained(out)
     parts = torch.load(q / "checkpoints" / "step_00000001" / "parts.pt", weights_only=True)
-    assert torch.equal(model.compressor.layers[0].downscale.downscale.weight, parts["compressor"]["layers.0.downscale.downscale.weight"])
+    assert torch.equal(
+        model.compressor.layers[0].downscale.downscale.weight,
+        parts["compressor"]["layers.0.downscale.downscale.weight"],
+    )
     toks, _ = model.encode(torch.randn(8000) * 0.1)
     assert toks.dtype == torch.long and toks.numel() == 24
     with pytest.raises(ConfigError, match="no source"):
@@ -200,7 +267,13 @@ def test_resume_is_exact(manifest, tmp_path):
     """Stop after 3 steps (mid log window), resume to 7: every later logged value equals the
     uninterrupted run's."""
     stage = {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}
-    extra = ("train.valid_every=2", "train.log_every=2", "train.validate_first=false", "data.valid_limit=2", "optim.lr=2e-3")
+    extra = (
+        "train.valid_every=2",
+        "train.log_every=2",
+        "train.validate_first=false",
+        "data.valid_limit=2",
+        "optim.lr=2e-3",
+    )
     full = _fit(_config(stage, manifest, tmp_path / "full", "train.max_steps=7", *extra))
     part = tmp_path / "part"  # also with loader workers: the data do not depend on them
     _fit(_config(stage, manifest, part, "train.max_steps=3", "data.num_workers=2", *extra))
@@ -208,18 +281,29 @@ def test_resume_is_exact(manifest, tmp_path):
     _fit(_config(stage, manifest, part, "train.max_steps=7", "train.resume=auto", "data.num_workers=1", *extra))
 
     def by_step(run):
-        return {(r["step"], k): v for r in _metrics(run) for k, v in r.items() if k not in ("sec_per_step", "step", "epoch")}
+        return {
+            (r["step"], k): v for r in _metrics(run) for k, v in r.items() if k not in ("sec_per_step", "step", "epoch")
+        }
 
     a, b = by_step(full), by_step(part)
     later = {k: v for k, v in a.items() if k[0] > 3}
-    assert later and all(b[k] == v for k, v in later.items()), [(k, v, b.get(k)) for k, v in later.items() if b.get(k) != v]
+    assert later and all(b[k] == v for k, v in later.items()), [
+        (k, v, b.get(k)) for k, v in later.items() if b.get(k) != v
+    ]
     # epochs of 3 batches: the run stopped at the end of epoch 0 and went on into epoch 1
     assert max(r["epoch"] for r in _metrics(part)) == 1
 
 
 def test_resume_is_exact_for_gan_stage(manifest, tmp_path):
     stage = {"stage": "decoder", "model": TINY, "init": {"encoder": TINY}, "discriminator": {"width": 0.05}}
-    extra = ("train.validate_first=false", "data.valid=null", "data.crop_frames=8", "train.grad_accum=2", "scheduler.type=exponential", "scheduler.interval=step")
+    extra = (
+        "train.validate_first=false",
+        "data.valid=null",
+        "data.crop_frames=8",
+        "train.grad_accum=2",
+        "scheduler.type=exponential",
+        "scheduler.interval=step",
+    )
     full = _fit(_config(stage, manifest, tmp_path / "full", "train.max_steps=3", *extra))
     part = tmp_path / "part"
     _fit(_config(stage, manifest, part, "train.max_steps=1", *extra))
@@ -235,7 +319,13 @@ def test_two_process_gloo_matches_gradient_accumulation(manifest, tmp_path):
     """torchrun with 2 CPU processes (DDP over gloo) == 1 process accumulating 2 micro-batches."""
     stage = {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}
     # batch 1: each rank's batches are exactly the single process's micro-batches
-    extra = ("train.max_steps=2", "train.validate_first=false", "train.valid_every=2", "optim.lr=2e-3", "data.batch_size=1")
+    extra = (
+        "train.max_steps=2",
+        "train.validate_first=false",
+        "train.valid_every=2",
+        "optim.lr=2e-3",
+        "data.batch_size=1",
+    )
     single = _fit(_config(stage, manifest, tmp_path / "single", "train.grad_accum=2", *extra))
     ddp_cfg = _config(stage, manifest, tmp_path / "ddp", *extra)
     import yaml
@@ -243,13 +333,24 @@ def test_two_process_gloo_matches_gradient_accumulation(manifest, tmp_path):
     cfg_file = tmp_path / "ddp.yaml"
     cfg_file.write_text(yaml.safe_dump(ddp_cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "focalcodec", "train", "--config", str(cfg_file)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "focalcodec",
+        "train",
+        "--config",
+        str(cfg_file),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _metrics(single), _metrics(tmp_path / "ddp")
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 2]
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=False):
         keys = [k for k in ("loss", "mse", "grad_norm", "valid/loss", "valid/mse") if k in ra]
         assert keys
         for key in keys:
@@ -265,7 +366,7 @@ def test_feature_cache_gives_the_same_losses(manifest, tmp_path):
     plain = _fit(_config(stage, manifest, tmp_path / "plain", *extra))
     cached = _fit(_config(stage, manifest, tmp_path / "cached", f"data.feature_cache={tmp_path / 'cache'}", *extra))
     assert len(list((tmp_path / "cache").rglob("*.pt"))) == 6
-    for ra, rb in zip(_metrics(plain), _metrics(cached)):
+    for ra, rb in zip(_metrics(plain), _metrics(cached), strict=False):
         assert rb["loss"] == pytest.approx(ra["loss"], abs=1e-5)
 
 
@@ -294,9 +395,22 @@ def test_cli_train_runs_a_recipe_with_overrides(manifest, tmp_path, capsys):
     recipe = tmp_path / "q.yaml"
     recipe.write_text(yaml.safe_dump({"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}))
     out = tmp_path / "run"
-    args = ["train", "--config", str(recipe), f"data.train={manifest}", "data.batch_size=2", "data.segment_seconds=1.0",
-            "data.num_workers=0", "train.max_steps=2", "train.log_every=1", "train.progress=false", "train.num_threads=1",
-            "train.tensorboard=false", f"output_dir={out}", "optim.lr=1e-3"]
+    args = [
+        "train",
+        "--config",
+        str(recipe),
+        f"data.train={manifest}",
+        "data.batch_size=2",
+        "data.segment_seconds=1.0",
+        "data.num_workers=0",
+        "train.max_steps=2",
+        "train.log_every=1",
+        "train.progress=false",
+        "train.num_threads=1",
+        "train.tensorboard=false",
+        f"output_dir={out}",
+        "optim.lr=1e-3",
+    ]
     assert main(args + ["--print-config"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["optim"]["lr"] == 1e-3 and printed["data"]["batch_size"] == 2
@@ -350,7 +464,10 @@ def test_stage_q_padding_is_masked_exactly(manifest):
     sigs = [load_audio(p, 16000) for p in paths]
     sigs[1] = sigs[1][: len(sigs[1]) - 5000]
     n = max(len(s) for s in sigs)
-    batch = {"sig": torch.stack([torch.nn.functional.pad(s, (0, n - len(s))) for s in sigs]), "sig_lengths": torch.tensor([len(s) for s in sigs])}
+    batch = {
+        "sig": torch.stack([torch.nn.functional.pad(s, (0, n - len(s))) for s in sigs]),
+        "sig_lengths": torch.tensor([len(s) for s in sigs]),
+    }
     with torch.no_grad():
         feats, lengths = _encoder_features(stage.frozen["encoder"], batch)
         qfeats, q, tok_lengths = ctx.nets["pipeline"](feats, lengths)

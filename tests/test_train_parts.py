@@ -63,7 +63,15 @@ def test_mel_filters_match_transformers_slaney_bank():
     from transformers.audio_utils import mel_filter_bank as hf_bank
 
     ours = mel_filter_bank(16000, 1024, 80, 0.0, 8000.0)
-    ref = hf_bank(num_frequency_bins=513, num_mel_filters=80, min_frequency=0.0, max_frequency=8000.0, sampling_rate=16000, norm="slaney", mel_scale="slaney")
+    ref = hf_bank(
+        num_frequency_bins=513,
+        num_mel_filters=80,
+        min_frequency=0.0,
+        max_frequency=8000.0,
+        sampling_rate=16000,
+        norm="slaney",
+        mel_scale="slaney",
+    )
     torch.testing.assert_close(ours, torch.from_numpy(ref).float(), atol=1e-6, rtol=1e-4)
     mel = MelSpectrogram(24000, hop_length=480, f_max=12000.0)
     sig = torch.sin(2 * math.pi * 440 * torch.arange(24000) / 24000)[None]

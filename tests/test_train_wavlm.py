@@ -62,7 +62,9 @@ def test_weight_norm_layouts_fuse_to_the_same_conv():
     old_sd["encoder.pos_conv_embed.conv.weight_v"] = v
     old = convert_hf_wavlm_state_dict({f"wavlm.{k}": t for k, t in old_sd.items()}, num_layers=2)
     assert set(new) == set(old)
-    torch.testing.assert_close(new["encoder.positional_embedding.conv.weight"], old["encoder.positional_embedding.conv.weight"])
+    torch.testing.assert_close(
+        new["encoder.positional_embedding.conv.weight"], old["encoder.positional_embedding.conv.weight"]
+    )
     torch.testing.assert_close(
         new["encoder.positional_embedding.conv.weight"], hf.encoder.pos_conv_embed.conv.weight.detach()
     )

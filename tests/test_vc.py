@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import fixture_io, fixture_model, speech_files
+
 from focalcodec import InputError
 from focalcodec.audio import load_audio
 from focalcodec.streaming import StreamCodec, StreamDecoder

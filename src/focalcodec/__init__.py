@@ -1,9 +1,9 @@
 """FocalCodec: low-bitrate neural speech coding with a single binary codebook.
 
-    >>> from focalcodec import FocalCodec
-    >>> codec = FocalCodec.from_pretrained("lucadellalib/focalcodec_50hz")  # doctest: +SKIP
-    >>> toks, lengths = codec.encode(wav)                                     # doctest: +SKIP
-    >>> audio, lengths = codec.decode(toks)                                   # doctest: +SKIP
+>>> from focalcodec import FocalCodec
+>>> codec = FocalCodec.from_pretrained("lucadellalib/focalcodec_50hz")  # doctest: +SKIP
+>>> toks, lengths = codec.encode(wav)                                     # doctest: +SKIP
+>>> audio, lengths = codec.decode(toks)                                   # doctest: +SKIP
 """
 
 from .bitstream import CompressedAudio

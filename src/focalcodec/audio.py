@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ class AudioError(InputError):
     """An audio file that cannot be read or written."""
 
 
-def read_audio(path: Union[str, Path]) -> Tuple[np.ndarray, int]:
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a file as float32 ``(N, C)`` samples in [-1, 1] and its sample rate."""
     import soundfile as sf
 
@@ -58,7 +57,7 @@ def check_signal(sig: Tensor, what: str = "audio") -> Tensor:
     return sig
 
 
-def load_audio(path: Union[str, Path], sample_rate: int = 16000, warn: bool = True) -> Tensor:
+def load_audio(path: str | Path, sample_rate: int = 16000, warn: bool = True) -> Tensor:
     """Read ``path``, mix down to mono (with a warning), resample to ``sample_rate``.
 
     Returns a ``(N,)`` float32 tensor. Raises :class:`AudioError` on missing, empty or
@@ -91,7 +90,7 @@ class AudioFileSamples:
     naming where they are; a file shorter than its header says raises :class:`AudioError`.
     """
 
-    def __init__(self, path: Union[str, Path], warn: bool = True) -> None:
+    def __init__(self, path: str | Path, warn: bool = True) -> None:
         import soundfile as sf
 
         self.path = Path(path)
@@ -99,7 +98,9 @@ class AudioFileSamples:
         try:
             info = sf.info(str(self.path))
         except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
-            raise AudioError(f"cannot read {self.path} as audio (corrupt, truncated or unsupported format?): {exc}") from None
+            raise AudioError(
+                f"cannot read {self.path} as audio (corrupt, truncated or unsupported format?): {exc}"
+            ) from None
         if info.format not in SEEKABLE_FORMATS:
             raise AudioError(f"{self.path}: {info.format} files are not read on demand; use load_audio")
         if info.frames <= 0:
@@ -130,7 +131,9 @@ class AudioFileSamples:
             data = data.mean(axis=1, keepdims=True)
         if not np.isfinite(data).all():
             where = start + int(np.argmin(np.isfinite(data[:, 0])))
-            raise InputError(f"{self.path} contains NaN or infinite samples (first at {where / self.sample_rate:.3f} s)")
+            raise InputError(
+                f"{self.path} contains NaN or infinite samples (first at {where / self.sample_rate:.3f} s)"
+            )
         return torch.from_numpy(np.ascontiguousarray(data[:, 0], dtype=np.float32))
 
 
@@ -143,11 +146,11 @@ def _check_file(path: Path) -> None:
 
 
 def save_audio(
-    path: Union[str, Path],
-    sig: Union[Tensor, np.ndarray],
+    path: str | Path,
+    sig: Tensor | np.ndarray,
     sample_rate: int,
-    output_rate: Optional[int] = None,
-    subtype: Optional[str] = None,
+    output_rate: int | None = None,
+    subtype: str | None = None,
 ) -> Path:
     """Write ``(N,)`` samples as WAV/FLAC (format from the suffix), optionally resampled to
     ``output_rate``. Written atomically: a failure leaves no partial file behind."""

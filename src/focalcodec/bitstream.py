@@ -25,7 +25,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -123,11 +123,11 @@ def unpack_tokens(payload: bytes, num_tokens: int, code_dim: int) -> np.ndarray:
     if num_tokens == 0:
         return np.zeros(0, dtype=np.int64)
     bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), count=num_tokens * code_dim)
-    weights = (1 << np.arange(code_dim - 1, -1, -1, dtype=np.int64))
+    weights = 1 << np.arange(code_dim - 1, -1, -1, dtype=np.int64)
     return bits.reshape(num_tokens, code_dim).astype(np.int64) @ weights
 
 
-def write_atomic(path: Union[str, Path], data: bytes) -> Path:
+def write_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, so that a
     failure never leaves a partial file behind."""
     path = Path(path)
@@ -142,7 +142,7 @@ def write_atomic(path: Union[str, Path], data: bytes) -> Path:
     return path
 
 
-def _fingerprint_bytes(fingerprint: Union[str, bytes]) -> bytes:
+def _fingerprint_bytes(fingerprint: str | bytes) -> bytes:
     if isinstance(fingerprint, bytes):
         raw = fingerprint
     else:
@@ -286,7 +286,7 @@ class CompressedAudio:
         return head + _CRC.pack(zlib.crc32(head)) + payload
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "bitstream") -> "CompressedAudio":
+    def from_bytes(cls, data: bytes, source: str = "bitstream") -> CompressedAudio:
         """Parse and validate a ``.fc`` file's contents; raise a :class:`BitstreamError`
         subclass naming the problem."""
         data = bytes(data)
@@ -340,7 +340,12 @@ class CompressedAudio:
             problems.append("zero samples")
         elif rate_in and spt and orig_rate:
             model_samples = num_samples * rate_in // orig_rate
-            if model_samples == 0 or num_tokens > model_samples // spt + 2 or num_tokens < model_samples // spt - 2 or num_tokens == 0:
+            if (
+                model_samples == 0
+                or num_tokens > model_samples // spt + 2
+                or num_tokens < model_samples // spt - 2
+                or num_tokens == 0
+            ):
                 problems.append(f"{num_tokens} tokens cannot describe {num_samples} samples at {orig_rate} Hz")
         if problems:
             raise CorruptHeaderError(f"{source}: invalid header ({'; '.join(problems)})")
@@ -372,7 +377,7 @@ class CompressedAudio:
             version=version,
         )
 
-    def save(self, path: Union[str, Path], overwrite: bool = False) -> Path:
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the ``.fc`` file atomically; refuse to replace an existing file unless ``overwrite``."""
         path = Path(path)
         if path.exists() and not overwrite:
@@ -380,7 +385,7 @@ class CompressedAudio:
         return write_atomic(path, self.to_bytes())
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "CompressedAudio":
+    def load(cls, path: str | Path) -> CompressedAudio:
         """Read and validate a ``.fc`` file."""
         path = Path(path)
         if not path.is_file():
@@ -388,7 +393,7 @@ class CompressedAudio:
         return cls.from_bytes(path.read_bytes(), source=str(path))
 
     @classmethod
-    def describe(cls, model: Any, tokens: np.ndarray, original_rate: int, num_samples: int) -> "CompressedAudio":
+    def describe(cls, model: Any, tokens: np.ndarray, original_rate: int, num_samples: int) -> CompressedAudio:
         """The stream of ``tokens`` made by ``model`` (a FocalCodec) from ``num_samples``
         samples at ``original_rate``."""
         spt = model.sample_rate_input / model.token_rate
@@ -416,4 +421,3 @@ class CompressedAudio:
             f"CompressedAudio(model={self.model_name!r}, tokens={self.num_tokens}, D={self.code_dim}, "
             f"duration={self.duration:.3f}s, bytes={self.size})"
         )
-

@@ -19,9 +19,9 @@ the tokens and audio it gets alone.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from .hub import load_state_dict, load_weights_file, resolve_checkpoint, save_ch
 __all__ = ["DecodeOutput", "EncodeOutput", "FocalCodec"]
 
 SAMPLE_RATE = 16000
-ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
+ArrayLike = Tensor | np.ndarray | Sequence[float]
 State = Any  # opaque nested lists of tensors
 
 
@@ -55,7 +55,7 @@ class DecodeOutput(NamedTuple):
     lengths: Tensor
 
 
-def _state(state: State) -> Optional[State]:
+def _state(state: State) -> State | None:
     """The reference passes ``()`` or ``[]`` for "no state yet"."""
     if state is None or (isinstance(state, (tuple, list)) and len(state) == 0):
         return None
@@ -76,7 +76,7 @@ class FocalCodec(nn.Module):
     """FocalCodec neural speech codec. Build with :meth:`from_config` (random weights) or
     :meth:`from_pretrained` (official or saved checkpoints)."""
 
-    def __init__(self, config: Union[str, Path, FocalCodecConfig, Mapping[str, Any]] = "focalcodec_50hz") -> None:
+    def __init__(self, config: str | Path | FocalCodecConfig | Mapping[str, Any] = "focalcodec_50hz") -> None:
         super().__init__()
         self.config = FocalCodecConfig.load(config)
         self.encoder = self.config.build("encoder")
@@ -91,9 +91,9 @@ class FocalCodec(nn.Module):
     @classmethod
     def from_config(
         cls,
-        config: Union[str, Path, FocalCodecConfig, Mapping[str, Any]],
-        overrides: Optional[Mapping[str, Any]] = None,
-    ) -> "FocalCodec":
+        config: str | Path | FocalCodecConfig | Mapping[str, Any],
+        overrides: Mapping[str, Any] | None = None,
+    ) -> FocalCodec:
         """Random weights from a preset name, a config .json / directory, or a dict."""
         cfg = FocalCodecConfig.load(config).with_overrides(overrides)
         return cls(cfg)
@@ -101,13 +101,13 @@ class FocalCodec(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        source: Union[str, Path] = "lucadellalib/focalcodec_50hz",
-        overrides: Optional[Mapping[str, Any]] = None,
-        revision: Optional[str] = None,
-        cache_dir: Optional[Union[str, Path]] = None,
-        map_location: Union[str, torch.device] = "cpu",
+        source: str | Path = "lucadellalib/focalcodec_50hz",
+        overrides: Mapping[str, Any] | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        map_location: str | torch.device = "cpu",
         **hub_kwargs: Any,
-    ) -> "FocalCodec":
+    ) -> FocalCodec:
         """Config and weights from a local directory / config file or a Hugging Face repo.
 
         Both the current and the legacy v0.0.1 key layouts load; loading is strict.
@@ -122,7 +122,7 @@ class FocalCodec(nn.Module):
         load_state_dict(model, load_weights_file(weights_path), source=str(weights_path))
         return model.to(map_location).eval()
 
-    def save_pretrained(self, directory: Union[str, Path], safetensors: bool = True) -> Path:
+    def save_pretrained(self, directory: str | Path, safetensors: bool = True) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (official format); returns the weights path."""
         return save_checkpoint(self, self.config, Path(directory), safetensors)
 
@@ -165,7 +165,9 @@ class FocalCodec(nn.Module):
 
     @property
     def causal(self) -> bool:
-        return all(bool(getattr(m, "causal", False)) for m in (self.encoder, self.compressor, self.decompressor, self.decoder))
+        return all(
+            bool(getattr(m, "causal", False)) for m in (self.encoder, self.compressor, self.decompressor, self.decoder)
+        )
 
     @property
     def chunk_size(self) -> int:
@@ -173,7 +175,7 @@ class FocalCodec(nn.Module):
         return self.encoder.chunk_size
 
     @property
-    def latency(self) -> Optional[float]:
+    def latency(self) -> float | None:
         """Theoretical latency in ms for causal models, else None."""
         return 1000.0 * self.chunk_size / self.sample_rate_input if self.causal else None
 
@@ -202,14 +204,16 @@ class FocalCodec(nn.Module):
         }
 
     # -- reference-named conversions ---------------------------------------------------------
-    def _out(self, output: Any, states: List[State], return_state: bool) -> Any:
+    def _out(self, output: Any, states: list[State], return_state: bool) -> Any:
         if not return_state:
             return output
         if isinstance(output, tuple):
             return (*output, *states)
         return (output, *states)
 
-    def sig_to_feats(self, sig: Tensor, encoder_state: State = (), length: Optional[Tensor] = None, return_state: bool = False) -> Any:
+    def sig_to_feats(
+        self, sig: Tensor, encoder_state: State = (), length: Tensor | None = None, return_state: bool = False
+    ) -> Any:
         """``(B, N) -> (B, T, C)``."""
         feats, es = self.encoder(sig, _state(encoder_state), length=length)
         return self._out(feats, [es], return_state)
@@ -227,7 +231,9 @@ class FocalCodec(nn.Module):
         lats, cs = self.feats_to_lats(feats, compressor_state, return_state=True)
         return self._out(self.quantizer.lats_to_codes(lats), [cs], return_state)
 
-    def feats_to_qfeats(self, feats: Tensor, compressor_state: State = (), decompressor_state: State = (), return_state: bool = False) -> Any:
+    def feats_to_qfeats(
+        self, feats: Tensor, compressor_state: State = (), decompressor_state: State = (), return_state: bool = False
+    ) -> Any:
         codes, cs = self.feats_to_codes(feats, compressor_state, return_state=True)
         qfeats, ds = self.codes_to_qfeats(codes, decompressor_state, return_state=True)
         return self._out(qfeats, [cs, ds], return_state)
@@ -236,10 +242,10 @@ class FocalCodec(nn.Module):
         self,
         feats: Tensor,
         decoder_state: State = (),
-        matching_set: Optional[Tensor] = None,
+        matching_set: Tensor | None = None,
         topk: int = 4,
         num_splits: int = 1,
-        output_length: Optional[int] = None,
+        output_length: int | None = None,
         return_state: bool = False,
     ) -> Any:
         """``(B, T, C) -> (B, T * hop)``; with ``matching_set (M, C)`` every frame is first
@@ -271,14 +277,21 @@ class FocalCodec(nn.Module):
         toks: Tensor,
         decompressor_state: State = (),
         decoder_state: State = (),
-        matching_set: Optional[Tensor] = None,
+        matching_set: Tensor | None = None,
         topk: int = 4,
         num_splits: int = 1,
-        output_length: Optional[int] = None,
+        output_length: int | None = None,
         return_state: bool = False,
     ) -> Any:
         return self.codes_to_sig(
-            self.quantizer.toks_to_codes(toks), decompressor_state, decoder_state, matching_set, topk, num_splits, output_length, return_state
+            self.quantizer.toks_to_codes(toks),
+            decompressor_state,
+            decoder_state,
+            matching_set,
+            topk,
+            num_splits,
+            output_length,
+            return_state,
         )
 
     def codes_to_toks(self, codes: Tensor) -> Tensor:
@@ -293,31 +306,60 @@ class FocalCodec(nn.Module):
         codes: Tensor,
         decompressor_state: State = (),
         decoder_state: State = (),
-        matching_set: Optional[Tensor] = None,
+        matching_set: Tensor | None = None,
         topk: int = 4,
         num_splits: int = 1,
-        output_length: Optional[int] = None,
+        output_length: int | None = None,
         return_state: bool = False,
     ) -> Any:
         qfeats, ds = self.codes_to_qfeats(codes, decompressor_state, return_state=True)
-        sig, gs = self.feats_to_sig(qfeats, decoder_state, matching_set, topk, num_splits, output_length, return_state=True)
+        sig, gs = self.feats_to_sig(
+            qfeats, decoder_state, matching_set, topk, num_splits, output_length, return_state=True
+        )
         return self._out(sig, [ds, gs], return_state)
 
-    def sig_to_lats(self, sig: Tensor, encoder_state: State = (), compressor_state: State = (), length: Optional[Tensor] = None, return_state: bool = False) -> Any:
+    def sig_to_lats(
+        self,
+        sig: Tensor,
+        encoder_state: State = (),
+        compressor_state: State = (),
+        length: Tensor | None = None,
+        return_state: bool = False,
+    ) -> Any:
         feats, es = self.sig_to_feats(sig, encoder_state, length, return_state=True)
         lats, cs = self.feats_to_lats(feats, compressor_state, return_state=True)
         return self._out(lats, [es, cs], return_state)
 
-    def sig_to_toks(self, sig: Tensor, encoder_state: State = (), compressor_state: State = (), length: Optional[Tensor] = None, return_state: bool = False) -> Any:
+    def sig_to_toks(
+        self,
+        sig: Tensor,
+        encoder_state: State = (),
+        compressor_state: State = (),
+        length: Tensor | None = None,
+        return_state: bool = False,
+    ) -> Any:
         lats, es, cs = self.sig_to_lats(sig, encoder_state, compressor_state, length, return_state=True)
         return self._out(self.quantizer.lats_to_toks(lats), [es, cs], return_state)
 
-    def sig_to_codes(self, sig: Tensor, encoder_state: State = (), compressor_state: State = (), length: Optional[Tensor] = None, return_state: bool = False) -> Any:
+    def sig_to_codes(
+        self,
+        sig: Tensor,
+        encoder_state: State = (),
+        compressor_state: State = (),
+        length: Tensor | None = None,
+        return_state: bool = False,
+    ) -> Any:
         lats, es, cs = self.sig_to_lats(sig, encoder_state, compressor_state, length, return_state=True)
         return self._out(self.quantizer.lats_to_codes(lats), [es, cs], return_state)
 
     def sig_to_qfeats(
-        self, sig: Tensor, encoder_state: State = (), compressor_state: State = (), decompressor_state: State = (), length: Optional[Tensor] = None, return_state: bool = False
+        self,
+        sig: Tensor,
+        encoder_state: State = (),
+        compressor_state: State = (),
+        decompressor_state: State = (),
+        length: Tensor | None = None,
+        return_state: bool = False,
     ) -> Any:
         codes, es, cs = self.sig_to_codes(sig, encoder_state, compressor_state, length, return_state=True)
         qfeats, ds = self.codes_to_qfeats(codes, decompressor_state, return_state=True)
@@ -330,14 +372,16 @@ class FocalCodec(nn.Module):
         compressor_state: State = (),
         decompressor_state: State = (),
         decoder_state: State = (),
-        length: Optional[Tensor] = None,
+        length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
         """``(B, N) -> toks (B, T'), codes (B, T', D), rec_sig (B, floor(N * sr_out / sr_in))``."""
         codes, es, cs = self.sig_to_codes(sig, encoder_state, compressor_state, length, return_state=True)
         toks = self.quantizer.codes_to_toks(codes)
         output_length = sig.shape[-1] * self.sample_rate_output // self.sample_rate_input
-        rec, ds, gs = self.codes_to_sig(codes, decompressor_state, decoder_state, output_length=output_length, return_state=True)
+        rec, ds, gs = self.codes_to_sig(
+            codes, decompressor_state, decoder_state, output_length=output_length, return_state=True
+        )
         return self._out((toks, codes, rec), [es, cs, ds, gs], return_state)
 
     def sig_to_sig(
@@ -347,11 +391,13 @@ class FocalCodec(nn.Module):
         compressor_state: State = (),
         decompressor_state: State = (),
         decoder_state: State = (),
-        length: Optional[Tensor] = None,
+        length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
         """``(B, N) -> (B, floor(N * sr_out / sr_in))``."""
-        out = self.forward(sig, encoder_state, compressor_state, decompressor_state, decoder_state, length, return_state)
+        out = self.forward(
+            sig, encoder_state, compressor_state, decompressor_state, decoder_state, length, return_state
+        )
         if not return_state:
             return out[2]
         return (out[2], *out[3:])
@@ -362,14 +408,12 @@ class FocalCodec(nn.Module):
         vector of ``input (..., H)`` -> ``(..., topk, H)``, nearest first. ``num_splits`` splits
         the matching set to bound memory."""
         if matching_set.ndim != 2 or matching_set.shape[-1] != input.shape[-1]:
-            raise InputError(
-                f"matching_set must be (M, {input.shape[-1]}), got {tuple(matching_set.shape)}"
-            )
+            raise InputError(f"matching_set must be (M, {input.shape[-1]}), got {tuple(matching_set.shape)}")
         if matching_set.shape[0] < topk:
             raise InputError(f"matching_set has {matching_set.shape[0]} frames, fewer than topk={topk}")
         query = F.normalize(input.reshape(-1, input.shape[-1]), dim=-1)
-        best_sim: Optional[Tensor] = None
-        best_idx: Optional[Tensor] = None
+        best_sim: Tensor | None = None
+        best_idx: Tensor | None = None
         offset = 0
         for part in torch.tensor_split(matching_set, max(1, int(num_splits))):
             if part.shape[0] == 0:
@@ -390,7 +434,7 @@ class FocalCodec(nn.Module):
         return matching_set[best_idx].reshape(*input.shape[:-1], topk, input.shape[-1])
 
     # -- batch-invariant interface -----------------------------------------------------------
-    def _as_batch(self, x: ArrayLike, what: str, integer: bool = False) -> Tuple[Tensor, bool]:
+    def _as_batch(self, x: ArrayLike, what: str, integer: bool = False) -> tuple[Tensor, bool]:
         if isinstance(x, np.ndarray) or not isinstance(x, Tensor):
             try:
                 x = torch.as_tensor(np.asarray(x))
@@ -416,7 +460,7 @@ class FocalCodec(nn.Module):
         return (x[None] if one else x), one
 
     @staticmethod
-    def _lengths(lengths: Optional[ArrayLike], batch: int, size: int, what: str) -> Tensor:
+    def _lengths(lengths: ArrayLike | None, batch: int, size: int, what: str) -> Tensor:
         if lengths is None:
             return torch.full((batch,), size, dtype=torch.long)
         lens = torch.as_tensor(np.asarray(lengths) if not isinstance(lengths, Tensor) else lengths).reshape(-1).cpu()
@@ -439,13 +483,13 @@ class FocalCodec(nn.Module):
     def _dtype(self) -> torch.dtype:
         return self.encoder.feature_proj.weight.dtype
 
-    def num_tokens(self, num_samples: Union[int, Tensor]) -> Tensor:
+    def num_tokens(self, num_samples: int | Tensor) -> Tensor:
         """Tokens that ``encode`` produces for inputs of ``num_samples`` samples."""
         n = torch.as_tensor(num_samples, dtype=torch.long)
         return self.compressor.num_frames(self.encoder.num_frames(n))
 
     @torch.inference_mode()
-    def encode(self, wav: ArrayLike, lengths: Optional[ArrayLike] = None) -> EncodeOutput:
+    def encode(self, wav: ArrayLike, lengths: ArrayLike | None = None) -> EncodeOutput:
         """Audio at 16 kHz -> tokens, exactly batch-invariant.
 
         ``wav``: (N,) or (B, N) float (int16/int32 PCM is scaled to [-1, 1]);
@@ -480,13 +524,13 @@ class FocalCodec(nn.Module):
             return EncodeOutput(toks[0], tok_lens)
         return EncodeOutput(toks, tok_lens)
 
-    def _encode_batch(self, sig: Tensor, frame_lengths: Optional[Tensor]) -> Tensor:
+    def _encode_batch(self, sig: Tensor, frame_lengths: Tensor | None) -> Tensor:
         feats, _ = self.encoder(sig, frame_lengths=frame_lengths)
         lats, _ = self.compressor(feats, lengths=frame_lengths)
         return self.quantizer.lats_to_toks(F.normalize(lats, dim=-1))
 
     @torch.inference_mode()
-    def decode(self, tokens: ArrayLike, token_lengths: Optional[ArrayLike] = None) -> DecodeOutput:
+    def decode(self, tokens: ArrayLike, token_lengths: ArrayLike | None = None) -> DecodeOutput:
         """Tokens -> audio at ``sample_rate_output``, exactly batch-invariant.
 
         ``tokens``: (T',) or (B, T') integers in ``[0, codebook_size)``;
@@ -512,7 +556,9 @@ class FocalCodec(nn.Module):
         q_lens = lens_d * self.decompressor.upsample_factor
         audio, _ = self.decoder(qfeats, lengths=q_lens)
         out_lens = (q_lens * self.decoder.upsample_factor).cpu()
-        audio = audio.float() * (torch.arange(audio.shape[1], device=audio.device)[None] < out_lens.to(audio.device)[:, None])
+        audio = audio.float() * (
+            torch.arange(audio.shape[1], device=audio.device)[None] < out_lens.to(audio.device)[:, None]
+        )
         if one:
             return DecodeOutput(audio[0], out_lens)
         return DecodeOutput(audio, out_lens)

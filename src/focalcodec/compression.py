@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, Optional, Tuple, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -36,8 +37,8 @@ __all__ = [
     "resolve_model",
 ]
 
-Source = Union[str, Path, np.ndarray, Tensor]
-ModelLike = Union[str, Path, Any]  # a FocalCodec, or what FocalCodec.from_pretrained accepts
+Source = str | Path | np.ndarray | Tensor
+ModelLike = str | Path | Any  # a FocalCodec, or what FocalCodec.from_pretrained accepts
 
 
 class OutputExistsError(FocalCodecError, FileExistsError):
@@ -51,7 +52,7 @@ class Decompressed(NamedTuple):
     sample_rate: int
 
 
-def resolve_model(model: Optional[ModelLike], stream: Optional[CompressedAudio] = None) -> Any:
+def resolve_model(model: ModelLike | None, stream: CompressedAudio | None = None) -> Any:
     """A FocalCodec from an instance, a preset / hub id / local directory, or (``None``)
     the published model named in ``stream``'s header."""
     from .codec import FocalCodec
@@ -71,7 +72,7 @@ def resolve_model(model: Optional[ModelLike], stream: Optional[CompressedAudio] 
     return FocalCodec.from_pretrained(str(model))
 
 
-def _check_output(output: Optional[Union[str, Path]], overwrite: bool) -> Optional[Path]:
+def _check_output(output: str | Path | None, overwrite: bool) -> Path | None:
     if output is None:
         return None
     path = Path(output)
@@ -82,7 +83,7 @@ def _check_output(output: Optional[Union[str, Path]], overwrite: bool) -> Option
     return path
 
 
-def _as_signal(source: Source, sample_rate: Optional[int], model_rate: int) -> "tuple[Union[Tensor, AudioFileSamples], int, int]":
+def _as_signal(source: Source, sample_rate: int | None, model_rate: int) -> tuple[Tensor | AudioFileSamples, int, int]:
     """(signal at model_rate (N,), original rate, original length) from a file or an array.
 
     A WAV/FLAC (or other exactly seekable) file already at ``model_rate`` comes back as an
@@ -147,7 +148,7 @@ def _fit(sig: Tensor, length: int) -> Tensor:
 def encode_audio(
     source: Source,
     model: ModelLike,
-    sample_rate: Optional[int] = None,
+    sample_rate: int | None = None,
     windowing: Windowing = DEFAULT,
 ) -> CompressedAudio:
     """Audio -> :class:`CompressedAudio`.
@@ -161,7 +162,9 @@ def encode_audio(
     sig, orig_rate, num_samples = _as_signal(source, sample_rate, rate_in)
     n_model = num_samples * rate_in // orig_rate
     if n_model < 1:
-        raise InputError(f"audio is too short: {num_samples} samples at {orig_rate} Hz is less than one sample at {rate_in} Hz")
+        raise InputError(
+            f"audio is too short: {num_samples} samples at {orig_rate} Hz is less than one sample at {rate_in} Hz"
+        )
     if isinstance(sig, Tensor):
         sig = _fit(sig, n_model)
     toks = encode_long(codec, sig, windowing)
@@ -171,9 +174,9 @@ def encode_audio(
 def compress(
     source: Source,
     model: ModelLike,
-    output: Optional[Union[str, Path]] = None,
+    output: str | Path | None = None,
     *,
-    sample_rate: Optional[int] = None,
+    sample_rate: int | None = None,
     overwrite: bool = False,
     windowing: Windowing = DEFAULT,
 ) -> bytes:
@@ -189,7 +192,7 @@ def compress(
     return data
 
 
-def _as_stream(source: Union[CompressedAudio, bytes, bytearray, str, Path]) -> CompressedAudio:
+def _as_stream(source: CompressedAudio | bytes | bytearray | str | Path) -> CompressedAudio:
     if isinstance(source, CompressedAudio):
         return source
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -199,7 +202,7 @@ def _as_stream(source: Union[CompressedAudio, bytes, bytearray, str, Path]) -> C
     raise BitstreamError(f"cannot decode a {type(source).__name__}; pass .fc bytes, a .fc path or a CompressedAudio")
 
 
-def _output_rate(stream: CompressedAudio, codec: Any, output_rate: Optional[Union[int, str]]) -> int:
+def _output_rate(stream: CompressedAudio, codec: Any, output_rate: int | str | None) -> int:
     if output_rate is None:
         return int(codec.sample_rate_output)
     if isinstance(output_rate, str):
@@ -215,8 +218,8 @@ def _output_rate(stream: CompressedAudio, codec: Any, output_rate: Optional[Unio
 
 def decode_stream(
     stream: CompressedAudio,
-    model: Optional[ModelLike] = None,
-    output_rate: Optional[Union[int, str]] = None,
+    model: ModelLike | None = None,
+    output_rate: int | str | None = None,
     windowing: Windowing = DEFAULT,
 ) -> Decompressed:
     """:class:`CompressedAudio` -> audio. ``output_rate``: ``None`` (the model's output rate),
@@ -274,7 +277,7 @@ def _audio_blocks(stream: CompressedAudio, codec: Any, rate: int, windowing: Win
     yield from _exact(blocks, stream.num_samples * rate // stream.original_rate)
 
 
-def write_audio_blocks(path: Union[str, Path], blocks: Iterable[np.ndarray], rate: int) -> Path:
+def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], rate: int) -> Path:
     """Write float32 blocks as one 16-bit WAV / FLAC file (format from the suffix) through a
     temporary file: nothing is left behind if decoding or writing fails."""
     import soundfile as sf
@@ -296,14 +299,14 @@ def write_audio_blocks(path: Union[str, Path], blocks: Iterable[np.ndarray], rat
 
 
 def decompress_to_file(
-    source: Union[CompressedAudio, bytes, str, Path],
-    model: Optional[ModelLike],
-    output: Union[str, Path],
+    source: CompressedAudio | bytes | str | Path,
+    model: ModelLike | None,
+    output: str | Path,
     *,
-    output_rate: Optional[Union[int, str]] = None,
+    output_rate: int | str | None = None,
     overwrite: bool = False,
     windowing: Windowing = DEFAULT,
-) -> Tuple[Path, int, int]:
+) -> tuple[Path, int, int]:
     """Like :func:`decompress` with ``output``, but the audio goes to the file window by
     window and is never held whole (bounded memory for any length). Returns
     ``(path, num_samples, sample_rate)``."""
@@ -318,11 +321,11 @@ def decompress_to_file(
 
 
 def decompress(
-    source: Union[CompressedAudio, bytes, str, Path],
-    model: Optional[ModelLike] = None,
-    output: Optional[Union[str, Path]] = None,
+    source: CompressedAudio | bytes | str | Path,
+    model: ModelLike | None = None,
+    output: str | Path | None = None,
     *,
-    output_rate: Optional[Union[int, str]] = None,
+    output_rate: int | str | None = None,
     overwrite: bool = False,
     windowing: Windowing = DEFAULT,
 ) -> Decompressed:

@@ -15,10 +15,11 @@ import copy
 import hashlib
 import inspect
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any
 
 from torch import nn
 
@@ -28,7 +29,7 @@ from .nn import BinarySphericalQuantizer, FocalDecoder, FocalEncoder, Vocos, Wav
 __all__ = ["FocalCodecConfig", "PRESETS", "STAGES", "preset_name"]
 
 STAGES = ("encoder", "compressor", "quantizer", "decompressor", "decoder")
-REGISTRY: Dict[str, type] = {
+REGISTRY: dict[str, type] = {
     "WavLM": WavLM,
     "FocalEncoder": FocalEncoder,
     "BinarySphericalQuantizer": BinarySphericalQuantizer,
@@ -50,7 +51,7 @@ LEGACY_RENAMES = {"input_channels": "input_dim"}
 LEGACY_IGNORED = {"padding"}
 
 
-def preset_name(name: str) -> Optional[str]:
+def preset_name(name: str) -> str | None:
     """``"focalcodec_50hz"`` or ``"lucadellalib/focalcodec_50hz"`` -> the preset name, else None."""
     bare = name[len(HUB_OWNER) + 1 :] if name.startswith(HUB_OWNER + "/") else name
     return bare if bare in PRESETS else None
@@ -61,20 +62,20 @@ class FocalCodecConfig:
     """One FocalCodec architecture: a class name and constructor arguments per stage."""
 
     encoder_name: str
-    encoder_config: Dict[str, Any]
+    encoder_config: dict[str, Any]
     compressor_name: str
-    compressor_config: Dict[str, Any]
+    compressor_config: dict[str, Any]
     quantizer_name: str
-    quantizer_config: Dict[str, Any]
+    quantizer_config: dict[str, Any]
     decompressor_name: str
-    decompressor_config: Dict[str, Any]
+    decompressor_config: dict[str, Any]
     decoder_name: str
-    decoder_config: Dict[str, Any]
-    name: Optional[str] = field(default=None, compare=False)
+    decoder_config: dict[str, Any]
+    name: str | None = field(default=None, compare=False)
 
     # -- reading -----------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], name: Optional[str] = None) -> "FocalCodecConfig":
+    def from_dict(cls, data: Mapping[str, Any], name: str | None = None) -> FocalCodecConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"a FocalCodec config must be a JSON object, got {type(data).__name__}")
         expected = {f"{s}_{k}" for s in STAGES for k in ("name", "config")}
@@ -92,7 +93,7 @@ class FocalCodecConfig:
         return config
 
     @classmethod
-    def from_json(cls, path: Union[str, Path], name: Optional[str] = None) -> "FocalCodecConfig":
+    def from_json(cls, path: str | Path, name: str | None = None) -> FocalCodecConfig:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -103,7 +104,7 @@ class FocalCodecConfig:
         return cls.from_dict(data, name=name if name is not None else path.stem)
 
     @classmethod
-    def from_preset(cls, name: str) -> "FocalCodecConfig":
+    def from_preset(cls, name: str) -> FocalCodecConfig:
         preset = preset_name(name)
         if preset is None:
             raise ConfigError(f"unknown preset {name!r}; presets are: {', '.join(PRESETS)}")
@@ -111,7 +112,7 @@ class FocalCodecConfig:
         return cls.from_dict(json.loads(text), name=preset)
 
     @classmethod
-    def load(cls, name_or_path: Union[str, Path, "FocalCodecConfig", Mapping[str, Any]]) -> "FocalCodecConfig":
+    def load(cls, name_or_path: str | Path | FocalCodecConfig | Mapping[str, Any]) -> FocalCodecConfig:
         """A preset name, a ``.json`` file, a directory holding ``config.json``, a dict or a config."""
         if isinstance(name_or_path, FocalCodecConfig):
             return copy.deepcopy(name_or_path)
@@ -133,11 +134,11 @@ class FocalCodecConfig:
         )
 
     # -- writing -----------------------------------------------------------------------------
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The official JSON layout (legacy fields kept as read)."""
         return {f"{s}_{k}": copy.deepcopy(getattr(self, f"{s}_{k}")) for s in STAGES for k in ("name", "config")}
 
-    def to_json(self, path: Union[str, Path]) -> None:
+    def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
     @property
@@ -147,7 +148,7 @@ class FocalCodecConfig:
         blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
-    def with_overrides(self, overrides: Optional[Mapping[str, Any]]) -> "FocalCodecConfig":
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> FocalCodecConfig:
         """Apply dot-path overrides, e.g. ``{"encoder_config.max_cached_steps": 0}``."""
         data = self.to_dict()
         for key, value in (overrides or {}).items():
@@ -163,7 +164,7 @@ class FocalCodecConfig:
         return FocalCodecConfig.from_dict(data, name=self.name)
 
     # -- building ----------------------------------------------------------------------------
-    def stage_kwargs(self, stage: str) -> Dict[str, Any]:
+    def stage_kwargs(self, stage: str) -> dict[str, Any]:
         """Validated constructor arguments of one stage, legacy fields translated."""
         cls_name = getattr(self, f"{stage}_name")
         if cls_name not in REGISTRY:
@@ -171,7 +172,7 @@ class FocalCodecConfig:
         raw = getattr(self, f"{stage}_config")
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{stage}_config must be a JSON object")
-        kwargs: Dict[str, Any] = {}
+        kwargs: dict[str, Any] = {}
         for key, value in raw.items():
             if key in LEGACY_IGNORED:
                 continue

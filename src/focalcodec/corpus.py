@@ -38,10 +38,11 @@ import os
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -65,7 +66,7 @@ FORMAT = "focalcodec-tokens"
 FORMAT_VERSION = 1
 SHARD_DIR = "shards"
 MARKER_DIR = "markers"
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 _PATH_COLUMNS = ("path", "audio", "audio_path", "file", "filename", "wav")
 _ID_COLUMNS = ("id", "utt_id", "utterance_id", "key")
@@ -95,10 +96,10 @@ class CorpusItem:
     id: str
     path: str
     file: str
-    duration: Optional[float] = None
+    duration: float | None = None
 
 
-def _manifest_rows(manifest: Path) -> List[Dict[str, str]]:
+def _manifest_rows(manifest: Path) -> list[dict[str, str]]:
     """Rows of a ``.tsv``/``.csv`` (with a header), ``.jsonl`` or plain list (one path a line)."""
     suffix = manifest.suffix.lower()
     text = manifest.read_text(encoding="utf-8")
@@ -144,7 +145,7 @@ def _manifest_base(manifest: Path, first: str) -> Path:
     return start
 
 
-def list_corpus(data: PathLike, root: Optional[PathLike] = None) -> List[CorpusItem]:
+def list_corpus(data: PathLike, root: PathLike | None = None) -> list[CorpusItem]:
     """The utterances of ``data`` in a fixed order.
 
     ``data`` is a folder (every audio file below it, sorted by relative path; id = relative path
@@ -156,13 +157,11 @@ def list_corpus(data: PathLike, root: Optional[PathLike] = None) -> List[CorpusI
     Raises :class:`InputError` for a missing ``data``, no files, or duplicate ids.
     """
     data = Path(data)
-    items: List[CorpusItem] = []
+    items: list[CorpusItem] = []
     if data.is_dir():
         exts = tuple(e.lower() for e in AUDIO_EXTENSIONS)
         found = sorted(
-            (p.relative_to(data).as_posix(), p)
-            for p in data.rglob("*")
-            if p.suffix.lower() in exts and p.is_file()
+            (p.relative_to(data).as_posix(), p) for p in data.rglob("*") if p.suffix.lower() in exts and p.is_file()
         )
         for rel, p in found:
             items.append(CorpusItem(id=rel.rsplit(".", 1)[0], path=rel, file=str(p)))
@@ -177,7 +176,7 @@ def list_corpus(data: PathLike, root: Optional[PathLike] = None) -> List[CorpusI
         paths = [_pick(r, _PATH_COLUMNS) for r in rows]
         first_rel = next((p for p in paths if p and not Path(p).is_absolute()), None)
         base = Path(root) if root is not None else (_manifest_base(data, first_rel) if first_rel else data.parent)
-        for n, (row, path) in enumerate(zip(rows, paths), 1):
+        for n, (row, path) in enumerate(zip(rows, paths, strict=False), 1):
             if not path:
                 raise InputError(f"manifest {data}, row {n}: empty path")
             dur = _pick(row, _DURATION_COLUMNS)
@@ -189,7 +188,7 @@ def list_corpus(data: PathLike, root: Optional[PathLike] = None) -> List[CorpusI
             items.append(CorpusItem(id=uid, path=path, file=str(base / path), duration=duration))
     else:
         raise InputError(f"--data {data} does not exist (give a folder of audio files or a manifest)")
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     dups = []
     for it in items:
         seen[it.id] = seen.get(it.id, 0) + 1
@@ -215,7 +214,7 @@ def _weights_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def model_identity(model: Any, source: Optional[str] = None) -> Dict[str, Any]:
+def model_identity(model: Any, source: str | None = None) -> dict[str, Any]:
     """What identifies the tokens' model: name, source, config fingerprint, weights checksum, rates."""
     return {
         "model_id": model.model_id,
@@ -234,7 +233,7 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _plan(items: Sequence[CorpusItem], shard_size: int, identity: Mapping[str, Any]) -> Dict[str, Any]:
+def _plan(items: Sequence[CorpusItem], shard_size: int, identity: Mapping[str, Any]) -> dict[str, Any]:
     files = _digest([[it.id, it.path] for it in items])
     model = {k: identity[k] for k in ("model_id", "fingerprint", "weights_sha256", "autocast") if k in identity}
     plan = {
@@ -291,10 +290,10 @@ class _Dist:
         if self.world > 1:
             self.group = dist.new_group(backend="gloo", timeout=timedelta(hours=timeout_hours))
 
-    def all_gather(self, obj: Any) -> List[Any]:
+    def all_gather(self, obj: Any) -> list[Any]:
         if self.world == 1:
             return [obj]
-        out: List[Any] = [None] * self.world
+        out: list[Any] = [None] * self.world
         self.dist.all_gather_object(out, obj, group=self.group)
         return out
 
@@ -325,7 +324,7 @@ class _AudioFiles(torch.utils.data.Dataset):
     """``dataset[i] -> (i, (N,) float32 at 16 kHz or None, reason or None)``; never raises
     for a bad file, so that one file cannot stop the run."""
 
-    def __init__(self, items: Sequence[CorpusItem], sample_rate: int, max_duration: Optional[float]) -> None:
+    def __init__(self, items: Sequence[CorpusItem], sample_rate: int, max_duration: float | None) -> None:
         self.items = list(items)
         self.sample_rate = sample_rate
         self.max_duration = max_duration
@@ -333,7 +332,7 @@ class _AudioFiles(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> Tuple[int, Optional[Tensor], Optional[str]]:
+    def __getitem__(self, i: int) -> tuple[int, Tensor | None, str | None]:
         item = self.items[i]
         try:
             sig = load_audio(item.file, self.sample_rate, warn=False)
@@ -350,20 +349,20 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def _first(batch: List[Any]) -> Any:
+def _first(batch: list[Any]) -> Any:
     return batch[0]
 
 
 # ---------------------------------------------------------------------------------------------
 # Batching and encoding
 # ---------------------------------------------------------------------------------------------
-def length_batches(lengths: Sequence[int], max_batch_samples: int, max_batch_size: int) -> List[List[int]]:
+def length_batches(lengths: Sequence[int], max_batch_samples: int, max_batch_size: int) -> list[list[int]]:
     """Group indices of ``lengths`` into batches of similar length (longest first) such that
     ``len(batch) * longest <= max_batch_samples`` and ``len(batch) <= max_batch_size``; an item
     longer than the budget forms a batch of its own."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: List[List[int]] = []
-    cur: List[int] = []
+    batches: list[list[int]] = []
+    cur: list[int] = []
     for i in order:
         longest = lengths[cur[0]] if cur else lengths[i]
         if cur and ((len(cur) + 1) * longest > max_batch_samples or len(cur) >= max_batch_size):
@@ -391,7 +390,7 @@ class _AutocastEncoder:
             return self.model.encode(batch, lens)
 
 
-def _encode_batch(model: Any, sigs: Sequence[Tensor]) -> List[Tensor]:
+def _encode_batch(model: Any, sigs: Sequence[Tensor]) -> list[Tensor]:
     """Padded batch with per-item lengths -> each item's tokens ``(T_i,)`` int64 on CPU."""
     lens = torch.tensor([s.numel() for s in sigs])
     batch = torch.zeros(len(sigs), int(lens.max()))
@@ -403,17 +402,17 @@ def _encode_batch(model: Any, sigs: Sequence[Tensor]) -> List[Tensor]:
 
 
 def _encode_window(
-    model: Any, sigs: Dict[int, Tensor], max_batch_samples: int, max_batch_size: int
-) -> Tuple[Dict[int, Tensor], Dict[int, str]]:
+    model: Any, sigs: dict[int, Tensor], max_batch_samples: int, max_batch_size: int
+) -> tuple[dict[int, Tensor], dict[int, str]]:
     """Encode ``{index: (N,) signal}`` in length-sorted batches. A batch that fails is retried
     item by item, so only the items that fail alone are reported (as ``{index: reason}``)."""
     keys = list(sigs)
-    tokens: Dict[int, Tensor] = {}
-    errors: Dict[int, str] = {}
+    tokens: dict[int, Tensor] = {}
+    errors: dict[int, str] = {}
     for batch in length_batches([sigs[k].numel() for k in keys], max_batch_samples, max_batch_size):
         ids = [keys[b] for b in batch]
         try:
-            tokens.update(zip(ids, _encode_batch(model, [sigs[k] for k in ids])))
+            tokens.update(zip(ids, _encode_batch(model, [sigs[k] for k in ids]), strict=False))
             continue
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -453,9 +452,14 @@ def _shard_name(k: int) -> str:
 
 
 def _write_shard(
-    out: Path, k: int, rows: List[Tuple[CorpusItem, int, Tensor]], errors: List[Dict[str, str]],
-    plan: Mapping[str, Any], sample_rate: int, row_group_size: int,
-) -> Dict[str, Any]:
+    out: Path,
+    k: int,
+    rows: list[tuple[CorpusItem, int, Tensor]],
+    errors: list[dict[str, str]],
+    plan: Mapping[str, Any],
+    sample_rate: int,
+    row_group_size: int,
+) -> dict[str, Any]:
     """Write shard ``k`` (Parquet, then its marker, both atomically); return the marker."""
     pa = _pyarrow()
     import pyarrow.parquet as pq
@@ -495,7 +499,7 @@ def _write_shard(
     return marker
 
 
-def _finished_marker(out: Path, k: int, plan: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+def _finished_marker(out: Path, k: int, plan: Mapping[str, Any]) -> dict[str, Any] | None:
     """The marker of shard ``k`` if it is done for this plan and its file is intact."""
     path = out / MARKER_DIR / f"{_shard_name(k)}.json"
     try:
@@ -505,7 +509,11 @@ def _finished_marker(out: Path, k: int, plan: Mapping[str, Any]) -> Optional[Dic
     if marker.get("plan") != plan["digest"]:
         return None
     shard = out / marker.get("file", "")
-    if not shard.is_file() or shard.stat().st_size != marker.get("bytes") or _sha256_file(shard) != marker.get("sha256"):
+    if (
+        not shard.is_file()
+        or shard.stat().st_size != marker.get("bytes")
+        or _sha256_file(shard) != marker.get("sha256")
+    ):
         return None
     return marker
 
@@ -521,7 +529,7 @@ def _clean_temporaries(out: Path, k: int) -> None:
 class _Progress:
     """tqdm bar counting hours of audio, with the rate in hours of audio per second."""
 
-    def __init__(self, enabled: bool, total_hours: Optional[float], files: int, rank_note: str) -> None:
+    def __init__(self, enabled: bool, total_hours: float | None, files: int, rank_note: str) -> None:
         self.bar = None
         self.start = time.perf_counter()
         self.seconds = 0.0
@@ -532,7 +540,9 @@ class _Progress:
             from tqdm import tqdm
 
             fmt = "{desc}: {n:.3f}" + ("/{total:.3f}" if total_hours else "") + " h audio [{elapsed}{postfix}]"
-            self.bar = tqdm(total=total_hours, desc=f"tokenize{rank_note}", bar_format=fmt, file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total_hours, desc=f"tokenize{rank_note}", bar_format=fmt, file=sys.stderr, dynamic_ncols=True
+            )
 
     def update(self, seconds: float, files: int, errors: int) -> None:
         self.seconds += seconds
@@ -610,7 +620,9 @@ def _write_errors(path: Path, markers: Sequence[Mapping[str, Any]]) -> int:
     return len(lines) - 1
 
 
-def _write_index(out: Path, plan: Mapping[str, Any], identity: Mapping[str, Any], markers: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+def _write_index(
+    out: Path, plan: Mapping[str, Any], identity: Mapping[str, Any], markers: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     num_errors = _write_errors(out / "errors.tsv", markers)
     index = {
         "format": FORMAT,
@@ -630,31 +642,34 @@ def _write_index(out: Path, plan: Mapping[str, Any], identity: Mapping[str, Any]
         "duration_s": sum(m["duration_s"] for m in markers),
         "num_tokens": sum(m["num_tokens"] for m in markers),
         "errors_file": "errors.tsv",
-        "shards": [{k: m[k] for k in ("file", "sha256", "bytes", "num_rows", "num_errors", "duration_s", "num_tokens")} for m in markers],
+        "shards": [
+            {k: m[k] for k in ("file", "sha256", "bytes", "num_rows", "num_errors", "duration_s", "num_tokens")}
+            for m in markers
+        ],
     }
     _write_json(out / "index.json", index)
     return index
 
 
 def tokenize_corpus(
-    data: Union[PathLike, Sequence[CorpusItem]],
+    data: PathLike | Sequence[CorpusItem],
     out: PathLike,
     model: Any,
     *,
-    model_source: Optional[str] = None,
-    root: Optional[PathLike] = None,
+    model_source: str | None = None,
+    root: PathLike | None = None,
     device: str = "cpu",
     shard_size: int = 1000,
     window: int = 256,
     batch_seconds: float = 60.0,
     max_batch_size: int = 32,
     num_workers: int = 2,
-    max_duration: Optional[float] = None,
+    max_duration: float | None = None,
     row_group_size: int = 256,
     overwrite: bool = False,
     progress: bool = True,
     dist_timeout_hours: float = 72.0,
-    autocast: Optional[str] = None,
+    autocast: str | None = None,
 ) -> TokenizeSummary:
     """Tokenize every utterance of ``data`` into Parquet shards under ``out``.
 
@@ -719,7 +734,7 @@ def tokenize_corpus(
             (out / folder).mkdir(parents=True, exist_ok=True)
 
         mine = [k for k in range(plan["num_shards"]) if k % dist.world == dist.rank]
-        done: Dict[int, Dict[str, Any]] = {}
+        done: dict[int, dict[str, Any]] = {}
         for k in mine:
             _clean_temporaries(out, k)
             marker = _finished_marker(out, k, plan)
@@ -727,9 +742,21 @@ def tokenize_corpus(
                 done[k] = marker
         todo = [k for k in mine if k not in done]
         markers, encoded_s = _run_shards(
-            model if autocast is None else _AutocastEncoder(model, autocast), items, todo, plan, out, identity["sample_rate_input"], int(shard_size), int(window),
-            batch_seconds, int(max_batch_size), int(num_workers), max_duration, int(row_group_size),
-            progress and dist.rank == 0, f" (rank 0 of {dist.world})" if dist.world > 1 else "",
+            model if autocast is None else _AutocastEncoder(model, autocast),
+            items,
+            todo,
+            plan,
+            out,
+            identity["sample_rate_input"],
+            int(shard_size),
+            int(window),
+            batch_seconds,
+            int(max_batch_size),
+            int(num_workers),
+            max_duration,
+            int(row_group_size),
+            progress and dist.rank == 0,
+            f" (rank 0 of {dist.world})" if dist.world > 1 else "",
         )
         done.update(markers)
 
@@ -758,19 +785,31 @@ def tokenize_corpus(
 
 
 def _run_shards(
-    model: Any, items: Sequence[CorpusItem], todo: Sequence[int], plan: Mapping[str, Any], out: Path,
-    sample_rate: int, shard_size: int, window: int, batch_seconds: float, max_batch_size: int,
-    num_workers: int, max_duration: Optional[float], row_group_size: int, show: bool, note: str,
-) -> Tuple[Dict[int, Dict[str, Any]], float]:
+    model: Any,
+    items: Sequence[CorpusItem],
+    todo: Sequence[int],
+    plan: Mapping[str, Any],
+    out: Path,
+    sample_rate: int,
+    shard_size: int,
+    window: int,
+    batch_seconds: float,
+    max_batch_size: int,
+    num_workers: int,
+    max_duration: float | None,
+    row_group_size: int,
+    show: bool,
+    note: str,
+) -> tuple[dict[int, dict[str, Any]], float]:
     """Encode the shards ``todo`` of this rank; return their markers and the seconds encoded."""
     # Flat list of this rank's pending utterances, shard after shard.
-    flat: List[int] = []
-    bounds: List[Tuple[int, int, int]] = []  # (shard, first flat position, end)
+    flat: list[int] = []
+    bounds: list[tuple[int, int, int]] = []  # (shard, first flat position, end)
     for k in todo:
         lo, hi = k * shard_size, min((k + 1) * shard_size, len(items))
         bounds.append((k, len(flat), len(flat) + hi - lo))
         flat.extend(range(lo, hi))
-    markers: Dict[int, Dict[str, Any]] = {}
+    markers: dict[int, dict[str, Any]] = {}
     if not flat:
         return markers, 0.0
     durations = [items[i].duration for i in flat]
@@ -791,12 +830,12 @@ def _run_shards(
     encoded = 0.0
     try:
         for k, lo, hi in bounds:
-            tokens: Dict[int, Tensor] = {}
-            lengths: Dict[int, int] = {}
-            errors: Dict[int, str] = {}
+            tokens: dict[int, Tensor] = {}
+            lengths: dict[int, int] = {}
+            errors: dict[int, str] = {}
             for wlo in range(lo, hi, window):
                 whi = min(wlo + window, hi)
-                sigs: Dict[int, Tensor] = {}
+                sigs: dict[int, Tensor] = {}
                 for _ in range(wlo, whi):
                     pos, sig, reason = next(stream)
                     if sig is None:
@@ -812,7 +851,9 @@ def _run_shards(
                 bar.update(secs, whi - wlo, sum(1 for p in range(wlo, whi) if p in errors))
             rows = [(items[flat[p]], lengths[p], tokens[p]) for p in range(lo, hi) if p in tokens]
             errs_list = [
-                {"id": items[flat[p]].id, "path": items[flat[p]].path, "reason": errors[p]} for p in range(lo, hi) if p in errors
+                {"id": items[flat[p]].id, "path": items[flat[p]].path, "reason": errors[p]}
+                for p in range(lo, hi)
+                if p in errors
             ]
             markers[k] = _write_shard(out, k, rows, errs_list, plan, sample_rate, row_group_size)
     finally:
@@ -850,31 +891,33 @@ class TokenCorpus:
         self.directory = Path(directory)
         path = self.directory / "index.json"
         if not path.is_file():
-            raise InputError(f"{self.directory} has no index.json: not a finished tokenization (run or resume focalcodec tokenize)")
+            raise InputError(
+                f"{self.directory} has no index.json: not a finished tokenization (run or resume focalcodec tokenize)"
+            )
         try:
             self.index = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise InputError(f"{path} is not valid JSON: {exc}") from None
         if self.index.get("format") != FORMAT:
             raise InputError(f"{path} is not a focalcodec token index (format {self.index.get('format')!r})")
-        self.shards: List[Dict[str, Any]] = list(self.index["shards"])
+        self.shards: list[dict[str, Any]] = list(self.index["shards"])
         self._offsets = [0]
         for s in self.shards:
             self._offsets.append(self._offsets[-1] + int(s["num_rows"]))
-        self._cache: "OrderedDict[int, Any]" = OrderedDict()
+        self._cache: OrderedDict[int, Any] = OrderedDict()
         self._cache_size = max(1, cache_shards)
-        self._ids: Optional[Dict[str, int]] = None
+        self._ids: dict[str, int] | None = None
         if verify:
             self.verify()
 
     # -- facts -----------------------------------------------------------------------------------
     @property
-    def model(self) -> Dict[str, Any]:
+    def model(self) -> dict[str, Any]:
         """Identity of the model that made the tokens (model_id, source, fingerprint, ...)."""
         return self.index["model"]
 
     @property
-    def shard_files(self) -> List[Path]:
+    def shard_files(self) -> list[Path]:
         """The Parquet files, in order (e.g. for ``datasets.load_dataset("parquet", data_files=...)``)."""
         return [self.directory / s["file"] for s in self.shards]
 
@@ -883,13 +926,13 @@ class TokenCorpus:
 
     def verify(self) -> None:
         """Raise :class:`InputError` when a shard is missing or its sha256 differs from the index."""
-        for s, f in zip(self.shards, self.shard_files):
+        for s, f in zip(self.shards, self.shard_files, strict=False):
             if not f.is_file():
                 raise InputError(f"shard {f} listed in the index is missing")
             if _sha256_file(f) != s["sha256"]:
                 raise InputError(f"shard {f} does not match its checksum in the index (changed or damaged)")
 
-    def errors(self) -> List[Dict[str, str]]:
+    def errors(self) -> list[dict[str, str]]:
         """Files the run skipped: ``[{"id", "path", "reason"}, ...]``."""
         path = self.directory / self.index.get("errors_file", "errors.tsv")
         if not path.is_file():
@@ -917,7 +960,7 @@ class TokenCorpus:
         tokens = torch.from_numpy(table.column("tokens")[r].values.to_numpy(zero_copy_only=False).astype("int64"))
         return Utterance(row["id"], row["path"], float(row["duration"]), int(row["num_samples"]), tokens)
 
-    def _locate(self, i: int) -> Tuple[int, int]:
+    def _locate(self, i: int) -> tuple[int, int]:
         import bisect
 
         if i < 0:
@@ -927,16 +970,16 @@ class TokenCorpus:
         s = bisect.bisect_right(self._offsets, i) - 1
         return s, i - self._offsets[s]
 
-    def ids(self) -> List[str]:
+    def ids(self) -> list[str]:
         """Every utterance id, in corpus order."""
         return list(self._id_map())
 
-    def _id_map(self) -> Dict[str, int]:
+    def _id_map(self) -> dict[str, int]:
         if self._ids is None:
             _pyarrow()
             import pyarrow.parquet as pq
 
-            ids: Dict[str, int] = {}
+            ids: dict[str, int] = {}
             for f in self.shard_files:
                 for uid in pq.read_table(f, columns=["id"]).column("id").to_pylist():
                     ids[uid] = len(ids)
@@ -946,7 +989,7 @@ class TokenCorpus:
     def __contains__(self, uid: object) -> bool:
         return uid in self._id_map()
 
-    def __getitem__(self, key: Union[int, str]) -> Utterance:
+    def __getitem__(self, key: int | str) -> Utterance:
         """Fetch by position (int) or by utterance id (str)."""
         if isinstance(key, str):
             pos = self._id_map().get(key)
@@ -966,7 +1009,7 @@ class TokenCorpus:
             for r in range(table.num_rows):
                 yield self._row(table, r)
 
-    def __getstate__(self) -> Dict[str, Any]:  # DataLoader workers: no pyarrow tables in pickles
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers: no pyarrow tables in pickles
         state = dict(self.__dict__)
         state["_cache"] = OrderedDict()
         return state
@@ -979,20 +1022,20 @@ class TokenDataset(torch.utils.data.Dataset):
     ``max_tokens``). Use :func:`collate_tokens` as the DataLoader's ``collate_fn``.
     """
 
-    def __init__(self, corpus: Union[TokenCorpus, PathLike], max_tokens: Optional[int] = None) -> None:
+    def __init__(self, corpus: TokenCorpus | PathLike, max_tokens: int | None = None) -> None:
         self.corpus = corpus if isinstance(corpus, TokenCorpus) else TokenCorpus(corpus)
         self.max_tokens = max_tokens
 
     def __len__(self) -> int:
         return len(self.corpus)
 
-    def __getitem__(self, i: int) -> Dict[str, Any]:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         utt = self.corpus[int(i)]
         tokens = utt.tokens if self.max_tokens is None else utt.tokens[: self.max_tokens]
         return {"id": utt.id, "tokens": tokens}
 
 
-def collate_tokens(batch: Sequence[Mapping[str, Any]], pad_id: int = 0) -> Dict[str, Any]:
+def collate_tokens(batch: Sequence[Mapping[str, Any]], pad_id: int = 0) -> dict[str, Any]:
     """``[{"id", "tokens" (T_i,)}] -> {"ids": [...], "tokens": (B, T) int64 padded with pad_id,
     "lengths": (B,) int64}``."""
     lengths = torch.tensor([int(b["tokens"].numel()) for b in batch], dtype=torch.long)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Tuple, Union
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -65,10 +65,10 @@ class _Decode(nn.Module):
 
 class _Graph(NamedTuple):
     module: nn.Module
-    inputs: Tuple[Tensor, ...]
-    input_names: List[str]
-    output_names: List[str]
-    dynamic_axes: Dict[str, Dict[int, str]]
+    inputs: tuple[Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
 
 
 def _graph(codec: FocalCodec, graph: str) -> _Graph:
@@ -96,7 +96,8 @@ def _graph(codec: FocalCodec, graph: str) -> _Graph:
 def _stream_graph(codec: FocalCodec, graph: str) -> _Graph:
     if not getattr(codec, "causal", False):
         raise ExportError(
-            f"{graph} is the streaming step of a causal model; {getattr(codec, 'model_id', 'this model')} is not causal "
+            f"{graph} is the streaming step of a causal model; "
+            f"{getattr(codec, 'model_id', 'this model')} is not causal "
             "(export encode/decode instead, or use e.g. focalcodec_50hz_4k_causal)"
         )
     side = graph[len("stream_") :]
@@ -115,7 +116,7 @@ def _stream_graph(codec: FocalCodec, graph: str) -> _Graph:
     return _Graph(step, (example, *step.initial_state(2)), input_names, output_names, axes)
 
 
-def export_onnx(codec: FocalCodec, path: Union[str, Path], graph: str = "encode", opset: int = 18) -> Path:
+def export_onnx(codec: FocalCodec, path: str | Path, graph: str = "encode", opset: int = 18) -> Path:
     """Write ``graph`` (one of :data:`GRAPHS`) as an ONNX model with dynamic batch (and, for
     ``encode``/``decode``, time) axes."""
     g = _graph(codec, graph)
@@ -135,7 +136,7 @@ def export_onnx(codec: FocalCodec, path: Union[str, Path], graph: str = "encode"
     return path
 
 
-def export_torchscript(codec: FocalCodec, path: Union[str, Path], graph: str = "encode") -> Path:
+def export_torchscript(codec: FocalCodec, path: str | Path, graph: str = "encode") -> Path:
     """Write ``graph`` as a traced TorchScript module (load with ``torch.jit.load``); the
     stream graphs take and return the state tensors positionally, in ``state_names`` order."""
     g = _graph(codec, graph)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,15 +38,15 @@ _LEGACY_BLOCKS = {
 _LEGACY_BLOCK_KEY = re.compile(r"^(compressor|decompressor)\.layers\.(\d+)\.([01])\.(.+)$")
 
 
-def is_legacy_state_dict(state_dict: Dict[str, Tensor]) -> bool:
+def is_legacy_state_dict(state_dict: dict[str, Tensor]) -> bool:
     """True for the v0.0.1 layout (separate q/k/v or numbered focal sub-modules)."""
     return any(".q_proj." in k or _LEGACY_BLOCK_KEY.match(k) for k in state_dict)
 
 
-def convert_legacy_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+def convert_legacy_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     """v0.0.1 keys -> current keys; also drops the two legacy extras (see module docstring)."""
-    out: Dict[str, Tensor] = {}
-    qkv: Dict[str, Dict[str, Tensor]] = {}
+    out: dict[str, Tensor] = {}
+    qkv: dict[str, dict[str, Tensor]] = {}
     for key, value in state_dict.items():
         if LEGACY_EXTRAS.match(key):
             continue
@@ -65,7 +65,7 @@ def convert_legacy_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor
     return out
 
 
-def load_weights_file(path: Path) -> Dict[str, Tensor]:
+def load_weights_file(path: Path) -> dict[str, Tensor]:
     """Read ``.safetensors`` or ``.pt`` (``weights_only=True``) into a flat dict of tensors."""
     path = Path(path)
     if not path.is_file():
@@ -85,7 +85,7 @@ def load_weights_file(path: Path) -> Dict[str, Tensor]:
     return state
 
 
-def load_state_dict(model: nn.Module, state_dict: Dict[str, Tensor], source: str = "checkpoint") -> None:
+def load_state_dict(model: nn.Module, state_dict: dict[str, Tensor], source: str = "checkpoint") -> None:
     """Strictly load either layout into ``model``; on mismatch raise a :class:`CheckpointError`
     naming the missing, unexpected and mis-shaped keys."""
     if is_legacy_state_dict(state_dict):
@@ -117,7 +117,7 @@ def load_state_dict(model: nn.Module, state_dict: Dict[str, Tensor], source: str
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=True)
 
 
-def _hub_download(repo_id: str, filename: str, **hub_kwargs: Any) -> Optional[Path]:
+def _hub_download(repo_id: str, filename: str, **hub_kwargs: Any) -> Path | None:
     """Download one file; None if the repo exists but lacks it; HubError otherwise."""
     try:
         from huggingface_hub import hf_hub_download
@@ -148,7 +148,7 @@ def _hub_download(repo_id: str, filename: str, **hub_kwargs: Any) -> Optional[Pa
     )
 
 
-def resolve_checkpoint(source: str, **hub_kwargs: Any) -> Tuple[FocalCodecConfig, Path]:
+def resolve_checkpoint(source: str, **hub_kwargs: Any) -> tuple[FocalCodecConfig, Path]:
     """Find the config and weights file for ``source`` (see module docstring)."""
     text = str(source)
     path = Path(text)
@@ -174,13 +174,11 @@ def resolve_checkpoint(source: str, **hub_kwargs: Any) -> Tuple[FocalCodecConfig
     if len(parts) == 3 and parts[2].endswith(".json"):
         repo, config_file = "/".join(parts[:2]), parts[2]
         stem = config_file[: -len(".json")]
-        weight_names: Tuple[str, ...] = (stem + ".safetensors", stem + ".pt")
+        weight_names: tuple[str, ...] = (stem + ".safetensors", stem + ".pt")
     elif len(parts) == 2 and all(parts):
         repo, config_file, weight_names = repo_id, "config.json", WEIGHT_NAMES
     else:
-        raise ConfigError(
-            f"{text!r} is not a local directory, a config .json, a preset or a Hub repo id 'owner/name'"
-        )
+        raise ConfigError(f"{text!r} is not a local directory, a config .json, a preset or a Hub repo id 'owner/name'")
     config_path = _hub_download(repo, config_file, **hub_kwargs)
     if config_path is None:
         raise HubError(f"Hugging Face repo {repo!r} has no {config_file}")

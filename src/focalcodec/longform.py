@@ -22,8 +22,8 @@ WAV/FLAC files at 16 kHz), the input is read window by window and not held at al
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -60,7 +60,7 @@ class Windowing:
                 f"lookahead ({self.lookahead} s) or half the window ({self.window} s)"
             )
 
-    def token_geometry(self, token_rate: float) -> Tuple[int, int, int]:
+    def token_geometry(self, token_rate: float) -> tuple[int, int, int]:
         """(core, left, right) window sizes in tokens."""
         core = max(1, int(round(self.window * token_rate)))
         return core, int(math.ceil(self.context * token_rate)), int(math.ceil(self.lookahead * token_rate))
@@ -94,7 +94,7 @@ def _fit(sig: Tensor, length: int) -> Tensor:
     return torch.cat([sig, sig[-1:].expand(length - n)])
 
 
-def _windows(num_tokens: int, core: int, left: int, right: int) -> List[Tuple[int, int, int, int]]:
+def _windows(num_tokens: int, core: int, left: int, right: int) -> list[tuple[int, int, int, int]]:
     """(start, a, b, end) token indices: window [start, end) keeps tokens [a, b)."""
     count = -(-num_tokens // core)
     base, extra = divmod(num_tokens, count)  # balanced: every window keeps >= core / 2 tokens
@@ -121,7 +121,7 @@ def _check_signal(sig: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def encode_long(codec, sig: Union[Tensor, AudioFileSamples], windowing: Windowing = DEFAULT) -> Tensor:
+def encode_long(codec, sig: Tensor | AudioFileSamples, windowing: Windowing = DEFAULT) -> Tensor:
     """``sig: (N,)`` float at 16 kHz -> ``(codec.num_tokens(N),)`` int64 tokens (on CPU).
 
     Non-causal: one pass if the input fits in one window, else windows with context.
@@ -131,7 +131,10 @@ def encode_long(codec, sig: Union[Tensor, AudioFileSamples], windowing: Windowin
     """
     if isinstance(sig, AudioFileSamples):
         if sig.sample_rate != codec.sample_rate_input:
-            raise InputError(f"{sig.path} is at {sig.sample_rate} Hz; the model reads {codec.sample_rate_input} Hz (load and resample it)")
+            raise InputError(
+                f"{sig.path} is at {sig.sample_rate} Hz; the model reads {codec.sample_rate_input} Hz "
+                "(load and resample it)"
+            )
         n = len(sig)
     else:
         sig = _check_signal(sig)
@@ -175,14 +178,18 @@ def iter_decode(codec, tokens: Tensor, windowing: Windowing = DEFAULT) -> Iterat
     if total == 0:
         raise InputError("no tokens to decode")
     if (toks < 0).any() or (toks >= codec.codebook_size).any():
-        raise InputError(f"tokens must lie in [0, {codec.codebook_size}) for this model; were they made by another model?")
+        raise InputError(
+            f"tokens must lie in [0, {codec.codebook_size}) for this model; were they made by another model?"
+        )
     if codec.causal:
         step = 4 * max(1, int(round(windowing.chunk * codec.token_rate / 4)))
         dev = _device(codec)
         dec_state: object = ()
         voc_state: object = ()
         for s in range(0, total, step):
-            audio, dec_state, voc_state = codec.toks_to_sig(toks[s : s + step].to(dev)[None], dec_state, voc_state, return_state=True)
+            audio, dec_state, voc_state = codec.toks_to_sig(
+                toks[s : s + step].to(dev)[None], dec_state, voc_state, return_state=True
+            )
             yield audio[0].float().cpu()
         return
     core, left, right = windowing.token_geometry(codec.token_rate)
@@ -193,7 +200,7 @@ def iter_decode(codec, tokens: Tensor, windowing: Windowing = DEFAULT) -> Iterat
     natural = total * hop
     half = int(round(windowing.crossfade * codec.sample_rate_output)) // 2
     fade = (torch.arange(2 * half, dtype=torch.float32) + 0.5) / max(1, 2 * half)  # rising ramp
-    pending: Optional[Tensor] = None  # fading-out tail of the previous window, at [boundary - half, boundary + half)
+    pending: Tensor | None = None  # fading-out tail of the previous window, at [boundary - half, boundary + half)
     for start, a, b, end in _windows(total, core, left, right):
         audio = codec.decode(toks[start:end]).audio.float().cpu()
         base = start * hop
@@ -207,7 +214,7 @@ def iter_decode(codec, tokens: Tensor, windowing: Windowing = DEFAULT) -> Iterat
             pending = audio[hi - base : hi - base + 2 * half] * (1.0 - fade)
 
 
-def decode_long(codec, tokens: Tensor, num_samples: Optional[int] = None, windowing: Windowing = DEFAULT) -> Tensor:
+def decode_long(codec, tokens: Tensor, num_samples: int | None = None, windowing: Windowing = DEFAULT) -> Tensor:
     """``tokens: (T',)`` -> ``(M,)`` float32 audio at ``sample_rate_output``.
 
     With ``num_samples`` (the input length at 16 kHz) the audio has exactly

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,7 +47,7 @@ class _Started:
     """Holds the ``(B,)`` bool "stream already started" flag of the step being run, read by
     every :class:`_StepPad` of the step's model."""
 
-    value: Optional[Tensor] = None
+    value: Tensor | None = None
 
 
 class _StepPad(CausalPad):
@@ -55,7 +56,7 @@ class _StepPad(CausalPad):
 
     started: _Started
 
-    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         flag = self.started.value
         if self.size == 0 or context is None or flag is None:
             return super().forward(x, context)
@@ -92,20 +93,20 @@ def _template(state: Any) -> Template:
     return tuple(state.shape[1:])
 
 
-def _leaves(template: Template, path: Tuple[int, ...] = ()) -> List[Tuple[Tuple[int, ...], tuple]]:
+def _leaves(template: Template, path: tuple[int, ...] = ()) -> list[tuple[tuple[int, ...], tuple]]:
     """``(path, shape)`` of every non-empty tensor, depth first."""
     if isinstance(template, list):
         return [leaf for i, t in enumerate(template) for leaf in _leaves(t, path + (i,))]
     return [] if 0 in template else [(path, template)]
 
 
-def _flatten(state: Any, template: Template) -> List[Tensor]:
+def _flatten(state: Any, template: Template) -> list[Tensor]:
     if isinstance(template, list):
-        return [leaf for s, t in zip(state, template) for leaf in _flatten(s, t)]
+        return [leaf for s, t in zip(state, template, strict=False) for leaf in _flatten(s, t)]
     return [] if 0 in template else [state]
 
 
-def _unflatten(template: Template, leaves: List[Tensor], like: Tensor) -> Any:
+def _unflatten(template: Template, leaves: list[Tensor], like: Tensor) -> Any:
     """Inverse of :func:`_flatten` (consumes ``leaves`` from the front); empty tensors are
     rebuilt with ``like``'s batch size."""
     if isinstance(template, list):
@@ -115,7 +116,7 @@ def _unflatten(template: Template, leaves: List[Tensor], like: Tensor) -> Any:
     return leaves.pop(0)
 
 
-def _names(prefix: str, template: Template) -> List[str]:
+def _names(prefix: str, template: Template) -> list[str]:
     return ["_".join([prefix] + [str(i) for i in path]) for path, _ in _leaves(template)]
 
 
@@ -133,11 +134,11 @@ class _Step(nn.Module):
             )
         self._started = _Started()
         self.model = _step_model(codec, self._started)
-        self.state_names: List[str] = []
-        self.state_shapes: List[Tuple[int, ...]] = []
-        self.state_dtypes: List[torch.dtype] = []
+        self.state_names: list[str] = []
+        self.state_shapes: list[tuple[int, ...]] = []
+        self.state_dtypes: list[torch.dtype] = []
 
-    def _add_state(self, names: Sequence[str], shapes: Sequence[Tuple[int, ...]], dtype: torch.dtype) -> None:
+    def _add_state(self, names: Sequence[str], shapes: Sequence[tuple[int, ...]], dtype: torch.dtype) -> None:
         self.state_names += list(names)
         self.state_shapes += [tuple(int(d) for d in s) for s in shapes]
         self.state_dtypes += [dtype] * len(names)
@@ -150,11 +151,11 @@ class _Step(nn.Module):
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def initial_state(self, batch_size: int = 1) -> List[Tensor]:
+    def initial_state(self, batch_size: int = 1) -> list[Tensor]:
         """The state of ``batch_size`` fresh streams: zeros, in :attr:`state_names` order."""
         return [
             torch.zeros((batch_size,) + shape, dtype=dtype, device=self._device)
-            for shape, dtype in zip(self.state_shapes, self.state_dtypes)
+            for shape, dtype in zip(self.state_shapes, self.state_dtypes, strict=False)
         ]
 
     def _check(self, x: Tensor, states: Sequence[Tensor], size: int, what: str) -> None:
@@ -206,14 +207,14 @@ class EncodeStep(_Step):
         leaves = _leaves(self.compressor_template)
         self._add_state(_names("compressor", self.compressor_template), [s for _, s in leaves], self._float)
 
-    def forward(self, chunk: Tensor, *states: Tensor) -> Tuple[Tensor, ...]:
+    def forward(self, chunk: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
         self._check(chunk, states, self.chunk_size, "chunk")
         frames = states[0]
         convs = list(states[1 : 1 + self.num_convs])
         kvs = states[1 + self.num_convs : 1 + self.num_convs + self.num_layers]
         comp = list(states[1 + self.num_convs + self.num_layers :])
 
-        def run() -> Tuple[Tensor, ...]:
+        def run() -> tuple[Tensor, ...]:
             # The frame index of the encoder's own state only aligns attention chunks within
             # a call of several chunks; one chunk per call needs none.
             state = [torch.zeros((), dtype=torch.long), convs, [kv.transpose(0, 1) for kv in kvs]]
@@ -252,12 +253,12 @@ class DecodeStep(_Step):
         for prefix, template in (("decompressor", self.decompressor_template), ("decoder", self.decoder_template)):
             self._add_state(_names(prefix, template), [s for _, s in _leaves(template)], self._float)
 
-    def forward(self, toks: Tensor, *states: Tensor) -> Tuple[Tensor, ...]:
+    def forward(self, toks: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
         self._check(toks, states, self.group, "toks")
         started = states[0]
         rest = list(states[1:])
 
-        def run() -> Tuple[Tensor, ...]:
+        def run() -> tuple[Tensor, ...]:
             like = toks.to(self._float)
             ds = _unflatten(self.decompressor_template, rest[: self.num_decompressor], like)
             gs = _unflatten(self.decoder_template, rest[self.num_decompressor :], like)
@@ -268,7 +269,7 @@ class DecodeStep(_Step):
         return self._run(started > 0, run)
 
 
-def stream_step(codec: nn.Module, side: str) -> Union[EncodeStep, DecodeStep]:
+def stream_step(codec: nn.Module, side: str) -> EncodeStep | DecodeStep:
     """:class:`EncodeStep` (``side="encode"``) or :class:`DecodeStep` (``"decode"``) of ``codec``."""
     if side not in SIDES:
         raise InputError(f"side must be one of {SIDES}, got {side!r}")
@@ -276,9 +277,9 @@ def stream_step(codec: nn.Module, side: str) -> Union[EncodeStep, DecodeStep]:
 
 
 def initial_state(
-    codec_or_step: Union[nn.Module, EncodeStep, DecodeStep], side: str = "encode", batch_size: int = 1
-) -> "OrderedDict[str, Tensor]":
+    codec_or_step: nn.Module | EncodeStep | DecodeStep, side: str = "encode", batch_size: int = 1
+) -> OrderedDict[str, Tensor]:
     """Names and zero tensors of the state of ``batch_size`` fresh streams of a step
     (``side`` is used when a codec is given)."""
     step = codec_or_step if isinstance(codec_or_step, _Step) else stream_step(codec_or_step, side)
-    return OrderedDict(zip(step.state_names, step.initial_state(batch_size)))
+    return OrderedDict(zip(step.state_names, step.initial_state(batch_size), strict=False))

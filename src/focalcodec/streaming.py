@@ -21,17 +21,17 @@ Speed: :func:`streaming_model` builds, once per codec, a copy that shares the we
 swaps the modules that PyTorch runs slowly on 4-frame inputs for exact equivalents: the
 grouped positional conv, 1x1 convs, kernel-1 transposed convs and the decoder's embedding
 conv become unfold + matmul, small depthwise convs become window sums, and float32 linears
-on few rows become ``W @ x^T`` (MKL's few-row ``x @ W^T`` streams weights at a third of
-the memory bandwidth on some CPUs); the long causal contexts (the focal blocks' 511 frames,
-the positional conv's 127) and the attention's key/value caches live in mirrored ring
-buffers, so a chunk writes its new frames instead of copying every context. Every chunk still reads every weight once, so the step
-is bound by memory bandwidth: ``precision="float16"`` stores the linear layers' weights in
-half precision (float32 arithmetic; half the weight traffic, tokens equal to float32 on real
-speech in our measurements), ``precision="int8"`` quantises them to int8 with dynamically
-quantised activations (a quarter of the traffic, but outputs differ noticeably). The encoder
-and decoder streams may use different precisions (``StreamCodec(..., precision="float16",
-decoder_precision="int8")``: exact tokens, int8 synthesis). The stream classes use the copy
-unless ``optimize=False``.
+on few rows become ``W @ x^T`` (MKL's few-row ``x @ W^T`` streams weights at a third of the
+memory bandwidth on some CPUs); the long causal contexts (the focal blocks' 511 frames, the
+positional conv's 127) and the attention's key/value caches live in mirrored ring buffers,
+so a chunk writes its new frames instead of copying every context. Every chunk still reads
+every weight once, so the step is bound by memory bandwidth: ``precision="float16"`` stores
+the linear layers' weights in half precision (float32 arithmetic; half the weight traffic,
+tokens equal to float32 on real speech in our measurements), ``precision="int8"`` quantises
+them to int8 with dynamically quantised activations (a quarter of the traffic, but outputs
+differ noticeably). The encoder and decoder streams may use different precisions
+(``StreamCodec(..., precision="float16", decoder_precision="int8")``: exact tokens, int8
+synthesis). The stream classes use the copy unless ``optimize=False``.
 
 Non-causal models: :class:`ChunkedStream` resynthesises 500 ms chunks with 3 s of left
 context and a linear cross-fade over 20 ms (4 %); its algorithmic latency is 540 ms.
@@ -40,10 +40,8 @@ context and a linear cross-fade over 20 ms (4 %); its algorithmic latency is 540
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 import weakref
-from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -68,14 +66,16 @@ MAX_CHUNKS_PER_CALL = 64
 
 
 # -- fast equivalents of the convolutions, for short inputs ---------------------------------
-def _group_linears(weight: Tensor, bias: Optional[Tensor], groups: int) -> nn.ModuleList:
+def _group_linears(weight: Tensor, bias: Tensor | None, groups: int) -> nn.ModuleList:
     """One ``nn.Linear`` per group whose weights are views of a conv weight ``(C_out, C_in/g, k)``."""
     out_dim, in_g, k = weight.shape
     out_g = out_dim // groups
     linears = nn.ModuleList()
     for g in range(groups):
         lin = nn.Linear(in_g * k, out_g, bias=bias is not None)
-        lin.weight = nn.Parameter(weight.detach()[g * out_g : (g + 1) * out_g].reshape(out_g, in_g * k), requires_grad=False)
+        lin.weight = nn.Parameter(
+            weight.detach()[g * out_g : (g + 1) * out_g].reshape(out_g, in_g * k), requires_grad=False
+        )
         if bias is not None:
             lin.bias = nn.Parameter(bias.detach()[g * out_g : (g + 1) * out_g], requires_grad=False)
         linears.append(lin)
@@ -95,7 +95,7 @@ class _FastConv1d(nn.Conv1d):
     def _prepare(self) -> None:
         self.group_linears = _group_linears(self.weight, self.bias, self.groups)
 
-    def forward_time_major(self, x: Tensor, padding: Tuple[int, int] = (0, 0)) -> Tensor:
+    def forward_time_major(self, x: Tensor, padding: tuple[int, int] = (0, 0)) -> Tensor:
         if padding != (0, 0):
             x = F.pad(x, (0, 0, padding[0], padding[1]))
         if self.groups == 1:
@@ -123,11 +123,11 @@ class _FastConvTranspose1d(nn.ConvTranspose1d):
     def _prepare(self) -> None:
         self.group_linears = _group_linears(self.weight.transpose(0, 1).contiguous(), self.bias, 1)
 
-    def forward_time_major(self, x: Tensor, padding: Tuple[int, int] = (0, 0)) -> Tensor:
+    def forward_time_major(self, x: Tensor, padding: tuple[int, int] = (0, 0)) -> Tensor:
         """``(B, T, C_in) -> (B, T, C_out)``."""
         return self.group_linears[0](x)
 
-    def forward(self, x: Tensor, output_size: Optional[List[int]] = None) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:  # type: ignore[override]
         return self.group_linears[0](x.transpose(1, 2)).transpose(1, 2)
 
 
@@ -165,7 +165,7 @@ class _FastDepthwiseConv1d(nn.Conv1d):
     def _prepare(self) -> None:
         self.taps_time_major = self.weight.detach()[:, 0, :].t().contiguous()  # (k, C)
 
-    def forward_time_major(self, x: Tensor, padding: Tuple[int, int] = (0, 0)) -> Tensor:
+    def forward_time_major(self, x: Tensor, padding: tuple[int, int] = (0, 0)) -> Tensor:
         if padding != (0, 0):
             x = F.pad(x, (0, 0, padding[0], padding[1]))
         k = self.kernel_size[0]
@@ -243,7 +243,7 @@ class _Ring:
 class _RingCausalPad(CausalPad):
     """:class:`CausalPad` whose context is carried in a :class:`_Ring` (same results)."""
 
-    def forward(self, x: Tensor, context: Optional[object] = None) -> Tuple[Tensor, object]:
+    def forward(self, x: Tensor, context: object | None = None) -> tuple[Tensor, object]:
         if isinstance(context, _Ring):
             if x.shape[1] <= context.max_new:
                 return context.append(x), context
@@ -258,7 +258,7 @@ class _RingTransformerLayer(TransformerLayer):
 
     ring_limit: int
 
-    def join_cache(self, cache: Optional[object], k: Tensor, v: Tensor, keep: int) -> Tuple[Tensor, Tensor, Optional[object]]:
+    def join_cache(self, cache: object | None, k: Tensor, v: Tensor, keep: int) -> tuple[Tensor, Tensor, object | None]:
         if isinstance(cache, _Ring):
             new = k.shape[2]
             if new <= cache.max_new and keep == min(cache.limit, cache.length + new):
@@ -341,7 +341,7 @@ def _quantize_linears(model: nn.Module, precision: str, part: str = "all") -> nn
         return quantize_dynamic(model, names, dtype=dtype, inplace=True)
 
 
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, Dict[Tuple[str, str], nn.Module]]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], nn.Module]] = weakref.WeakKeyDictionary()
 
 
 def streaming_model(codec: nn.Module, precision: str = "float32", part: str = "all") -> nn.Module:
@@ -380,7 +380,7 @@ def streaming_model(codec: nn.Module, precision: str = "float32", part: str = "a
     return model
 
 
-def _as_batch(x: Tensor, what: str, batch_size: Optional[int]) -> Tuple[Tensor, bool]:
+def _as_batch(x: Tensor, what: str, batch_size: int | None) -> tuple[Tensor, bool]:
     """``(n,)`` or ``(B, n)`` -> ``(B, n)`` and whether the input was 1-D."""
     if not isinstance(x, Tensor):
         try:
@@ -423,10 +423,10 @@ class _GroupedStream:
 
     def reset(self) -> None:
         """Forget everything: the next push starts new streams (of any batch size)."""
-        self._buffer: Optional[Tensor] = None
-        self._states: List[list] = [[], []]
+        self._buffer: Tensor | None = None
+        self._states: list[list] = [[], []]
         self._one = False
-        self.batch_size: Optional[int] = None
+        self.batch_size: int | None = None
         self.steps_in = 0
         self.steps_out = 0
 
@@ -547,7 +547,7 @@ class StreamDecoder(_GroupedStream):
     def __init__(
         self,
         codec: nn.Module,
-        matching_set: Optional[Tensor] = None,
+        matching_set: Tensor | None = None,
         topk: int = 4,
         num_splits: int = 1,
         optimize: bool = True,
@@ -561,7 +561,9 @@ class StreamDecoder(_GroupedStream):
         self.samples_per_token: int = int(codec.decompressor.upsample_factor * codec.decoder.upsample_factor)
         self.device = next(codec.parameters()).device
         if matching_set is not None and (matching_set.ndim != 2 or matching_set.shape[0] < topk):
-            raise InputError(f"matching_set must be (M, C) with M >= topk={topk}, got shape {tuple(matching_set.shape)}")
+            raise InputError(
+                f"matching_set must be (M, C) with M >= topk={topk}, got shape {tuple(matching_set.shape)}"
+            )
         self.matching_set = None if matching_set is None else matching_set.to(self.device)
         self.topk = topk
         self.num_splits = num_splits
@@ -616,17 +618,22 @@ class StreamCodec:
     def __init__(
         self,
         codec: nn.Module,
-        matching_set: Optional[Tensor] = None,
+        matching_set: Tensor | None = None,
         topk: int = 4,
         num_splits: int = 1,
         optimize: bool = True,
         precision: str = "float32",
-        decoder_precision: Optional[str] = None,
+        decoder_precision: str | None = None,
     ) -> None:
         self.codec = codec
         self.encoder = StreamEncoder(codec, optimize, precision)
         self.decoder = StreamDecoder(
-            codec, matching_set, topk, num_splits, optimize, precision if decoder_precision is None else decoder_precision
+            codec,
+            matching_set,
+            topk,
+            num_splits,
+            optimize,
+            precision if decoder_precision is None else decoder_precision,
         )
 
     @property
@@ -643,11 +650,11 @@ class StreamCodec:
         self.encoder.reset()
         self.decoder.reset()
 
-    def push(self, sig: Tensor) -> Tuple[Tensor, Tensor]:
+    def push(self, sig: Tensor) -> tuple[Tensor, Tensor]:
         toks = self.encoder.push(sig)
         return toks, self.decoder.push(toks)
 
-    def flush(self) -> Tuple[Tensor, Tensor]:
+    def flush(self) -> tuple[Tensor, Tensor]:
         toks = self.encoder.flush()
         audio = self.decoder.push(toks)
         tail = self.decoder.flush()
@@ -677,7 +684,7 @@ class ChunkedStream:
         chunk_ms: float = 500.0,
         context_ms: float = 3000.0,
         overlap_ms: float = 20.0,
-        matching_set: Optional[Tensor] = None,
+        matching_set: Tensor | None = None,
         topk: int = 4,
         num_splits: int = 1,
     ) -> None:
@@ -704,12 +711,12 @@ class ChunkedStream:
         return 1000.0 * (self.chunk + self.overlap + self.margin) / self.codec.sample_rate_input
 
     def reset(self) -> None:
-        self._history: Optional[Tensor] = None  # input samples from _hist_start on
+        self._history: Tensor | None = None  # input samples from _hist_start on
         self._hist_start = 0
         self._done = 0  # input samples whose output has been emitted
-        self._tail: Optional[Tensor] = None  # previous window's output over the overlap
+        self._tail: Tensor | None = None  # previous window's output over the overlap
         self._one = False
-        self.batch_size: Optional[int] = None
+        self.batch_size: int | None = None
 
     def _out(self, n: int) -> int:
         return n * self.ratio[0] // self.ratio[1]

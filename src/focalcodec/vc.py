@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -52,7 +52,7 @@ MAX_REFERENCE_SECONDS = 30.0
 # Default memory budget of one cosine-similarity block in the kNN search.
 KNN_BUDGET_BYTES = 256 * 2**20
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 @dataclass
@@ -62,8 +62,8 @@ class SpeakerSet:
     feats: Tensor
     model_id: str = ""
     model_fingerprint: str = ""
-    sources: List[str] = field(default_factory=list)
-    frames: List[int] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.feats.ndim != 2 or self.feats.shape[0] == 0:
@@ -106,7 +106,7 @@ class SpeakerSet:
         return path
 
     @classmethod
-    def load(cls, path: PathLike, expect_fingerprint: Optional[str] = None) -> "SpeakerSet":
+    def load(cls, path: PathLike, expect_fingerprint: str | None = None) -> SpeakerSet:
         """Read a file written by :meth:`save`. With ``expect_fingerprint``, a set made by a
         different feature model raises :class:`InputError`."""
         from safetensors import safe_open
@@ -141,7 +141,7 @@ class SpeakerSet:
         )
 
 
-def reference_files(paths: Sequence[PathLike]) -> List[Path]:
+def reference_files(paths: Sequence[PathLike]) -> list[Path]:
     """Files as given plus, for directories, every audio file below them (sorted)."""
     from .cli.common import expand_inputs
 
@@ -164,7 +164,7 @@ def _features(model: nn.Module, sig: Tensor) -> Tensor:
 
 def build_speaker_set(
     model: nn.Module,
-    references: Sequence[Union[PathLike, Tensor]],
+    references: Sequence[PathLike | Tensor],
 ) -> SpeakerSet:
     """Matching set of a target voice from reference audio.
 
@@ -173,7 +173,7 @@ def build_speaker_set(
     ``references``: files, directories (all audio files below) or ``(N,)`` 16 kHz tensors.
     Returns a :class:`SpeakerSet` with ``feats (M, C)``, M = total frames.
     """
-    items: List[Union[Path, Tensor]] = []
+    items: list[Path | Tensor] = []
     for ref in references:
         if isinstance(ref, Tensor):
             items.append(ref)
@@ -210,7 +210,7 @@ def auto_splits(num_queries: int, num_frames: int, budget_bytes: int = KNN_BUDGE
     return max(1, math.ceil(num_queries * num_frames * 4 / budget_bytes))
 
 
-def _matching(codec: nn.Module, target: Union[SpeakerSet, Tensor]) -> Tensor:
+def _matching(codec: nn.Module, target: SpeakerSet | Tensor) -> Tensor:
     feats = target.feats if isinstance(target, SpeakerSet) else target
     if feats.ndim != 2:
         raise InputError(f"matching set must be (M, C), got shape {tuple(feats.shape)}")
@@ -227,10 +227,10 @@ def _matching(codec: nn.Module, target: Union[SpeakerSet, Tensor]) -> Tensor:
 def convert_tokens(
     codec: nn.Module,
     toks: Tensor,
-    target: Union[SpeakerSet, Tensor],
+    target: SpeakerSet | Tensor,
     topk: int = 4,
-    num_splits: Optional[int] = None,
-    output_length: Optional[int] = None,
+    num_splits: int | None = None,
+    output_length: int | None = None,
 ) -> Tensor:
     """Tokens ``(B, T')`` of any speaker -> audio ``(B, M)`` in the target voice.
 
@@ -256,10 +256,10 @@ def convert_tokens(
 @torch.inference_mode()
 def convert(
     codec: nn.Module,
-    source: Union[Tensor, PathLike],
-    target: Union[SpeakerSet, Tensor],
+    source: Tensor | PathLike,
+    target: SpeakerSet | Tensor,
     topk: int = 4,
-    num_splits: Optional[int] = None,
+    num_splits: int | None = None,
 ) -> Tensor:
     """Source speech -> the same speech in the target voice (offline).
 

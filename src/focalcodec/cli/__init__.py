@@ -11,7 +11,6 @@ import argparse
 import importlib
 import sys
 import warnings
-from typing import List, Optional
 
 from ..errors import FocalCodecError
 
@@ -48,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

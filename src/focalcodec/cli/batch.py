@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import FocalCodecError, InputError
 from ..longform import Windowing
 from .common import expand_inputs
 
-Job = Tuple[Path, Path]
+Job = tuple[Path, Path]
 
 
 def add_batch_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("-o", "--output", required=True, help=f"output file (one input) or directory ({what})")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--window", type=float, default=Windowing().window, help="seconds per window for long inputs (non-causal models, >= 1)")
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=Windowing().window,
+        help="seconds per window for long inputs (non-causal models, >= 1)",
+    )
 
 
 def output_rate(text: str) -> object:
@@ -41,9 +46,12 @@ def add_audio_output_options(parser: argparse.ArgumentParser) -> None:
         "--output-rate",
         type=output_rate,
         default=None,
-        help="sample rate of the written audio: Hz, or 'input' for the original file's rate (default: the model's output rate)",
+        help="sample rate of the written audio: Hz, or 'input' for the original file's rate "
+        "(default: the model's output rate)",
     )
-    parser.add_argument("--format", choices=("wav", "flac"), default=None, help="audio format for directory outputs (default wav)")
+    parser.add_argument(
+        "--format", choices=("wav", "flac"), default=None, help="audio format for directory outputs (default wav)"
+    )
 
 
 def audio_suffix(args: argparse.Namespace) -> str:
@@ -55,7 +63,7 @@ def windowing(args: argparse.Namespace) -> Windowing:
     return Windowing(window=args.window)
 
 
-def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: str, force: bool) -> List[Job]:
+def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: str, force: bool) -> list[Job]:
     """(input, output) pairs. One input file and an output that is not a directory: that
     file. Otherwise ``output`` is a directory; files found under an input directory keep
     their relative sub-folders. Raises before any work if an output exists (without
@@ -90,7 +98,7 @@ def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: 
     return jobs
 
 
-def run_jobs(jobs: List[Job], work: Callable[[Path, Path], Optional[str]], args: argparse.Namespace, desc: str) -> int:
+def run_jobs(jobs: list[Job], work: Callable[[Path, Path], str | None], args: argparse.Namespace, desc: str) -> int:
     """Run ``work(src, dst)`` per job with a progress bar; a failing file is reported on one
     line and the others go on. Returns the exit code (1 if any file failed)."""
     from tqdm import tqdm

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def load_tokens(path: Path) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     win = windowing(args)
     jobs = plan(args.inputs, args.output, (SUFFIX, ".npy"), audio_suffix(args), args.force)
-    models: Dict[str, Any] = {}
+    models: dict[str, Any] = {}
     if args.model is not None:
         models[""] = load_model(args)
 
@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
             codec = models[""]
             audio = decode_long(codec, torch.from_numpy(load_tokens(src)), windowing=win)
             rate = codec.sample_rate_output
-            out_rate = None if args.output_rate is None else (rate if args.output_rate == "input" else int(args.output_rate))
+            out_rate = (
+                None if args.output_rate is None else (rate if args.output_rate == "input" else int(args.output_rate))
+            )
             save_audio(dst, audio, rate, output_rate=out_rate)
             return f"{src} -> {dst}: {audio.shape[0] / rate:.2f} s"
         stream = CompressedAudio.load(src)
@@ -67,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
             if stream.model_name not in models:
                 models[stream.model_name] = resolve_model(None, stream).to(args.device)
             codec = models[stream.model_name]
-        _, num, rate = decompress_to_file(stream, codec, dst, output_rate=args.output_rate, overwrite=True, windowing=win)
+        _, num, rate = decompress_to_file(
+            stream, codec, dst, output_rate=args.output_rate, overwrite=True, windowing=win
+        )
         return f"{src} -> {dst}: {num} samples at {rate} Hz ({stream.duration:.2f} s)"
 
     return run_jobs(jobs, work, args, "decode")

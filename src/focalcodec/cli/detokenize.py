@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="decode every utterance")
     p.add_argument("--out", required=True, help="folder for the audio files (ID.wav; ids with / make sub-folders)")
     p.add_argument("--format", choices=("wav", "flac"), default="wav", help="audio file format (default: wav)")
-    p.add_argument("--output-rate", type=int, default=None, help="resample the output to this rate (default: the model's)")
+    p.add_argument(
+        "--output-rate", type=int, default=None, help="resample the output to this rate (default: the model's)"
+    )
     add_model_options(p, default=None)
     p.set_defaults(func=run)
     return p
@@ -38,7 +40,9 @@ def _out_path(folder: Path, uid: str, fmt: str) -> Path:
 def _weights_differ(model, identity: dict) -> bool:
     from ..corpus import model_identity
 
-    return bool(identity.get("weights_sha256")) and model_identity(model)["weights_sha256"] != identity["weights_sha256"]
+    return (
+        bool(identity.get("weights_sha256")) and model_identity(model)["weights_sha256"] != identity["weights_sha256"]
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
             f"not by {model.model_id} ({source}); pass that model with --model"
         )
     if _weights_differ(model, corpus.model):
-        warnings.warn(f"{source} has other weights than the model that made these tokens; the audio may differ")
+        warnings.warn(
+            f"{source} has other weights than the model that made these tokens; the audio may differ", stacklevel=2
+        )
     out = Path(args.out)
     with torch.inference_mode():
         for uid in ids:

@@ -21,7 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or directories (searched recursively)")
     add_batch_options(p, "created if needed")
     add_model_options(p)
-    p.add_argument("--format", choices=("fc", "npy"), default=None, help="fc bitstream (default) or npy token array; a single -o FILE.npy implies npy")
+    p.add_argument(
+        "--format",
+        choices=("fc", "npy"),
+        default=None,
+        help="fc bitstream (default) or npy token array; a single -o FILE.npy implies npy",
+    )
     p.set_defaults(func=run)
     return p
 

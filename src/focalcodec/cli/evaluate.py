@@ -11,7 +11,7 @@ import argparse
 import platform
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 from ..errors import InputError
 from .common import add_model_options
@@ -23,24 +23,50 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="measure codecs (dWER, speaker similarity, MOS, PESQ, STOI, bitrate, RTF ...) and write a report",
         description="Evaluate codecs on a folder or manifest: resynthesis (default) or voice conversion (--task vc).",
     )
-    p.add_argument("--codec", nargs="+", default=["focalcodec"], metavar="NAME",
-                   help="codecs: focalcodec (uses --model), focalcodec:MODEL, codec2-700c/1200/2400/3200, opus-6, opus-8, "
-                        "opus-KBPS, identity, reference:CONFIG, package.module:factory (default: focalcodec)")
+    p.add_argument(
+        "--codec",
+        nargs="+",
+        default=["focalcodec"],
+        metavar="NAME",
+        help="codecs: focalcodec (uses --model), focalcodec:MODEL, codec2-700c/1200/2400/3200, opus-6, opus-8, "
+        "opus-KBPS, identity, reference:CONFIG, package.module:factory (default: focalcodec)",
+    )
     add_model_options(p)
-    p.add_argument("--data", required=True, help="folder of audio files (with optional manifest.tsv) or a manifest .tsv/.csv/.jsonl")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="folder of audio files (with optional manifest.tsv) or a manifest .tsv/.csv/.jsonl",
+    )
     p.add_argument("-o", "--output", required=True, help="report folder (created)")
     p.add_argument("--task", choices=("resynth", "vc"), default="resynth")
-    p.add_argument("--metrics", default="auto",
-                   help="comma-separated metric names, or 'auto' = every default metric available here "
-                        "(pesq_wb,pesq_nb,stoi,estoi,mel_distance,dwer,sim,utmos,dnsmos,distillmos)")
-    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                   help="keep utterances whose manifest field matches (repeatable; VALUE may be a|b; lang=en matches 'en (L1 zh)')")
+    p.add_argument(
+        "--metrics",
+        default="auto",
+        help="comma-separated metric names, or 'auto' = every default metric available here "
+        "(pesq_wb,pesq_nb,stoi,estoi,mel_distance,dwer,sim,utmos,dnsmos,distillmos)",
+    )
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep utterances whose manifest field matches "
+        "(repeatable; VALUE may be a|b; lang=en matches 'en (L1 zh)')",
+    )
     p.add_argument("--max-duration", type=float, default=None, help="skip utterances longer than this (seconds)")
     p.add_argument("--limit", type=int, default=None, help="evaluate at most this many utterances")
-    p.add_argument("--asr-model", default=None, help="CTranslate2 Whisper model folder for dWER (default: an installed offline model)")
+    p.add_argument(
+        "--asr-model",
+        default=None,
+        help="CTranslate2 Whisper model folder for dWER (default: an installed offline model)",
+    )
     p.add_argument("--speaker-backend", choices=("auto", "wavlm", "resemblyzer"), default="auto")
-    p.add_argument("--vc-pairs", default=None, help="--task vc: .tsv with source and target (references separated by |) columns")
-    p.add_argument("--vc-references", type=int, default=5, help="--task vc without --vc-pairs: target utterances per trial")
+    p.add_argument(
+        "--vc-pairs", default=None, help="--task vc: .tsv with source and target (references separated by |) columns"
+    )
+    p.add_argument(
+        "--vc-references", type=int, default=5, help="--task vc without --vc-pairs: target utterances per trial"
+    )
     p.add_argument("--save-audio", action="store_true", help="also write every reconstruction under OUTPUT/audio/")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no per-utterance progress lines")
@@ -48,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _metric_options(name: str, args: argparse.Namespace) -> Dict[str, Any]:
+def _metric_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if name == "dwer":
         return {"model": args.asr_model, "device": "cuda" if str(args.device).startswith("cuda") else "cpu"}
     if name == "sim":
@@ -58,7 +84,7 @@ def _metric_options(name: str, args: argparse.Namespace) -> Dict[str, Any]:
     return {}
 
 
-def build_metrics(spec: str, task: str, args: argparse.Namespace) -> Dict[str, Any]:
+def build_metrics(spec: str, task: str, args: argparse.Namespace) -> dict[str, Any]:
     from ..eval.harness import DEFAULT_METRICS
     from ..eval.metrics import build_metric, metric_unavailable_reason
 
@@ -69,7 +95,7 @@ def build_metrics(spec: str, task: str, args: argparse.Namespace) -> Dict[str, A
             if reason is None:
                 names.append(n)
             else:
-                warnings.warn(f"metric {n} skipped: {reason}")
+                warnings.warn(f"metric {n} skipped: {reason}", stacklevel=2)
     else:
         names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
@@ -88,11 +114,12 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
     if args.task == "vc" and args.vc_pairs:
-        items: List[Any] = read_vc_pairs(args.vc_pairs)[: args.limit]
+        items: list[Any] = read_vc_pairs(args.vc_pairs)[: args.limit]
         n_items = len(items)
     else:
-        utts = filter_utterances(load_utterances(args.data), args.where, args.max_duration,
-                                 None if args.task == "vc" else args.limit)
+        utts = filter_utterances(
+            load_utterances(args.data), args.where, args.max_duration, None if args.task == "vc" else args.limit
+        )
         items = make_vc_pairs(utts, args.vc_references)[: args.limit] if args.task == "vc" else utts
         n_items = len(items)
     metrics = build_metrics(args.metrics, args.task, args)

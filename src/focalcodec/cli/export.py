@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"refusing to overwrite {', '.join(existing)} (use --force)")
     codec = load_model(args)
     out.mkdir(parents=True, exist_ok=True)
-    for graph, target in zip(args.graphs, targets):
+    for graph, target in zip(args.graphs, targets, strict=False):
         tmp = target.with_name(f".{target.name}.tmp")
         try:
             if args.format == "onnx":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 from ..audio import AudioError
 from ..bitstream import MAGIC, CompressedAudio
@@ -17,13 +17,15 @@ from .common import add_model_options, load_model
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a .fc file, a token or audio file, or a model")
-    p.add_argument("file", nargs="?", metavar="FILE", help=".fc bitstream, .npy tokens or audio file (omit for --model)")
+    p.add_argument(
+        "file", nargs="?", metavar="FILE", help=".fc bitstream, .npy tokens or audio file (omit for --model)"
+    )
     add_model_options(p)
     p.set_defaults(func=run)
     return p
 
 
-def describe_file(path: Path) -> Dict[str, Any]:
+def describe_file(path: Path) -> dict[str, Any]:
     """Facts about a .fc, .npy or audio file; a bitstream is fully validated."""
     if not path.is_file():
         raise InputError(f"file not found: {path}")

@@ -15,7 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="folders to scan (recursively)")
     p.add_argument("-o", "--output", required=True, help="manifest file to write (.jsonl)")
     p.add_argument("--min-duration", type=float, default=0.0, help="drop shorter utterances (seconds; recipe: 1.0)")
-    p.add_argument("--max-duration", type=float, default=float("inf"), help="drop longer utterances (seconds; recipe: 60)")
+    p.add_argument(
+        "--max-duration", type=float, default=float("inf"), help="drop longer utterances (seconds; recipe: 60)"
+    )
     p.add_argument("--relative", action="store_true", help="store paths relative to the manifest's folder")
     p.add_argument("--workers", type=int, default=8, help="threads probing files (default 8)")
     p.set_defaults(func=run)

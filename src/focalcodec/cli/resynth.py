@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
 
     def work(src: Path, dst: Path) -> str:
         stream = encode_audio(src, codec, windowing=win)
-        _, num, rate = decompress_to_file(stream, codec, dst, output_rate=args.output_rate, overwrite=True, windowing=win)
+        _, num, rate = decompress_to_file(
+            stream, codec, dst, output_rate=args.output_rate, overwrite=True, windowing=win
+        )
         return f"{src} -> {dst}: {num} samples at {rate} Hz ({stream.bitrate:.0f} bit/s as a file)"
 
     return run_jobs(jobs, work, args, "resynth")

@@ -12,7 +12,7 @@ import argparse
 import json
 import queue
 import time
-from typing import Iterator, List
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -29,17 +29,32 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("input", nargs="?", metavar="IN", help="audio file (omit with --mic)")
     p.add_argument("-o", "--output", help="output audio file (.wav/.flac); omit to only measure")
     add_model_options(p, DEFAULT_MODEL)
-    p.add_argument("--realtime", action="store_true", help="feed input at real-time pace (default: as fast as possible)")
+    p.add_argument(
+        "--realtime", action="store_true", help="feed input at real-time pace (default: as fast as possible)"
+    )
     p.add_argument("--block-ms", type=float, default=80.0, help="input block size in ms (default: 80, one chunk)")
-    p.add_argument("--precision", choices=("float32", "float16", "int8"), default="float32",
-                   help="CPU only: float16 weights (about 2x faster, same tokens in our tests) or int8 "
-                        "(about 3x faster, approximate output)")
-    p.add_argument("--decoder-precision", choices=("float32", "float16", "int8"),
-                   help="precision of the synthesis side (default: --precision); --precision float16 "
-                        "--decoder-precision int8 keeps the tokens and is faster still")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's, one per core; use 1 on a busy machine)")
-    p.add_argument("--mic", action="store_true", help="record from the default microphone (needs the sounddevice extra)")
+    p.add_argument(
+        "--precision",
+        choices=("float32", "float16", "int8"),
+        default="float32",
+        help="CPU only: float16 weights (about 2x faster, same tokens in our tests) or int8 "
+        "(about 3x faster, approximate output)",
+    )
+    p.add_argument(
+        "--decoder-precision",
+        choices=("float32", "float16", "int8"),
+        help="precision of the synthesis side (default: --precision); --precision float16 "
+        "--decoder-precision int8 keeps the tokens and is faster still",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's, one per core; use 1 on a busy machine)",
+    )
+    p.add_argument(
+        "--mic", action="store_true", help="record from the default microphone (needs the sounddevice extra)"
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="with --mic: how long to record (default: 10)")
     p.add_argument("--output-rate", type=int, help="resample the output to this rate")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -67,7 +82,7 @@ def _mic_blocks(block: int, seconds: float, rate: int) -> Iterator[tuple]:
         import sounddevice as sd  # type: ignore[import-not-found]
     except ImportError:
         raise InputError("microphone input needs the optional 'sounddevice' package: pip install sounddevice") from None
-    q: "queue.Queue[tuple]" = queue.Queue()
+    q: queue.Queue[tuple] = queue.Queue()
 
     def callback(data, frames, time_info, status) -> None:  # noqa: ANN001 - sounddevice API
         q.put((torch.from_numpy(data[:, 0].copy()), time.perf_counter()))
@@ -81,7 +96,7 @@ def _mic_blocks(block: int, seconds: float, rate: int) -> Iterator[tuple]:
             yield piece, at
 
 
-def _percentile(values: List[float], q: float) -> float:
+def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
@@ -151,8 +166,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(
-            f"{report['mode']} of {duration:.2f} s with {codec.model_id} ({args.precision}, {report['threads']} thread(s)): "
-            f"{len(times)} chunks, latency p50 {report['latency_p50_ms']:.1f} ms / p99 {report['latency_p99_ms']:.1f} ms "
+            f"{report['mode']} of {duration:.2f} s with {codec.model_id} "
+            f"({args.precision}, {report['threads']} thread(s)): "
+            f"{len(times)} chunks, latency p50 {report['latency_p50_ms']:.1f} ms "
+            f"/ p99 {report['latency_p99_ms']:.1f} ms "
             f"(+{latency_ms:.0f} ms algorithmic), RTF {report['rtf']:.3f}"
             + (f" -> {args.output}" if args.output else "")
         )

@@ -26,11 +26,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--speaker-set", metavar="FILE", help="load the target voice from a saved speaker set")
     p.add_argument("--save-speaker-set", metavar="FILE", help="save the target voice built from --reference")
     add_model_options(p)
-    p.add_argument("--features-model", default=None,
-                   help=f"model whose continuous features make the matching set (default: {FEATURES_MODEL}, "
-                        "or --model when it is the same)")
+    p.add_argument(
+        "--features-model",
+        default=None,
+        help=f"model whose continuous features make the matching set (default: {FEATURES_MODEL}, "
+        "or --model when it is the same)",
+    )
     p.add_argument("--topk", type=int, default=4, help="nearest reference frames averaged per frame (default: 4)")
-    p.add_argument("--num-splits", type=int, default=None, help="split the matching set to bound memory (default: automatic)")
+    p.add_argument(
+        "--num-splits", type=int, default=None, help="split the matching set to bound memory (default: automatic)"
+    )
     p.add_argument("--stream", action="store_true", help="convert through the streaming decoder (causal models)")
     p.add_argument("--output-rate", type=int, help="resample the output to this rate")
     p.set_defaults(func=run)
@@ -78,5 +83,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         out = convert(codec, args.source, speaker, topk=args.topk, num_splits=args.num_splits)
     save_audio(args.output, out, codec.sample_rate_output, args.output_rate)
-    print(f"{args.source} -> {args.output}: {out.shape[-1]} samples at {args.output_rate or codec.sample_rate_output} Hz")
+    print(
+        f"{args.source} -> {args.output}: {out.shape[-1]} samples at {args.output_rate or codec.sample_rate_output} Hz"
+    )
     return 0

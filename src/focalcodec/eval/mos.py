@@ -17,7 +17,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ class UTMOSMetric(_MOS):
     keys = {"utmos": True}
 
     @staticmethod
-    def _cached_repo() -> Optional[Path]:
+    def _cached_repo() -> Path | None:
         hub = Path(torch.hub.get_dir())
         owner, rest = UTMOS_REPO.split("/")
         name, _, tag = rest.partition(":")
@@ -53,10 +53,12 @@ class UTMOSMetric(_MOS):
         return path if (path / "hubconf.py").is_file() else None
 
     @classmethod
-    def unavailable_reason(cls) -> Optional[str]:
+    def unavailable_reason(cls) -> str | None:
         if cls._cached_repo() is None and not _allow_download():
-            return (f"UTMOS ({UTMOS_REPO}) is not in the torch hub cache; set FOCALCODEC_ALLOW_DOWNLOAD=1 once "
-                    "with network access to fetch it")
+            return (
+                f"UTMOS ({UTMOS_REPO}) is not in the torch hub cache; set FOCALCODEC_ALLOW_DOWNLOAD=1 once "
+                "with network access to fetch it"
+            )
         return None
 
     def __init__(self, device: str = "cpu") -> None:
@@ -72,7 +74,7 @@ class UTMOSMetric(_MOS):
         self.model = self.model.to(device).eval()
 
     @torch.inference_mode()
-    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+    def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         x = torch.from_numpy(hyp)[None].to(self.device)
         return {"utmos": float(self.model(x, self.sample_rate).reshape(-1)[0])}
 
@@ -85,7 +87,7 @@ class DNSMOSMetric(_MOS):
     keys = {"dnsmos_ovrl": True, "dnsmos_sig": True, "dnsmos_bak": True, "dnsmos_p808": True}
 
     @classmethod
-    def unavailable_reason(cls) -> Optional[str]:
+    def unavailable_reason(cls) -> str | None:
         for mod, pkg in (("speechmos", "speechmos"), ("onnxruntime", "onnxruntime"), ("librosa", "librosa")):
             if importlib.util.find_spec(mod) is None:
                 return f"package {pkg!r} is not installed (pip install speechmos)"
@@ -99,7 +101,7 @@ class DNSMOSMetric(_MOS):
         self.personalized = personalized
         self.model = dnsmos.DNSMOS(str(primary), str(root / "dnsmos_models" / "model_v8.onnx"))
 
-    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+    def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         out = self.model(np.clip(hyp, -1.0, 1.0).astype(np.float32), self.sample_rate, self.personalized)
         return {
             "dnsmos_ovrl": float(out["ovrl_mos"]),
@@ -116,7 +118,7 @@ class DistillMOSMetric(_MOS):
     keys = {"distillmos": True}
 
     @classmethod
-    def unavailable_reason(cls) -> Optional[str]:
+    def unavailable_reason(cls) -> str | None:
         if importlib.util.find_spec("distillmos") is None:
             return "package 'distillmos' is not installed (pip install --no-deps distillmos)"
         for mod in ("torchaudio", "xls_r_sqa"):
@@ -133,6 +135,6 @@ class DistillMOSMetric(_MOS):
         self.device = device
 
     @torch.inference_mode()
-    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+    def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         x = torch.from_numpy(hyp)[None].to(self.device)
         return {"distillmos": float(self.model(x).reshape(-1)[0])}

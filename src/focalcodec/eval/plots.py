@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
@@ -36,11 +36,13 @@ def _bitrate(summary: Mapping[str, float]) -> float:
     return float(b) if b is not None else float("nan")
 
 
-def plot_metrics_vs_bitrate(result: EvalResult, path: Union[str, Path]) -> Optional[Path]:
+def plot_metrics_vs_bitrate(result: EvalResult, path: str | Path) -> Path | None:
     """Grid of metric-vs-bitrate panels; returns the path, or None when there is nothing to plot."""
     keys = [k for keys in result.metrics.values() for k in keys] + ["code_usage", "norm_entropy", "rtf"]
     summaries = {n: e["summary"] for n, e in result.codecs.items()}
-    keys = [k for k in keys if any(isinstance(s.get(k), (int, float)) and math.isfinite(s[k]) for s in summaries.values())]
+    keys = [
+        k for k in keys if any(isinstance(s.get(k), (int, float)) and math.isfinite(s[k]) for s in summaries.values())
+    ]
     if not keys or not summaries:
         return None
     plt = _pyplot()
@@ -49,7 +51,7 @@ def plot_metrics_vs_bitrate(result: EvalResult, path: Union[str, Path]) -> Optio
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     markers = "osD^v<>pP*Xh"
     names = sorted(summaries, key=lambda n: _bitrate(summaries[n]))
-    for ax, key in zip(axes.flat, keys):
+    for ax, key in zip(axes.flat, keys, strict=False):
         for i, name in enumerate(names):
             s = summaries[name]
             x, y = _bitrate(s), s.get(key)
@@ -64,11 +66,11 @@ def plot_metrics_vs_bitrate(result: EvalResult, path: Union[str, Path]) -> Optio
         title = COLUMN_TITLES.get(key, (key, 2))[0]
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     handles, labels = [], []
     for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=False):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
@@ -80,19 +82,28 @@ def plot_metrics_vs_bitrate(result: EvalResult, path: Union[str, Path]) -> Optio
     return path
 
 
-def plot_spectrograms(signals: Mapping[str, np.ndarray], path: Union[str, Path], sample_rate: int = 16000, title: str = "") -> Path:
+def plot_spectrograms(
+    signals: Mapping[str, np.ndarray], path: str | Path, sample_rate: int = 16000, title: str = ""
+) -> Path:
     """One log-mel panel per signal (``name -> (N,)`` at ``sample_rate``), stacked, same colour scale."""
     if not signals:
         raise ValueError("no signal to plot")
     plt = _pyplot()
-    specs: Dict[str, np.ndarray] = {n: log_mel_spectrogram(x, sample_rate).numpy() for n, x in signals.items()}
+    specs: dict[str, np.ndarray] = {n: log_mel_spectrogram(x, sample_rate).numpy() for n, x in signals.items()}
     vmax = max(float(s.max()) for s in specs.values())
     vmin = vmax - 12.0  # ~ 52 dB of range (natural log of power)
     fig, axes = plt.subplots(len(specs), 1, figsize=(9, 1.9 * len(specs)), squeeze=False, sharex=True)
     hop_s = 256 / sample_rate
-    for ax, (name, spec) in zip(axes[:, 0], specs.items()):
-        ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=vmin, vmax=vmax,
-                  extent=(0, spec.shape[1] * hop_s, 0, spec.shape[0]))
+    for ax, (name, spec) in zip(axes[:, 0], specs.items(), strict=False):
+        ax.imshow(
+            spec,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=vmin,
+            vmax=vmax,
+            extent=(0, spec.shape[1] * hop_s, 0, spec.shape[0]),
+        )
         ax.set_ylabel("mel bin")
         ax.set_title(name, fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("time (s)")
@@ -105,11 +116,11 @@ def plot_spectrograms(signals: Mapping[str, np.ndarray], path: Union[str, Path],
     return path
 
 
-def write_plots(result: EvalResult, out_dir: Union[str, Path]) -> List[Path]:
+def write_plots(result: EvalResult, out_dir: str | Path) -> list[Path]:
     """Both plots of a run into ``out_dir``; returns the files written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written: List[Path] = []
+    written: list[Path] = []
     p = plot_metrics_vs_bitrate(result, out / "metrics_vs_bitrate.png")
     if p is not None:
         written.append(p)

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any
 
 from .harness import EvalResult
 
 __all__ = ["COLUMN_TITLES", "markdown_table", "write_report"]
 
 # value key -> (column title, decimals)
-COLUMN_TITLES: Dict[str, Tuple[str, int]] = {
+COLUMN_TITLES: dict[str, tuple[str, int]] = {
     "utmos": ("UTMOS", 2),
     "dnsmos_ovrl": ("DNSMOS OVRL", 2),
     "dnsmos_sig": ("DNSMOS SIG", 2),
@@ -47,9 +48,9 @@ def _fmt(value: Any, decimals: int) -> str:
     return f"{v:.{decimals}f}"
 
 
-def _columns(result: EvalResult) -> List[Tuple[str, str, int]]:
+def _columns(result: EvalResult) -> list[tuple[str, str, int]]:
     """(key, header, decimals) for every value present, with an arrow for its direction."""
-    direction: Dict[str, bool] = {k: hb for keys in result.metrics.values() for k, hb in keys.items()}
+    direction: dict[str, bool] = {k: hb for keys in result.metrics.values() for k, hb in keys.items()}
     direction.update({"code_usage": True, "norm_entropy": True, "rtf": True, "peak_memory_mb": False})
     present = set()
     for entry in result.codecs.values():
@@ -71,14 +72,23 @@ def markdown_table(result: EvalResult) -> str:
     cols = _columns(result)
     header = ["codec", "kbps nominal", "kbps payload", "kbps file"] + [c[1] for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    rows: List[Mapping[str, Any]] = []
+    rows: list[Mapping[str, Any]] = []
     if result.reference:
         rows.append(result.reference)
-    rows += sorted((e["summary"] for e in result.codecs.values()),
-                   key=lambda s: (s.get("measured_bitrate") if math.isfinite(s.get("measured_bitrate", float("nan"))) else s.get("nominal_bitrate", 0)))
+    rows += sorted(
+        (e["summary"] for e in result.codecs.values()),
+        key=lambda s: (
+            s.get("measured_bitrate")
+            if math.isfinite(s.get("measured_bitrate", float("nan")))
+            else s.get("nominal_bitrate", 0)
+        ),
+    )
     for s in rows:
         cells = [str(s.get("codec", "?"))]
-        cells += [_fmt(s[k] / 1000, 2) if isinstance(s.get(k), (int, float)) else "-" for k in ("nominal_bitrate", "measured_bitrate", "file_bitrate")]
+        cells += [
+            _fmt(s[k] / 1000, 2) if isinstance(s.get(k), (int, float)) else "-"
+            for k in ("nominal_bitrate", "measured_bitrate", "file_bitrate")
+        ]
         cells += [_fmt(s.get(k), d) for k, _, d in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -98,7 +108,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_report(result: EvalResult, out_dir: Union[str, Path], title: str = "FocalCodec evaluation") -> Dict[str, Path]:
+def write_report(result: EvalResult, out_dir: str | Path, title: str = "FocalCodec evaluation") -> dict[str, Path]:
     """Write ``report.json`` and ``report.md`` into ``out_dir`` (created); returns their paths.
     Non-finite numbers become ``null`` in JSON and ``-`` in Markdown."""
     out = Path(out_dir)
@@ -124,7 +134,10 @@ def write_report(result: EvalResult, out_dir: Union[str, Path], title: str = "Fo
         md_lines += ["", "Metric backends: " + ", ".join(f"{k}: {v}" for k, v in backends.items()) + "."]
     failed = {n: e["summary"].get("failed", 0) for n, e in result.codecs.items() if e["summary"].get("failed")}
     if failed:
-        md_lines += ["", "Failed utterances: " + ", ".join(f"{n}: {c}" for n, c in failed.items()) + " (see report.json)."]
+        md_lines += [
+            "",
+            "Failed utterances: " + ", ".join(f"{n}: {c}" for n, c in failed.items()) + " (see report.json).",
+        ]
     md = out / "report.md"
     md.write_text("\n".join(md_lines) + "\n", encoding="utf-8")
     return {"json": js, "markdown": md}

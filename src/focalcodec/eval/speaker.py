@@ -17,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,11 +72,11 @@ class SpeakerEmbedder:
     ``embed_many`` averages the (unit-norm) embeddings of several utterances, which is how a
     voice-conversion target speaker is represented."""
 
-    def __init__(self, backend: str = "auto", model: Optional[str] = None, device: str = "cpu") -> None:
+    def __init__(self, backend: str = "auto", model: str | None = None, device: str = "cpu") -> None:
         if backend not in ("auto", "wavlm", "resemblyzer"):
             raise MetricUnavailable(f"unknown speaker backend {backend!r}: use auto, wavlm or resemblyzer")
         self.device = device
-        errors: List[str] = []
+        errors: list[str] = []
         if backend in ("auto", "wavlm"):
             try:
                 self._load_wavlm(model or WAVLM_SV)
@@ -93,7 +94,7 @@ class SpeakerEmbedder:
         self.backend = "resemblyzer"
 
     @staticmethod
-    def unavailable_reason() -> Optional[str]:
+    def unavailable_reason() -> str | None:
         if importlib.util.find_spec("resemblyzer") is not None or importlib.util.find_spec("transformers") is not None:
             return None
         return "neither resemblyzer (pip install resemblyzer 'setuptools<81') nor transformers is installed"
@@ -157,7 +158,7 @@ class SpeakerEmbedder:
         return embs.mean(axis=0)
 
 
-_SHARED: Dict[Any, SpeakerEmbedder] = {}
+_SHARED: dict[Any, SpeakerEmbedder] = {}
 
 
 class SpeakerSimilarity(Metric):
@@ -169,15 +170,15 @@ class SpeakerSimilarity(Metric):
     sample_rate = 16000
     align = False
 
-    def __init__(self, backend: str = "auto", model: Optional[str] = None, device: str = "cpu") -> None:
+    def __init__(self, backend: str = "auto", model: str | None = None, device: str = "cpu") -> None:
         key = (backend, model, device)
         if key not in _SHARED:  # one loaded model per process
             _SHARED[key] = SpeakerEmbedder(backend, model, device)
         self.embedder = _SHARED[key]
-        self._cache: Dict[bytes, np.ndarray] = {}
+        self._cache: dict[bytes, np.ndarray] = {}
 
     @classmethod
-    def unavailable_reason(cls) -> Optional[str]:
+    def unavailable_reason(cls) -> str | None:
         return SpeakerEmbedder.unavailable_reason()
 
     @property
@@ -192,6 +193,6 @@ class SpeakerSimilarity(Metric):
             self._cache[key] = self.embedder.embed(audio)
         return self._cache[key]
 
-    def compute(self, ref: Optional[np.ndarray], hyp: np.ndarray, meta: Dict[str, Any]) -> Dict[str, Any]:
+    def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         assert ref is not None
         return {"sim": 100.0 * cosine_similarity(self._embed_cached(ref), self.embedder.embed(hyp))}

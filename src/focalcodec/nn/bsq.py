@@ -14,7 +14,7 @@ soft assignment ``softmax(inv_temperature * 2 <u, c_j>)`` over all ``2^D`` codes
 from __future__ import annotations
 
 import math
-from typing import Dict, NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +37,7 @@ class QuantizerOutput(NamedTuple):
     codes: Tensor
     toks: Tensor
     entropy_loss: Tensor
-    stats: Dict[str, Tensor]
+    stats: dict[str, Tensor]
 
 
 def _entropy(probs: Tensor, eps: float) -> Tensor:
@@ -52,9 +52,7 @@ class BinarySphericalQuantizer(nn.Module):
         super().__init__()
         dim = int(codebook_size).bit_length() - 1
         if codebook_size < 2 or 2**dim != codebook_size or dim > MAX_BITS:
-            raise ValueError(
-                f"codebook_size must be a power of two between 2 and 2^{MAX_BITS}, got {codebook_size}"
-            )
+            raise ValueError(f"codebook_size must be a power of two between 2 and 2^{MAX_BITS}, got {codebook_size}")
         self.codebook_size = int(codebook_size)
         self.dim = dim
         self.code_value = 1.0 / math.sqrt(dim)
@@ -87,7 +85,7 @@ class BinarySphericalQuantizer(nn.Module):
     def quantize_with_losses(
         self,
         lats: Tensor,
-        mask: Optional[Tensor] = None,
+        mask: Tensor | None = None,
         inv_temperature: float = 100.0,
         diversity_gamma: float = 1.0,
         eps: float = 1e-5,
@@ -104,7 +102,9 @@ class BinarySphericalQuantizer(nn.Module):
         if lats.shape[-1] != self.dim:
             raise ValueError(f"latents have {lats.shape[-1]} dims, the quantizer expects D = {self.dim}")
         if self.dim > MAX_TRAIN_BITS:
-            raise ValueError(f"the entropy loss enumerates the codebook: D = {self.dim} > {MAX_TRAIN_BITS} is too large")
+            raise ValueError(
+                f"the entropy loss enumerates the codebook: D = {self.dim} > {MAX_TRAIN_BITS} is too large"
+            )
         hard = self.lats_to_codes(lats)
         codes = lats + (hard - lats).detach()
         with torch.autocast(lats.device.type, enabled=False):  # softmax at temperature 1/100: fp32
@@ -112,8 +112,14 @@ class BinarySphericalQuantizer(nn.Module):
         return QuantizerOutput(codes, self.codes_to_toks(hard), loss, stats)
 
     def _entropy_loss(
-        self, lats: Tensor, mask: Optional[Tensor], inv_temperature: float, diversity_gamma: float, eps: float, chunk_size: int
-    ) -> tuple[Tensor, Dict[str, Tensor]]:
+        self,
+        lats: Tensor,
+        mask: Tensor | None,
+        inv_temperature: float,
+        diversity_gamma: float,
+        eps: float,
+        chunk_size: int,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         flat = lats.reshape(-1, self.dim).float()
         if mask is not None:
             flat = flat[mask.reshape(-1).to(flat.device)]

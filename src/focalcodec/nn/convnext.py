@@ -8,8 +8,6 @@ context (zeros or the first frame repeated at stream start, per ``pad_mode``).
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 import torch
 from torch import Tensor, nn
 
@@ -21,7 +19,9 @@ __all__ = ["ConvNeXtBackbone"]
 class ConvNeXtBlock(nn.Module):
     """One ConvNeXt block; ``(B, T, C) -> (B, T, C)``."""
 
-    def __init__(self, dim: int, ffn_dim: int, kernel_size: int, layerscale_init: float, causal: bool, pad_mode: str) -> None:
+    def __init__(
+        self, dim: int, ffn_dim: int, kernel_size: int, layerscale_init: float, causal: bool, pad_mode: str
+    ) -> None:
         super().__init__()
         self.dwconv = nn.Conv1d(dim, dim, kernel_size, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
@@ -33,8 +33,8 @@ class ConvNeXtBlock(nn.Module):
         self.pad = CausalPad(kernel_size - 1 if causal else 0, pad_mode)
 
     def forward(
-        self, x: Tensor, context: Optional[Tensor] = None, lengths: Optional[Tensor] = None
-    ) -> Tuple[Tensor, Optional[Tensor]]:
+        self, x: Tensor, context: Tensor | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         residual = x
         new_context = None
         if self.causal:
@@ -58,7 +58,7 @@ class ConvNeXtBackbone(nn.Module):
         ffn_dim: int,
         num_layers: int,
         kernel_size: int,
-        layerscale_init: Optional[float],
+        layerscale_init: float | None,
         causal: bool,
         pad_mode: str,
     ) -> None:
@@ -75,9 +75,9 @@ class ConvNeXtBackbone(nn.Module):
         self.output_norm = nn.LayerNorm(dim, eps=1e-6)
 
     def forward(
-        self, x: Tensor, state: Optional[List[Tensor]] = None, lengths: Optional[Tensor] = None
-    ) -> Tuple[Tensor, List[Tensor]]:
-        new_state: List[Tensor] = []
+        self, x: Tensor, state: list[Tensor] | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        new_state: list[Tensor] = []
         if self.causal:
             x, ctx = self.pad(x, None if not state else state[0])
             new_state.append(ctx)

@@ -14,7 +14,7 @@ causal only) and optional ``lengths`` (valid frames per item) for exact batch in
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from .layers import (
 
 __all__ = ["FocalDecoder", "FocalEncoder"]
 
-State = List[Tensor]
+State = list[Tensor]
 
 
 class FocalModulation(nn.Module):
@@ -73,13 +73,11 @@ class FocalModulation(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(
-        self, x: Tensor, state: Optional[State] = None, lengths: Optional[Tensor] = None
-    ) -> Tuple[Tensor, State]:
+    def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
         q, ctx, gates = self.in_proj(x).split([self.dim, self.dim, self.focal_level + 1], dim=-1)
         acc = 0.0
         new_state: State = []
-        for level, (layer, pad) in enumerate(zip(self.layers, self.pads)):
+        for level, (layer, pad) in enumerate(zip(self.layers, self.pads, strict=False)):
             conv = layer[0]
             if self.causal:
                 ctx, c = pad(ctx, None if state is None else state[level])
@@ -146,9 +144,7 @@ class FocalBlock(nn.Module):
             self.modulation_gamma = None
             self.feed_forward_gamma = None
 
-    def forward(
-        self, x: Tensor, state: Optional[State] = None, lengths: Optional[Tensor] = None
-    ) -> Tuple[Tensor, State]:
+    def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
         y, new_state = self.modulation(self.modulation_norm(x), state, lengths)
         if self.modulation_gamma is not None:
             y = y * self.modulation_gamma
@@ -182,8 +178,8 @@ class DownScale(nn.Module):
         return torch.div(padded - f, f, rounding_mode="floor") + 1
 
     def forward(
-        self, x: Tensor, context: Optional[Tensor] = None, lengths: Optional[Tensor] = None
-    ) -> Tuple[Tensor, Optional[Tensor]]:
+        self, x: Tensor, context: Tensor | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         if self.causal:
             x, new_context = self.pad(x, context)
             return self.activation(conv_time_major(x, self.downscale)), new_context
@@ -230,8 +226,8 @@ class FocalDownScale(nn.Module):
         self.focal_block = FocalBlock(out_dim, **block)  # type: ignore[arg-type]
 
     def forward(
-        self, x: Tensor, state: Optional[State] = None, lengths: Optional[Tensor] = None
-    ) -> Tuple[Tensor, State, Optional[Tensor]]:
+        self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State, Tensor | None]:
         x, ctx = self.downscale(x, None if state is None else state[0], lengths)
         if lengths is not None:
             lengths = self.downscale.num_frames(lengths)
@@ -248,8 +244,8 @@ class FocalUpScale(nn.Module):
         self.upscale = UpScale(in_dim, out_dim, factor, bool(block["causal"]))
 
     def forward(
-        self, x: Tensor, state: Optional[State] = None, lengths: Optional[Tensor] = None
-    ) -> Tuple[Tensor, State, Optional[Tensor]]:
+        self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State, Tensor | None]:
         x, block_state = self.focal_block(x, state, lengths)
         x = self.upscale(x)
         if lengths is not None:
@@ -272,7 +268,7 @@ class ChunkRefiner(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(width, width)
 
-    def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         B, T, C = x.shape
         x = zero_padded_frames(x, lengths)
         pad = (-T) % self.chunk
@@ -328,7 +324,7 @@ class FocalEncoder(nn.Module):
             self.downsample_factor *= f
         self.layers = nn.ModuleList()
         in_dim = input_dim
-        for dim, factor in zip(hidden_dims, downscale_factors):
+        for dim, factor in zip(hidden_dims, downscale_factors, strict=False):
             self.layers.append(FocalDownScale(in_dim, dim, factor, **_block_kwargs(cfg, window_size)))
             in_dim = dim
         self.dropout = nn.Dropout(dropout)
@@ -340,8 +336,8 @@ class FocalEncoder(nn.Module):
         return lengths
 
     def forward(
-        self, x: Tensor, state: Optional[List[State]] = None, lengths: Optional[Tensor] = None
-    ) -> Tuple[Tensor, List[State]]:
+        self, x: Tensor, state: list[State] | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, list[State]]:
         new_state = []
         for i, layer in enumerate(self.layers):
             x, s, lengths = layer(x, None if not state else state[i], lengths)
@@ -390,8 +386,8 @@ class FocalDecoder(nn.Module):
         self.refiner = ChunkRefiner(1 + lookahead_size, output_dim, dropout) if causal and lookahead_size > 0 else None
 
     def forward(
-        self, x: Tensor, state: Optional[List[State]] = None, lengths: Optional[Tensor] = None
-    ) -> Tuple[Tensor, List[State]]:
+        self, x: Tensor, state: list[State] | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, list[State]]:
         x = self.dropout(self.in_proj(x))
         new_state = []
         for i, layer in enumerate(self.layers):

@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -59,7 +57,7 @@ def time_mask(lengths: Tensor, size: int) -> Tensor:
     return steps[None, :] < lengths[:, None]
 
 
-def zero_padded_frames(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
+def zero_padded_frames(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Zero every time step at or past ``lengths[b]`` (no-op when ``lengths`` is None).
 
     ``x: (B, T, C) -> (B, T, C)``.
@@ -72,7 +70,7 @@ def zero_padded_frames(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
 def conv_time_major(
     x: Tensor,
     conv: nn.Conv1d,
-    padding: Tuple[int, int] = (0, 0),
+    padding: tuple[int, int] = (0, 0),
 ) -> Tensor:
     """Apply ``conv`` (its weights, stride and groups; its own padding is ignored) over time.
 
@@ -86,7 +84,7 @@ def conv_time_major(
     return strided_conv_time_major(x, conv, padding)
 
 
-def strided_conv_time_major(x: Tensor, conv: nn.Conv1d, padding: Tuple[int, int] = (0, 0)) -> Tensor:
+def strided_conv_time_major(x: Tensor, conv: nn.Conv1d, padding: tuple[int, int] = (0, 0)) -> Tensor:
     """:func:`conv_time_major` through PyTorch's convolution, ignoring any ``forward_time_major``
     (a channels-last 2-D view, so no transposed copy is made); same contract."""
     if padding != (0, 0):
@@ -118,7 +116,7 @@ class CausalPad(nn.Module):
         self.size = size
         self.mode = mode
 
-    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.size == 0:
             return x, x[:, :0]
         if context is None:

@@ -10,8 +10,6 @@ overlap-add and the envelope, so each item equals its solo output.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -68,11 +66,11 @@ class ISTFTHead(nn.Module):
         sin[0] = 0.0  # imaginary parts of DC (and Nyquist, where sin vanishes) are ignored
         return (mag * torch.cos(phase)) @ cos + (mag * torch.sin(phase)) @ sin
 
-    def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Float32 throughout, also inside an autocast region."""
         return in_float32(self._synthesise, x, lengths)
 
-    def _synthesise(self, x: Tensor, lengths: Optional[Tensor]) -> Tensor:
+    def _synthesise(self, x: Tensor, lengths: Tensor | None) -> Tensor:
         x = self.proj(x).float()
         log_mag, phase = x.chunk(2, dim=-1)
         mag = torch.exp(log_mag).clamp(max=100.0)
@@ -105,7 +103,7 @@ class Vocos(nn.Module):
         dim: int = 512,
         ffn_dim: int = 1536,
         kernel_size: int = 7,
-        layerscale_init: Optional[float] = None,
+        layerscale_init: float | None = None,
         n_fft: int = 1024,
         hop_length: int = 320,
         causal: bool = False,
@@ -120,8 +118,8 @@ class Vocos(nn.Module):
         self.head = ISTFTHead(dim, n_fft, hop_length, causal)
 
     def forward(
-        self, x: Tensor, state: Optional[List[Tensor]] = None, lengths: Optional[Tensor] = None
-    ) -> Tuple[Tensor, List[Tensor]]:
+        self, x: Tensor, state: list[Tensor] | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
         """``(B, T, input_dim) -> (B, T * hop)`` and the new state (causal)."""
         x, new_state = self.backbone(x, state, lengths)
         return self.head(x, lengths), new_state

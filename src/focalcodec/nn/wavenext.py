@@ -7,8 +7,6 @@ stream start (unlike every other causal module).
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 from torch import Tensor, nn
 
 from .convnext import ConvNeXtBackbone
@@ -39,7 +37,7 @@ class WaveNeXt(nn.Module):
         dim: int = 1024,
         ffn_dim: int = 2048,
         kernel_size: int = 7,
-        layerscale_init: Optional[float] = None,
+        layerscale_init: float | None = None,
         hop_length: int = 480,
         causal: bool = False,
     ) -> None:
@@ -47,12 +45,14 @@ class WaveNeXt(nn.Module):
         self.causal = causal
         self.hop_length = hop_length
         self.upsample_factor = hop_length
-        self.backbone = ConvNeXtBackbone(input_dim, dim, ffn_dim, num_layers, kernel_size, layerscale_init, causal, "zeros")
+        self.backbone = ConvNeXtBackbone(
+            input_dim, dim, ffn_dim, num_layers, kernel_size, layerscale_init, causal, "zeros"
+        )
         self.head = LinearHead(dim, hop_length)
 
     def forward(
-        self, x: Tensor, state: Optional[List[Tensor]] = None, lengths: Optional[Tensor] = None
-    ) -> Tuple[Tensor, List[Tensor]]:
+        self, x: Tensor, state: list[Tensor] | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
         """``(B, T, input_dim) -> (B, T * hop)`` and the new state (causal)."""
         x, new_state = self.backbone(x, state, lengths)
         return self.head(x), new_state

@@ -13,7 +13,7 @@ frame seeing its own chunk and the past within ``window_size`` frames. Its strea
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ __all__ = ["WavLM", "relative_position_bucket"]
 
 # State layout (a plain nested list so that it stays opaque, picklable and scriptable-friendly):
 #   [frames_seen (0-dim int64), conv_contexts (list of 8 tensors), kv_caches (list per layer)]
-EncoderState = List
+EncoderState = list
 
 
 def relative_position_bucket(relative: Tensor, num_buckets: int, max_distance: int) -> Tensor:
@@ -52,7 +52,7 @@ class ConvBlock(nn.Module):
         self.activation = nn.GELU()
         self.pad = CausalPad(kernel_size - 1 if causal else 0)
 
-    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         new_context = None
         right = 0
         if self.causal:
@@ -66,19 +66,25 @@ class ConvBlock(nn.Module):
 class FeatureExtractor(nn.Module):
     """Seven strided conv blocks: ``(B, N) -> (B, T, hidden_dims[-1])``."""
 
-    def __init__(self, hidden_dims: Sequence[int], kernel_sizes: Sequence[int], strides: Sequence[int], causal: bool) -> None:
+    def __init__(
+        self, hidden_dims: Sequence[int], kernel_sizes: Sequence[int], strides: Sequence[int], causal: bool
+    ) -> None:
         super().__init__()
         in_dims = [1] + list(hidden_dims[:-1])
         self.layers = nn.ModuleList(
-            ConvBlock(i, o, k, s, causal) for i, o, k, s in zip(in_dims, hidden_dims, kernel_sizes, strides)
+            ConvBlock(i, o, k, s, causal)
+            for i, o, k, s in zip(in_dims, hidden_dims, kernel_sizes, strides, strict=False)
         )
 
-    def forward(self, sig: Tensor, contexts: Optional[List[Tensor]] = None) -> Tuple[Tensor, List[Tensor]]:
+    def forward(self, sig: Tensor, contexts: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
         if sig.device.type == "cpu" and sig.shape[0] > 1 and sig.shape[1] > 64000 and not torch.jit.is_tracing():
             # On CPU the large early activations of a batch fall out of cache: run items one
             # by one (same numbers, about a third less time per item for 10 s inputs).
-            parts = [self(sig[i : i + 1], None if contexts is None else [c[i : i + 1] for c in contexts]) for i in range(sig.shape[0])]
-            return torch.cat([p[0] for p in parts]), [torch.cat(cs) for cs in zip(*[p[1] for p in parts])]
+            parts = [
+                self(sig[i : i + 1], None if contexts is None else [c[i : i + 1] for c in contexts])
+                for i in range(sig.shape[0])
+            ]
+            return torch.cat([p[0] for p in parts]), [torch.cat(cs) for cs in zip(*[p[1] for p in parts], strict=False)]
         x = sig[:, :, None]
         new_contexts = []
         for i, layer in enumerate(self.layers):
@@ -103,7 +109,7 @@ class PositionalEmbedding(nn.Module):
         self.activation = nn.GELU()
         self.pad = CausalPad(kernel_size - 1 if causal else 0)
 
-    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         new_context = None
         if self.causal:
             x, new_context = self.pad(x, context)
@@ -132,7 +138,7 @@ class SelfAttention(nn.Module):
         self.gru_rel_pos_const = nn.Parameter(torch.ones(1, num_heads, 1, 1))
         self.dropout = dropout
 
-    def project(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(B, T, C) -> q, k, v`` each ``(B, H, T, d)``."""
         B, T, _ = x.shape
         q, k, v = self.qkv_proj(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -146,7 +152,7 @@ class SelfAttention(nn.Module):
         gate_a, gate_b = ab[..., 0:1], ab[..., 1:2]
         return gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0
 
-    def forward(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Optional[Tensor]) -> Tensor:
+    def forward(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
         attn_bias = self.gate(x) * bias[None]
         if mask is not None:
             attn_bias = attn_bias + mask
@@ -169,8 +175,8 @@ class TransformerLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, bias: Tensor, mask: Optional[Tensor], cache: Optional[Tensor], keep: int
-    ) -> Tuple[Tensor, Optional[Tensor]]:
+        self, x: Tensor, bias: Tensor, mask: Tensor | None, cache: Tensor | None, keep: int
+    ) -> tuple[Tensor, Tensor | None]:
         """``cache: (2, B, H, P, d)`` past keys/values; returns the last ``keep`` of them (or None)."""
         xn = self.attention_norm(x)
         q, k, v = self.attention.project(xn)
@@ -179,8 +185,7 @@ class TransformerLayer(nn.Module):
         x = x + self.feed_forward(self.feed_forward_norm(x))
         return x, new_cache
 
-
-    def join_cache(self, cache: Optional[Tensor], k: Tensor, v: Tensor, keep: int) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    def join_cache(self, cache: Tensor | None, k: Tensor, v: Tensor, keep: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """Past keys/values ``cache (2, B, H, P, d)`` (or None) and the new ``k, v (B, H, T, d)``
         -> the keys and values to attend to ``(B, H, P + T, d)`` and the next cache: the last
         ``keep`` of them (None when ``keep == 0``)."""
@@ -221,7 +226,10 @@ class TransformerEncoder(nn.Module):
         span = num_past + 2 * num_queries - 1
         offsets = torch.arange(span, device=device) - (num_past + num_queries - 1)
         table = self.relative_embedding(relative_position_bucket(offsets, self.num_buckets, self.max_distance))
-        index = torch.arange(num_past + num_queries, device=device)[None, :] - torch.arange(num_queries, device=device)[:, None]
+        index = (
+            torch.arange(num_past + num_queries, device=device)[None, :]
+            - torch.arange(num_queries, device=device)[:, None]
+        )
         return table[index + (num_queries - 1)].permute(2, 0, 1)
 
 
@@ -257,7 +265,7 @@ class WavLM(nn.Module):
         self.strides = list(strides)
         self.downsample_factor = math.prod(strides)
         self.receptive_field = 1
-        for k, s in zip(reversed(self.kernel_sizes), reversed(self.strides)):
+        for k, s in zip(reversed(self.kernel_sizes), reversed(self.strides), strict=False):
             self.receptive_field = (self.receptive_field - 1) * s + k
         # Samples per streaming chunk (1280 for the official configs).
         self.chunk_size = self.downsample_factor * self.chunk_frames
@@ -273,7 +281,7 @@ class WavLM(nn.Module):
     def num_frames(self, num_samples: Tensor) -> Tensor:
         """Frames produced for inputs of ``num_samples`` samples (int tensor, any shape)."""
         n = num_samples.long()
-        for k, s in zip(self.kernel_sizes, self.strides):
+        for k, s in zip(self.kernel_sizes, self.strides, strict=False):
             if self.causal:
                 n = torch.div(n - 1, s, rounding_mode="floor") + 1
             else:
@@ -281,7 +289,7 @@ class WavLM(nn.Module):
         return n
 
     # -- attention masks ---------------------------------------------------------------------
-    def _causal_mask(self, start: int, num_past: int, num_new: int, device: torch.device) -> Optional[Tensor]:
+    def _causal_mask(self, start: int, num_past: int, num_new: int, device: torch.device) -> Tensor | None:
         """Additive ``(1, 1, n, P + n)`` chunked-window mask, or None when nothing is masked."""
         if num_new <= self.chunk_frames:
             return None
@@ -295,11 +303,11 @@ class WavLM(nn.Module):
     def forward(
         self,
         sig: Tensor,
-        state: Optional[EncoderState] = None,
-        length: Optional[Tensor] = None,
-        frame_lengths: Optional[Tensor] = None,
-        past_lengths: Optional[Tensor] = None,
-    ) -> Tuple[Tensor, Optional[EncoderState]]:
+        state: EncoderState | None = None,
+        length: Tensor | None = None,
+        frame_lengths: Tensor | None = None,
+        past_lengths: Tensor | None = None,
+    ) -> tuple[Tensor, EncoderState | None]:
         """``sig: (B, N) -> feats: (B, T, dim)`` and the new state (causal) or None.
 
         ``length``: the reference's relative lengths in [0, 1] (non-causal only): frames past
@@ -336,7 +344,7 @@ class WavLM(nn.Module):
             keep = min(self.window_size - self.chunk_frames, num_past + T)
         else:
             start, caches, num_past, mask, keep = 0, None, 0, None, 0
-        key_ok: Optional[Tensor] = None
+        key_ok: Tensor | None = None
         if frame_lengths is not None or past_lengths is not None:  # key slots, only when masked
             slots = torch.arange(num_past + T, device=x.device)[None, :]
         if frame_lengths is not None:

@@ -10,9 +10,10 @@ applied last. Unknown keys are errors (except under the free-form ``model_overri
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -20,7 +21,7 @@ __all__ = ["DEFAULTS", "apply_overrides", "builtin_configs", "load_train_config"
 
 FREE_SECTIONS = ("model_overrides", "init", "loss", "discriminator")
 
-DEFAULTS: Dict[str, Any] = {
+DEFAULTS: dict[str, Any] = {
     "stage": None,  # quantizer | decoder | pos_conv | encoder | joint
     "model": "focalcodec_50hz",  # architecture: preset, config .json or checkpoint folder
     "model_overrides": {},  # dot paths into the codec config, e.g. decompressor_config.lookahead_size: 0
@@ -82,7 +83,7 @@ DEFAULTS: Dict[str, Any] = {
 }
 
 
-def _merge(base: Dict[str, Any], update: Mapping[str, Any], path: str = "") -> Dict[str, Any]:
+def _merge(base: dict[str, Any], update: Mapping[str, Any], path: str = "") -> dict[str, Any]:
     """``base`` updated by ``update`` recursively; unknown keys outside the free-form
     sections are errors."""
     out = copy.deepcopy(base)
@@ -114,14 +115,14 @@ def _parse_value(text: str) -> Any:
     return value
 
 
-def apply_overrides(cfg: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` strings (values parsed as YAML)."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key.path=value")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
-        nested: Dict[str, Any] = {}
+        nested: dict[str, Any] = {}
         node = nested
         for p in parts[:-1]:
             node = node.setdefault(p, {})
@@ -134,13 +135,13 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
     return cfg
 
 
-def builtin_configs() -> Dict[str, Path]:
+def builtin_configs() -> dict[str, Path]:
     """The shipped recipe files, ``{name: path}``."""
     root = resources.files("focalcodec.train").joinpath("configs")
     return {p.name[: -len(".yaml")]: Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml")}
 
 
-def load_train_config(source: Optional[Union[str, Path, Mapping[str, Any]]], overrides: Sequence[str] = ()) -> Dict[str, Any]:
+def load_train_config(source: str | Path | Mapping[str, Any] | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Defaults <- a YAML file (path or the name of a shipped recipe) or dict <- overrides."""
     cfg = copy.deepcopy(DEFAULTS)
     if source is not None:
@@ -154,7 +155,9 @@ def load_train_config(source: Optional[Union[str, Path, Mapping[str, Any]]], ove
                 shipped = builtin_configs()
                 name = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
                 if name not in shipped:
-                    raise ConfigError(f"training config not found: {source} (shipped recipes: {', '.join(sorted(shipped))})")
+                    raise ConfigError(
+                        f"training config not found: {source} (shipped recipes: {', '.join(sorted(shipped))})"
+                    )
                 path = shipped[name]
             try:
                 data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -165,5 +168,7 @@ def load_train_config(source: Optional[Union[str, Path, Mapping[str, Any]]], ove
         cfg = _merge(cfg, data)
     cfg = apply_overrides(cfg, overrides)
     if cfg["stage"] is None:
-        raise ConfigError("the training config names no stage (stage: quantizer | decoder | pos_conv | encoder | joint)")
+        raise ConfigError(
+            "the training config names no stage (stage: quantizer | decoder | pos_conv | encoder | joint)"
+        )
     return cfg

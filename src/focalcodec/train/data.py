@@ -25,9 +25,10 @@ import math
 import os
 import random
 import re
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,12 +47,12 @@ __all__ = [
     "write_manifest",
 ]
 
-Entry = Dict[str, Any]
+Entry = dict[str, Any]
 _LIBRITTS = re.compile(r"^(\d+)_(\d+)_")
 _TEXT_SUFFIXES = (".normalized.txt", ".txt", ".lab", ".original.txt")
 
 
-def _read_text(audio: Path) -> Optional[str]:
+def _read_text(audio: Path) -> str | None:
     base = audio.with_suffix("")
     for suffix in _TEXT_SUFFIXES:
         candidate = base.parent / (base.name + suffix)
@@ -60,10 +61,10 @@ def _read_text(audio: Path) -> Optional[str]:
     return None
 
 
-def _tsv_metadata(root: Path) -> Dict[str, Dict[str, str]]:
+def _tsv_metadata(root: Path) -> dict[str, dict[str, str]]:
     """``manifest.tsv`` files under ``root`` (columns ``path``, optional ``speaker``, ``text``),
     keyed by resolved audio path."""
-    out: Dict[str, Dict[str, str]] = {}
+    out: dict[str, dict[str, str]] = {}
     for tsv in root.rglob("manifest.tsv"):
         with open(tsv, encoding="utf-8", newline="") as fh:
             for row in csv.DictReader(fh, delimiter="\t"):
@@ -78,7 +79,7 @@ def _tsv_metadata(root: Path) -> Dict[str, Dict[str, str]]:
     return out
 
 
-def _probe(path: Path) -> Optional[Entry]:
+def _probe(path: Path) -> Entry | None:
     import soundfile as sf
 
     try:
@@ -91,12 +92,12 @@ def _probe(path: Path) -> Optional[Entry]:
 
 
 def build_manifest(
-    roots: Union[str, Path, Sequence[Union[str, Path]]],
+    roots: str | Path | Sequence[str | Path],
     min_duration: float = 0.0,
     max_duration: float = float("inf"),
     extensions: Sequence[str] = AUDIO_EXTENSIONS,
     num_workers: int = 8,
-) -> List[Entry]:
+) -> list[Entry]:
     """Scan folders for audio and describe each file (absolute paths, sorted).
 
     Utterances outside ``[min_duration, max_duration]`` seconds and unreadable files are
@@ -105,7 +106,7 @@ def build_manifest(
     if isinstance(roots, (str, Path)):
         roots = [roots]
     exts = tuple(e.lower() for e in extensions)
-    entries: List[Entry] = []
+    entries: list[Entry] = []
     for root in map(Path, roots):
         if not root.is_dir():
             raise InputError(f"data folder not found: {root}")
@@ -113,7 +114,7 @@ def build_manifest(
         meta = _tsv_metadata(root)
         with ThreadPoolExecutor(max(1, num_workers)) as pool:
             probes = list(pool.map(_probe, files))
-        for path, probe in zip(files, probes):
+        for path, probe in zip(files, probes, strict=False):
             if probe is None or not (min_duration <= probe["duration"] <= max_duration):
                 continue
             resolved = path.resolve()
@@ -134,7 +135,7 @@ def build_manifest(
     return entries
 
 
-def write_manifest(entries: Sequence[Entry], path: Union[str, Path]) -> Path:
+def write_manifest(entries: Sequence[Entry], path: str | Path) -> Path:
     """Write JSON lines atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,14 +148,14 @@ def write_manifest(entries: Sequence[Entry], path: Union[str, Path]) -> Path:
 
 
 def read_manifest(
-    path: Union[str, Path], min_duration: float = 0.0, max_duration: float = float("inf"), limit: Optional[int] = None
-) -> List[Entry]:
+    path: str | Path, min_duration: float = 0.0, max_duration: float = float("inf"), limit: int | None = None
+) -> list[Entry]:
     """Read a JSON-lines manifest (relative paths resolved against its folder), keeping
     utterances within ``[min_duration, max_duration]`` seconds (and the first ``limit``)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest not found: {path} (build one with `focalcodec prepare DATA_DIR -o {path}`)")
-    out: List[Entry] = []
+    out: list[Entry] = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -186,7 +187,7 @@ class FeatureCache:
     """Encoder features on disk, one ``.pt`` file per utterance, keyed by the audio path and
     the encoder's identity (``tag``, e.g. a hash of its weights); ``(T, C)`` tensors."""
 
-    def __init__(self, directory: Union[str, Path], tag: str) -> None:
+    def __init__(self, directory: str | Path, tag: str) -> None:
         self.directory = Path(directory)
         self.tag = tag
 
@@ -194,7 +195,7 @@ class FeatureCache:
         key = hashlib.sha1(f"{self.tag}\0{audio_path}".encode()).hexdigest()
         return self.directory / key[:2] / f"{key}.pt"
 
-    def get(self, audio_path: str) -> Optional[Tensor]:
+    def get(self, audio_path: str) -> Tensor | None:
         p = self.path(audio_path)
         return torch.load(p, map_location="cpu", weights_only=True) if p.is_file() else None
 
@@ -206,7 +207,14 @@ class FeatureCache:
         os.replace(tmp, p)
 
     @torch.inference_mode()
-    def fill(self, encoder: torch.nn.Module, entries: Sequence[Entry], sample_rate: int = 16000, device: str = "cpu", dtype: torch.dtype = torch.float32) -> int:
+    def fill(
+        self,
+        encoder: torch.nn.Module,
+        entries: Sequence[Entry],
+        sample_rate: int = 16000,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> int:
         """Compute and store missing features (one utterance at a time: exact, no padding);
         returns how many were computed."""
         done = 0
@@ -235,10 +243,10 @@ class AudioDataset(Dataset):
         self,
         entries: Sequence[Entry],
         sample_rate: int = 16000,
-        target_sample_rate: Optional[int] = None,
-        feature_cache: Optional[FeatureCache] = None,
+        target_sample_rate: int | None = None,
+        feature_cache: FeatureCache | None = None,
         seed: int = 0,
-        segment_seconds: Optional[float] = None,
+        segment_seconds: float | None = None,
     ) -> None:
         if segment_seconds is not None and feature_cache is not None:
             raise InputError("segment_seconds cannot be combined with cached features (they cover whole utterances)")
@@ -256,11 +264,13 @@ class AudioDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, i: int) -> Dict[str, Any]:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         e = self.entries[i]
         rng = _seeded(self.seed, self.epoch, i)
         sig = load_audio(e["path"], self.sample_rate, warn=False)
-        target = load_audio(e["path"], self.target_sample_rate, warn=False) if self.target_sample_rate is not None else None
+        target = (
+            load_audio(e["path"], self.target_sample_rate, warn=False) if self.target_sample_rate is not None else None
+        )
         if self.segment_seconds is not None:
             seg = int(round(self.segment_seconds * self.sample_rate))
             hop = 320
@@ -271,7 +281,7 @@ class AudioDataset(Dataset):
                     ratio = self.target_sample_rate / self.sample_rate
                     t0, t_len = int(round(start * ratio)), int(round(seg * ratio))
                     target = target[t0 : t0 + t_len]
-        item: Dict[str, Any] = {"index": i, "sig": sig}
+        item: dict[str, Any] = {"index": i, "sig": sig}
         if target is not None:
             item["target"] = target
         if self.feature_cache is not None:
@@ -283,7 +293,7 @@ class AudioDataset(Dataset):
         return item
 
 
-def _pad_stack(items: List[Tensor]) -> Tensor:
+def _pad_stack(items: list[Tensor]) -> Tensor:
     size = max(int(x.shape[0]) for x in items)
     out = items[0].new_zeros((len(items), size) + tuple(items[0].shape[1:]))
     for b, x in enumerate(items):
@@ -291,11 +301,11 @@ def _pad_stack(items: List[Tensor]) -> Tensor:
     return out
 
 
-def collate(items: List[Dict[str, Any]]) -> Dict[str, Tensor]:
+def collate(items: list[dict[str, Any]]) -> dict[str, Tensor]:
     """Zero-pad to the longest item: ``sig (B, N)``, ``sig_lengths (B,)``, and likewise
     ``target``/``target_lengths`` and ``feats (B, T, C)``/``feat_lengths``; ``crop (B,)``,
     ``index (B,)``."""
-    batch: Dict[str, Tensor] = {
+    batch: dict[str, Tensor] = {
         "index": torch.tensor([it["index"] for it in items]),
         "crop": torch.tensor([it["crop"] for it in items], dtype=torch.float64),
     }
@@ -306,7 +316,7 @@ def collate(items: List[Dict[str, Any]]) -> Dict[str, Tensor]:
     return batch
 
 
-class BucketBatchSampler(Sampler[List[int]]):
+class BucketBatchSampler(Sampler[list[int]]):
     """Length-bucketed batches, sharded over ranks, resumable mid-epoch.
 
     Utterances are sorted by duration and split into ``num_buckets`` groups of similar
@@ -321,7 +331,7 @@ class BucketBatchSampler(Sampler[List[int]]):
         self,
         durations: Sequence[float],
         batch_size: int = 16,
-        max_batch_seconds: Optional[float] = None,
+        max_batch_seconds: float | None = None,
         num_buckets: int = 10,
         shuffle: bool = True,
         drop_last: bool = False,
@@ -347,16 +357,16 @@ class BucketBatchSampler(Sampler[List[int]]):
         self.epoch = epoch
         self.start = start
 
-    def _batches(self) -> List[List[int]]:
+    def _batches(self) -> list[list[int]]:
         order = sorted(range(len(self.durations)), key=lambda i: (self.durations[i], i))
         size = math.ceil(len(order) / self.num_buckets)
         rng = _seeded(self.seed, self.epoch, -1)
-        batches: List[List[int]] = []
+        batches: list[list[int]] = []
         for start in range(0, len(order), size):
             bucket = order[start : start + size]
             if self.shuffle:
                 rng.shuffle(bucket)
-            current: List[int] = []
+            current: list[int] = []
             longest = 0.0
             for i in bucket:
                 longest_if = max(longest, self.durations[i])
@@ -378,7 +388,7 @@ class BucketBatchSampler(Sampler[List[int]]):
             usable = self.num_replicas
         return batches[:usable][self.rank :: self.num_replicas]
 
-    def __iter__(self) -> Iterator[List[int]]:
+    def __iter__(self) -> Iterator[list[int]]:
         return iter(self._batches()[self.start :])
 
     def __len__(self) -> int:

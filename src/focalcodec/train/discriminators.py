@@ -10,7 +10,7 @@ values).
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,8 +18,8 @@ from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
 __all__ = ["CombinedDiscriminator", "MultiPeriodDiscriminator", "MultiScaleDiscriminator"]
 
-Scores = List[Tensor]
-FeatureMaps = List[List[Tensor]]
+Scores = list[Tensor]
+FeatureMaps = list[list[Tensor]]
 SLOPE = 0.1
 
 
@@ -42,7 +42,7 @@ class PeriodDiscriminator(nn.Module):
         )
         self.post = weight_norm(nn.Conv2d(chans[-1], 1, (3, 1), 1, padding=(1, 0)))
 
-    def forward(self, sig: Tensor) -> Tuple[Tensor, List[Tensor]]:
+    def forward(self, sig: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = sig[:, None, :]
         pad = (-x.shape[-1]) % self.period
         if pad:
@@ -52,7 +52,7 @@ class PeriodDiscriminator(nn.Module):
         return _conv_stack(self.convs, self.post, x)
 
 
-def _conv_stack(convs: nn.ModuleList, post: nn.Module, x: Tensor) -> Tuple[Tensor, List[Tensor]]:
+def _conv_stack(convs: nn.ModuleList, post: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
     """Leaky-ReLU conv stack then the score conv: ``(scores (B, -1), every feature map)``."""
     feats = []
     for conv in convs:
@@ -84,7 +84,7 @@ class ScaleDiscriminator(nn.Module):
         )
         self.post = norm(nn.Conv1d(c[-1], 1, 3, 1, padding=1))
 
-    def forward(self, sig: Tensor) -> Tuple[Tensor, List[Tensor]]:
+    def forward(self, sig: Tensor) -> tuple[Tensor, list[Tensor]]:
         return _conv_stack(self.convs, self.post, sig[:, None, :])
 
 
@@ -95,7 +95,7 @@ class MultiPeriodDiscriminator(nn.Module):
         super().__init__()
         self.discriminators = nn.ModuleList(PeriodDiscriminator(p, width) for p in periods)
 
-    def forward(self, sig: Tensor) -> Tuple[Scores, FeatureMaps]:
+    def forward(self, sig: Tensor) -> tuple[Scores, FeatureMaps]:
         outs = [d(sig) for d in self.discriminators]
         return [o[0] for o in outs], [o[1] for o in outs]
 
@@ -111,7 +111,7 @@ class MultiScaleDiscriminator(nn.Module):
         )
         self.pool = nn.AvgPool1d(4, 2, padding=2)
 
-    def forward(self, sig: Tensor) -> Tuple[Scores, FeatureMaps]:
+    def forward(self, sig: Tensor) -> tuple[Scores, FeatureMaps]:
         scores, feats = [], []
         x = sig
         for i, d in enumerate(self.discriminators):
@@ -131,7 +131,7 @@ class CombinedDiscriminator(nn.Module):
         self.mpd = MultiPeriodDiscriminator(periods, width)
         self.msd = MultiScaleDiscriminator(num_scales, width)
 
-    def forward(self, sig: Tensor) -> Tuple[Scores, FeatureMaps]:
+    def forward(self, sig: Tensor) -> tuple[Scores, FeatureMaps]:
         s1, f1 = self.mpd(sig)
         s2, f2 = self.msd(sig)
         return s1 + s2, f1 + f2

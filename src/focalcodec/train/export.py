@@ -10,8 +10,9 @@ Sources are given per codec part (``encoder``, ``compressor``, ``decompressor``,
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import torch
 
@@ -23,9 +24,9 @@ from .stages import PARTS, _resolve_run_checkpoint, load_part
 __all__ = ["export_checkpoint", "resolve_sources"]
 
 
-def resolve_sources(sources: Sequence[str]) -> Dict[str, str]:
+def resolve_sources(sources: Sequence[str]) -> dict[str, str]:
     """``["part=SRC", "RUN_DIR", ...] -> {part: source}``; later entries win."""
-    out: Dict[str, str] = {}
+    out: dict[str, str] = {}
     for item in sources:
         head, sep, tail = item.partition("=")
         if sep and head in PARTS:
@@ -41,10 +42,10 @@ def resolve_sources(sources: Sequence[str]) -> Dict[str, str]:
 
 
 def export_checkpoint(
-    model: Union[str, Path, Mapping[str, Any]],
-    sources: Union[Sequence[str], Mapping[str, str]],
-    output_dir: Union[str, Path],
-    overrides: Optional[Mapping[str, Any]] = None,
+    model: str | Path | Mapping[str, Any],
+    sources: Sequence[str] | Mapping[str, str],
+    output_dir: str | Path,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Path:
     """Build the codec of architecture ``model`` (preset / config / dict, plus dot-path
     ``overrides``), fill every part from its source and write it to ``output_dir``; returns

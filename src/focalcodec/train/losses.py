@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-def masked_mse(pred: Tensor, target: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+def masked_mse(pred: Tensor, target: Tensor, lengths: Tensor | None = None) -> Tensor:
     """Mean squared error over valid frames.
 
     ``pred, target: (B, T, C)`` (the longer one is cut to the shorter's ``T``);
@@ -49,14 +49,14 @@ def masked_mse(pred: Tensor, target: Tensor, lengths: Optional[Tensor] = None) -
 
 
 def layer_weighted_mse(
-    preds: Sequence[Tensor], targets: Sequence[Tensor], weights: Sequence[float], lengths: Optional[Tensor] = None
+    preds: Sequence[Tensor], targets: Sequence[Tensor], weights: Sequence[float], lengths: Tensor | None = None
 ) -> Tensor:
     """``sum_l w_l * masked_mse(preds[l], targets[l], lengths)`` (SPEC §4.4 weights
     ``[0.5, 0.6, 0.7, 0.8, 0.9, 1.0]``); each tensor ``(B, T, C)``."""
     if not (len(preds) == len(targets) == len(weights)):
         raise ValueError(f"got {len(preds)} predictions, {len(targets)} targets and {len(weights)} weights")
     total = preds[0].new_zeros((), dtype=torch.float32)
-    for p, t, w in zip(preds, targets, weights):
+    for p, t, w in zip(preds, targets, weights, strict=False):
         total = total + float(w) * masked_mse(p, t, lengths)
     return total
 
@@ -105,11 +105,11 @@ class MelSpectrogram(nn.Module):
         self,
         sample_rate: int = 16000,
         n_fft: int = 1024,
-        win_length: Optional[int] = None,
+        win_length: int | None = None,
         hop_length: int = 320,
         n_mels: int = 80,
         f_min: float = 0.0,
-        f_max: Optional[float] = None,
+        f_max: float | None = None,
         clamp: float = 1e-5,
     ) -> None:
         super().__init__()
@@ -148,15 +148,15 @@ def mel_l1(mel: MelSpectrogram, fake: Tensor, real: Tensor) -> Tensor:
     return F.l1_loss(mel(fake[..., :n]), mel(real[..., :n]))
 
 
-def discriminator_hinge_loss(real_scores: List[Tensor], fake_scores: List[Tensor]) -> Tensor:
+def discriminator_hinge_loss(real_scores: list[Tensor], fake_scores: list[Tensor]) -> Tensor:
     """``sum_k mean(relu(1 - D_k(y))) + mean(relu(1 + D_k(y_hat)))`` over sub-discriminators."""
     loss = real_scores[0].new_zeros((), dtype=torch.float32)
-    for r, f in zip(real_scores, fake_scores):
+    for r, f in zip(real_scores, fake_scores, strict=False):
         loss = loss + F.relu(1.0 - r.float()).mean() + F.relu(1.0 + f.float()).mean()
     return loss
 
 
-def generator_hinge_loss(fake_scores: List[Tensor]) -> Tensor:
+def generator_hinge_loss(fake_scores: list[Tensor]) -> Tensor:
     """``sum_k mean(relu(1 - D_k(y_hat)))`` over sub-discriminators."""
     loss = fake_scores[0].new_zeros((), dtype=torch.float32)
     for f in fake_scores:
@@ -164,13 +164,13 @@ def generator_hinge_loss(fake_scores: List[Tensor]) -> Tensor:
     return loss
 
 
-def feature_matching_loss(real_feats: List[List[Tensor]], fake_feats: List[List[Tensor]]) -> Tensor:
+def feature_matching_loss(real_feats: list[list[Tensor]], fake_feats: list[list[Tensor]]) -> Tensor:
     """L1 between real (detached) and fake feature maps, averaged over every sub-discriminator
     and layer."""
     total = real_feats[0][0].new_zeros((), dtype=torch.float32)
     count = 0
-    for rs, fs in zip(real_feats, fake_feats):
-        for r, f in zip(rs, fs):
+    for rs, fs in zip(real_feats, fake_feats, strict=False):
+        for r, f in zip(rs, fs, strict=False):
             total = total + F.l1_loss(f.float(), r.detach().float())
             count += 1
     return total / max(count, 1)

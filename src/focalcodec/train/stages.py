@@ -32,8 +32,10 @@ encoder features, and ``crop (B,)`` uniform numbers that choose crop positions.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +64,7 @@ PARTS = ("encoder", "compressor", "decompressor", "decoder")
 # --------------------------------------------------------------------------------------------
 # weights of one codec part from a run, a codec checkpoint or Hugging Face WavLM
 # --------------------------------------------------------------------------------------------
-def load_part_state(source: str, part: str, num_layers: Optional[int] = None) -> Dict[str, Tensor]:
+def load_part_state(source: str, part: str, num_layers: int | None = None) -> dict[str, Tensor]:
     """State dict of codec part ``part`` from ``source``:
 
     - ``hf-wavlm:DIR_OR_REPO`` (encoder only): Hugging Face WavLM weights, first
@@ -98,7 +100,7 @@ def load_part_state(source: str, part: str, num_layers: Optional[int] = None) ->
     return getattr(model, part).state_dict()
 
 
-def _resolve_run_checkpoint(path: Path) -> Optional[Path]:
+def _resolve_run_checkpoint(path: Path) -> Path | None:
     if (path / "parts.pt").is_file():
         return path
     ckpts = path / "checkpoints"
@@ -131,7 +133,9 @@ class StepContext:
     """What a stage sees of the trainer: the (possibly DDP-wrapped) ``nets``, the device and
     ``no_sync(name)``, a context that suspends gradient synchronisation of one net."""
 
-    def __init__(self, nets: Dict[str, nn.Module], device: torch.device, no_sync: Callable[[str], ContextManager]) -> None:
+    def __init__(
+        self, nets: dict[str, nn.Module], device: torch.device, no_sync: Callable[[str], ContextManager]
+    ) -> None:
         self.nets = nets
         self.device = device
         self.no_sync = no_sync
@@ -144,7 +148,14 @@ class QuantizerPipeline(nn.Module):
     token lengths (B,) | None)``.
     """
 
-    def __init__(self, compressor: nn.Module, quantizer: BinarySphericalQuantizer, decompressor: nn.Module, inv_temperature: float = 100.0, diversity_gamma: float = 1.0) -> None:
+    def __init__(
+        self,
+        compressor: nn.Module,
+        quantizer: BinarySphericalQuantizer,
+        decompressor: nn.Module,
+        inv_temperature: float = 100.0,
+        diversity_gamma: float = 1.0,
+    ) -> None:
         super().__init__()
         self.compressor = compressor
         self.quantizer = quantizer
@@ -152,7 +163,7 @@ class QuantizerPipeline(nn.Module):
         self.inv_temperature = inv_temperature
         self.diversity_gamma = diversity_gamma
 
-    def forward(self, feats: Tensor, lengths: Optional[Tensor] = None):
+    def forward(self, feats: Tensor, lengths: Tensor | None = None):
         raw, _ = self.compressor(feats, lengths=lengths)
         lats = F.normalize(raw.float(), dim=-1)
         tok_lengths = None if lengths is None else self.compressor.num_frames(lengths)
@@ -162,7 +173,7 @@ class QuantizerPipeline(nn.Module):
         return qfeats, q, tok_lengths
 
 
-def _token_stats(hist: Tensor, dim: int) -> Dict[str, float]:
+def _token_stats(hist: Tensor, dim: int) -> dict[str, float]:
     """Code usage (fraction of codes used) and normalised entropy of a token histogram."""
     total = float(hist.sum())
     if total <= 0:
@@ -172,7 +183,7 @@ def _token_stats(hist: Tensor, dim: int) -> Dict[str, float]:
     return {"code_usage": float((hist > 0).sum()) / hist.numel(), "normalized_entropy": ent / (dim * math.log(2))}
 
 
-def _encoder_features(encoder: WavLM, batch: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
+def _encoder_features(encoder: WavLM, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """Frozen features of a batch: ``(B, T, C)`` and valid frames ``(B,)`` (cached ones when
     the batch has them)."""
     if "feats" in batch:
@@ -183,10 +194,10 @@ def _encoder_features(encoder: WavLM, batch: Dict[str, Tensor]) -> Tuple[Tensor,
     return feats.float(), lengths
 
 
-def _layer_outputs(encoder: nn.Module, raw: WavLM, sig: Tensor, frame_lengths: Tensor) -> List[Tensor]:
+def _layer_outputs(encoder: nn.Module, raw: WavLM, sig: Tensor, frame_lengths: Tensor) -> list[Tensor]:
     """Every transformer layer's output ``[(B, T, C)] * num_layers`` (forward hooks on
     ``raw``, the unwrapped ``encoder``)."""
-    outputs: List[Tensor] = []
+    outputs: list[Tensor] = []
     hooks = [layer.register_forward_hook(lambda m, i, o: outputs.append(o[0])) for layer in raw.encoder.layers]
     try:
         encoder(sig, frame_lengths=frame_lengths)
@@ -223,15 +234,15 @@ class Stage:
     """Base class; see the module docstring."""
 
     name = ""
-    phases: Dict[str, List[str]] = {"model": []}
+    phases: dict[str, list[str]] = {"model": []}
 
-    def __init__(self, cfg: Dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
         self.codec_config = FocalCodecConfig.load(cfg["model"]).with_overrides(cfg.get("model_overrides") or {})
         self.init = cfg.get("init") or {}
         self.loss_cfg = cfg.get("loss") or {}
-        self.nets: Dict[str, nn.Module] = {}
-        self.frozen: Dict[str, nn.Module] = {}
+        self.nets: dict[str, nn.Module] = {}
+        self.frozen: dict[str, nn.Module] = {}
 
     # construction helpers
     def _part(self, part: str, allow_missing: Sequence[str] = (), **overrides: Any) -> nn.Module:
@@ -248,7 +259,9 @@ class Stage:
     def _teacher(self) -> WavLM:
         source = self.init.get("teacher")
         if not source:
-            raise ConfigError(f"stage {self.name!r} needs init.teacher: the non-causal codec (or run) whose encoder teaches")
+            raise ConfigError(
+                f"stage {self.name!r} needs init.teacher: the non-causal codec (or run) whose encoder teaches"
+            )
         teacher = self.codec_config.with_overrides({"encoder_config.causal": False}).build("encoder")
         load_part(teacher, str(source), "encoder")
         return _freeze(teacher)
@@ -263,27 +276,27 @@ class Stage:
         )
 
     # interface
-    def compute(self, phase: str, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+    def compute(self, phase: str, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """Losses of one micro-batch for ``phase``; ``"loss"`` is back-propagated."""
         raise NotImplementedError
 
-    def validate(self, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+    def validate(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """Sums over one validation batch (summed over batches and ranks), incl. ``count``."""
         with torch.no_grad():
             losses = self.compute("model", batch, ctx)
         n = torch.tensor(float(batch["sig"].shape[0]))
         return {**{k: v.detach().float().cpu() * n for k, v in losses.items()}, "count": n}
 
-    def summarize(self, sums: Dict[str, Tensor]) -> Dict[str, float]:
+    def summarize(self, sums: dict[str, Tensor]) -> dict[str, float]:
         """Validation metrics from the summed values; must hold ``"loss"``."""
         n = float(sums.pop("count"))
         return {k: float(v) / max(n, 1.0) for k, v in sums.items() if v.numel() == 1}
 
-    def media(self, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Any]:
+    def media(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Any]:
         """``{"audio/NAME": (wave (N,), rate), "image/NAME": (1, H, W)}`` for TensorBoard."""
         return {}
 
-    def export(self) -> Dict[str, Dict[str, Tensor]]:
+    def export(self) -> dict[str, dict[str, Tensor]]:
         """Trained codec parts ``{part: state_dict}``."""
         raise NotImplementedError
 
@@ -294,36 +307,40 @@ class QuantizerStage(Stage):
     name = "quantizer"
     phases = {"model": ["pipeline"]}
 
-    def __init__(self, cfg: Dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
         self.frozen["encoder"] = _freeze(self._part("encoder"))
-        self.nets["pipeline"] = self._pipeline(self._part("compressor"), self._part("decompressor", allow_missing=("refiner.",)))
+        self.nets["pipeline"] = self._pipeline(
+            self._part("compressor"), self._part("decompressor", allow_missing=("refiner.",))
+        )
         self.entropy_weight = float(self.loss_cfg.get("entropy_weight", 0.1))
 
-    def compute(self, phase: str, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+    def compute(self, phase: str, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         feats, lengths = _encoder_features(self.frozen["encoder"], batch)
         qfeats, q, tok_lengths = ctx.nets["pipeline"](feats, lengths)
         mse = masked_mse(qfeats, feats, lengths)
         loss = mse + self.entropy_weight * q.entropy_loss
         out = {"loss": loss, "mse": mse.detach(), "entropy": q.entropy_loss.detach(), **q.stats}
         valid = q.toks if tok_lengths is None else q.toks[time_mask(tok_lengths, q.toks.shape[1])]
-        out["batch_code_usage"] = torch.tensor(float(valid.unique().numel()) / self.nets["pipeline"].quantizer.codebook_size)
+        out["batch_code_usage"] = torch.tensor(
+            float(valid.unique().numel()) / self.nets["pipeline"].quantizer.codebook_size
+        )
         batch["_toks"] = valid
         return out
 
-    def validate(self, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+    def validate(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         sums = super().validate(batch, ctx)
         q = self.nets["pipeline"].quantizer
         sums["token_histogram"] = torch.bincount(batch.pop("_toks").cpu(), minlength=q.codebook_size).double()
         return sums
 
-    def summarize(self, sums: Dict[str, Tensor]) -> Dict[str, float]:
+    def summarize(self, sums: dict[str, Tensor]) -> dict[str, float]:
         hist = sums.pop("token_histogram")
         out = super().summarize(sums)
         out.update(_token_stats(hist, self.nets["pipeline"].quantizer.dim))
         return out
 
-    def export(self) -> Dict[str, Dict[str, Tensor]]:
+    def export(self) -> dict[str, dict[str, Tensor]]:
         p = self.nets["pipeline"]
         return {"compressor": p.compressor.state_dict(), "decompressor": p.decompressor.state_dict()}
 
@@ -334,7 +351,7 @@ class DecoderStage(Stage):
     name = "decoder"
     phases = {"discriminator": ["discriminator"], "generator": ["generator"]}
 
-    def __init__(self, cfg: Dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
         self.frozen["encoder"] = _freeze(self._part("encoder", causal=False))
         self.nets["generator"] = self._part("decoder")
@@ -353,14 +370,16 @@ class DecoderStage(Stage):
         self.w_fm = float(self.loss_cfg.get("fm_weight", 54.0))
         self.w_mel = float(self.loss_cfg.get("mel_weight", 45.0))
 
-    def _target(self, batch: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
+    def _target(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         if "target" in batch:
             return batch["target"], batch["target_lengths"]
         if self.sample_rate != 16000:
-            raise ConfigError(f"the decoder outputs {self.sample_rate} Hz: set data.target_sample_rate: {self.sample_rate}")
+            raise ConfigError(
+                f"the decoder outputs {self.sample_rate} Hz: set data.target_sample_rate: {self.sample_rate}"
+            )
         return batch["sig"], batch["sig_lengths"]
 
-    def _crops(self, batch: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
+    def _crops(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Aligned random crops: feats ``(B, F, C)`` and target ``(B, F * hop)`` (memoised in
         the batch so that both phases see the same crop)."""
         if "_crop_feats" not in batch:
@@ -378,7 +397,7 @@ class DecoderStage(Stage):
             batch["_crop_feats"], batch["_crop_target"] = torch.stack(fs), torch.stack(ts)
         return batch["_crop_feats"], batch["_crop_target"]
 
-    def compute(self, phase: str, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+    def compute(self, phase: str, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         feats, real = self._crops(batch)
         G, D = ctx.nets["generator"], ctx.nets["discriminator"]
         if phase == "discriminator":
@@ -399,21 +418,24 @@ class DecoderStage(Stage):
         loss = self.w_adv * adv + self.w_fm * fm + self.w_mel * mel
         return {"loss": loss, "g_adv": adv.detach(), "g_fm": fm.detach(), "mel_l1": mel.detach()}
 
-    def _full(self, batch: Dict[str, Tensor], ctx: StepContext) -> Tuple[Tensor, Tensor, Tensor]:
+    def _full(self, batch: dict[str, Tensor], ctx: StepContext) -> tuple[Tensor, Tensor, Tensor]:
         feats, lengths = _encoder_features(self.frozen["encoder"], batch)
         target, target_lengths = self._target(batch)
         fake, _ = ctx.nets["generator"](feats, lengths=lengths)
         return fake.float(), target, torch.minimum(lengths * self.hop, target_lengths)
 
-    def validate(self, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+    def validate(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         with torch.no_grad():
             fake, target, lengths = self._full(batch, ctx)
             mel = self.mel.to(fake.device)
-            total = sum(float(mel_l1(mel, fake[b : b + 1, : int(n)], target[b : b + 1, : int(n)])) for b, n in enumerate(lengths))
+            total = sum(
+                float(mel_l1(mel, fake[b : b + 1, : int(n)], target[b : b + 1, : int(n)]))
+                for b, n in enumerate(lengths)
+            )
         n = float(len(lengths))
         return {"loss": torch.tensor(total), "mel_l1": torch.tensor(total), "count": torch.tensor(n)}
 
-    def media(self, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Any]:
+    def media(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Any]:
         with torch.no_grad():
             fake, target, lengths = self._full(batch, ctx)
         n = int(lengths[0])
@@ -425,7 +447,7 @@ class DecoderStage(Stage):
             "image/mel_original": _mel_image(mel(target[:1, :n].float())[0]),
         }
 
-    def export(self) -> Dict[str, Dict[str, Tensor]]:
+    def export(self) -> dict[str, dict[str, Tensor]]:
         return {"decoder": self.nets["generator"].state_dict()}
 
 
@@ -435,7 +457,7 @@ class PosConvStage(Stage):
     name = "pos_conv"
     phases = {"model": ["pos_conv"]}
 
-    def __init__(self, cfg: Dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
         self.frozen["teacher"] = self._teacher()
         student = self.codec_config.with_overrides({"encoder_config.causal": True}).build("encoder")
@@ -445,7 +467,7 @@ class PosConvStage(Stage):
         for p in self.nets["pos_conv"].parameters():
             p.requires_grad_(True)
 
-    def compute(self, phase: str, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+    def compute(self, phase: str, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         teacher = self.frozen["teacher"]
         lengths = teacher.num_frames(batch["sig_lengths"])
         with torch.no_grad():
@@ -455,7 +477,7 @@ class PosConvStage(Stage):
         loss = masked_mse(pred, target, lengths)
         return {"loss": loss, "mse": loss.detach()}
 
-    def export(self) -> Dict[str, Dict[str, Tensor]]:
+    def export(self) -> dict[str, dict[str, Tensor]]:
         return {"encoder": self.student.state_dict()}
 
 
@@ -465,7 +487,7 @@ class EncoderDistillStage(Stage):
     name = "encoder"
     phases = {"model": ["encoder"]}
 
-    def __init__(self, cfg: Dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
         self.frozen["teacher"] = self._teacher()
         student = self._part("encoder", causal=True)
@@ -474,12 +496,16 @@ class EncoderDistillStage(Stage):
                 p.requires_grad_(False)
         self.nets["encoder"] = student
         n = len(student.encoder.layers)
-        default = [round(0.5 + 0.1 * i, 2) for i in range(n)] if n == 6 else [round(0.5 + 0.5 * i / max(n - 1, 1), 3) for i in range(n)]
+        default = (
+            [round(0.5 + 0.1 * i, 2) for i in range(n)]
+            if n == 6
+            else [round(0.5 + 0.5 * i / max(n - 1, 1), 3) for i in range(n)]
+        )
         self.weights = [float(w) for w in self.loss_cfg.get("layer_weights", default)]
         if len(self.weights) != n:
             raise ConfigError(f"loss.layer_weights has {len(self.weights)} entries for {n} encoder layers")
 
-    def compute(self, phase: str, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+    def compute(self, phase: str, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         teacher = self.frozen["teacher"]
         t_lengths = teacher.num_frames(batch["sig_lengths"])
         s_raw: WavLM = self.nets["encoder"]
@@ -493,7 +519,7 @@ class EncoderDistillStage(Stage):
         out["last_layer_mse"] = masked_mse(preds[-1], targets[-1], lengths).detach()
         return out
 
-    def export(self) -> Dict[str, Dict[str, Tensor]]:
+    def export(self) -> dict[str, dict[str, Tensor]]:
         return {"encoder": self.nets["encoder"].state_dict()}
 
 
@@ -504,14 +530,16 @@ class JointStage(Stage):
     name = "joint"
     phases = {"model": ["encoder", "pipeline"]}
 
-    def __init__(self, cfg: Dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
         self.frozen["teacher"] = self._teacher()
         self.nets["encoder"] = self._part("encoder", causal=True)
-        self.nets["pipeline"] = self._pipeline(self._part("compressor"), self._part("decompressor", allow_missing=("refiner.",)))
+        self.nets["pipeline"] = self._pipeline(
+            self._part("compressor"), self._part("decompressor", allow_missing=("refiner.",))
+        )
         self.entropy_weight = float(self.loss_cfg.get("entropy_weight", 0.1))
 
-    def compute(self, phase: str, batch: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+    def compute(self, phase: str, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         teacher = self.frozen["teacher"]
         t_lengths = teacher.num_frames(batch["sig_lengths"])
         with torch.no_grad():
@@ -524,7 +552,7 @@ class JointStage(Stage):
         loss = mse + self.entropy_weight * q.entropy_loss
         return {"loss": loss, "mse": mse.detach(), "entropy": q.entropy_loss.detach(), **q.stats}
 
-    def export(self) -> Dict[str, Dict[str, Tensor]]:
+    def export(self) -> dict[str, dict[str, Tensor]]:
         p = self.nets["pipeline"]
         return {
             "encoder": self.nets["encoder"].state_dict(),
@@ -536,7 +564,7 @@ class JointStage(Stage):
 STAGES = {s.name: s for s in (QuantizerStage, DecoderStage, PosConvStage, EncoderDistillStage, JointStage)}
 
 
-def build_stage(cfg: Dict[str, Any]) -> Stage:
+def build_stage(cfg: dict[str, Any]) -> Stage:
     """The stage named by ``cfg["stage"]``."""
     name = cfg.get("stage")
     if name not in STAGES:

@@ -28,8 +28,9 @@ import random
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ class LRSchedule:
     - ``constant``.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: Dict[str, Any]) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: dict[str, Any]) -> None:
         self.optimizer = optimizer
         self.type = cfg.get("type", "constant")
         if self.type not in ("plateau", "exponential", "constant"):
@@ -65,7 +66,7 @@ class LRSchedule:
         self.interval = cfg.get("interval", "epoch")
         if self.interval not in ("epoch", "step"):
             raise ConfigError("scheduler.interval must be epoch or step")
-        self.previous: Optional[float] = None
+        self.previous: float | None = None
 
     def _scale(self, factor: float) -> None:
         for group in self.optimizer.param_groups:
@@ -92,27 +93,33 @@ class LRSchedule:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"previous": self.previous}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.previous = state.get("previous")
 
 
-def _to_device(batch: Dict[str, Tensor], device: torch.device) -> Dict[str, Tensor]:
+def _to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-def _rng_state() -> Dict[str, Any]:
-    state: Dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     np_state = np.random.get_state()
-    state["numpy"] = [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])]
+    state["numpy"] = [
+        np_state[0],
+        torch.from_numpy(np_state[1].astype(np.int64)),
+        int(np_state[2]),
+        int(np_state[3]),
+        float(np_state[4]),
+    ]
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
-def _set_rng_state(state: Dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
     n = state["numpy"]
@@ -131,7 +138,7 @@ class Trainer:
     """Train one stage from a resolved config (see :mod:`.config`). ``fit()`` returns the
     last logged metrics."""
 
-    def __init__(self, cfg: Dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
         self.tcfg = cfg["train"]
         self.output_dir = Path(cfg["output_dir"])
@@ -163,12 +170,12 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
-        self.best: Optional[float] = None
+        self.best: float | None = None
         self.num_validations = 0
         self.writer = None
-        self.last_logs: Dict[str, float] = {}
+        self.last_logs: dict[str, float] = {}
         self._improved = False
-        self._pending: Dict[str, float] = {}  # training logs summed since the last log step
+        self._pending: dict[str, float] = {}  # training logs summed since the last log step
         self._pending_n = 0
         self._pending_resumed = 0
 
@@ -181,7 +188,7 @@ class Trainer:
             m.to(self.device)
         for m in self.stage.frozen.values():
             m.eval()
-        self.wrapped: Dict[str, nn.Module] = {}
+        self.wrapped: dict[str, nn.Module] = {}
         for name, net in self.stage.nets.items():
             net.train()
             if self.distributed and any(p.requires_grad for p in net.parameters()):
@@ -190,10 +197,10 @@ class Trainer:
             else:
                 self.wrapped[name] = net
         ocfg = cfg["optim"]
-        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
-        self.schedules: Dict[str, LRSchedule] = {}
-        self.scalers: Dict[str, torch.amp.GradScaler] = {}
-        self.params: Dict[str, List[nn.Parameter]] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedules: dict[str, LRSchedule] = {}
+        self.scalers: dict[str, torch.amp.GradScaler] = {}
+        self.params: dict[str, list[nn.Parameter]] = {}
         for phase, names in self.stage.phases.items():
             params = [p for n in names for p in self.stage.nets[n].parameters() if p.requires_grad]
             if not params:
@@ -214,13 +221,18 @@ class Trainer:
         self._build_data()
 
     # -- data ---------------------------------------------------------------------------------
-    def _feature_cache(self, train_entries: List[Dict[str, Any]], valid_entries: List[Dict[str, Any]]) -> Optional[FeatureCache]:
+    def _feature_cache(
+        self, train_entries: list[dict[str, Any]], valid_entries: list[dict[str, Any]]
+    ) -> FeatureCache | None:
         directory = self.cfg["data"]["feature_cache"]
         if not directory:
             return None
         encoder = self.stage.frozen.get("encoder")
         if encoder is None:
-            raise ConfigError(f"data.feature_cache works with a frozen encoder (quantizer and decoder stages), not {self.stage.name!r}")
+            raise ConfigError(
+                "data.feature_cache works with a frozen encoder (quantizer and decoder stages), "
+                f"not {self.stage.name!r}"
+            )
         import hashlib
 
         h = hashlib.sha1()
@@ -240,7 +252,11 @@ class Trainer:
             raise ConfigError("data.train is not set: give a manifest built with `focalcodec prepare`")
         seed = int(self.cfg["seed"])
         train = read_manifest(d["train"], float(d["min_duration"]), float(d["max_duration"]), d["limit"])
-        valid = read_manifest(d["valid"], float(d["min_duration"]), float(d["max_duration"]), d["valid_limit"]) if d["valid"] else []
+        valid = (
+            read_manifest(d["valid"], float(d["min_duration"]), float(d["max_duration"]), d["valid_limit"])
+            if d["valid"]
+            else []
+        )
         cache = self._feature_cache(train, valid)
         target_sr = d["target_sample_rate"]
         self.train_set = AudioDataset(train, int(d["sample_rate"]), target_sr, cache, seed, d["segment_seconds"])
@@ -258,7 +274,13 @@ class Trainer:
         if valid:
             vset = AudioDataset(valid, int(d["sample_rate"]), target_sr, cache, seed)
             vsampler = BucketBatchSampler(
-                [e["duration"] for e in valid], int(d["valid_batch_size"]), None, 1, shuffle=False, num_replicas=self.world_size, rank=self.rank
+                [e["duration"] for e in valid],
+                int(d["valid_batch_size"]),
+                None,
+                1,
+                shuffle=False,
+                num_replicas=self.world_size,
+                rank=self.rank,
             )
             self.valid_loader = DataLoader(vset, batch_sampler=vsampler, collate_fn=collate, num_workers=0)
         self.num_workers = int(d["num_workers"])
@@ -281,13 +303,13 @@ class Trainer:
         net = self.wrapped[name]
         return net.no_sync() if isinstance(net, DistributedDataParallel) else contextlib.nullcontext()
 
-    def _all_reduce_mean(self, values: Dict[str, float]) -> Dict[str, float]:
+    def _all_reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
         if not self.distributed or not values:
             return values
         keys = sorted(values)
         t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
-        return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist())}
+        return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist(), strict=False)}
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -295,11 +317,11 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     # -- one optimisation step ---------------------------------------------------------------
-    def train_step(self, micro: List[Dict[str, Tensor]]) -> Dict[str, float]:
+    def train_step(self, micro: list[dict[str, Tensor]]) -> dict[str, float]:
         """One optimiser step per phase over the micro-batches (gradient accumulation;
         gradients are synchronised on the last micro-batch only)."""
         micro = [_to_device(b, self.device) for b in micro]
-        logs: Dict[str, float] = {}
+        logs: dict[str, float] = {}
         multi = len(self.stage.phases) > 1
         for phase, names in self.stage.phases.items():
             opt, scaler = self.optimizers[phase], self.scalers[phase]
@@ -322,20 +344,22 @@ class Trainer:
             if torch.isfinite(norm) or scaler.is_enabled():
                 scaler.step(opt)
             else:
-                warnings.warn(f"step {self.step + 1}: non-finite gradient norm in phase {phase!r}; update skipped")
+                warnings.warn(
+                    f"step {self.step + 1}: non-finite gradient norm in phase {phase!r}; update skipped", stacklevel=2
+                )
             scaler.update()
             logs[f"grad_norm_{phase}" if multi else "grad_norm"] = float(norm)
             logs[f"lr_{phase}" if multi else "lr"] = self.schedules[phase].lr
         return logs
 
     # -- validation --------------------------------------------------------------------------
-    def validate(self) -> Optional[Dict[str, float]]:
+    def validate(self) -> dict[str, float] | None:
         if self.valid_loader is None:
             return None
         for net in self.stage.nets.values():
             net.eval()
-        sums: Dict[str, Tensor] = {}
-        media: Dict[str, Any] = {}
+        sums: dict[str, Tensor] = {}
+        media: dict[str, Any] = {}
         every = int(self.tcfg["media_every_valid"])
         want_media = self.rank == 0 and self.writer is not None and every > 0 and self.num_validations % every == 0
         with torch.no_grad():
@@ -366,7 +390,7 @@ class Trainer:
         return metrics
 
     # -- logging -----------------------------------------------------------------------------
-    def _log(self, values: Dict[str, float], media: Optional[Dict[str, Any]] = None) -> None:
+    def _log(self, values: dict[str, float], media: dict[str, Any] | None = None) -> None:
         if self.rank != 0:
             return
         row = {"step": self.step, "epoch": self.epoch, **values}
@@ -388,11 +412,11 @@ class Trainer:
     def checkpoint_dir(self) -> Path:
         return self.output_dir / "checkpoints"
 
-    def save_checkpoint(self, is_best: bool = False) -> Optional[Path]:
+    def save_checkpoint(self, is_best: bool = False) -> Path | None:
         """Write ``checkpoints/step_XXXXXXXX`` atomically (rank 0); every rank's RNG is kept."""
         rngs = [_rng_state()]
         if self.distributed:
-            gathered: List[Any] = [None] * self.world_size
+            gathered: list[Any] = [None] * self.world_size
             dist.all_gather_object(gathered, rngs[0])
             rngs = gathered
         final = None
@@ -418,7 +442,10 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             torch.save(state, tmp / "state.pt")
-            torch.save({k: {n: t.detach().cpu() for n, t in v.items()} for k, v in self.stage.export().items()}, tmp / "parts.pt")
+            torch.save(
+                {k: {n: t.detach().cpu() for n, t in v.items()} for k, v in self.stage.export().items()},
+                tmp / "parts.pt",
+            )
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -444,7 +471,7 @@ class Trainer:
             if p.name not in protected:
                 shutil.rmtree(p, ignore_errors=True)
 
-    def _resume_path(self) -> Optional[Path]:
+    def _resume_path(self) -> Path | None:
         resume = self.tcfg["resume"]
         if resume in (None, False, "none", "no"):
             return None
@@ -489,22 +516,28 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                warnings.warn("tensorboard is not installed: logging to metrics.jsonl only (pip install tensorboard)")
+                warnings.warn(
+                    "tensorboard is not installed: logging to metrics.jsonl only (pip install tensorboard)",
+                    stacklevel=2,
+                )
             else:
                 self.writer = SummaryWriter(str(self.output_dir / "tb"))
 
-    def _batches(self) -> Iterator[Dict[str, Tensor]]:
-        for batch in self._train_loader():
-            yield batch
+    def _batches(self) -> Iterator[dict[str, Tensor]]:
+        yield from self._train_loader()
 
-    def fit(self) -> Dict[str, float]:
+    def fit(self) -> dict[str, float]:
         self._setup_output()
         resume = self._resume_path()
         if resume is not None:
             self.load_checkpoint(resume)
         max_steps, max_epochs = int(self.tcfg["max_steps"]), int(self.tcfg["max_epochs"])
         accum = max(1, int(self.tcfg["grad_accum"]))
-        log_every, valid_every, ckpt_every = int(self.tcfg["log_every"]), int(self.tcfg["valid_every"]), int(self.tcfg["ckpt_every"])
+        log_every, valid_every, ckpt_every = (
+            int(self.tcfg["log_every"]),
+            int(self.tcfg["valid_every"]),
+            int(self.tcfg["ckpt_every"]),
+        )
         pbar = None
         if self.rank == 0 and self.tcfg["progress"]:
             from tqdm import tqdm
@@ -541,7 +574,9 @@ class Trainer:
                         pbar.set_postfix(loss=f"{main:.4g}", epoch=self.epoch)
                     if log_every > 0 and self.step % log_every == 0:
                         mean = self._all_reduce_mean({k: v / self._pending_n for k, v in self._pending.items()})
-                        mean["sec_per_step"] = (time.perf_counter() - t0) / max(self._pending_n - self._pending_resumed, 1)
+                        mean["sec_per_step"] = (time.perf_counter() - t0) / max(
+                            self._pending_n - self._pending_resumed, 1
+                        )
                         self._log(mean)
                         self.last_logs = mean
                         self._pending, self._pending_n, self._pending_resumed = {}, 0, 0
@@ -578,7 +613,7 @@ class Trainer:
             dist.destroy_process_group()
 
 
-def train(cfg: Dict[str, Any]) -> Dict[str, float]:
+def train(cfg: dict[str, Any]) -> dict[str, float]:
     """Build a :class:`Trainer` from a resolved config, train, clean up."""
     trainer = Trainer(cfg)
     try:

@@ -22,8 +22,9 @@ which is what FocalCodec uses. Only the pre-LN ("stable layer norm", ``feat_extr
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,7 +35,7 @@ from ..nn import WavLM
 __all__ = ["convert_hf_wavlm_state_dict", "load_hf_wavlm", "wavlm_kwargs_from_hf_config"]
 
 
-def wavlm_kwargs_from_hf_config(hf_config: Mapping[str, Any], num_layers: int = 6) -> Dict[str, Any]:
+def wavlm_kwargs_from_hf_config(hf_config: Mapping[str, Any], num_layers: int = 6) -> dict[str, Any]:
     """Constructor arguments of our :class:`WavLM` from a Hugging Face ``WavLMConfig`` dict."""
     if hf_config.get("feat_extract_norm", "layer") != "layer" or not hf_config.get("do_stable_layer_norm", True):
         raise CheckpointError(
@@ -42,7 +43,9 @@ def wavlm_kwargs_from_hf_config(hf_config: Mapping[str, Any], num_layers: int = 
             "i.e. WavLM-Large) can initialise the FocalCodec encoder"
         )
     if hf_config.get("conv_bias", False):
-        raise CheckpointError("WavLM checkpoints with conv_bias=True are not supported (the encoder's convs have no bias)")
+        raise CheckpointError(
+            "WavLM checkpoints with conv_bias=True are not supported (the encoder's convs have no bias)"
+        )
     available = int(hf_config.get("num_hidden_layers", 24))
     if num_layers > available:
         raise CheckpointError(f"the WavLM checkpoint has {available} layers, fewer than the {num_layers} requested")
@@ -67,10 +70,10 @@ def _fuse_weight_norm(g: Tensor, v: Tensor, dim: int = 2) -> Tensor:
     return v * (g / v.norm(dim=axes, keepdim=True))
 
 
-def convert_hf_wavlm_state_dict(state: Mapping[str, Tensor], num_layers: int = 6) -> Dict[str, Tensor]:
+def convert_hf_wavlm_state_dict(state: Mapping[str, Tensor], num_layers: int = 6) -> dict[str, Tensor]:
     """Hugging Face ``WavLMModel`` keys (with or without a ``wavlm.`` prefix) -> our encoder keys."""
     sd = {k[len("wavlm.") :] if k.startswith("wavlm.") else k: v for k, v in state.items()}
-    out: Dict[str, Tensor] = {}
+    out: dict[str, Tensor] = {}
 
     def take(key: str) -> Tensor:
         if key not in sd:
@@ -121,7 +124,7 @@ def convert_hf_wavlm_state_dict(state: Mapping[str, Tensor], num_layers: int = 6
     return {k: v.detach().float().clone() for k, v in out.items()}
 
 
-def _read_hf_weights(directory: Path) -> Dict[str, Tensor]:
+def _read_hf_weights(directory: Path) -> dict[str, Tensor]:
     st = directory / "model.safetensors"
     if st.is_file():
         from safetensors.torch import load_file
@@ -134,9 +137,9 @@ def _read_hf_weights(directory: Path) -> Dict[str, Tensor]:
 
 
 def load_hf_wavlm(
-    source: Union[str, Path],
+    source: str | Path,
     num_layers: int = 6,
-    encoder: Optional[WavLM] = None,
+    encoder: WavLM | None = None,
     **overrides: Any,
 ) -> WavLM:
     """Build (or fill ``encoder``) from a Hugging Face WavLM folder (``config.json`` plus
@@ -158,5 +161,7 @@ def load_hf_wavlm(
         encoder = WavLM(**{**kwargs, **overrides})
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"WavLM weights do not fit the encoder: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise CheckpointError(
+            f"WavLM weights do not fit the encoder: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return encoder
