@@ -27,6 +27,7 @@ from focalcodec.bitstream import (
     payload_size,
     unpack_tokens,
 )
+from focalcodec.errors import OutputError
 
 DOCUMENTED = (
     ForeignFileError,
@@ -113,7 +114,7 @@ def test_save_and_load(tmp_path) -> None:
     stream = make_stream(16000)
     path = stream.save(tmp_path / "a.fc")
     assert CompressedAudio.load(path) == stream
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(OutputError, match="overwrite"):
         stream.save(path)
     stream.save(path, overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["a.fc"]  # no temporary left behind

@@ -13,7 +13,8 @@ from conftest import FIXTURE_NAMES, FIXTURES, SPEECH, fixture_model
 import focalcodec
 from focalcodec import CompressedAudio, InputError
 from focalcodec.bitstream import ModelMismatchError
-from focalcodec.compression import OutputExistsError, encode_audio
+from focalcodec.compression import encode_audio
+from focalcodec.errors import OutputError
 
 CLIP = SPEECH / "eval" / "s2i_9944c8ee.flac"  # 1.61 s, the shortest utterance
 
@@ -69,13 +70,13 @@ def test_outputs_are_not_overwritten(tmp_path) -> None:
     codec = fixture_model("tiny_50hz")
     out = tmp_path / "x.fc"
     out.write_bytes(b"keep")
-    with pytest.raises(OutputExistsError, match="overwrite"):
+    with pytest.raises(OutputError, match="overwrite"):
         focalcodec.compress(CLIP, codec, out)
     assert out.read_bytes() == b"keep"
     data = focalcodec.compress(CLIP, codec, out, overwrite=True)
     wav = tmp_path / "x.wav"
     wav.write_bytes(b"keep")
-    with pytest.raises(OutputExistsError):
+    with pytest.raises(OutputError):
         focalcodec.decompress(data, codec, wav)
     focalcodec.decompress(data, codec, wav, overwrite=True)
     assert sf.info(str(wav)).frames == sf.info(str(CLIP)).frames
@@ -119,7 +120,7 @@ def test_streamed_file_equals_in_memory_decode(output_rate, tmp_path) -> None:
     written, file_rate = sf.read(str(path), dtype="float32")
     assert file_rate == rate and written.shape == (num,)
     np.testing.assert_allclose(written, np.clip(audio.numpy(), -1, 1), atol=1 / 32768 + 1e-6)
-    with pytest.raises(OutputExistsError):
+    with pytest.raises(OutputError):
         decompress_to_file(data, codec, path)
 
 

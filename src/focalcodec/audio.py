@@ -7,8 +7,8 @@ count, validate, mix down, resample (soxr); write WAV/FLAC.
 
 from __future__ import annotations
 
-import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .errors import InputError
+from .outputs import output_path
 
 __all__ = ["AudioError", "AudioFileSamples", "check_signal", "load_audio", "read_audio", "resample", "save_audio"]
 
@@ -151,9 +152,12 @@ def save_audio(
     sample_rate: int,
     output_rate: int | None = None,
     subtype: str | None = None,
+    force: bool = True,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
     """Write ``(N,)`` samples as WAV/FLAC (format from the suffix), optionally resampled to
-    ``output_rate``. Written atomically: a failure leaves no partial file behind."""
+    ``output_rate``, through :func:`focalcodec.outputs.output_path` (atomic; ``force=False``
+    refuses to replace an existing file; never replaces one of ``inputs``)."""
     import soundfile as sf
 
     path = Path(path)
@@ -169,11 +173,9 @@ def save_audio(
     if subtype is None:
         subtype = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
     x = np.clip(x, -1.0, 1.0)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        sf.write(str(tmp), x, rate, format=fmt, subtype=subtype)
-        os.replace(tmp, path)
-    except Exception as exc:  # noqa: BLE001
-        tmp.unlink(missing_ok=True)
-        raise AudioError(f"cannot write {path}: {exc}") from None
+    with output_path(path, force, inputs) as tmp:
+        try:
+            sf.write(str(tmp), x, rate, format=fmt, subtype=subtype)
+        except (RuntimeError, TypeError, ValueError) as exc:  # libsndfile's errors
+            raise AudioError(f"cannot write {path}: {exc}") from None
     return path

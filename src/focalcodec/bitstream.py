@@ -20,7 +20,6 @@ Every way a file can be wrong maps to one :class:`BitstreamError` subclass:
 from __future__ import annotations
 
 import math
-import os
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -47,7 +46,6 @@ __all__ = [
     "pack_tokens",
     "payload_size",
     "unpack_tokens",
-    "write_atomic",
 ]
 
 MAGIC = b"FCDC"
@@ -125,21 +123,6 @@ def unpack_tokens(payload: bytes, num_tokens: int, code_dim: int) -> np.ndarray:
     bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), count=num_tokens * code_dim)
     weights = 1 << np.arange(code_dim - 1, -1, -1, dtype=np.int64)
     return bits.reshape(num_tokens, code_dim).astype(np.int64) @ weights
-
-
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, so that a
-    failure never leaves a partial file behind."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _fingerprint_bytes(fingerprint: str | bytes) -> bytes:
@@ -379,10 +362,9 @@ class CompressedAudio:
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the ``.fc`` file atomically; refuse to replace an existing file unless ``overwrite``."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
-        return write_atomic(path, self.to_bytes())
+        from .outputs import write_bytes
+
+        return write_bytes(path, self.to_bytes(), force=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> CompressedAudio:

@@ -11,7 +11,6 @@ original duration: ``num_samples`` samples at the original rate, or
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,13 +21,13 @@ import torch
 from torch import Tensor
 
 from .audio import SEEKABLE_FORMATS, AudioError, AudioFileSamples, load_audio, resample
-from .bitstream import BitstreamError, CompressedAudio, write_atomic
-from .errors import FocalCodecError, InputError
+from .bitstream import BitstreamError, CompressedAudio
+from .errors import InputError, OutputError
 from .longform import DEFAULT, Windowing, encode_long, iter_decode, output_length
+from .outputs import check_targets, output_path, write_bytes
 
 __all__ = [
     "Decompressed",
-    "OutputExistsError",
     "compress",
     "decode_stream",
     "decompress",
@@ -39,10 +38,6 @@ __all__ = [
 
 Source = str | Path | np.ndarray | Tensor
 ModelLike = str | Path | Any  # a FocalCodec, or what FocalCodec.from_pretrained accepts
-
-
-class OutputExistsError(FocalCodecError, FileExistsError):
-    """The output file exists and overwriting was not asked for."""
 
 
 class Decompressed(NamedTuple):
@@ -76,10 +71,9 @@ def _check_output(output: str | Path | None, overwrite: bool) -> Path | None:
     if output is None:
         return None
     path = Path(output)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass overwrite=True (CLI: --force) to replace it")
     if path.is_dir():
-        raise OutputExistsError(f"{path} is a directory; give a file name")
+        raise OutputError(f"{path} is a folder; give a file name")
+    check_targets([path], force=overwrite)
     return path
 
 
@@ -188,7 +182,7 @@ def compress(
     path = _check_output(output, overwrite)
     data = encode_audio(source, model, sample_rate, windowing).to_bytes()
     if path is not None:
-        write_atomic(path, data)
+        write_bytes(path, data, force=overwrite)
     return data
 
 
@@ -277,24 +271,18 @@ def _audio_blocks(stream: CompressedAudio, codec: Any, rate: int, windowing: Win
     yield from _exact(blocks, stream.num_samples * rate // stream.original_rate)
 
 
-def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], rate: int) -> Path:
-    """Write float32 blocks as one 16-bit WAV / FLAC file (format from the suffix) through a
-    temporary file: nothing is left behind if decoding or writing fails."""
+def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], rate: int, force: bool = False) -> Path:
+    """Write float32 blocks as one 16-bit WAV / FLAC file (format from the suffix) through
+    :func:`~focalcodec.outputs.output_path`: nothing is left behind if decoding or writing fails."""
     import soundfile as sf
 
     path = Path(path)
     fmt = {".wav": "WAV", ".flac": "FLAC"}.get(path.suffix.lower())
     if fmt is None:
         raise AudioError(f"cannot write {path}: use a .wav or .flac file name")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with sf.SoundFile(str(tmp), "w", rate, 1, subtype="PCM_16", format=fmt) as f:
-            for block in blocks:
-                f.write(np.clip(block, -1.0, 1.0))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with output_path(path, force) as tmp, sf.SoundFile(str(tmp), "w", rate, 1, subtype="PCM_16", format=fmt) as f:
+        for block in blocks:
+            f.write(np.clip(block, -1.0, 1.0))
     return path
 
 
@@ -316,7 +304,7 @@ def decompress_to_file(
     codec = resolve_model(model, stream)
     stream.check_model(codec)
     rate = _output_rate(stream, codec, output_rate)
-    write_audio_blocks(path, _audio_blocks(stream, codec, rate, windowing), rate)
+    write_audio_blocks(path, _audio_blocks(stream, codec, rate, windowing), rate, force=overwrite)
     return path, stream.num_samples * rate // stream.original_rate, rate
 
 
@@ -338,5 +326,5 @@ def decompress(
     path = _check_output(output, overwrite)
     result = decode_stream(_as_stream(source), model, output_rate, windowing)
     if path is not None:
-        write_audio_blocks(path, [result.audio.numpy()], result.sample_rate)
+        write_audio_blocks(path, [result.audio.numpy()], result.sample_rate, force=overwrite)
     return result

@@ -9,6 +9,7 @@ __all__ = [
     "FocalCodecError",
     "HubError",
     "InputError",
+    "OutputError",
 ]
 
 
@@ -30,3 +31,8 @@ class HubError(FocalCodecError, OSError):
 
 class InputError(FocalCodecError, ValueError):
     """Audio, tokens or lengths that cannot be processed (empty, NaN, wrong rank, ...)."""
+
+
+class OutputError(FocalCodecError, OSError):
+    """An output that cannot be written: it exists (and no ``--force``), it is an input, or
+    its folder cannot be written."""

@@ -2,14 +2,19 @@
 
 Each sub-command lives in its own module ``focalcodec.cli.<name>`` that defines
 ``add_parser(subparsers)`` (returning the parser, with ``func`` set to its ``run(args)``).
-Errors of this package are printed as one line (``error: ...``) with exit code 1.
+Every failure is printed as one line, ``error: ...``, with exit code 1 (130 for Ctrl-C):
+the package's own errors and OS errors as they are, anything else as an internal error
+(``FOCALCODEC_DEBUG=1`` shows its traceback). :func:`fail` is that one error path; batch
+commands use it per file and go on with the others.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 import warnings
 
 from ..errors import FocalCodecError
@@ -57,12 +62,28 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"  # type: ignore[assignment]
     try:
         return int(args.func(args) or 0)
-    except FocalCodecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the one error path: every failure is one line
+        print(f"error: {message(exc)}", file=sys.stderr)
         return 1
+
+
+def message(exc: BaseException) -> str:
+    """One line for any exception: the package's errors and OS errors as they are, anything
+    else named as an internal error (with its traceback under ``FOCALCODEC_DEBUG=1``)."""
+    if isinstance(exc, FocalCodecError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        text = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+    elif isinstance(exc, MemoryError):
+        text = "out of memory; use a smaller --window or batch, or a machine with more memory"
+    else:
+        if os.environ.get("FOCALCODEC_DEBUG"):
+            traceback.print_exception(exc, file=sys.stderr)
+        text = (
+            f"internal error ({type(exc).__name__}: {exc}); "
+            "please report it with FOCALCODEC_DEBUG=1 set to see the traceback"
+        )
+    return " ".join(text.split()) or type(exc).__name__

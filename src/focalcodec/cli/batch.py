@@ -9,8 +9,9 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from ..errors import FocalCodecError, InputError
+from ..errors import InputError
 from ..longform import Windowing
+from . import message
 from .common import expand_inputs
 
 Job = tuple[Path, Path]
@@ -110,9 +111,10 @@ def run_jobs(jobs: list[Job], work: Callable[[Path, Path], str | None], args: ar
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
             note = work(src, dst)
-        except (FocalCodecError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one failing file must not stop the batch
             failed += 1
-            bar.write(f"error: {src}: {exc}", file=sys.stderr)
+            text = message(exc)
+            bar.write(f"error: {text if str(src) in text else f'{src}: {text}'}", file=sys.stderr)
             for d in made:  # leave no empty folders behind (deepest first)
                 if d.is_dir() and not any(d.iterdir()):
                     d.rmdir()

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import AUDIO_EXTENSIONS
-from ..bitstream import write_atomic
 from ..compression import encode_audio
+from ..outputs import write_bytes
 from .batch import add_batch_options, plan, run_jobs, windowing
 from .common import add_model_options, load_model
 
@@ -31,11 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def save_tokens(path: Path, tokens: np.ndarray) -> None:
-    """Write ``(T,)`` int64 tokens as .npy, atomically."""
+def save_tokens(path: Path, tokens: np.ndarray, force: bool = False, inputs: tuple[Path, ...] = ()) -> None:
+    """Write ``(T,)`` int64 tokens as .npy (see :func:`focalcodec.outputs.output_path`)."""
     buf = io.BytesIO()
     np.save(buf, np.asarray(tokens, dtype=np.int64))
-    write_atomic(path, buf.getvalue())
+    write_bytes(path, buf.getvalue(), force, inputs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     def work(src: Path, dst: Path) -> str:
         stream = encode_audio(src, codec, windowing=win)
         if fmt == "npy":
-            save_tokens(dst, stream.tokens)
+            save_tokens(dst, stream.tokens, args.force, (src,))
             return f"{src} -> {dst}: {stream.duration:.2f} s, {stream.num_tokens} tokens"
-        write_atomic(dst, stream.to_bytes())
+        write_bytes(dst, stream.to_bytes(), args.force, (src,))
         return (
             f"{src} -> {dst}: {stream.duration:.2f} s, {stream.num_tokens} tokens, "
             f"{stream.size} bytes ({stream.bitrate:.0f} bit/s)"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import InputError
 from ..export import GRAPHS
 from .common import add_model_options, load_model
 
@@ -33,24 +32,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..export import export_onnx, export_torchscript
+    from ..outputs import check_targets, output_path
 
     out = Path(args.output)
     suffix = ".onnx" if args.format == "onnx" else ".pt"
     targets = [out / f"{g}{suffix}" for g in args.graphs]
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not args.force:
-        raise InputError(f"refusing to overwrite {', '.join(existing)} (use --force)")
+    check_targets(targets, force=args.force)
     codec = load_model(args)
-    out.mkdir(parents=True, exist_ok=True)
-    for graph, target in zip(args.graphs, targets, strict=False):
-        tmp = target.with_name(f".{target.name}.tmp")
-        try:
+    for graph, target in zip(args.graphs, targets, strict=True):
+        with output_path(target, force=args.force) as tmp:
             if args.format == "onnx":
                 export_onnx(codec, tmp, graph, args.opset)
             else:
                 export_torchscript(codec, tmp, graph)
-            tmp.replace(target)
-        finally:
-            tmp.unlink(missing_ok=True)
         print(f"{graph}: {target}")
     return 0

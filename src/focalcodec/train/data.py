@@ -22,7 +22,6 @@ import csv
 import hashlib
 import json
 import math
-import os
 import random
 import re
 from collections.abc import Iterator, Sequence
@@ -36,6 +35,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..audio import AUDIO_EXTENSIONS, load_audio
 from ..errors import InputError
+from ..outputs import output_path, write_text
 
 __all__ = [
     "AudioDataset",
@@ -137,14 +137,7 @@ def build_manifest(
 
 def write_manifest(entries: Sequence[Entry], path: str | Path) -> Path:
     """Write JSON lines atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for e in entries:
-            fh.write(json.dumps(e, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries), force=True)
 
 
 def read_manifest(
@@ -201,10 +194,8 @@ class FeatureCache:
 
     def put(self, audio_path: str, feats: Tensor) -> None:
         p = self.path(audio_path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        torch.save(feats.detach().cpu().contiguous(), tmp)
-        os.replace(tmp, p)
+        with output_path(p, force=True) as tmp:
+            torch.save(feats.detach().cpu().contiguous(), tmp)
 
     @torch.inference_mode()
     def fill(

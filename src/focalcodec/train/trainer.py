@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..errors import ConfigError
+from ..outputs import output_path, write_text
 from .data import AudioDataset, BucketBatchSampler, FeatureCache, collate, read_manifest
 from .stages import Stage, StepContext, build_stage
 
@@ -126,12 +127,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class Trainer:
@@ -438,20 +433,15 @@ class Trainer:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             name = f"step_{self.step:08d}"
             final = self.checkpoint_dir / name
-            tmp = self.checkpoint_dir / f".{name}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            torch.save(state, tmp / "state.pt")
-            torch.save(
-                {k: {n: t.detach().cpu() for n, t in v.items()} for k, v in self.stage.export().items()},
-                tmp / "parts.pt",
-            )
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _atomic_write_text(self.checkpoint_dir / "latest", name + "\n")
+            with output_path(final, force=True, folder=True) as tmp:
+                torch.save(state, tmp / "state.pt")
+                torch.save(
+                    {k: {n: t.detach().cpu() for n, t in v.items()} for k, v in self.stage.export().items()},
+                    tmp / "parts.pt",
+                )
+            write_text(self.checkpoint_dir / "latest", name + "\n", force=True)
             if is_best:
-                _atomic_write_text(self.checkpoint_dir / "best", name + "\n")
+                write_text(self.checkpoint_dir / "best", name + "\n", force=True)
             self._prune()
         if self.distributed:
             dist.barrier()
