@@ -12,7 +12,9 @@ Pipeline and tensor names::
 
 The reference-named methods (``sig_to_toks``, ``toks_to_sig``, ...) keep the reference's
 argument order, ``length=`` (relative lengths, encoder only) and streaming-state
-conventions. :meth:`FocalCodec.encode` and :meth:`FocalCodec.decode` take per-item lengths
+conventions: with a state or ``return_state=True`` a causal model runs as a stream
+(:mod:`focalcodec.streaming`), each stage's state an opaque value that may be passed again
+(it is never modified: the same state twice gives the same result). :meth:`FocalCodec.encode` and :meth:`FocalCodec.decode` take per-item lengths
 and mask padded positions in every layer that mixes time, so a padded item gets exactly
 the tokens and audio it gets alone.
 """
@@ -36,7 +38,7 @@ __all__ = ["DecodeOutput", "EncodeOutput", "FocalCodec"]
 
 SAMPLE_RATE = 16000
 ArrayLike = Tensor | np.ndarray | Sequence[float]
-State = Any  # opaque nested lists of tensors
+State = Any  # an opaque stage state (focalcodec.streaming.StageState), or () / [] / None: a new stream
 
 
 class EncodeOutput(NamedTuple):
@@ -211,16 +213,30 @@ class FocalCodec(nn.Module):
             return (*output, *states)
         return (output, *states)
 
+    def _stage(self, name: str, x: Tensor, state: State, return_state: bool, **offline: Any) -> tuple[Tensor, State]:
+        """Stage ``name`` over ``x``: offline, or with a state / ``return_state`` a stream step of
+        a causal model (whole 1280-sample chunks on the encoder; any length elsewhere)."""
+        state = _state(state)
+        if state is None and not return_state:
+            return getattr(self, name)(x, **offline), None
+        if not self.causal:
+            if state is not None:
+                raise InputError(f"a streaming state was given, but {self.model_id} is not a causal model")
+            return getattr(self, name)(x, **offline), None
+        from .streaming.streams import run_stage
+
+        return run_stage(self, name, x, state)
+
     def sig_to_feats(
         self, sig: Tensor, encoder_state: State = (), length: Tensor | None = None, return_state: bool = False
     ) -> Any:
         """``(B, N) -> (B, T, C)``."""
-        feats, es = self.encoder(sig, _state(encoder_state), length=length)
+        feats, es = self._stage("encoder", sig, encoder_state, return_state, length=length)
         return self._out(feats, [es], return_state)
 
     def feats_to_lats(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
         """``(B, T, C) -> (B, T', D)`` unit-norm latents."""
-        lats, cs = self.compressor(feats, _state(compressor_state))
+        lats, cs = self._stage("compressor", feats, compressor_state, return_state)
         return self._out(F.normalize(lats, dim=-1), [cs], return_state)
 
     def feats_to_toks(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
@@ -252,7 +268,7 @@ class FocalCodec(nn.Module):
         replaced by the mean of its ``topk`` nearest (cosine) matching frames (kNN-VC)."""
         if matching_set is not None:
             feats = self.knn(feats, matching_set.to(feats), topk, num_splits).mean(dim=-2)
-        sig, gs = self.decoder(feats, _state(decoder_state))
+        sig, gs = self._stage("decoder", feats, decoder_state, return_state)
         if output_length is not None:
             sig = _fit_length(sig, int(output_length))
         return self._out(sig, [gs], return_state)
@@ -298,7 +314,8 @@ class FocalCodec(nn.Module):
         return self.quantizer.codes_to_toks(codes)
 
     def codes_to_qfeats(self, codes: Tensor, decompressor_state: State = (), return_state: bool = False) -> Any:
-        qfeats, ds = self.decompressor(codes.to(self.decompressor.in_proj.weight.dtype), _state(decompressor_state))
+        codes = codes.to(self.decompressor.in_proj.weight.dtype)
+        qfeats, ds = self._stage("decompressor", codes, decompressor_state, return_state)
         return self._out(qfeats, [ds], return_state)
 
     def codes_to_sig(
@@ -525,8 +542,8 @@ class FocalCodec(nn.Module):
         return EncodeOutput(toks, tok_lens)
 
     def _encode_batch(self, sig: Tensor, frame_lengths: Tensor | None) -> Tensor:
-        feats, _ = self.encoder(sig, frame_lengths=frame_lengths)
-        lats, _ = self.compressor(feats, lengths=frame_lengths)
+        feats = self.encoder(sig, frame_lengths=frame_lengths)
+        lats = self.compressor(feats, lengths=frame_lengths)
         return self.quantizer.lats_to_toks(F.normalize(lats, dim=-1))
 
     @torch.inference_mode()
@@ -552,9 +569,9 @@ class FocalCodec(nn.Module):
         toks = toks.clamp(0, self.codebook_size - 1).to(self._device)
         lens_d = lens.to(self._device)
         codes = self.quantizer.toks_to_codes(toks).to(self._dtype)
-        qfeats, _ = self.decompressor(codes, lengths=lens_d)
+        qfeats = self.decompressor(codes, lengths=lens_d)
         q_lens = lens_d * self.decompressor.upsample_factor
-        audio, _ = self.decoder(qfeats, lengths=q_lens)
+        audio = self.decoder(qfeats, lengths=q_lens)
         out_lens = (q_lens * self.decoder.upsample_factor).cpu()
         audio = audio.float() * (
             torch.arange(audio.shape[1], device=audio.device)[None] < out_lens.to(audio.device)[:, None]

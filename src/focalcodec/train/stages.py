@@ -164,12 +164,12 @@ class QuantizerPipeline(nn.Module):
         self.diversity_gamma = diversity_gamma
 
     def forward(self, feats: Tensor, lengths: Tensor | None = None):
-        raw, _ = self.compressor(feats, lengths=lengths)
+        raw = self.compressor(feats, lengths=lengths)
         lats = F.normalize(raw.float(), dim=-1)
         tok_lengths = None if lengths is None else self.compressor.num_frames(lengths)
         mask = None if tok_lengths is None else time_mask(tok_lengths, lats.shape[1])
         q = self.quantizer.quantize_with_losses(lats, mask, self.inv_temperature, self.diversity_gamma)
-        qfeats, _ = self.decompressor(q.codes, lengths=tok_lengths)
+        qfeats = self.decompressor(q.codes, lengths=tok_lengths)
         return qfeats, q, tok_lengths
 
 
@@ -209,7 +209,7 @@ def _layer_outputs(encoder: nn.Module, raw: WavLM, sig: Tensor, frame_lengths: T
 
 def _encoder_front(encoder: WavLM, sig: Tensor, frame_lengths: Tensor) -> Tensor:
     """The encoder's input to the positional conv: ``(B, N) -> (B, T, C)``, padding zeroed."""
-    x, _ = encoder.feature_extractor(sig)
+    x = encoder.feature_extractor(sig)
     x = encoder.feature_proj(encoder.norm(x))
     return zero_padded_frames(x, frame_lengths)
 

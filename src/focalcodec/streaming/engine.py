@@ -1,0 +1,416 @@
+"""The streaming engine: many independent streams of one causal codec in one batched step.
+
+::
+
+    engine = StreamEngine(codec, max_streams=64)       # precision="float16", decoder_precision="int8" on CPU
+    sid = engine.open(mode="resynth")                  # "encode" (audio -> tokens), "decode", "resynth"
+    engine.push(sid, samples)                          # 1-D, any length (decode: 1-D integer tokens)
+    engine.flush(sid)                                  # end of utterance; the stream then restarts fresh
+    while engine.ready():
+        for sid, out in engine.step().items():         # out.tokens (k,) int64, out.audio (m,) float32
+            ...
+    engine.close(sid)
+
+Each side (:class:`Side`: the encode side audio -> tokens, the decode side tokens -> audio)
+keeps the state of its streams in rows ``[0, live)`` of fixed-shape tensors (rows are
+compacted when a stream closes: the last row moves into the hole); a step runs every live row,
+the rows without a chunk with no valid frame (left exactly as they were). A stream's
+concatenated outputs equal what it gets alone (:class:`~focalcodec.streaming.StreamCodec` on the
+same input): tokens identical, audio equal to float rounding.
+
+``graph="compile"`` (``torch.compile``) or ``"cuda"`` (CUDA graphs) run every stage's step
+at the full ``max_streams`` rows with tensor-only control (see
+:mod:`focalcodec.streaming.layers`); the default runs eagerly on the live rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError
+from .state import PRECISIONS, Stage
+
+__all__ = ["MODES", "EngineFull", "Side", "StreamEngine", "StreamOutput"]
+
+MODES = ("encode", "decode", "resynth")
+GRAPHS = (None, "compile", "cuda")
+
+
+class EngineFull(InputError):
+    """``max_streams`` streams are open: no slot for another one."""
+
+
+@dataclass
+class StreamOutput:
+    """What one step gave one stream: ``tokens (k,)`` int64 and ``audio (m,)`` float32 at
+    ``sample_rate_out`` (either may be empty). ``flushed``: this output ends an utterance asked for
+    with :meth:`StreamEngine.flush`; ``tokens_total`` (tokens of the utterance: produced, or
+    consumed in decode mode) and ``samples_total`` (audio samples produced) so far."""
+
+    tokens: Tensor
+    audio: Tensor
+    flushed: bool = False
+    tokens_total: int = 0
+    samples_total: int = 0
+
+
+class _Graph:
+    """A stage's step at its full capacity with fixed input buffers: compiled or CUDA-graphed."""
+
+    def __init__(self, stage: Stage, kind: str) -> None:
+        self.stage, c = stage, stage.control
+        dtype = torch.float32 if stage.part != "decompressor" else stage.model.in_proj.weight.dtype
+        self.x = torch.zeros((stage.capacity,) + stage.input_shape, dtype=dtype, device=stage.device)
+        self.valid = c.valid = torch.zeros(stage.capacity, dtype=torch.long, device=stage.device)
+
+        def step() -> Tensor:
+            kwargs = {"lengths": self.valid} if stage.part == "decompressor" else {}
+            y = stage.model(self.x, **kwargs)
+            c.frames.add_(self.valid)
+            return y
+
+        if kind == "compile":
+            self.fn = torch.compile(step, dynamic=False)
+            return
+        side_stream = torch.cuda.Stream()
+        side_stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side_stream):
+            for _ in range(3):  # no valid frame: warms up without changing any state
+                step()
+        torch.cuda.current_stream().wait_stream(side_stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.y = step()
+        self.fn = self._replay
+
+    def _replay(self) -> Tensor:
+        self.graph.replay()
+        return self.y.clone()
+
+    def __call__(self, x: Tensor, valid: list[int]) -> Tensor:
+        n = x.shape[0]
+        self.x[:n].copy_(x)
+        self.x[n:].zero_()
+        full = valid + [0] * (self.stage.capacity - n)
+        self.valid.copy_(torch.tensor(full, dtype=torch.long))
+        for row, v in enumerate(full):
+            self.stage.frames_host[row] += v
+        return self.fn()[:n]
+
+
+class Side:
+    """One half of a causal codec for up to ``capacity`` rows: ``"encode"`` (encoder, compressor,
+    quantizer: ``(rows, chunk_size)`` audio -> ``(rows, chunk_frames)`` tokens) or ``"decode"``
+    (quantizer, decompressor, decoder: ``(rows, group)`` tokens -> ``(rows, group * hop)`` audio).
+    ``valid``: frames (tokens) that count per row."""
+
+    def __init__(
+        self,
+        codec: nn.Module,
+        side: str,
+        capacity: int = 1,
+        precision: str = "float32",
+        fast: bool = True,
+        graph: str | None = None,
+        inplace: bool = True,
+    ) -> None:
+        parts = ("encoder", "compressor") if side == "encode" else ("decompressor", "decoder")
+        capturable = graph is not None or not inplace
+        self.stages = [Stage(codec, p, capacity, precision, fast, capturable, inplace) for p in parts]
+        self.side, self.quantizer = side, codec.quantizer
+        self.upsample = int(codec.decompressor.upsample_factor)
+        self.graphs = [_Graph(stage, graph) for stage in self.stages] if graph else None
+
+    @property
+    def capacity(self) -> int:
+        return self.stages[0].capacity
+
+    def _stage(self, i: int, x: Tensor, valid: list[int] | Tensor) -> Tensor:
+        if self.graphs is not None:
+            return self.graphs[i](x, list(valid))
+        return self.stages[i].run(x, valid)
+
+    def run(self, x: Tensor, valid: list[int] | Tensor, knn: dict[int, tuple] | None = None) -> Tensor:
+        """One step of rows ``[0, x.shape[0])``; ``knn``: row -> ``(matching_set, topk, num_splits)``."""
+        if self.side == "encode":
+            lats = self._stage(1, self._stage(0, x, valid), valid)
+            return self.quantizer.lats_to_toks(F.normalize(lats, dim=-1))
+        codes = self.quantizer.toks_to_codes(x).to(self.stages[0].model.in_proj.weight.dtype)
+        qfeats = self._stage(0, codes, valid)
+        for row, (matching_set, topk, num_splits) in (knn or {}).items():
+            qfeats[row] = _knn(qfeats[row], matching_set, topk, num_splits)
+        frames = valid * self.upsample if isinstance(valid, Tensor) else [v * self.upsample for v in valid]
+        return self._stage(1, qfeats, frames).float()
+
+    def resize(self, capacity: int) -> None:
+        for stage in self.stages:
+            stage.resize(capacity)
+
+    def reset(self, row: int) -> None:
+        for stage in self.stages:
+            stage.reset([row])
+
+    def move(self, src: int, dst: int) -> None:
+        for stage in self.stages:
+            stage.move(src, dst)
+
+
+def _knn(qfeats: Tensor, matching_set: Tensor, topk: int, num_splits: int) -> Tensor:
+    from ..codec import FocalCodec
+
+    return FocalCodec.knn(qfeats, matching_set.to(qfeats), topk, num_splits).mean(dim=-2)
+
+
+@dataclass
+class _Stream:
+    mode: str
+    knn: tuple | None
+    pieces: list[list[Tensor]] = field(default_factory=lambda: [[]])  # per utterance; the first is coding
+    ended: list[bool] = field(default_factory=lambda: [False])
+    size: int = 0  # input steps buffered in the first utterance
+    rows: dict[str, int] = field(default_factory=dict)  # side -> row
+    tokens_total: int = 0
+    samples_total: int = 0
+
+    def take(self, n: int) -> Tensor:
+        """Remove and return the first ``n`` input steps of the current utterance."""
+        if not self.pieces[0]:
+            return torch.zeros(0)
+        buf = torch.cat(self.pieces[0]) if len(self.pieces[0]) > 1 else self.pieces[0][0]
+        head, rest = buf[:n], buf[n:]
+        self.pieces[0] = [rest] if rest.numel() else []
+        self.size -= head.shape[0]
+        return head
+
+
+class StreamEngine:
+    """Many independent streams of one causal codec, stepped together (see the module doc).
+
+    ``precision`` / ``decoder_precision``: as :class:`~focalcodec.streaming.StreamCodec`
+    (``"float16"`` and ``"int8"`` on CPU only). ``optimize``: the few-frame CPU kernels
+    (:mod:`focalcodec.streaming.kernels`). ``graph``: None, ``"compile"`` or ``"cuda"``.
+    Not thread-safe: one thread calls it.
+    """
+
+    def __init__(
+        self,
+        codec: nn.Module,
+        max_streams: int = 64,
+        precision: str = "float32",
+        decoder_precision: str | None = None,
+        optimize: bool = True,
+        graph: str | None = None,
+    ) -> None:
+        if not getattr(codec, "causal", False):
+            raise InputError(
+                "streaming needs a causal model (e.g. focalcodec_50hz_4k_causal); "
+                f"{getattr(codec, 'model_id', 'this model')} is not causal: use ChunkedStream for pseudo-streaming"
+            )
+        if max_streams < 1:
+            raise InputError(f"max_streams must be at least 1, got {max_streams}")
+        if graph not in GRAPHS:
+            raise InputError(f"graph must be one of {GRAPHS}, got {graph!r}")
+        if graph == "cuda" and next(codec.parameters()).device.type != "cuda":
+            raise InputError("graph='cuda' needs the codec on a CUDA device")
+        self.decoder_precision = decoder_precision or precision
+        device = next(codec.parameters()).device
+        for p in (precision, self.decoder_precision):
+            if p not in PRECISIONS:
+                raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {p!r}")
+            if p != "float32" and device.type != "cpu":
+                raise InputError(f"{p} streaming runs on CPU only; use precision='float32' on {device.type}")
+        self.codec, self.max_streams, self.precision = codec, int(max_streams), precision
+        self.optimize, self.graph = optimize, graph
+        self.chunk_samples = int(codec.chunk_size)
+        self.sample_rate_in = int(codec.sample_rate_input)
+        self.sample_rate_out = int(codec.sample_rate_output)
+        self.tokens_per_chunk = int(codec.encoder.chunk_frames)
+        refiner = getattr(codec.decompressor, "refiner", None)
+        self.group = int(refiner.chunk) if refiner is not None else self.tokens_per_chunk
+        self.samples_per_token = int(codec.decompressor.upsample_factor * codec.decoder.upsample_factor)
+        self.samples_per_chunk_out = self.tokens_per_chunk * self.samples_per_token
+        self.codebook_size = int(codec.codebook_size)
+        self.latency_ms = 1000.0 * self.chunk_samples / self.sample_rate_in
+        self.device = device
+        self._sides: dict[str, Side] = {}
+        self._live: dict[str, list[int]] = {"encode": [], "decode": []}  # side -> sid per row
+        self._streams: dict[int, _Stream] = {}
+        self._next = 0
+
+    @property
+    def num_open(self) -> int:
+        return len(self._streams)
+
+    # -- streams -----------------------------------------------------------------------------
+    def open(self, mode: str = "resynth", matching_set: Tensor | None = None, topk: int = 4, num_splits: int = 1) -> int:
+        """A new stream; returns its id. ``matching_set (M, C)``: kNN voice conversion of its
+        decoded frames (decode and resynth modes; SPEC §3.4) with ``topk`` and ``num_splits``."""
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if len(self._streams) >= self.max_streams:
+            raise EngineFull(f"all {self.max_streams} streams are in use; try again later")
+        knn = None
+        if matching_set is not None:
+            if mode == "encode":
+                raise InputError("a matching set converts decoded audio: use mode 'decode' or 'resynth'")
+            knn = (self.check_matching_set(matching_set, topk), int(topk), max(1, int(num_splits)))
+        sid, self._next = self._next, self._next + 1
+        stream = _Stream(mode, knn)
+        for side in ("encode", "decode"):
+            if mode in (side, "resynth"):
+                stream.rows[side] = self._add_row(side, sid)
+        self._streams[sid] = stream
+        return sid
+
+    def check_matching_set(self, feats: Tensor, topk: int) -> Tensor:
+        """``feats`` as a matching set on the codec's device; InputError when it cannot be one."""
+        feats = torch.as_tensor(feats)
+        width = int(self.codec.decoder.backbone.embedding.in_channels)
+        if feats.ndim != 2 or feats.shape[1] != width or feats.shape[0] < topk or not feats.dtype.is_floating_point:
+            raise InputError(
+                f"matching_set must be float (M, {width}) with M >= topk={topk}, got {feats.dtype} {tuple(feats.shape)}"
+            )
+        if not torch.isfinite(feats).all():
+            raise InputError("matching_set contains NaN or infinite values")
+        return feats.to(self.device)
+
+    def _add_row(self, side: str, sid: int) -> int:
+        live = self._live[side]
+        if side not in self._sides:
+            first = self.max_streams if self.graph else 1
+            precision = self.precision if side == "encode" else self.decoder_precision
+            self._sides[side] = Side(self.codec, side, first, precision, self.optimize, self.graph)
+        s = self._sides[side]
+        if len(live) == s.capacity:
+            s.resize(min(self.max_streams, 2 * s.capacity))
+        live.append(sid)
+        s.reset(len(live) - 1)
+        return len(live) - 1
+
+    def _stream(self, sid: int) -> _Stream:
+        try:
+            return self._streams[sid]
+        except (KeyError, TypeError):
+            raise InputError(f"no open stream {sid!r}") from None
+
+    def push(self, sid: int, x: Tensor) -> None:
+        """Queue input: 1-D float samples at 16 kHz (encode, resynth) or 1-D integer tokens
+        (decode). Nothing runs until :meth:`step`."""
+        stream = self._stream(sid)
+        if not isinstance(x, Tensor):
+            try:
+                x = torch.as_tensor(x)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise InputError(f"push takes a 1-D tensor or array: {exc}") from None
+        if x.ndim != 1:
+            raise InputError(f"push takes a 1-D tensor or array, got shape {tuple(x.shape)}")
+        if stream.mode == "decode":
+            if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+                raise InputError(f"tokens must be integers, got {x.dtype}")
+            if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.codebook_size):
+                raise InputError(f"tokens must lie in [0, {self.codebook_size}) for this model")
+            x = x.long()
+        else:
+            if not x.dtype.is_floating_point:
+                raise InputError(f"audio must be floating point samples, got {x.dtype}")
+            x = x.float()
+            if x.numel() and not torch.isfinite(x).all():
+                raise InputError("audio contains NaN or infinite samples")
+        if x.numel():
+            stream.pieces[-1].append(x.cpu())
+            if len(stream.pieces) == 1:
+                stream.size += x.numel()
+
+    def flush(self, sid: int) -> None:
+        """End the current utterance: its remainder is coded at the coming steps (audio
+        zero-padded to a whole chunk; a partial token group decoded as offline), then the stream
+        restarts fresh (its state reset, totals zeroed) and stays open."""
+        stream = self._stream(sid)
+        stream.ended[-1] = True
+        stream.pieces.append([])
+        stream.ended.append(False)
+
+    def close(self, sid: int) -> None:
+        """Free the stream's slot at once; its buffered input and pending output are dropped."""
+        stream = self._streams.pop(sid, None)
+        if stream is None:
+            return
+        for side, row in stream.rows.items():
+            live = self._live[side]
+            last = len(live) - 1
+            if row != last:  # compact: the last row moves into the hole
+                self._sides[side].move(last, row)
+                live[row] = live[last]
+                self._streams[live[row]].rows[side] = row
+            live.pop()
+
+    def _group(self, stream: _Stream) -> int:
+        return self.group if stream.mode == "decode" else self.chunk_samples
+
+    def _has_work(self, stream: _Stream) -> bool:
+        return stream.ended[0] or stream.size >= self._group(stream)
+
+    def ready(self) -> bool:
+        """Whether :meth:`step` has work."""
+        return any(self._has_work(s) for s in self._streams.values())
+
+    # -- the step ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> dict[int, StreamOutput]:
+        """One batched step: a chunk (or an utterance's end) of every stream that has one."""
+        work = [(sid, s) for sid, s in self._streams.items() if self._has_work(s)]
+        inputs: dict[str, tuple[Tensor, list[int]]] = {}
+        for side, live in self._live.items():
+            if live:
+                width, dtype = (self.chunk_samples, torch.float32) if side == "encode" else (self.group, torch.long)
+                inputs[side] = (torch.zeros(len(live), width, dtype=dtype), [0] * len(live))
+        last = {}
+        for sid, s in work:
+            group = self._group(s)
+            last[sid] = s.ended[0] and s.size <= group
+            x = s.take(min(s.size, group))
+            if x.numel():
+                side = "decode" if s.mode == "decode" else "encode"
+                row = s.rows[side]
+                inputs[side][0][row, : x.shape[0]] = x
+                # a zero-padded last chunk counts as whole chunk, as the reference demo reads it
+                inputs[side][1][row] = x.shape[0] if s.mode == "decode" else self.tokens_per_chunk
+        toks = None
+        if "encode" in inputs and any(inputs["encode"][1]):
+            x, valid = inputs["encode"]
+            toks = self._sides["encode"].run(x.to(self.device), valid).cpu()
+            for sid, s in work:
+                if s.mode == "resynth" and valid[s.rows["encode"]]:
+                    inputs["decode"][0][s.rows["decode"]] = toks[s.rows["encode"]]
+                    inputs["decode"][1][s.rows["decode"]] = self.tokens_per_chunk
+        audio = None
+        if "decode" in inputs and any(inputs["decode"][1]):
+            x, valid = inputs["decode"]
+            knn = {s.rows["decode"]: s.knn for _, s in work if s.knn is not None and valid[s.rows["decode"]]}
+            audio = self._sides["decode"].run(x.to(self.device), valid, knn).cpu()
+        return {sid: self._output(s, toks, audio, inputs, last[sid]) for sid, s in work}
+
+    def _output(self, s: _Stream, toks: Tensor | None, audio: Tensor | None, inputs: dict, last: bool) -> StreamOutput:
+        tokens, out = torch.zeros(0, dtype=torch.long), torch.zeros(0)
+        if "encode" in s.rows and inputs["encode"][1][s.rows["encode"]]:
+            tokens = toks[s.rows["encode"]].clone()
+            s.tokens_total += tokens.numel()
+        if "decode" in s.rows:
+            n = inputs["decode"][1][s.rows["decode"]]
+            if n:
+                out = audio[s.rows["decode"], : n * self.samples_per_token].clone()
+                s.samples_total += out.numel()
+                s.tokens_total += n if s.mode == "decode" else 0
+        result = StreamOutput(tokens, out, last, s.tokens_total, s.samples_total)
+        if last:  # the utterance ends: the next one starts a new stream
+            s.pieces.pop(0)
+            s.ended.pop(0)
+            s.size = sum(p.numel() for p in s.pieces[0])
+            s.tokens_total = s.samples_total = 0
+            for side, row in s.rows.items():
+                self._sides[side].reset(row)
+        return result
