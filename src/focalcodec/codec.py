@@ -206,6 +206,8 @@ class FocalCodec(nn.Module):
         }
 
     # -- reference-named conversions ---------------------------------------------------------
+    # Each method runs offline, or, given a state or return_state=True, as a stream (causal
+    # models; see the module doc). The stages: _encoder, _compressor, _decompressor, _decoder.
     def _out(self, output: Any, states: list[State], return_state: bool) -> Any:
         if not return_state:
             return output
@@ -213,11 +215,15 @@ class FocalCodec(nn.Module):
             return (*output, *states)
         return (output, *states)
 
-    def _stage(self, name: str, x: Tensor, state: State, return_state: bool, **offline: Any) -> tuple[Tensor, State]:
-        """Stage ``name`` over ``x``: offline, or with a state / ``return_state`` a stream step of
-        a causal model (whole 1280-sample chunks on the encoder; any length elsewhere)."""
+    @staticmethod
+    def _streams(return_state: bool, *states: State) -> bool:
+        return return_state or any(_state(s) is not None for s in states)
+
+    def _stage(self, name: str, x: Tensor, state: State, stream: bool, **offline: Any) -> tuple[Tensor, State]:
+        """Stage ``name`` over ``x``: offline, or a stream step of a causal model (whole
+        1280-sample chunks on the encoder; any length elsewhere)."""
         state = _state(state)
-        if state is None and not return_state:
+        if not stream:
             return getattr(self, name)(x, **offline), None
         if not self.causal:
             if state is not None:
@@ -227,31 +233,51 @@ class FocalCodec(nn.Module):
 
         return run_stage(self, name, x, state)
 
+    def _encoder(self, sig: Tensor, es: State, length: Tensor | None, stream: bool) -> tuple[Tensor, State]:
+        return self._stage("encoder", sig, es, stream, length=length)
+
+    def _compressor(self, feats: Tensor, cs: State, stream: bool) -> tuple[Tensor, State]:
+        lats, cs = self._stage("compressor", feats, cs, stream)
+        return F.normalize(lats, dim=-1), cs
+
+    def _decompressor(self, codes: Tensor, ds: State, stream: bool) -> tuple[Tensor, State]:
+        return self._stage("decompressor", codes.to(self.decompressor.in_proj.weight.dtype), ds, stream)
+
+    def _decoder(
+        self, qfeats: Tensor, gs: State, matching_set: Tensor | None, topk: int, num_splits: int,
+        output_length: int | None, stream: bool,
+    ) -> tuple[Tensor, State]:  # fmt: skip
+        if matching_set is not None:
+            qfeats = self.knn(qfeats, matching_set.to(qfeats), topk, num_splits).mean(dim=-2)
+        sig, gs = self._stage("decoder", qfeats, gs, stream)
+        return (sig if output_length is None else _fit_length(sig, int(output_length))), gs
+
     def sig_to_feats(
         self, sig: Tensor, encoder_state: State = (), length: Tensor | None = None, return_state: bool = False
     ) -> Any:
         """``(B, N) -> (B, T, C)``."""
-        feats, es = self._stage("encoder", sig, encoder_state, return_state, length=length)
+        feats, es = self._encoder(sig, encoder_state, length, self._streams(return_state, encoder_state))
         return self._out(feats, [es], return_state)
 
     def feats_to_lats(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
         """``(B, T, C) -> (B, T', D)`` unit-norm latents."""
-        lats, cs = self._stage("compressor", feats, compressor_state, return_state)
-        return self._out(F.normalize(lats, dim=-1), [cs], return_state)
+        lats, cs = self._compressor(feats, compressor_state, self._streams(return_state, compressor_state))
+        return self._out(lats, [cs], return_state)
 
     def feats_to_toks(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
-        lats, cs = self.feats_to_lats(feats, compressor_state, return_state=True)
+        lats, cs = self._compressor(feats, compressor_state, self._streams(return_state, compressor_state))
         return self._out(self.quantizer.lats_to_toks(lats), [cs], return_state)
 
     def feats_to_codes(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
-        lats, cs = self.feats_to_lats(feats, compressor_state, return_state=True)
+        lats, cs = self._compressor(feats, compressor_state, self._streams(return_state, compressor_state))
         return self._out(self.quantizer.lats_to_codes(lats), [cs], return_state)
 
     def feats_to_qfeats(
         self, feats: Tensor, compressor_state: State = (), decompressor_state: State = (), return_state: bool = False
     ) -> Any:
-        codes, cs = self.feats_to_codes(feats, compressor_state, return_state=True)
-        qfeats, ds = self.codes_to_qfeats(codes, decompressor_state, return_state=True)
+        stream = self._streams(return_state, compressor_state, decompressor_state)
+        lats, cs = self._compressor(feats, compressor_state, stream)
+        qfeats, ds = self._decompressor(self.quantizer.lats_to_codes(lats), decompressor_state, stream)
         return self._out(qfeats, [cs, ds], return_state)
 
     def feats_to_sig(
@@ -266,11 +292,8 @@ class FocalCodec(nn.Module):
     ) -> Any:
         """``(B, T, C) -> (B, T * hop)``; with ``matching_set (M, C)`` every frame is first
         replaced by the mean of its ``topk`` nearest (cosine) matching frames (kNN-VC)."""
-        if matching_set is not None:
-            feats = self.knn(feats, matching_set.to(feats), topk, num_splits).mean(dim=-2)
-        sig, gs = self._stage("decoder", feats, decoder_state, return_state)
-        if output_length is not None:
-            sig = _fit_length(sig, int(output_length))
+        stream = self._streams(return_state, decoder_state)
+        sig, gs = self._decoder(feats, decoder_state, matching_set, topk, num_splits, output_length, stream)
         return self._out(sig, [gs], return_state)
 
     def lats_to_toks(self, lats: Tensor) -> Tensor:
@@ -314,8 +337,7 @@ class FocalCodec(nn.Module):
         return self.quantizer.codes_to_toks(codes)
 
     def codes_to_qfeats(self, codes: Tensor, decompressor_state: State = (), return_state: bool = False) -> Any:
-        codes = codes.to(self.decompressor.in_proj.weight.dtype)
-        qfeats, ds = self._stage("decompressor", codes, decompressor_state, return_state)
+        qfeats, ds = self._decompressor(codes, decompressor_state, self._streams(return_state, decompressor_state))
         return self._out(qfeats, [ds], return_state)
 
     def codes_to_sig(
@@ -329,11 +351,16 @@ class FocalCodec(nn.Module):
         output_length: int | None = None,
         return_state: bool = False,
     ) -> Any:
-        qfeats, ds = self.codes_to_qfeats(codes, decompressor_state, return_state=True)
-        sig, gs = self.feats_to_sig(
-            qfeats, decoder_state, matching_set, topk, num_splits, output_length, return_state=True
-        )
+        stream = self._streams(return_state, decompressor_state, decoder_state)
+        qfeats, ds = self._decompressor(codes, decompressor_state, stream)
+        sig, gs = self._decoder(qfeats, decoder_state, matching_set, topk, num_splits, output_length, stream)
         return self._out(sig, [ds, gs], return_state)
+
+    def _lats(self, sig: Tensor, es: State, cs: State, length: Tensor | None, stream: bool) -> tuple[Tensor, ...]:
+        """``(lats, compressor state, encoder state)``."""
+        feats, es = self._encoder(sig, es, length, stream)
+        lats, cs = self._compressor(feats, cs, stream)
+        return lats, cs, es
 
     def sig_to_lats(
         self,
@@ -343,8 +370,8 @@ class FocalCodec(nn.Module):
         length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
-        feats, es = self.sig_to_feats(sig, encoder_state, length, return_state=True)
-        lats, cs = self.feats_to_lats(feats, compressor_state, return_state=True)
+        stream = self._streams(return_state, encoder_state, compressor_state)
+        lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
         return self._out(lats, [es, cs], return_state)
 
     def sig_to_toks(
@@ -355,7 +382,8 @@ class FocalCodec(nn.Module):
         length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
-        lats, es, cs = self.sig_to_lats(sig, encoder_state, compressor_state, length, return_state=True)
+        stream = self._streams(return_state, encoder_state, compressor_state)
+        lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
         return self._out(self.quantizer.lats_to_toks(lats), [es, cs], return_state)
 
     def sig_to_codes(
@@ -366,7 +394,8 @@ class FocalCodec(nn.Module):
         length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
-        lats, es, cs = self.sig_to_lats(sig, encoder_state, compressor_state, length, return_state=True)
+        stream = self._streams(return_state, encoder_state, compressor_state)
+        lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
         return self._out(self.quantizer.lats_to_codes(lats), [es, cs], return_state)
 
     def sig_to_qfeats(
@@ -378,8 +407,9 @@ class FocalCodec(nn.Module):
         length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
-        codes, es, cs = self.sig_to_codes(sig, encoder_state, compressor_state, length, return_state=True)
-        qfeats, ds = self.codes_to_qfeats(codes, decompressor_state, return_state=True)
+        stream = self._streams(return_state, encoder_state, compressor_state, decompressor_state)
+        lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
+        qfeats, ds = self._decompressor(self.quantizer.lats_to_codes(lats), decompressor_state, stream)
         return self._out(qfeats, [es, cs, ds], return_state)
 
     def forward(
@@ -393,13 +423,13 @@ class FocalCodec(nn.Module):
         return_state: bool = False,
     ) -> Any:
         """``(B, N) -> toks (B, T'), codes (B, T', D), rec_sig (B, floor(N * sr_out / sr_in))``."""
-        codes, es, cs = self.sig_to_codes(sig, encoder_state, compressor_state, length, return_state=True)
-        toks = self.quantizer.codes_to_toks(codes)
+        stream = self._streams(return_state, encoder_state, compressor_state, decompressor_state, decoder_state)
+        lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
+        codes = self.quantizer.lats_to_codes(lats)
+        qfeats, ds = self._decompressor(codes, decompressor_state, stream)
         output_length = sig.shape[-1] * self.sample_rate_output // self.sample_rate_input
-        rec, ds, gs = self.codes_to_sig(
-            codes, decompressor_state, decoder_state, output_length=output_length, return_state=True
-        )
-        return self._out((toks, codes, rec), [es, cs, ds, gs], return_state)
+        rec, gs = self._decoder(qfeats, decoder_state, None, 4, 1, output_length, stream)
+        return self._out((self.quantizer.codes_to_toks(codes), codes, rec), [es, cs, ds, gs], return_state)
 
     def sig_to_sig(
         self,

@@ -198,7 +198,8 @@ class TransformerEncoder(nn.Module):
         bias = table[steps[None, :] - steps[:, None] + T - 1].permute(2, 0, 1)  # (H, T, T)
         allowed = None
         if self.causal and T > self.chunk_frames:
-            end = (torch.div(steps, self.chunk_frames, rounding_mode="floor") + 1) * self.chunk_frames
+            # a frame sees the keys in [end - window_size, end), end = its chunk's end capped at T
+            end = ((torch.div(steps, self.chunk_frames, rounding_mode="floor") + 1) * self.chunk_frames).clamp(max=T)
             allowed = (steps[None, :] < end[:, None]) & (steps[None, :] >= end[:, None] - self.window_size)
             allowed = allowed[None]
         if frame_lengths is not None:

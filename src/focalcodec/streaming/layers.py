@@ -211,7 +211,7 @@ class CachedAttention(StreamingLayer):
 class StreamingTransformer(nn.Module):
     """The causal WavLM transformer over one chunk of ``T = chunk_frames`` frames per row:
     ``(rows, T, dim) -> (rows, T, dim)``. Each row's keys are the last ``window_size`` frames of
-    its stream (a ring of that many slots); a slot's bias follows from its frame's age."""
+    its stream (in a ring of ``window_size + T`` slots); a slot's bias follows from its frame's age."""
 
     def __init__(self, encoder: TransformerEncoder, control: Control) -> None:
         super().__init__()
@@ -219,7 +219,10 @@ class StreamingTransformer(nn.Module):
         self.positional_embedding = encoder.positional_embedding
         self.relative_embedding = encoder.relative_embedding
         self.num_buckets, self.max_distance = encoder.num_buckets, encoder.max_distance
-        self.slots = encoder.window_size
+        # A chunk may end a stream early (fewer valid frames): its frames still see window_size
+        # keys back from the last valid one, so the ring keeps chunk_frames more.
+        self.window = encoder.window_size
+        self.slots = encoder.window_size + encoder.chunk_frames
         self.layers = encoder.layers
         for layer in self.layers:
             layer.attention = CachedAttention(layer.attention, control, self.slots)
@@ -232,7 +235,9 @@ class StreamingTransformer(nn.Module):
         end = (frames + T)[:, None]
         c.slots = (frames[:, None] + torch.arange(T, device=device)) % S
         age = (end - 1 - torch.arange(S, device=device)) % S  # (n, S): 0 = the newest frame
-        ok = (age < end) & (age >= T - c.valid[:n, None])  # written, and not a padded new frame
+        valid = c.valid[:n, None]
+        # written, not a padded new frame, and within window_size of the last valid frame
+        ok = (age < end) & (age >= T - valid) & (age < self.window + T - valid)
         # key - query offsets of slot j for query i: T - 1 - i - age[j], in [-(S + T - 2), T - 1]
         offsets = torch.arange(-(S + T - 2), T, device=device)
         table = self.relative_embedding(relative_position_bucket(offsets, self.num_buckets, self.max_distance))
