@@ -171,6 +171,7 @@ class _Stream:
     knn: tuple | None
     pieces: list[list[Tensor]] = field(default_factory=lambda: [[]])  # per utterance; the first is coding
     ended: list[bool] = field(default_factory=lambda: [False])
+    padded: list[bool] = field(default_factory=lambda: [True])  # per utterance: flush(pad=...)
     size: int = 0  # input steps buffered in the first utterance
     rows: dict[str, int] = field(default_factory=dict)  # side -> row
     tokens_total: int = 0
@@ -325,14 +326,17 @@ class StreamEngine:
             if len(stream.pieces) == 1:
                 stream.size += x.numel()
 
-    def flush(self, sid: int) -> None:
+    def flush(self, sid: int, pad: bool = True) -> None:
         """End the current utterance: its remainder is coded at the coming steps (audio
-        zero-padded to a whole chunk; a partial token group decoded as offline), then the stream
-        restarts fresh (its state reset, totals zeroed) and stays open."""
+        zero-padded to a whole chunk, as the reference demo; a partial token group decoded as
+        offline), then the stream restarts fresh (its state reset, totals zeroed) and stays open.
+        ``pad=False``: the padding of the last chunk is masked instead, so the utterance's tokens
+        are those of one offline pass over its audio (``ceil(n / 320)`` of them)."""
         stream = self._stream(sid)
-        stream.ended[-1] = True
+        stream.ended[-1], stream.padded[-1] = True, pad
         stream.pieces.append([])
         stream.ended.append(False)
+        stream.padded.append(True)
 
     def close(self, sid: int) -> None:
         """Free the stream's slot at once; its buffered input and pending output are dropped."""
@@ -377,8 +381,10 @@ class StreamEngine:
                 side = "decode" if s.mode == "decode" else "encode"
                 row = s.rows[side]
                 inputs[side][0][row, : x.shape[0]] = x
-                # a zero-padded last chunk counts as whole chunk, as the reference demo reads it
-                inputs[side][1][row] = x.shape[0] if s.mode == "decode" else self.tokens_per_chunk
+                frames = self.tokens_per_chunk  # a zero-padded last chunk counts whole, as the demo reads it
+                if last[sid] and not s.padded[0]:
+                    frames = -(-x.shape[0] // (self.chunk_samples // self.tokens_per_chunk))
+                inputs[side][1][row] = x.shape[0] if s.mode == "decode" else frames
         toks = None
         if "encode" in inputs and any(inputs["encode"][1]):
             x, valid = inputs["encode"]
@@ -386,7 +392,7 @@ class StreamEngine:
             for sid, s in work:
                 if s.mode == "resynth" and valid[s.rows["encode"]]:
                     inputs["decode"][0][s.rows["decode"]] = toks[s.rows["encode"]]
-                    inputs["decode"][1][s.rows["decode"]] = self.tokens_per_chunk
+                    inputs["decode"][1][s.rows["decode"]] = valid[s.rows["encode"]]
         audio = None
         if "decode" in inputs and any(inputs["decode"][1]):
             x, valid = inputs["decode"]
@@ -397,7 +403,7 @@ class StreamEngine:
     def _output(self, s: _Stream, toks: Tensor | None, audio: Tensor | None, inputs: dict, last: bool) -> StreamOutput:
         tokens, out = torch.zeros(0, dtype=torch.long), torch.zeros(0)
         if "encode" in s.rows and inputs["encode"][1][s.rows["encode"]]:
-            tokens = toks[s.rows["encode"]].clone()
+            tokens = toks[s.rows["encode"], : inputs["encode"][1][s.rows["encode"]]].clone()
             s.tokens_total += tokens.numel()
         if "decode" in s.rows:
             n = inputs["decode"][1][s.rows["decode"]]
@@ -409,6 +415,7 @@ class StreamEngine:
         if last:  # the utterance ends: the next one starts a new stream
             s.pieces.pop(0)
             s.ended.pop(0)
+            s.padded.pop(0)
             s.size = sum(p.numel() for p in s.pieces[0])
             s.tokens_total = s.samples_total = 0
             for side, row in s.rows.items():

@@ -92,11 +92,11 @@ class _Lockstep:
         self.steps_in += x.shape[1]
         return self._drain(), self._one
 
-    def _flush(self) -> tuple[list[list], bool]:
+    def _flush(self, pad: bool = True) -> tuple[list[list], bool]:
         if self.batch_size is None:
             raise InputError("flush() before any push(): nothing to flush")
         for sid in self.sids:
-            self.engine.flush(sid)
+            self.engine.flush(sid, pad)
         outs, one = self._drain(), self._one
         self.reset()
         return outs, one
@@ -126,7 +126,9 @@ class StreamEncoder(_Lockstep):
     ``push(sig)``: ``(n,)`` or ``(B, n)`` float -> ``(T,)`` or ``(B, T)`` int64 tokens with
     ``T = 4 * (chunks completed by this push)`` (possibly 0). ``flush()`` zero-pads the
     buffered remainder to a whole chunk (as the reference demo), returns its tokens and restarts
-    the stream. ``reset()`` drops the buffer and the state.
+    the stream; ``flush(pad=False)`` masks that padding instead: the stream's tokens are then
+    those of one offline pass (``num_valid_tokens`` of them). ``reset()`` drops the buffer and
+    the state.
     """
 
     mode = "encode"
@@ -151,8 +153,8 @@ class StreamEncoder(_Lockstep):
     def push(self, sig: Tensor) -> Tensor:
         return self._stack(self._push(sig), 0)
 
-    def flush(self) -> Tensor:
-        return self._stack(self._flush(), 0)
+    def flush(self, pad: bool = True) -> Tensor:
+        return self._stack(self._flush(pad), 0)
 
 
 class StreamDecoder(_Lockstep):
