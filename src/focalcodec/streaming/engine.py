@@ -18,9 +18,10 @@ the rows without a chunk with no valid frame (left exactly as they were). A stre
 concatenated outputs equal what it gets alone (:class:`~focalcodec.streaming.StreamCodec` on the
 same input): tokens identical, audio equal to float rounding.
 
-``graph="compile"`` (``torch.compile``) or ``"cuda"`` (CUDA graphs) run every stage's step
-at the full ``max_streams`` rows with tensor-only control (see
-:mod:`focalcodec.streaming.layers`); the default runs eagerly on the live rows.
+``graph="fixed"`` runs every stage's step at the full ``max_streams`` rows with tensor-only
+control (see :mod:`focalcodec.streaming.layers`), ``"compile"`` the same through
+``torch.compile``, ``"cuda"`` as CUDA graphs captured once and replayed; the default runs
+eagerly on the live rows only, with host-side shortcuts.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from .state import PRECISIONS, Stage
 __all__ = ["MODES", "EngineFull", "Side", "StreamEngine", "StreamOutput"]
 
 MODES = ("encode", "decode", "resynth")
-GRAPHS = (None, "compile", "cuda")
+GRAPHS = (None, "fixed", "compile", "cuda")
 
 
 class EngineFull(InputError):
@@ -73,8 +74,8 @@ class _Graph:
             c.frames.add_(self.valid)
             return y
 
-        if kind == "compile":
-            self.fn = torch.compile(step, dynamic=False)
+        if kind != "cuda":
+            self.fn = torch.compile(step, dynamic=False) if kind == "compile" else step
             return
         side_stream = torch.cuda.Stream()
         side_stream.wait_stream(torch.cuda.current_stream())
@@ -193,7 +194,8 @@ class StreamEngine:
 
     ``precision`` / ``decoder_precision``: as :class:`~focalcodec.streaming.StreamCodec`
     (``"float16"`` and ``"int8"`` on CPU only). ``optimize``: the few-frame CPU kernels
-    (:mod:`focalcodec.streaming.kernels`). ``graph``: None, ``"compile"`` or ``"cuda"``.
+    (:mod:`focalcodec.streaming.kernels`). ``graph``: None, ``"fixed"``, ``"compile"`` or
+    ``"cuda"`` (see the module doc).
     Not thread-safe: one thread calls it.
     """
 
