@@ -120,7 +120,7 @@ class WindowSumConv(nn.Module):
     def __init__(self, conv: Conv) -> None:
         super().__init__()
         self.kernel_size = conv.kernel_size[0]
-        self.taps = conv.weight.detach()[:, 0, :].t().contiguous()  # (k, C): a few kB
+        self.register_buffer("taps", conv.weight.detach()[:, 0, :].t().contiguous(), persistent=False)  # (k, C)
         self.bias = conv.bias
 
     def forward(self, x: Tensor) -> Tensor:
