@@ -43,7 +43,7 @@ class Control:
     ``frames (capacity,) int64``: frames seen per row (0: a new stream). For a step of ``rows``
     rows: ``valid (rows,) int64`` frames that count (of ``step_frames``); eager runs also set
     the host hints ``fresh_rows`` (rows with ``frames == 0``), ``lag_rows`` (rows with
-    ``valid < step_frames``) and ``all_active``. ``inplace=False`` (exports): layers rebind
+    ``valid < step_frames``), ``all_active`` and ``max_frames``. ``inplace=False`` (exports): layers rebind
     their state tensors instead of writing into them.
     """
 
@@ -57,7 +57,9 @@ class Control:
         self.fresh_rows: list[int] = []
         self.lag_rows: list[int] = []
         self.all_active = True
-        self.slots: Tensor | None = None  # set by StreamingTransformer for its attentions
+        self.max_frames: int | None = None  # eager hint: the most frames a row has seen
+        self.slots: Tensor | None = None  # set by StreamingTransformer for its attentions: the new frames' slots
+        self.span = 0  # and how many slots they attend to
 
     @property
     def rows(self) -> int:
@@ -196,6 +198,7 @@ class CachedAttention(StreamingLayer):
             c.slots[:, None, :],
         )
         keys, values = self.keys[:n], self.values[:n]
+        span = c.span
         if c.capturable or not c.all_active:
             active = (c.valid[:n] > 0)[:, None, None, None]
             k, v = torch.where(active, k, keys[index]), torch.where(active, v, values[index])
@@ -205,7 +208,7 @@ class CachedAttention(StreamingLayer):
         else:
             self.keys = keys = keys.index_put(index, k)
             self.values = values = values.index_put(index, v)
-        return self.attention.attend(x, q, keys, values, bias, mask)
+        return self.attention.attend(x, q, keys[:, :, :span], values[:, :, :span], bias, mask)
 
 
 class StreamingTransformer(nn.Module):
@@ -234,7 +237,10 @@ class StreamingTransformer(nn.Module):
         frames, device = c.frames[:n], x.device
         end = (frames + T)[:, None]
         c.slots = (frames[:, None] + torch.arange(T, device=device)) % S
-        age = (end - 1 - torch.arange(S, device=device)) % S  # (n, S): 0 = the newest frame
+        # A lone row attends to the slots filled so far ([0, frames + T) until the ring wraps);
+        # rows of a batch attend to all, so that no row's arithmetic depends on the others'.
+        c.span = S if c.capturable or n > 1 or c.max_frames is None else min(S, c.max_frames + T)
+        age = (end - 1 - torch.arange(c.span, device=device)) % S  # (n, span): 0 = the newest frame
         valid = c.valid[:n, None]
         # written, not a padded new frame, and within window_size of the last valid frame
         ok = (age < end) & (age >= T - valid) & (age < self.window + T - valid)

@@ -202,6 +202,7 @@ class Stage:
             c.fresh_rows = [b for b in range(n) if self.frames_host[b] == 0]
             c.lag_rows = [b for b in range(n) if valid[b] < self.step_frames]
             c.all_active = min(valid) > 0
+            c.max_frames = max(self.frames_host[:n])
             for b in range(n):
                 self.frames_host[b] += int(valid[b])
         # The decompressor's refiner zero-pads its block past the valid frames, as offline.
