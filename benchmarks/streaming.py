@@ -70,8 +70,9 @@ def stats(times: list[float]) -> dict:
 
 def authors_loop(repo: str, codec: FocalCodec, config: Path) -> Callable:
     """A push function running the authors' streaming loop on ``codec``'s weights."""
+    package = Path(repo) / "focalcodec"
     spec = importlib.util.spec_from_file_location(
-        "authors_focalcodec", Path(repo) / "focalcodec" / "__init__.py", submodule_search_locations=[str(Path(repo) / "focalcodec")]
+        "authors_focalcodec", package / "__init__.py", submodule_search_locations=[str(package)]
     )
     module = importlib.util.module_from_spec(spec)
     sys.modules["authors_focalcodec"] = module
@@ -108,7 +109,8 @@ def latency_table(args: argparse.Namespace, codec: FocalCodec) -> list[dict]:
     others = {}
     if args.compare_package:
         sys.path.insert(0, args.compare_package[0])
-        others = dict(zip(["streaming", "codec"], package_codec(args.compare_package[1], codec, args.model), strict=True))
+        module, twin = package_codec(args.compare_package[1], codec, args.model)
+        others = {"streaming": module, "codec": twin}
     for variant in args.precisions:
         enc, dec = split_variant(variant)
         if others:
@@ -231,8 +233,9 @@ def main() -> None:
     torch.manual_seed(0)
     codec = FocalCodec.from_config(args.model).eval()
     print(
-        f"model {codec.model_id} (random weights), {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}, load {load():.1f}"
+        f"model {codec.model_id} (random weights), {os.cpu_count()} CPUs "
+        f"({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, load {load():.1f}"
     )
     result: dict = {
         "meta": {

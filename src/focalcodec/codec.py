@@ -14,9 +14,11 @@ The reference-named methods (``sig_to_toks``, ``toks_to_sig``, ...) keep the ref
 argument order, ``length=`` (relative lengths, encoder only) and streaming-state
 conventions: with a state or ``return_state=True`` a causal model runs as a stream
 (:mod:`focalcodec.streaming`), each stage's state an opaque value that may be passed again
-(it is never modified: the same state twice gives the same result). :meth:`FocalCodec.encode` and :meth:`FocalCodec.decode` take per-item lengths
-and mask padded positions in every layer that mixes time, so a padded item gets exactly
-the tokens and audio it gets alone.
+(it is never modified: the same state twice gives the same result).
+
+:meth:`FocalCodec.encode` and :meth:`FocalCodec.decode` take per-item lengths and mask padded
+positions in every layer that mixes time, so a padded item gets exactly the tokens and audio
+it gets alone.
 """
 
 from __future__ import annotations

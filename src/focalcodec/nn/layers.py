@@ -129,7 +129,11 @@ class Conv(nn.Conv1d):
         if self.kernel_size[0] == 1 and self.groups == 1 and self.stride[0] == 1:
             return F.linear(x, self.weight[:, :, 0], self.bias)
         y = F.conv2d(
-            x.transpose(1, 2).unsqueeze(2), self.weight.unsqueeze(2), self.bias, stride=(1, self.stride[0]), groups=self.groups
+            x.transpose(1, 2).unsqueeze(2),
+            self.weight.unsqueeze(2),
+            self.bias,
+            stride=(1, self.stride[0]),
+            groups=self.groups,
         )
         return y.squeeze(2).transpose(1, 2)
 

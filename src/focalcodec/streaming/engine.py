@@ -249,7 +249,11 @@ class StreamEngine:
         return len(self._streams)
 
     # -- streams -----------------------------------------------------------------------------
-    def open(self, mode: str = "resynth", matching_set: Tensor | None = None, topk: int = 4, num_splits: int = 1) -> int:
+    # (state tensors are made and changed in inference mode only: step() runs in it)
+    @torch.inference_mode()
+    def open(
+        self, mode: str = "resynth", matching_set: Tensor | None = None, topk: int = 4, num_splits: int = 1
+    ) -> int:
         """A new stream; returns its id. ``matching_set (M, C)``: kNN voice conversion of its
         decoded frames (decode and resynth modes; SPEC §3.4) with ``topk`` and ``num_splits``."""
         if mode not in MODES:
@@ -340,6 +344,7 @@ class StreamEngine:
         stream.ended.append(False)
         stream.padded.append(True)
 
+    @torch.inference_mode()
     def close(self, sid: int) -> None:
         """Free the stream's slot at once; its buffered input and pending output are dropped."""
         stream = self._streams.pop(sid, None)
@@ -391,7 +396,7 @@ class StreamEngine:
         if "encode" in inputs and any(inputs["encode"][1]):
             x, valid = inputs["encode"]
             toks = self._sides["encode"].run(x.to(self.device), valid).cpu()
-            for sid, s in work:
+            for _, s in work:
                 if s.mode == "resynth" and valid[s.rows["encode"]]:
                     inputs["decode"][0][s.rows["decode"]] = toks[s.rows["encode"]]
                     inputs["decode"][1][s.rows["decode"]] = valid[s.rows["encode"]]

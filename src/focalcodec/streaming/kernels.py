@@ -180,9 +180,5 @@ def reduce_precision(model: nn.Module, precision: str) -> None:
         from torch.ao.quantization import float16_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
         qconfig = per_channel_dynamic_qconfig if precision == "int8" else float16_dynamic_qconfig
-        names = {
-            name: qconfig
-            for name, m in model.named_modules()
-            if type(m) is nn.Linear and name not in KEEP_FLOAT
-        }
+        names = {name: qconfig for name, m in model.named_modules() if type(m) is nn.Linear and name not in KEEP_FLOAT}
         quantize_dynamic(model, names, dtype=torch.qint8 if precision == "int8" else torch.float16, inplace=True)

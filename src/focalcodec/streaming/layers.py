@@ -58,8 +58,10 @@ class Control:
         self.lag_rows: list[int] = []
         self.all_active = True
         self.max_frames: int | None = None  # eager hint: the most frames a row has seen
-        self.slots: Tensor | None = None  # set by StreamingTransformer for its attentions: the new frames' slots
-        self.span = 0  # and how many slots they attend to
+        # set by StreamingTransformer for its attentions: where the new frames go (row, head,
+        # slot indices) and how many slots they attend to
+        self.kv_index: tuple[Tensor, ...] = ()
+        self.span = 0
 
     @property
     def rows(self) -> int:
@@ -115,7 +117,7 @@ class StreamingConv(StreamingLayer):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """``lengths`` is ignored, as by a causal conv: later frames never reach earlier ones."""
-        c, (n, T, C) = self.control, x.shape
+        c, (T, C) = self.control, x.shape[1:]
         K = self.conv.context
         if self.ctx is None:
             length = K + (SLIDE_STEPS * T if self.slide else 0)
@@ -134,7 +136,8 @@ class StreamingConv(StreamingLayer):
 
     def _concat(self, x: Tensor) -> Tensor:
         c, n, T = self.control, x.shape[0], x.shape[1]
-        ctx = self.ctx[:n]
+        whole = n == self.ctx.shape[0]  # every row steps: the state may be replaced, not written
+        ctx = self.ctx if whole else self.ctx[:n]
         if c.capturable:
             ctx = torch.where(c.fresh()[:, None, None], self.conv.start_context(x).to(ctx.dtype), ctx)
         elif c.fresh_rows:
@@ -144,6 +147,8 @@ class StreamingConv(StreamingLayer):
         if c.capturable or c.lag_rows:
             index = self._new_context_index(n, T).expand(-1, -1, window.shape[2])
             self._store("ctx", window.gather(1, index))
+        elif whole:
+            self.ctx = window[:, T:]  # eager: a view of this step's window, as a plain causal pad keeps it
         else:
             self._store("ctx", window[:, T:])
         return window
@@ -192,13 +197,8 @@ class CachedAttention(StreamingLayer):
         if self.keys is None:
             self.keys = k.new_zeros(c.capacity, H, self.slots, d)
             self.values = k.new_zeros(c.capacity, H, self.slots, d)
-        index = (
-            torch.arange(n, device=k.device)[:, None, None],
-            torch.arange(H, device=k.device)[None, :, None],
-            c.slots[:, None, :],
-        )
-        keys, values = self.keys[:n], self.values[:n]
-        span = c.span
+        index = c.kv_index
+        keys, values = (self.keys, self.values) if n == self.keys.shape[0] else (self.keys[:n], self.values[:n])
         if c.capturable or not c.all_active:
             active = (c.valid[:n] > 0)[:, None, None, None]
             k, v = torch.where(active, k, keys[index]), torch.where(active, v, values[index])
@@ -208,7 +208,9 @@ class CachedAttention(StreamingLayer):
         else:
             self.keys = keys = keys.index_put(index, k)
             self.values = values = values.index_put(index, v)
-        return self.attention.attend(x, q, keys[:, :, :span], values[:, :, :span], bias, mask)
+        if c.span < self.slots:
+            keys, values = keys[:, :, : c.span], values[:, :, : c.span]
+        return self.attention.attend(x, q, keys, values, bias, mask)
 
 
 class StreamingTransformer(nn.Module):
@@ -221,35 +223,39 @@ class StreamingTransformer(nn.Module):
         self.control = control
         self.positional_embedding = encoder.positional_embedding
         self.relative_embedding = encoder.relative_embedding
-        self.num_buckets, self.max_distance = encoder.num_buckets, encoder.max_distance
         # A chunk may end a stream early (fewer valid frames): its frames still see window_size
         # keys back from the last valid one, so the ring keeps chunk_frames more.
-        self.window = encoder.window_size
-        self.slots = encoder.window_size + encoder.chunk_frames
+        self.window, T = encoder.window_size, encoder.chunk_frames
+        self.slots = S = encoder.window_size + T
         self.layers = encoder.layers
         for layer in self.layers:
             layer.attention = CachedAttention(layer.attention, control, self.slots)
+        # key - query offsets of slot j for query i: T - 1 - i - age[j], in [-(S + T - 2), T - 1]
+        device = encoder.relative_embedding.weight.device
+        offsets = torch.arange(-(S + T - 2), T, device=device)
+        self.buckets = relative_position_bucket(offsets, encoder.num_buckets, encoder.max_distance)
+        self.query_index = torch.arange(T - 1, -1, -1, device=device) + (S + T - 2)  # offsets - age, as indices
+        self.slot_index = torch.arange(S, device=device)
+        self.head_index = torch.arange(self.layers[0].attention.attention.num_heads, device=device)[None, :, None]
 
     def forward(self, x: Tensor, frame_lengths: Tensor | None = None) -> Tensor:
         c, S = self.control, self.slots
         x = x + self.positional_embedding(x)
         n, T, _ = x.shape
-        frames, device = c.frames[:n], x.device
+        frames = c.frames if n == c.frames.shape[0] else c.frames[:n]
         end = (frames + T)[:, None]
-        c.slots = (frames[:, None] + torch.arange(T, device=device)) % S
+        slots = (end - T + self.slot_index[:T]) % S
+        c.kv_index = (torch.arange(n, device=x.device)[:, None, None], self.head_index, slots[:, None])
         # A lone row attends to the slots filled so far ([0, frames + T) until the ring wraps);
         # rows of a batch attend to all, so that no row's arithmetic depends on the others'.
         c.span = S if c.capturable or n > 1 or c.max_frames is None else min(S, c.max_frames + T)
-        age = (end - 1 - torch.arange(c.span, device=device)) % S  # (n, span): 0 = the newest frame
-        valid = c.valid[:n, None]
+        age = (end - 1 - self.slot_index[: c.span]) % S  # (n, span): 0 = the newest frame
+        lost = T - c.valid[:n, None]  # padded new frames of a chunk that ends a stream
         # written, not a padded new frame, and within window_size of the last valid frame
-        ok = (age < end) & (age >= T - valid) & (age < self.window + T - valid)
-        # key - query offsets of slot j for query i: T - 1 - i - age[j], in [-(S + T - 2), T - 1]
-        offsets = torch.arange(-(S + T - 2), T, device=device)
-        table = self.relative_embedding(relative_position_bucket(offsets, self.num_buckets, self.max_distance))
-        index = (T - 1 - torch.arange(T, device=device))[None, :, None] - age[:, None, :] + (S + T - 2)
-        bias = table[index].permute(0, 3, 1, 2)  # (n, H, T, S)
-        mask = torch.zeros(ok.shape, device=device).masked_fill(~ok, float("-inf"))[:, None, None]
+        ok = (age < end) & (age >= lost) & (age < self.window + lost)
+        table = self.relative_embedding(self.buckets)  # (S + 2T - 2, H)
+        bias = table[self.query_index[None, :, None] - age[:, None, :]].permute(0, 3, 1, 2)  # (n, H, T, span)
+        mask = torch.where(ok, 0.0, float("-inf"))[:, None, None]
         for layer in self.layers:
             x = layer(x, bias, mask)
         return x

@@ -206,9 +206,12 @@ class Stage:
             for b in range(n):
                 self.frames_host[b] += int(valid[b])
         # The decompressor's refiner zero-pads its block past the valid frames, as offline.
-        y = self.model(x, lengths=c.valid) if self.part == "decompressor" else self.model(x)
+        if self.part == "decompressor" and (c.capturable or c.lag_rows):
+            y = self.model(x, lengths=c.valid)
+        else:
+            y = self.model(x)
         if c.inplace:
-            c.frames[:n] += c.valid
+            (c.frames if n == c.capacity else c.frames[:n]).add_(c.valid)
         else:
             c.frames = c.frames + c.valid
         return y
