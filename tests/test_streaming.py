@@ -424,9 +424,9 @@ def test_reduced_precisions() -> None:
         return float(10 * torch.log10(ref.pow(2).sum() / (a - ref).pow(2).sum()))
 
     t1, a1 = StreamCodec(codec, precision="float16").push(io["sig"])
-    assert torch.equal(t1, ref_toks[:, : t1.shape[1]]) and snr(torch.cat([a1, ref[:, a1.shape[1] :]], 1)) > 40
+    assert torch.equal(t1, ref_toks[:, : t1.shape[1]]) and snr(torch.cat([a1, ref[:, a1.shape[1] :]], 1)) > 40  # 68.8
     dec = StreamDecoder(codec, precision="int8")
-    assert snr(torch.cat([dec.push(ref_toks), dec.flush()], 1)) > 15
+    assert snr(torch.cat([dec.push(ref_toks), dec.flush()], 1)) > 25  # measured 34.6 dB
     toks = torch.cat([StreamEncoder(codec, precision="int8").push(io["sig"])], 1)
     assert toks.shape == (1, 116) and 0 <= int(toks.min()) and int(toks.max()) < 4096
     with pytest.raises(InputError, match="precision"):
@@ -444,7 +444,8 @@ def test_mixed_precision_keeps_encoder_tokens() -> None:
     quantized = torch.ao.nn.quantized.dynamic.Linear
     assert isinstance(sides["decode"].stages[1].model.backbone.layers[0].pwconv1, quantized)
     assert isinstance(sides["encode"].stages[1].model.layers[0].focal_block.feed_forward.in_proj, quantized)
-    assert type(sides["encode"].stages[0].model.feature_proj) is torch.nn.Linear  # kept float
+    feature_proj = sides["encode"].stages[0].model.feature_proj  # kept float (W @ x^T on few rows)
+    assert isinstance(feature_proj, FewRowsLinear) and feature_proj.weight.dtype == torch.float32
 
 
 @pytest.mark.slow

@@ -170,23 +170,22 @@ def _knn(qfeats: Tensor, matching_set: Tensor, topk: int, num_splits: int) -> Te
 class _Stream:
     mode: str
     knn: tuple | None
-    pieces: list[list[Tensor]] = field(default_factory=lambda: [[]])  # per utterance; the first is coding
-    ended: list[bool] = field(default_factory=lambda: [False])
-    padded: list[bool] = field(default_factory=lambda: [True])  # per utterance: flush(pad=...)
-    size: int = 0  # input steps buffered in the first utterance
     rows: dict[str, int] = field(default_factory=dict)  # side -> row
+    # utterances, the first being coded: [input pieces, ended by flush, flush(pad=...)]
+    queue: list[list] = field(default_factory=lambda: [[[], False, True]])
     tokens_total: int = 0
     samples_total: int = 0
 
+    @property
+    def size(self) -> int:
+        return sum(p.shape[0] for p in self.queue[0][0])
+
     def take(self, n: int) -> Tensor:
         """Remove and return the first ``n`` input steps of the current utterance."""
-        if not self.pieces[0]:
-            return torch.zeros(0)
-        buf = torch.cat(self.pieces[0]) if len(self.pieces[0]) > 1 else self.pieces[0][0]
-        head, rest = buf[:n], buf[n:]
-        self.pieces[0] = [rest] if rest.numel() else []
-        self.size -= head.shape[0]
-        return head
+        pieces = self.queue[0][0]
+        buf = torch.cat(pieces) if pieces else torch.zeros(0)
+        self.queue[0][0] = [buf[n:]] if buf.shape[0] > n else []
+        return buf[:n]
 
 
 class StreamEngine:
@@ -328,9 +327,7 @@ class StreamEngine:
             if x.numel() and not torch.isfinite(x).all():
                 raise InputError("audio contains NaN or infinite samples")
         if x.numel():
-            stream.pieces[-1].append(x.cpu())
-            if len(stream.pieces) == 1:
-                stream.size += x.numel()
+            stream.queue[-1][0].append(x.cpu())
 
     def flush(self, sid: int, pad: bool = True) -> None:
         """End the current utterance: its remainder is coded at the coming steps (audio
@@ -339,10 +336,8 @@ class StreamEngine:
         ``pad=False``: the padding of the last chunk is masked instead, so the utterance's tokens
         are those of one offline pass over its audio (``ceil(n / 320)`` of them)."""
         stream = self._stream(sid)
-        stream.ended[-1], stream.padded[-1] = True, pad
-        stream.pieces.append([])
-        stream.ended.append(False)
-        stream.padded.append(True)
+        stream.queue[-1][1:] = [True, pad]
+        stream.queue.append([[], False, True])
 
     @torch.inference_mode()
     def close(self, sid: int) -> None:
@@ -363,7 +358,7 @@ class StreamEngine:
         return self.group if stream.mode == "decode" else self.chunk_samples
 
     def _has_work(self, stream: _Stream) -> bool:
-        return stream.ended[0] or stream.size >= self._group(stream)
+        return stream.queue[0][1] or stream.size >= self._group(stream)
 
     def ready(self) -> bool:
         """Whether :meth:`step` has work."""
@@ -373,58 +368,52 @@ class StreamEngine:
     @torch.inference_mode()
     def step(self) -> dict[int, StreamOutput]:
         """One batched step: a chunk (or an utterance's end) of every stream that has one."""
-        work = [(sid, s) for sid, s in self._streams.items() if self._has_work(s)]
-        inputs: dict[str, tuple[Tensor, list[int]]] = {}
-        for side, live in self._live.items():
-            if live:
-                width, dtype = (self.chunk_samples, torch.float32) if side == "encode" else (self.group, torch.long)
-                inputs[side] = (torch.zeros(len(live), width, dtype=dtype), [0] * len(live))
+        work = {sid: s for sid, s in self._streams.items() if self._has_work(s)}
+        rows = {side: len(live) for side, live in self._live.items()}
+        x = {
+            "encode": torch.zeros(rows["encode"], self.chunk_samples),
+            "decode": torch.zeros(rows["decode"], self.group, dtype=torch.long),
+        }
+        valid = {side: [0] * n for side, n in rows.items()}
         last = {}
-        for sid, s in work:
-            group = self._group(s)
-            last[sid] = s.ended[0] and s.size <= group
-            x = s.take(min(s.size, group))
-            if x.numel():
+        for sid, s in work.items():
+            size, group = s.size, self._group(s)
+            last[sid] = s.queue[0][1] and size <= group
+            piece = s.take(group)
+            if piece.numel():
                 side = "decode" if s.mode == "decode" else "encode"
-                row = s.rows[side]
-                inputs[side][0][row, : x.shape[0]] = x
-                frames = self.tokens_per_chunk  # a zero-padded last chunk counts whole, as the demo reads it
-                if last[sid] and not s.padded[0]:
-                    frames = -(-x.shape[0] // (self.chunk_samples // self.tokens_per_chunk))
-                inputs[side][1][row] = x.shape[0] if s.mode == "decode" else frames
-        toks = None
-        if "encode" in inputs and any(inputs["encode"][1]):
-            x, valid = inputs["encode"]
-            toks = self._sides["encode"].run(x.to(self.device), valid).cpu()
-            for _, s in work:
-                if s.mode == "resynth" and valid[s.rows["encode"]]:
-                    inputs["decode"][0][s.rows["decode"]] = toks[s.rows["encode"]]
-                    inputs["decode"][1][s.rows["decode"]] = valid[s.rows["encode"]]
-        audio = None
-        if "decode" in inputs and any(inputs["decode"][1]):
-            x, valid = inputs["decode"]
-            knn = {s.rows["decode"]: s.knn for _, s in work if s.knn is not None and valid[s.rows["decode"]]}
-            audio = self._sides["decode"].run(x.to(self.device), valid, knn).cpu()
-        return {sid: self._output(s, toks, audio, inputs, last[sid]) for sid, s in work}
+                x[side][s.rows[side], : piece.shape[0]] = piece
+                # tokens of a zero-padded last chunk: all (as the demo reads it) or the unpadded audio's
+                frames = piece.shape[0] if side == "decode" else self.tokens_per_chunk
+                if side == "encode" and last[sid] and not s.queue[0][2]:
+                    frames = -(-piece.shape[0] * self.tokens_per_chunk // self.chunk_samples)
+                valid[side][s.rows[side]] = frames
+        toks = audio = None
+        if any(valid["encode"]):
+            toks = self._sides["encode"].run(x["encode"].to(self.device), valid["encode"]).cpu()
+            for s in work.values():
+                if s.mode == "resynth":
+                    x["decode"][s.rows["decode"]] = toks[s.rows["encode"]]
+                    valid["decode"][s.rows["decode"]] = valid["encode"][s.rows["encode"]]
+        if any(valid["decode"]):
+            knn = {s.rows["decode"]: s.knn for s in work.values() if s.knn and valid["decode"][s.rows["decode"]]}
+            audio = self._sides["decode"].run(x["decode"].to(self.device), valid["decode"], knn).cpu()
+        return {sid: self._output(s, toks, audio, valid, last[sid]) for sid, s in work.items()}
 
-    def _output(self, s: _Stream, toks: Tensor | None, audio: Tensor | None, inputs: dict, last: bool) -> StreamOutput:
-        tokens, out = torch.zeros(0, dtype=torch.long), torch.zeros(0)
-        if "encode" in s.rows and inputs["encode"][1][s.rows["encode"]]:
-            tokens = toks[s.rows["encode"], : inputs["encode"][1][s.rows["encode"]]].clone()
-            s.tokens_total += tokens.numel()
-        if "decode" in s.rows:
-            n = inputs["decode"][1][s.rows["decode"]]
-            if n:
-                out = audio[s.rows["decode"], : n * self.samples_per_token].clone()
-                s.samples_total += out.numel()
-                s.tokens_total += n if s.mode == "decode" else 0
-        result = StreamOutput(tokens, out, last, s.tokens_total, s.samples_total)
+    def _output(self, s: _Stream, toks: Tensor | None, audio: Tensor | None, valid: dict, last: bool) -> StreamOutput:
+        out = StreamOutput(torch.zeros(0, dtype=torch.long), torch.zeros(0), last)
+        if "encode" in s.rows and valid["encode"][s.rows["encode"]]:
+            out.tokens = toks[s.rows["encode"], : valid["encode"][s.rows["encode"]]].clone()
+            s.tokens_total += out.tokens.numel()
+        if "decode" in s.rows and valid["decode"][s.rows["decode"]]:
+            n = valid["decode"][s.rows["decode"]]
+            out.audio = audio[s.rows["decode"], : n * self.samples_per_token].clone()
+            s.samples_total += out.audio.numel()
+            s.tokens_total += n if s.mode == "decode" else 0
+        out.tokens_total, out.samples_total = s.tokens_total, s.samples_total
         if last:  # the utterance ends: the next one starts a new stream
-            s.pieces.pop(0)
-            s.ended.pop(0)
-            s.padded.pop(0)
-            s.size = sum(p.numel() for p in s.pieces[0])
+            s.queue.pop(0)
             s.tokens_total = s.samples_total = 0
             for side, row in s.rows.items():
                 self._sides[side].reset(row)
-        return result
+        return out

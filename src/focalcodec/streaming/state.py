@@ -82,7 +82,7 @@ def stage_template(codec: nn.Module, part: str, precision: str, fast: bool, capt
             fast_kernels(model)
         if precision != "float32":
             reduce_precision(model, precision)
-        if fast and precision == "float32":
+        if fast:
             finish_linears(model)
         per_codec[key] = _Template(model, control)
     return per_codec[key]
