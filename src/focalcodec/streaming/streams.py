@@ -240,7 +240,7 @@ class StreamCodec(_Lockstep):
 
 
 # -- the positional-state API ------------------------------------------------------------------
-_STAGES: weakref.WeakKeyDictionary[nn.Module, dict[str, Stage]] = weakref.WeakKeyDictionary()
+_STAGES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Stage]] = weakref.WeakKeyDictionary()
 
 
 @torch.no_grad()
@@ -249,10 +249,11 @@ def run_stage(codec: nn.Module, part: str, x: Tensor, state: StageState | None) 
     streams) -> the output and the new state. The encoder takes whole chunks; the other stages
     any number of frames (the decompressor's refiner blocks start at the call, as the reference's)."""
     stages = _STAGES.setdefault(codec, {})
-    device = next(codec.parameters()).device
-    stage = stages.get(part)
-    if stage is None or stage.device != device:
-        stage = stages[part] = Stage(codec, part, fast=False)
+    # one stage per mode: state made in inference mode can only be changed in it
+    key = (part, next(codec.parameters()).device, torch.is_inference_mode_enabled())
+    stage = stages.get(key)
+    if stage is None:
+        stage = stages[key] = Stage(codec, part, fast=False)
     B = x.shape[0]
     if state is not None:
         if isinstance(state, StageState) and state.batch_size != B:
