@@ -45,7 +45,7 @@ def test_encoder_matches_transformers_hidden_state(tmp_path, keep):
     sig = torch.randn(2, 20000) * 0.1
     with torch.no_grad():
         hidden = hf(sig, output_hidden_states=True).hidden_states
-        feats, _ = encoder(sig)
+        feats = encoder(sig)
     # hidden_states[k] (k < num_hidden_layers) is the output of k layers, before any final norm
     assert feats.shape == hidden[keep].shape
     torch.testing.assert_close(feats, hidden[keep], atol=2e-5, rtol=1e-4)

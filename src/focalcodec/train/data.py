@@ -213,7 +213,7 @@ class FeatureCache:
             if self.path(e["path"]).is_file():
                 continue
             sig = load_audio(e["path"], sample_rate, warn=False)[None].to(device)
-            feats, _ = encoder(sig)
+            feats = encoder(sig)
             self.put(e["path"], feats[0].to(dtype))
             done += 1
         return done

@@ -190,7 +190,7 @@ def _encoder_features(encoder: WavLM, batch: dict[str, Tensor]) -> tuple[Tensor,
         return batch["feats"], batch["feat_lengths"]
     lengths = encoder.num_frames(batch["sig_lengths"])
     with torch.no_grad():
-        feats, _ = encoder(batch["sig"], frame_lengths=lengths)
+        feats = encoder(batch["sig"], frame_lengths=lengths)
     return feats.float(), lengths
 
 
@@ -198,7 +198,7 @@ def _layer_outputs(encoder: nn.Module, raw: WavLM, sig: Tensor, frame_lengths: T
     """Every transformer layer's output ``[(B, T, C)] * num_layers`` (forward hooks on
     ``raw``, the unwrapped ``encoder``)."""
     outputs: list[Tensor] = []
-    hooks = [layer.register_forward_hook(lambda m, i, o: outputs.append(o[0])) for layer in raw.encoder.layers]
+    hooks = [layer.register_forward_hook(lambda m, i, o: outputs.append(o)) for layer in raw.encoder.layers]
     try:
         encoder(sig, frame_lengths=frame_lengths)
     finally:
@@ -402,12 +402,12 @@ class DecoderStage(Stage):
         G, D = ctx.nets["generator"], ctx.nets["discriminator"]
         if phase == "discriminator":
             with torch.no_grad():
-                fake, _ = G(feats)
+                fake = G(feats)
             real_scores, _ = D(real)
             fake_scores, _ = D(fake.detach())
             loss = discriminator_hinge_loss(real_scores, fake_scores)
             return {"loss": loss, "d_loss": loss.detach()}
-        fake, _ = G(feats)
+        fake = G(feats)
         with ctx.no_sync("discriminator"):
             fake_scores, fake_maps = D(fake)
             with torch.no_grad():
@@ -421,7 +421,7 @@ class DecoderStage(Stage):
     def _full(self, batch: dict[str, Tensor], ctx: StepContext) -> tuple[Tensor, Tensor, Tensor]:
         feats, lengths = _encoder_features(self.frozen["encoder"], batch)
         target, target_lengths = self._target(batch)
-        fake, _ = ctx.nets["generator"](feats, lengths=lengths)
+        fake = ctx.nets["generator"](feats, lengths=lengths)
         return fake.float(), target, torch.minimum(lengths * self.hop, target_lengths)
 
     def validate(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
@@ -472,8 +472,8 @@ class PosConvStage(Stage):
         lengths = teacher.num_frames(batch["sig_lengths"])
         with torch.no_grad():
             x = _encoder_front(teacher, batch["sig"], lengths)
-            target, _ = teacher.encoder.positional_embedding(x)
-        pred, _ = ctx.nets["pos_conv"](x)
+            target = teacher.encoder.positional_embedding(x)
+        pred = ctx.nets["pos_conv"](x)
         loss = masked_mse(pred, target, lengths)
         return {"loss": loss, "mse": loss.detach()}
 
@@ -543,9 +543,9 @@ class JointStage(Stage):
         teacher = self.frozen["teacher"]
         t_lengths = teacher.num_frames(batch["sig_lengths"])
         with torch.no_grad():
-            target, _ = teacher(batch["sig"], frame_lengths=t_lengths)
+            target = teacher(batch["sig"], frame_lengths=t_lengths)
         s_lengths = self.nets["encoder"].num_frames(batch["sig_lengths"])
-        feats, _ = ctx.nets["encoder"](batch["sig"], frame_lengths=s_lengths)
+        feats = ctx.nets["encoder"](batch["sig"], frame_lengths=s_lengths)
         qfeats, q, _ = ctx.nets["pipeline"](feats, s_lengths)
         lengths = torch.minimum(t_lengths, s_lengths)
         mse = masked_mse(qfeats, target, lengths)
