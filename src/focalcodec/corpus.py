@@ -205,22 +205,13 @@ def list_corpus(data: PathLike, root: PathLike | None = None) -> list[CorpusItem
 # ---------------------------------------------------------------------------------------------
 # Model identity and the plan
 # ---------------------------------------------------------------------------------------------
-def _weights_sha256(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
 def model_identity(model: Any, source: str | None = None) -> dict[str, Any]:
     """What identifies the tokens' model: name, source, config fingerprint, weights checksum, rates."""
     return {
         "model_id": model.model_id,
         "source": source if source is not None else model.model_id,
         "fingerprint": model.fingerprint,
-        "weights_sha256": _weights_sha256(model),
+        "weights_sha256": model.weights_sha256,
         "sample_rate_input": model.sample_rate_input,
         "sample_rate_output": model.sample_rate_output,
         "token_rate": model.token_rate,

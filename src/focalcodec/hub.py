@@ -27,7 +27,15 @@ from torch import Tensor, nn
 from .config import HUB_OWNER, FocalCodecConfig, preset_name
 from .errors import CheckpointError, ConfigError, HubError
 
-__all__ = ["convert_legacy_state_dict", "load_state_dict", "load_weights_file", "resolve_checkpoint", "save_checkpoint"]
+__all__ = [
+    "checkpoint_name",
+    "convert_legacy_state_dict",
+    "load_state_dict",
+    "load_weights_file",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "state_dict_sha256",
+]
 
 WEIGHT_NAMES = ("model.safetensors", "model.pt")
 LEGACY_EXTRAS = re.compile(r"^(quantizer\.mask|encoder\.encoder\.norm\.(weight|bias))$")
@@ -63,6 +71,32 @@ def convert_legacy_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor
             raise CheckpointError(f"legacy checkpoint has an incomplete q/k/v set for {key} (found {sorted(parts)})")
         out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     return out
+
+
+def state_dict_sha256(state_dict: dict[str, Tensor]) -> str:
+    """SHA-256 of a state dict: every tensor's name, dtype, shape and bytes, in name order.
+    The same weights give the same digest whatever file, key layout or folder they came from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(state_dict.items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def checkpoint_name(path: Path) -> str:
+    """A readable model name for a local checkpoint folder: its own name (``.`` resolved), or
+    for a Hugging Face cache snapshot (``models--OWNER--NAME/snapshots/COMMIT``) the repo:
+    the preset name for the official ones, else ``OWNER/NAME``."""
+    path = Path(path).resolve()
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        parts = path.parent.parent.name.split("--")[1:]
+        if len(parts) == 2 and all(parts):
+            repo = "/".join(parts)
+            return preset_name(repo) or repo
+    return path.name or str(path)
 
 
 def load_weights_file(path: Path) -> dict[str, Tensor]:
@@ -153,7 +187,7 @@ def resolve_checkpoint(source: str, **hub_kwargs: Any) -> tuple[FocalCodecConfig
     text = str(source)
     path = Path(text)
     if path.is_dir():
-        config = FocalCodecConfig.from_json(path / "config.json", name=path.name)
+        config = FocalCodecConfig.from_json(path / "config.json", name=checkpoint_name(path))
         for name in WEIGHT_NAMES:
             if (path / name).is_file():
                 return config, path / name
