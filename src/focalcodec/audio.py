@@ -16,10 +16,20 @@ import torch
 from torch import Tensor
 
 from .errors import InputError
-from .limits import SAMPLE_RATE_RANGE
+from .limits import AUDIO_EXTENSIONS, SAMPLE_RATE_RANGE
 from .outputs import output_path
 
-__all__ = ["AudioError", "AudioFileSamples", "check_signal", "load_audio", "read_audio", "resample", "save_audio"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AudioError",
+    "AudioFileSamples",
+    "audio_info",
+    "check_signal",
+    "load_audio",
+    "read_audio",
+    "resample",
+    "save_audio",
+]
 
 
 class AudioError(InputError):
@@ -31,12 +41,13 @@ def _unreadable(path: Path, exc: BaseException) -> AudioError:
     return AudioError(f"cannot read {path} as audio (corrupt, truncated or unsupported format?): {text}")
 
 
-def _info(path: Path):
+def audio_info(path: str | Path):
     """soundfile's header facts, after the checks every reader shares: the file exists and is
     not empty, its sample rate lies in :data:`~focalcodec.limits.SAMPLE_RATE_RANGE`, and a
     WAV holds the samples its header promises."""
     import soundfile as sf
 
+    path = Path(path)
     _check_file(path)
     try:
         info = sf.info(str(path))
@@ -84,7 +95,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     path = Path(path)
-    _info(path)
+    audio_info(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
@@ -145,7 +156,7 @@ class AudioFileSamples:
 
     def __init__(self, path: str | Path, warn: bool = True) -> None:
         self.path = Path(path)
-        info = _info(self.path)
+        info = audio_info(self.path)
         if info.format not in SEEKABLE_FORMATS:
             raise AudioError(f"{self.path}: {info.format} files are not read on demand; use load_audio")
         if info.frames <= 0:

@@ -154,6 +154,25 @@ def _fit(sig: Tensor, length: int) -> Tensor:
     return torch.cat([sig, sig.new_zeros(length - sig.shape[0])])
 
 
+def model_signal(
+    source: Source, codec: Any, sample_rate: int | None = None
+) -> tuple[Tensor | AudioFileSamples, int, int]:
+    """``source`` (a file or samples, see :func:`encode_audio`) as the model's input:
+    ``(signal (N16,) at 16 kHz, original rate, original length)`` with
+    ``N16 = floor(length * 16000 / original rate)``. A 16 kHz WAV/FLAC file comes back as an
+    :class:`~focalcodec.audio.AudioFileSamples` (read window by window)."""
+    rate_in = codec.sample_rate_input
+    sig, orig_rate, num_samples = _as_signal(source, sample_rate, rate_in)
+    n_model = num_samples * rate_in // orig_rate
+    if n_model < 1:
+        raise InputError(
+            f"audio is too short: {num_samples} samples at {orig_rate} Hz is less than one sample at {rate_in} Hz"
+        )
+    if isinstance(sig, Tensor):
+        sig = _fit(sig, n_model)
+    return sig, orig_rate, num_samples
+
+
 def encode_audio(
     source: Source,
     model: ModelLike,
@@ -168,15 +187,7 @@ def encode_audio(
     model's 16 kHz). ``progress(seconds)`` is called as windows are done.
     """
     codec = resolve_model(model)
-    rate_in = codec.sample_rate_input
-    sig, orig_rate, num_samples = _as_signal(source, sample_rate, rate_in)
-    n_model = num_samples * rate_in // orig_rate
-    if n_model < 1:
-        raise InputError(
-            f"audio is too short: {num_samples} samples at {orig_rate} Hz is less than one sample at {rate_in} Hz"
-        )
-    if isinstance(sig, Tensor):
-        sig = _fit(sig, n_model)
+    sig, orig_rate, num_samples = model_signal(source, codec, sample_rate)
     toks = encode_long(codec, sig, windowing, progress)
     return CompressedAudio.describe(codec, toks.numpy(), orig_rate, num_samples)
 
@@ -252,7 +263,7 @@ def decode_stream(
     return Decompressed(audio, rate)
 
 
-def _exact(blocks: Iterator[np.ndarray], length: int) -> Iterator[np.ndarray]:
+def exact_blocks(blocks: Iterator[np.ndarray], length: int) -> Iterator[np.ndarray]:
     """The first ``length`` samples of ``blocks``, extended by repeating the last sample if
     they run short (the reference's ``output_length`` convention)."""
     pos, last = 0, np.zeros(1, dtype=np.float32)
@@ -266,7 +277,7 @@ def _exact(blocks: Iterator[np.ndarray], length: int) -> Iterator[np.ndarray]:
         yield np.repeat(last, length - pos)
 
 
-def _resampled(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -> Iterator[np.ndarray]:
+def resample_blocks(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -> Iterator[np.ndarray]:
     """Streaming soxr (the same output as one ``resample`` call over the whole signal)."""
     import soxr
 
@@ -293,10 +304,10 @@ def _audio_blocks(
     ``floor(num_samples * rate / original_rate)`` samples in all; one window in memory.
     ``stream`` must have passed :meth:`CompressedAudio.check_model` for ``codec``."""
     model_blocks = (b.numpy() for b in iter_decode(codec, torch.from_numpy(stream.tokens), windowing, progress))
-    blocks = _exact(model_blocks, output_length(codec, stream.model_num_samples))
+    blocks = exact_blocks(model_blocks, output_length(codec, stream.model_num_samples))
     if rate != codec.sample_rate_output:
-        blocks = _resampled(blocks, codec.sample_rate_output, rate)
-    yield from _exact(blocks, stream.output_samples(rate))
+        blocks = resample_blocks(blocks, codec.sample_rate_output, rate)
+    yield from exact_blocks(blocks, stream.output_samples(rate))
 
 
 def write_audio_blocks(
@@ -366,7 +377,7 @@ def tokens_to_file(
     blocks: Iterable[np.ndarray] = (b.numpy() for b in iter_decode(codec, toks, windowing, progress))
     if rate != native:
         num = num * rate // native
-        blocks = _exact(_resampled(blocks, native, rate), num)
+        blocks = exact_blocks(resample_blocks(blocks, native, rate), num)
     write_audio_blocks(path, blocks, rate, force=overwrite, inputs=inputs)
     return path, num, rate
 
