@@ -19,7 +19,10 @@ How the work is laid out (so that the output never depends on how it was run):
 - Inside a shard, DataLoader workers read, mix down and resample the audio; the main process
   sorts a window of utterances by length and encodes them in padded batches with per-item
   lengths. :meth:`FocalCodec.encode` is batch-invariant, so each utterance gets exactly the
-  tokens it gets alone. Rows are written in the fixed order, not in batch order.
+  tokens it gets alone. Utterances longer than one window (``windowing``: 16 s by default) are
+  encoded alone, window by window (:func:`focalcodec.longform.encode_long`), so memory does not
+  grow with the square of a file's duration; every utterance thus gets exactly the tokens
+  ``focalcodec encode`` gives its file. Rows are written in the fixed order, not in batch order.
 - A shard is finished once its marker exists and the Parquet file's sha256 matches it. A
   restarted run skips finished shards and redoes the rest, so a killed run restarted with the
   same command gives the same bytes as an uninterrupted one.
@@ -49,6 +52,10 @@ from torch import Tensor
 
 from .audio import AUDIO_EXTENSIONS, load_audio
 from .errors import FocalCodecError, InputError
+from .limits import read_text_input
+from .longform import encode_long
+from .outputs import output_path, write_text
+from .windowing import DEFAULT, Windowing
 
 __all__ = [
     "CorpusItem",
@@ -102,7 +109,7 @@ class CorpusItem:
 def _manifest_rows(manifest: Path) -> list[dict[str, str]]:
     """Rows of a ``.tsv``/``.csv`` (with a header), ``.jsonl`` or plain list (one path a line)."""
     suffix = manifest.suffix.lower()
-    text = manifest.read_text(encoding="utf-8")
+    text = read_text_input(manifest, "manifest")
     if suffix in (".tsv", ".csv"):
         reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
         columns = [c.strip().lower() for c in (reader.fieldnames or [])]
@@ -224,7 +231,9 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _plan(items: Sequence[CorpusItem], shard_size: int, identity: Mapping[str, Any]) -> dict[str, Any]:
+def _plan(
+    items: Sequence[CorpusItem], shard_size: int, identity: Mapping[str, Any], windowing: Windowing = DEFAULT
+) -> dict[str, Any]:
     files = _digest([[it.id, it.path] for it in items])
     model = {k: identity[k] for k in ("model_id", "fingerprint", "weights_sha256", "autocast") if k in identity}
     plan = {
@@ -235,15 +244,15 @@ def _plan(items: Sequence[CorpusItem], shard_size: int, identity: Mapping[str, A
         "num_shards": math.ceil(len(items) / shard_size),
         "files_sha256": files,
         "model": model,
+        # Long files are encoded in windows: their tokens depend on the geometry.
+        "windowing": [windowing.window, windowing.context, windowing.lookahead],
     }
     plan["digest"] = _digest(plan)
     return plan
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n", force=True)
 
 
 def _sha256_file(path: Path) -> str:
@@ -380,6 +389,26 @@ class _AutocastEncoder:
         with torch.autocast(device, dtype=self.dtype):
             return self.model.encode(batch, lens)
 
+    def encode_long(self, sig: Tensor, windowing: Windowing) -> Tensor:
+        device = next(self.model.parameters()).device.type
+        with torch.autocast(device, dtype=self.dtype):
+            return encode_long(self.model, sig, windowing)
+
+
+def _windowed(model: Any, windowing: Windowing) -> int:
+    """Samples above which an utterance is encoded alone, window by window: one window with
+    its context (16 s by default). Shorter ones are batched; :func:`encode_long` would encode
+    them in one pass too, and causal models give one-pass tokens in any case."""
+    codec = model.model if isinstance(model, _AutocastEncoder) else model
+    core, left, right = windowing.token_geometry(codec.token_rate)
+    return int(round((core + left + right) * codec.sample_rate_input / codec.token_rate))
+
+
+def _encode_long(model: Any, sig: Tensor, windowing: Windowing) -> Tensor:
+    if isinstance(model, _AutocastEncoder):
+        return model.encode_long(sig, windowing)
+    return encode_long(model, sig, windowing)
+
 
 def _encode_batch(model: Any, sigs: Sequence[Tensor]) -> list[Tensor]:
     """Padded batch with per-item lengths -> each item's tokens ``(T_i,)`` int64 on CPU."""
@@ -393,13 +422,28 @@ def _encode_batch(model: Any, sigs: Sequence[Tensor]) -> list[Tensor]:
 
 
 def _encode_window(
-    model: Any, sigs: dict[int, Tensor], max_batch_samples: int, max_batch_size: int
+    model: Any,
+    sigs: dict[int, Tensor],
+    max_batch_samples: int,
+    max_batch_size: int,
+    windowing: Windowing = DEFAULT,
 ) -> tuple[dict[int, Tensor], dict[int, str]]:
-    """Encode ``{index: (N,) signal}`` in length-sorted batches. A batch that fails is retried
-    item by item, so only the items that fail alone are reported (as ``{index: reason}``)."""
-    keys = list(sigs)
+    """Encode ``{index: (N,) signal}`` in length-sorted batches; utterances longer than one
+    window alone, window by window. A batch that fails is retried item by item, so only the
+    items that fail alone are reported (as ``{index: reason}``)."""
     tokens: dict[int, Tensor] = {}
     errors: dict[int, str] = {}
+    limit = _windowed(model, windowing)
+    for k in [k for k in sigs if sigs[k].numel() > limit]:
+        try:
+            tokens[k] = _encode_long(model, sigs[k], windowing).cpu()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except MemoryError:
+            errors[k] = "out of memory while encoding (window by window); use a smaller --window"
+        except Exception as exc:  # noqa: BLE001
+            errors[k] = f"encoding failed: {type(exc).__name__}: {exc}"
+    keys = [k for k in sigs if sigs[k].numel() <= limit]
     for batch in length_batches([sigs[k].numel() for k in keys], max_batch_samples, max_batch_size):
         ids = [keys[b] for b in batch]
         try:
@@ -469,11 +513,10 @@ def _write_shard(
     table = table.replace_schema_metadata({"focalcodec": json.dumps({"plan": plan["digest"], "shard": k})})
     name = _shard_name(k)
     final = out / SHARD_DIR / f"{name}.parquet"
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    with output_path(final, force=True) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
     marker = {
         "shard": k,
         "file": f"{SHARD_DIR}/{final.name}",
@@ -510,6 +553,8 @@ def _finished_marker(out: Path, k: int, plan: Mapping[str, Any]) -> dict[str, An
 
 
 def _clean_temporaries(out: Path, k: int) -> None:
+    """Temporaries of shard ``k`` in the former naming (newer ones are swept by
+    :func:`focalcodec.outputs.output_path`)."""
     for tmp in (out / SHARD_DIR).glob(f".{_shard_name(k)}.*.tmp"):
         tmp.unlink(missing_ok=True)
 
@@ -605,9 +650,7 @@ def _write_errors(path: Path, markers: Sequence[Mapping[str, Any]]) -> int:
         for e in m["errors"]:
             clean = [str(e[c]).replace("\t", " ").replace("\n", " ") for c in ("id", "path", "reason")]
             lines.append("\t".join(clean))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines) + "\n", force=True)
     return len(lines) - 1
 
 
@@ -661,6 +704,7 @@ def tokenize_corpus(
     progress: bool = True,
     dist_timeout_hours: float = 72.0,
     autocast: str | None = None,
+    windowing: Windowing = DEFAULT,
 ) -> TokenizeSummary:
     """Tokenize every utterance of ``data`` into Parquet shards under ``out``.
 
@@ -668,7 +712,9 @@ def tokenize_corpus(
     ``model``: a :class:`~focalcodec.FocalCodec` or a name/path for ``from_pretrained``
     (``model_source`` names it in the index when a model object is given).
     ``shard_size``: utterances per shard (also the unit of resuming). ``window``: utterances
-    sorted by length together; ``batch_seconds``: padded seconds of audio per batch;
+    sorted by length together (CLI ``--sort-group``); ``windowing``: window geometry for
+    utterances longer than one window (CLI ``--window`` seconds), encoded as ``encode`` does;
+    ``batch_seconds``: padded seconds of audio per batch;
     ``max_batch_size``: items per batch. ``num_workers``: DataLoader processes reading audio.
     ``max_duration``: longer files go to the errors list. ``autocast``: ``"float16"`` or
     ``"bfloat16"`` to encode under ``torch.autocast`` (faster on GPUs; tokens close to but not
@@ -704,7 +750,7 @@ def tokenize_corpus(
         identity = model_identity(model, model_source)
         if autocast is not None:
             identity["autocast"] = autocast
-        plan = _plan(items, int(shard_size), identity)
+        plan = _plan(items, int(shard_size), identity, windowing)
         digests = dist.all_gather(plan["digest"])
         if len(set(digests)) > 1:
             raise InputError(
@@ -748,6 +794,7 @@ def tokenize_corpus(
             int(row_group_size),
             progress and dist.rank == 0,
             f" (rank 0 of {dist.world})" if dist.world > 1 else "",
+            windowing,
         )
         done.update(markers)
 
@@ -791,6 +838,7 @@ def _run_shards(
     row_group_size: int,
     show: bool,
     note: str,
+    windowing: Windowing = DEFAULT,
 ) -> tuple[dict[int, dict[str, Any]], float]:
     """Encode the shards ``todo`` of this rank; return their markers and the seconds encoded."""
     # Flat list of this rank's pending utterances, shard after shard.
@@ -834,7 +882,7 @@ def _run_shards(
                     else:
                         sigs[pos] = sig
                         lengths[pos] = sig.numel()
-                toks, errs = _encode_window(model, sigs, max_samples, max_batch_size)
+                toks, errs = _encode_window(model, sigs, max_samples, max_batch_size, windowing)
                 tokens.update(toks)
                 errors.update(errs)
                 secs = sum(lengths[p] for p in toks) / sample_rate

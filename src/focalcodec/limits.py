@@ -5,10 +5,11 @@ a run takes. Torch-free, so the CLI can use it while parsing arguments."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["AUDIO_EXTENSIONS", "SAMPLE_RATE_RANGE", "check_sample_rate", "check_seconds"]
+__all__ = ["AUDIO_EXTENSIONS", "SAMPLE_RATE_RANGE", "check_sample_rate", "check_seconds", "read_text_input"]
 
 # Suffixes of the audio files that folders are searched for.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf")
@@ -41,3 +42,20 @@ def check_seconds(value: object, what: str, minimum: float = 0.0, strict: bool =
         bound = f"more than {minimum:g}" if strict else f"at least {minimum:g}"
         raise InputError(f"{what} must be a finite number {bound}, got {value!r}")
     return x
+
+
+def read_text_input(path: str | Path, what: str = "file") -> str:
+    """The UTF-8 text of an input file (a manifest, a list of ids), else :class:`InputError`
+    naming the file and, for other encodings, where the first bad byte is."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{what} {path} is a folder, not a file") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"{what} {path} is not UTF-8 text (byte {exc.start}, line {line}); save it as UTF-8") from None
