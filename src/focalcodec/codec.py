@@ -123,9 +123,10 @@ class FocalCodec(nn.Module):
         load_state_dict(model, load_weights_file(weights_path), source=str(weights_path))
         return model.to(map_location).eval()
 
-    def save_pretrained(self, directory: str | Path, safetensors: bool = True) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (official format); returns the weights path."""
-        return save_checkpoint(self, self.config, Path(directory), safetensors)
+    def save_pretrained(self, directory: str | Path, safetensors: bool = True, force: bool = True) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (official format); returns the weights
+        path. ``force=False`` refuses to replace an existing checkpoint."""
+        return save_checkpoint(self, self.config, Path(directory), safetensors, force)
 
     # -- properties --------------------------------------------------------------------------
     @property

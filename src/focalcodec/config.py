@@ -138,8 +138,11 @@ class FocalCodecConfig:
         """The official JSON layout (legacy fields kept as read)."""
         return {f"{s}_{k}": copy.deepcopy(getattr(self, f"{s}_{k}")) for s in STAGES for k in ("name", "config")}
 
-    def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+    def to_json(self, path: str | Path, force: bool = True) -> None:
+        """Write the official JSON layout (through :func:`focalcodec.outputs.write_text`)."""
+        from .outputs import write_text
+
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", force=force)
 
     @property
     def fingerprint(self) -> str:

@@ -224,21 +224,24 @@ def resolve_checkpoint(source: str, **hub_kwargs: Any) -> tuple[FocalCodecConfig
     raise HubError(f"Hugging Face repo {repo!r} has none of: {', '.join(weight_names)}")
 
 
-def save_checkpoint(model: nn.Module, config: FocalCodecConfig, directory: Path, safetensors: bool = True) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` (or ``model.pt``) into ``directory``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    config.to_json(directory / "config.json")
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    if safetensors:
-        from safetensors.torch import save_file
+def save_checkpoint(
+    model: nn.Module, config: FocalCodecConfig, directory: Path, safetensors: bool = True, force: bool = True
+) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (or ``model.pt``) into ``directory``
+    through :func:`focalcodec.outputs.output_path` (atomic; ``force=False`` refuses to replace
+    an existing checkpoint)."""
+    from .outputs import check_targets, output_path
 
-        target = directory / "model.safetensors"
-        tmp = target.with_suffix(".safetensors.tmp")
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    else:
-        target = directory / "model.pt"
-        tmp = target.with_suffix(".pt.tmp")
-        torch.save(state, str(tmp))
-    os.replace(tmp, target)
+    directory = Path(directory)
+    target = directory / ("model.safetensors" if safetensors else "model.pt")
+    check_targets([directory / "config.json", target], force=force)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with output_path(target, force=force) as tmp:
+        if safetensors:
+            from safetensors.torch import save_file
+
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        else:
+            torch.save(state, str(tmp))
+    config.to_json(directory / "config.json", force=force)
     return target

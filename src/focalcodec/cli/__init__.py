@@ -16,6 +16,7 @@ import os
 import sys
 import traceback
 import warnings
+from typing import NoReturn
 
 from ..errors import FocalCodecError
 
@@ -35,12 +36,27 @@ COMMANDS = (
 )
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage mistakes follow the one error rule too: one ``error:`` line, exit code 1."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        text = " ".join(message.split())
+        sys.stderr.write(f"error: {self.prog}: {text} (see {self.prog} --help)\n")
+        sys.exit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every sub-command; imports neither torch nor numpy."""
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="focalcodec", description="FocalCodec low-bitrate speech codec")
+    parser = ArgumentParser(
+        prog="focalcodec",
+        description="FocalCodec low-bitrate speech codec. Rules every command follows: outputs are checked before "
+        "any work and never replace an existing file without -f/--force (nor ever an input); every failure is "
+        "one 'error:' line with exit code 1; see `focalcodec COMMAND --help`.",
+    )
     parser.add_argument("--version", action="version", version=f"focalcodec {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"{__name__}.{name}")
@@ -52,14 +68,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings as ``warning: ...`` lines written through tqdm, so progress bars stay intact."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) or a usage error (1, already printed)
+        return int(exc.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    warnings.simplefilter("default")
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"  # type: ignore[assignment]
+    showwarning = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        try:
+            return _run(args)
+        finally:
+            warnings.showwarning = showwarning
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

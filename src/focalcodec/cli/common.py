@@ -62,8 +62,8 @@ def window_seconds(text: str) -> float:
     """``--window`` values: a finite number of seconds, at least 1."""
     try:
         return check_seconds(text, "--window", minimum=1.0, strict=False)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except InputError:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, at least 1, got {text!r}") from None
 
 
 def add_window_option(parser: argparse.ArgumentParser) -> None:
@@ -84,8 +84,8 @@ def positive_seconds(text: str) -> float:
     """A finite number of seconds (or milliseconds) above 0."""
     try:
         return check_seconds(text, "the value", minimum=0.0)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except InputError:
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}") from None
 
 
 def positive_int(text: str) -> int:

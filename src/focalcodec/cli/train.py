@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command, add_force_option
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "train",
         help="train a stage from a YAML recipe, or export trained stages as a checkpoint",
         description="Train one FocalCodec stage (quantizer, decoder, pos_conv, encoder, joint). Overrides are "
@@ -22,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--export", metavar="OUT_DIR", help="export mode: write a checkpoint folder from the given sources")
     p.add_argument("--model", help="export mode: architecture (preset, config .json or checkpoint folder)")
+    add_force_option(p, "an existing checkpoint in the --export folder")
     p.set_defaults(func=run)
     return p
 
@@ -35,10 +39,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}\t{path}")
         return 0
     if args.export:
+        from pathlib import Path
+
+        from ..outputs import check_targets
         from ..train.export import export_checkpoint
 
         if not args.model:
             raise ConfigError("--export needs --model (the architecture, e.g. focalcodec_50hz or a config.json)")
+        out = Path(args.export)
+        sources = [o.split("=", 1)[-1] for o in args.overrides]
+        check_targets([out / "config.json", out / "model.safetensors"], sources, args.force)
         path = export_checkpoint(args.model, args.overrides, args.export)
         print(f"wrote {path}")
         return 0

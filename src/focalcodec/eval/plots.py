@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..outputs import output_path
 from .harness import EvalResult
 from .metrics import log_mel_spectrogram
 from .report import COLUMN_TITLES
@@ -77,7 +78,8 @@ def plot_metrics_vs_bitrate(result: EvalResult, path: str | Path) -> Path | None
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, bbox_to_anchor=(0.5, 0.0))
     fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) // 4), 1, 1))
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with output_path(path, force=True) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 
@@ -111,7 +113,8 @@ def plot_spectrograms(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    with output_path(path, force=True) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
 

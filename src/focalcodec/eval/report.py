@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..outputs import write_text
 from .harness import EvalResult
 
 __all__ = ["COLUMN_TITLES", "markdown_table", "write_report"]
@@ -31,7 +32,7 @@ COLUMN_TITLES: dict[str, tuple[str, int]] = {
     "mel_distance": ("log-mel dist", 3),
     "code_usage": ("code usage %", 1),
     "norm_entropy": ("norm. entropy %", 1),
-    "rtf": ("RTF", 1),
+    "rtf": ("RTF", 3),
     "peak_memory_mb": ("peak MB", 0),
 }
 
@@ -51,7 +52,7 @@ def _fmt(value: Any, decimals: int) -> str:
 def _columns(result: EvalResult) -> list[tuple[str, str, int]]:
     """(key, header, decimals) for every value present, with an arrow for its direction."""
     direction: dict[str, bool] = {k: hb for keys in result.metrics.values() for k, hb in keys.items()}
-    direction.update({"code_usage": True, "norm_entropy": True, "rtf": True, "peak_memory_mb": False})
+    direction.update({"code_usage": True, "norm_entropy": True, "rtf": False, "peak_memory_mb": False})
     present = set()
     for entry in result.codecs.values():
         present.update(entry["summary"])
@@ -114,7 +115,7 @@ def write_report(result: EvalResult, out_dir: str | Path, title: str = "FocalCod
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js = out / "report.json"
-    js.write_text(json.dumps(_jsonable(result.to_dict()), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(js, json.dumps(_jsonable(result.to_dict()), indent=2, ensure_ascii=False) + "\n", force=True)
     data = result.data
     md_lines = [
         f"# {title}",
@@ -125,8 +126,8 @@ def write_report(result: EvalResult, out_dir: str | Path, title: str = "FocalCod
         markdown_table(result),
         "",
         "Bitrates in kbit/s; payload = coded bits actually produced / audio duration; file = the size of the file the "
-        "codec writes (headers, container) / duration. RTF = audio "
-        "seconds per processing second (higher is faster). dWER/dCER pooled over utterances; other "
+        "codec writes (headers, container) / duration. RTF = processing time / audio time "
+        "(lower is faster; below 1 is faster than real time). dWER/dCER pooled over utterances; other "
         "metrics are means. `-` = not available.",
     ]
     backends = result.environment.get("backends")
@@ -139,5 +140,5 @@ def write_report(result: EvalResult, out_dir: str | Path, title: str = "FocalCod
             "Failed utterances: " + ", ".join(f"{n}: {c}" for n, c in failed.items()) + " (see report.json).",
         ]
     md = out / "report.md"
-    md.write_text("\n".join(md_lines) + "\n", encoding="utf-8")
+    write_text(md, "\n".join(md_lines) + "\n", force=True)
     return {"json": js, "markdown": md}
