@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import FocalCodecConfig
-from .errors import InputError
+from .config import MAX_PARAMS, FocalCodecConfig
+from .errors import ConfigError, InputError
 from .hub import load_state_dict, load_weights_file, resolve_checkpoint, save_checkpoint, state_dict_sha256
 
 __all__ = ["DecodeOutput", "EncodeOutput", "FocalCodec"]
@@ -79,6 +79,12 @@ class FocalCodec(nn.Module):
     def __init__(self, config: str | Path | FocalCodecConfig | Mapping[str, Any] = "focalcodec_50hz") -> None:
         super().__init__()
         self.config = FocalCodecConfig.load(config)
+        params = self.config.num_parameters()  # no memory taken: refuse absurd sizes first
+        if params > MAX_PARAMS:
+            raise ConfigError(
+                f"config {self.config.name or ''} builds {params / 1e9:.1f} G parameters, more than the "
+                f"{MAX_PARAMS / 1e9:.0f} G allowed; check its widths and layer counts"
+            )
         self.encoder = self.config.build("encoder")
         self.compressor = self.config.build("compressor")
         self.quantizer = self.config.build("quantizer")

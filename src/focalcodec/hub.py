@@ -148,6 +148,13 @@ def load_state_dict(model: nn.Module, state_dict: dict[str, Tensor], source: str
             lines.append(f"wrong shapes: {show(shapes)}")
         lines.append("check that the weights and the config belong to the same model")
         raise CheckpointError("; ".join(lines))
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(
+            f"{source} holds NaN or infinite weights in {', '.join(bad[:3])}{more}; "
+            "the checkpoint is damaged or its training diverged"
+        )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=True)
 
 
