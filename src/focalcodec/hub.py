@@ -158,8 +158,44 @@ def load_state_dict(model: nn.Module, state_dict: dict[str, Tensor], source: str
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=True)
 
 
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+
+
+_RESOLVED: dict[str, str | None] = {}
+
+
+def _unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hub cannot be reached (its host name does not resolve), or None. Checked once
+    per process, so that a machine without network fails at once instead of after
+    huggingface_hub's retries (about 27 s)."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    if host not in _RESOLVED:
+        outcome: list[str | None] = []
+
+        def resolve() -> None:
+            try:
+                socket.getaddrinfo(host, 443)
+                outcome.append(None)
+            except OSError as exc:
+                outcome.append(f"the host name {host} does not resolve ({exc.strerror or exc})")
+
+        worker = threading.Thread(target=resolve, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        _RESOLVED[host] = outcome[0] if outcome else f"the host name {host} did not resolve within {timeout:g} s"
+    return _RESOLVED[host]
+
+
 def _hub_download(repo_id: str, filename: str, **hub_kwargs: Any) -> Path | None:
-    """Download one file; None if the repo exists but lacks it; HubError otherwise."""
+    """Download one file; None if the repo exists but lacks it; HubError otherwise. Without
+    network (the Hub's name does not resolve) only the local cache is tried."""
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import (
@@ -170,23 +206,41 @@ def _hub_download(repo_id: str, filename: str, **hub_kwargs: Any) -> Path | None
         )
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
         raise HubError("huggingface_hub is not installed: pip install huggingface_hub") from None
+    reason = "HF_HUB_OFFLINE is set" if _offline() else None
+    if reason is None and not hub_kwargs.get("local_files_only"):
+        reason = _unreachable()
+        if reason is not None:
+            hub_kwargs = {**hub_kwargs, "local_files_only": True}  # the cache may still have it
     try:
         return Path(hf_hub_download(repo_id, filename, **hub_kwargs))
     except LocalEntryNotFoundError as exc:
         error: Exception = exc
     except EntryNotFoundError:
         return None
-    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-        raise HubError(f"Hugging Face repo {repo_id!r} (or its revision) was not found: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - network, offline mode, auth...
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise HubError(
+            f"Hugging Face repo {repo_id!r} (or its revision) was not found; check the name, or pass a local "
+            "checkpoint folder"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - network, auth...
         error = exc
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    why = reason or f"no network? {type(error).__name__}"
     raise HubError(
-        f"could not fetch {filename} of {repo_id!r} from the Hugging Face Hub"
-        + (" (HF_HUB_OFFLINE is set)" if offline else " (no network?)")
-        + f": {type(error).__name__}. Download the checkpoint on a machine with access, e.g. "
-        f"`huggingface-cli download {repo_id} --local-dir DIR`, and pass DIR instead of the repo id."
+        f"could not fetch {filename} of {repo_id!r} from the Hugging Face Hub ({why}). Download the checkpoint "
+        f"where the Hub is reachable, e.g. `hf download {repo_id} --local-dir DIR`, and pass DIR instead of "
+        "the repo id"
     )
+
+
+def _missing_local(text: str) -> str | None:
+    """Why ``text`` (not an existing file or folder) must have meant a local path, or None
+    when it may be a Hub repo id."""
+    if text.startswith(("./", "../", "/", "~", ".\\", "..\\")) or "\\" in text or text in (".", ".."):
+        return "it is written as a local path"
+    first = text.split("/")[0]
+    if "/" in text and first and Path(first).is_dir():
+        return f"there is a local folder {first!r}"
+    return None
 
 
 def resolve_checkpoint(source: str, **hub_kwargs: Any) -> tuple[FocalCodecConfig, Path]:
@@ -209,6 +263,12 @@ def resolve_checkpoint(source: str, **hub_kwargs: Any) -> tuple[FocalCodecConfig
             if candidate.is_file():
                 return config, candidate
         raise CheckpointError(f"no weights next to {path}: expected {candidates[0].name} or model.safetensors")
+    local = _missing_local(text)
+    if local is not None:
+        raise CheckpointError(
+            f"local checkpoint not found: {path} (no such folder or file; read as a local path because {local}); "
+            "check the path"
+        )
     preset = preset_name(text)
     repo_id = f"{HUB_OWNER}/{preset}" if preset is not None else text
     parts = repo_id.split("/")
