@@ -628,8 +628,8 @@ def _prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
         if old.get("digest") != plan["digest"]:
             if not overwrite:
                 raise InputError(
-                    f"{out} holds another tokenization run (different files, shard size or model); "
-                    "choose a new --out or pass --overwrite to replace it"
+                    f"{out} holds another tokenization run (different files, shard size, model or window); "
+                    "choose a new -o/--output folder or pass -f/--force (Python: overwrite=True) to replace it"
                 )
             for folder in (SHARD_DIR, MARKER_DIR):
                 for p in (out / folder).glob("*"):
@@ -638,7 +638,7 @@ def _prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
             for name in ("index.json", "errors.tsv"):
                 (out / name).unlink(missing_ok=True)
     elif (out / "index.json").exists() or any((out / SHARD_DIR).glob("shard-*")):
-        raise InputError(f"{out} holds shards without a plan.json; choose a new --out")
+        raise InputError(f"{out} holds shards without a plan.json; choose a new -o/--output folder")
     for folder in (SHARD_DIR, MARKER_DIR):
         (out / folder).mkdir(parents=True, exist_ok=True)
     _write_json(plan_path, plan)
@@ -755,7 +755,7 @@ def tokenize_corpus(
         if len(set(digests)) > 1:
             raise InputError(
                 "the ranks see different file lists or models (plan digests differ); on several nodes "
-                "give every node the same --data, --model and shared storage for --out"
+                "give every node the same --data, --model and shared storage for -o/--output"
             )
         problem = None
         if dist.rank == 0:
@@ -980,14 +980,35 @@ class TokenCorpus:
             return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
     # -- rows ------------------------------------------------------------------------------------
+    def _read_shard(self, s: int, columns: list[str] | None = None, memory_map: bool = False) -> Any:
+        """Shard ``s`` as a pyarrow table; a missing, damaged or foreign file is an
+        :class:`InputError` saying to resume the run that made it."""
+        _pyarrow()
+        import pyarrow.parquet as pq
+
+        path = self.shard_files[s]
+        try:
+            table = pq.read_table(path, columns=columns, memory_map=memory_map)
+        except FileNotFoundError:
+            raise InputError(f"shard {path} is missing; resume `focalcodec tokenize` to rebuild it") from None
+        except Exception as exc:  # noqa: BLE001 - pyarrow's errors for damaged files vary
+            raise InputError(
+                f"shard {path} is damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                "resume `focalcodec tokenize` on this folder to rebuild it"
+            ) from None
+        wanted = set(columns or _schema().names)
+        if set(table.column_names) != wanted or table.num_rows != int(self.shards[s]["num_rows"]):
+            raise InputError(
+                f"shard {path} does not match index.json (columns {table.column_names}, {table.num_rows} rows); "
+                "resume `focalcodec tokenize` on this folder to rebuild it"
+            )
+        return table
+
     def _table(self, s: int) -> Any:
         if s in self._cache:
             self._cache.move_to_end(s)
             return self._cache[s]
-        _pyarrow()
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(self.shard_files[s], memory_map=True)
+        table = self._read_shard(s, memory_map=True)
         self._cache[s] = table
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -1015,12 +1036,9 @@ class TokenCorpus:
 
     def _id_map(self) -> dict[str, int]:
         if self._ids is None:
-            _pyarrow()
-            import pyarrow.parquet as pq
-
             ids: dict[str, int] = {}
-            for f in self.shard_files:
-                for uid in pq.read_table(f, columns=["id"]).column("id").to_pylist():
+            for s in range(len(self.shards)):
+                for uid in self._read_shard(s, columns=["id"]).column("id").to_pylist():
                     ids[uid] = len(ids)
             self._ids = ids
         return self._ids
@@ -1040,11 +1058,8 @@ class TokenCorpus:
 
     def __iter__(self) -> Iterator[Utterance]:
         """Every utterance in corpus order, one shard in memory at a time."""
-        _pyarrow()
-        import pyarrow.parquet as pq
-
-        for f in self.shard_files:
-            table = pq.read_table(f)
+        for s in range(len(self.shards)):
+            table = self._read_shard(s)
             for r in range(table.num_rows):
                 yield self._row(table, r)
 
