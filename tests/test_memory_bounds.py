@@ -147,3 +147,105 @@ def test_crafted_headers_decode_in_bounded_memory(seed: int) -> None:
     assert not result["failures"], result
     assert result["outcomes"].get("decoded", 0) > 0 and len(result["outcomes"]) > 2, result
     assert result["growth_mb"] < BUDGET_MB, result
+
+
+# -- inputs that declare absurd sizes: refused before any work -----------------------------------
+def _wav_with_rate(path: Path, rate: int, seconds: float = 2.0) -> Path:
+    """A 16-bit WAV of ``seconds`` at 16 kHz whose header then claims ``rate`` Hz."""
+    import struct
+
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(str(path), np.zeros(int(16000 * seconds), dtype=np.float32), 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<II", data, 24, rate, min(rate * 2, 2**32 - 1))  # sample rate, byte rate
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("rate", [1, 999, 2**31 - 1])
+def test_audio_declaring_an_absurd_rate_is_refused(rate: int, tmp_path) -> None:
+    """A 64 KB WAV declaring 1 Hz used to be resampled to 1000 s (24 GB with vc)."""
+    from conftest import fixture_model
+
+    import focalcodec
+    from focalcodec.audio import AudioError, load_audio
+    from focalcodec.vc import convert
+
+    path = _wav_with_rate(tmp_path / "x.wav", rate)
+    for run in (
+        lambda: load_audio(path),
+        lambda: focalcodec.compress(path, fixture_model("tiny_50hz")),
+        lambda: convert(fixture_model("tiny_50hz"), path, fixture_model("tiny_50hz").encoder.feature_proj.weight.T),
+    ):
+        with pytest.raises(AudioError, match=f"sample rate of {rate} Hz"):
+            run()
+    with pytest.raises(focalcodec.InputError, match="sample_rate"):
+        focalcodec.compress(np_zeros(1000), fixture_model("tiny_50hz"), sample_rate=1)
+
+
+def np_zeros(n: int):
+    import numpy as np
+
+    return np.zeros(n, dtype=np.float32)
+
+
+def test_wav_shorter_than_its_header_says_raises(tmp_path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from focalcodec.audio import AudioError, AudioFileSamples, read_audio
+
+    path = tmp_path / "cut.wav"
+    sf.write(str(path), np.zeros(32000, dtype=np.float32), 16000, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[:40000])  # a download cut in half; libsndfile reads what is there
+    for run in (lambda: read_audio(path), lambda: AudioFileSamples(path)):
+        with pytest.raises(AudioError, match="truncated: its header promises 64000 bytes"):
+            run()
+
+
+def test_npy_declaring_a_huge_shape_is_refused(tmp_path, capsys) -> None:
+    """A .npy header claiming 2^40 tokens used to be allocated (8 TB) before reading."""
+    import numpy as np
+
+    from focalcodec.cli import main
+
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": (2**40,)})
+        f.write(b"\0" * 80)  # ten tokens are all there is
+    assert main(["decode", str(path), "-o", str(tmp_path / "x.wav"), "--model", str(FIXTURES / "tiny_50hz")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "huge.npy" in err[0] and "internal error" not in err[0], err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_channels_last_batch_is_named() -> None:
+    """(N, 2) used to run as N items of 2 samples (minutes of CPU)."""
+    import numpy as np
+    from conftest import fixture_model
+
+    import focalcodec
+
+    codec = fixture_model("tiny_50hz")
+    stereo = np.zeros((48000, 2), dtype=np.float32)
+    with pytest.raises(focalcodec.InputError, match=r"\(samples, channels\)"):
+        codec.encode(stereo)
+    with pytest.raises(focalcodec.InputError, match=r"\(samples, channels\)"):
+        focalcodec.compress(stereo, codec)
+    assert codec.encode(np.zeros((3, 16000), dtype=np.float32)).tokens.shape == (3, 49)  # a real batch
+
+
+def test_in_memory_decode_is_bounded(tmp_path) -> None:
+    from conftest import fixture_model
+
+    import focalcodec
+    from focalcodec.compression import decompress_to_file
+
+    codec = fixture_model("tiny_50hz")
+    data = focalcodec.compress(np_zeros(32000), codec)
+    with pytest.raises(focalcodec.InputError, match="decompress_to_file"):
+        focalcodec.decompress(data, codec, max_bytes=100_000)  # 2 s at 16 kHz = 128 kB
+    _, n, _ = decompress_to_file(data, codec, tmp_path / "x.wav")
+    assert n == 32000
