@@ -64,7 +64,7 @@ def _needs_shared(item) -> bool:
     """Whether a test (its function or any fixture it uses) refers to ../shared."""
     pattern = _pattern(set(_shared_names(item.module)))
     functions = [item.function]
-    for defs in getattr(item, "_fixtureinfo").name2fixturedefs.values():
+    for defs in item._fixtureinfo.name2fixturedefs.values():
         functions += [d.func for d in defs]
     for fn in functions:
         try:

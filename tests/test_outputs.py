@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from focalcodec import outputs
 from focalcodec.cli import main, message
 from focalcodec.errors import InputError, OutputError
-from focalcodec import outputs
 from focalcodec.outputs import check_targets, open_output, output_path, write_bytes, write_text
 
 

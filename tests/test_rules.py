@@ -242,7 +242,7 @@ def test_file_names_are_not_doubled(tmp_path, capsys) -> None:
 def test_non_utf8_manifest_and_damaged_shard(tmp_path, capsys) -> None:
     pytest.importorskip("pyarrow")
     manifest = tmp_path / "list.tsv"
-    manifest.write_bytes("path\n".encode() + "caf\u00e9.wav\n".encode("latin-1"))
+    manifest.write_bytes(b"path\n" + "caf\u00e9.wav\n".encode("latin-1"))
     line = one_error_line(capsys, ["tokenize", "--data", str(manifest), "-o", str(tmp_path / "t"), "--model", TINY])
     assert "not UTF-8" in line
     from focalcodec.corpus import tokenize_corpus
