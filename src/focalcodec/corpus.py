@@ -310,10 +310,11 @@ def _rank_device(device: str) -> str:
     """``cuda`` under torchrun means this process's GPU, ``cuda:LOCAL_RANK`` (made current)."""
     if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: no CUDA GPU is visible to this process")
-        torch.cuda.set_device(torch.device(device))
+    from .cli.common import check_device
+
+    checked = check_device(device)
+    if checked.type == "cuda":
+        torch.cuda.set_device(checked)
     return device
 
 

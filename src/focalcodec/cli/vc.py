@@ -9,6 +9,7 @@ converted window by window (bounded memory); every output is checked before any 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import InputError
 from .common import (
@@ -17,6 +18,7 @@ from .common import (
     add_model_options,
     add_output_option,
     add_output_rate_option,
+    add_quiet_option,
     add_window_option,
     check_device,
     load_model,
@@ -58,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true", help="convert through the streaming decoder (causal models)")
     add_window_option(p)
     add_output_rate_option(p, allow_input=False)
+    add_quiet_option(p)
     p.set_defaults(func=run)
     return p
 
@@ -97,29 +100,41 @@ def run(args: argparse.Namespace) -> int:
         else:
             feat_model = load_model(args, features_name)
         speaker = build_speaker_set(feat_model, args.reference)
-        print(f"target voice: {len(speaker.sources)} file(s), {speaker.seconds:.1f} s, {speaker.num_frames} frames")
+        if not args.quiet:
+            print(f"target voice: {len(speaker.sources)} file(s), {speaker.seconds:.1f} s, {speaker.num_frames} frames")
         if args.save_speaker_set:
             speaker.save(args.save_speaker_set, force=args.force, inputs=inputs)
-            print(f"speaker set -> {args.save_speaker_set}")
+            if not args.quiet:
+                print(f"speaker set -> {args.save_speaker_set}")
     if codec is None:
         return 0
     if args.stream:
         num, rate = _stream(codec, speaker, args)
     else:
         from ..vc import convert_to_file
+        from .batch import progress_bar
+        from .encode import _seconds
 
-        _, num, rate = convert_to_file(
-            codec,
-            args.source,
-            speaker,
-            args.output,
-            topk=args.topk,
-            num_splits=args.num_splits,
-            windowing=win,
-            output_rate=args.output_rate,
-            overwrite=args.force,
-        )
-    print(f"{args.source} -> {args.output}: {num} samples at {rate} Hz")
+        seconds = _seconds(Path(args.source))
+        bar = progress_bar(2 * seconds, args, f"vc {Path(args.source).name}", 2 * win.window)
+        try:
+            _, num, rate = convert_to_file(
+                codec,
+                args.source,
+                speaker,
+                args.output,
+                topk=args.topk,
+                num_splits=args.num_splits,
+                windowing=win,
+                output_rate=args.output_rate,
+                overwrite=args.force,
+                progress=bar.update if bar else None,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+    if not args.quiet:
+        print(f"{args.source} -> {args.output}: {num} samples at {rate} Hz")
     return 0
 
 
