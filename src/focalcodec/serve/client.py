@@ -165,13 +165,14 @@ class StreamResult:
     """What one utterance gave: ``tokens (T,)`` int64 (empty in decode mode), ``audio (M,)``
     float32 at ``ready["sample_rate_out"]`` (empty in encode mode), per-chunk latencies as the
     client saw them (ms from the moment a chunk's last input was available to its output's
-    arrival), the ``flushed`` and ``ready`` messages."""
+    arrival), the ``flushed`` and ``ready`` messages and the number of input steps sent."""
 
     tokens: np.ndarray
     audio: np.ndarray
     latencies_ms: list[float] = field(default_factory=list)
     flushed: dict = field(default_factory=dict)
     ready: dict = field(default_factory=dict)
+    input_steps: int = 0  # samples (or tokens in decode mode) sent
 
 
 async def paced(x: np.ndarray, block: int, rate: float | None = None):
@@ -253,6 +254,7 @@ async def run_stream(
             latencies_ms=latencies,
             flushed=value,
             ready=client.ready,
+            input_steps=sent,
         )
 
 

@@ -382,7 +382,8 @@ class StreamSession(_Peer):
         except EngineFull:
             self.server.stats["refused_full"] += 1
             raise ProtocolError(
-                f"server full: all {self.server.engine.max_streams} streams are in use (--max-streams); try again later",
+                f"server full: all {self.server.engine.max_streams} streams are in use (--max-streams); "
+                "try again later",
                 CLOSE_TRY_LATER,
             ) from None
         self.sid, self.mode = sid, mode
