@@ -86,8 +86,9 @@ class StreamClient:
 
         session = aiohttp.ClientSession()
         try:
-            ws = await session.ws_connect(
-                stream_url(url), max_msg_size=MAX_MESSAGE_BYTES, compress=0, heartbeat=30.0, timeout=timeout
+            ws = await asyncio.wait_for(
+                session.ws_connect(stream_url(url), max_msg_size=MAX_MESSAGE_BYTES, compress=0, heartbeat=30.0),
+                timeout,
             )
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             await session.close()

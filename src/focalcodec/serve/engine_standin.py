@@ -207,7 +207,7 @@ class StreamEngine:
         seg = stream.segments[0]
         group = self._group(stream)
         last = seg.ended and seg.size <= group
-        x = seg.take(min(seg.size, group))
+        x = seg.take(min(seg.size, group)) if seg.size else torch.zeros(0)
         no_tokens = torch.zeros(0, dtype=torch.long)
         if stream.mode == "decode":
             toks, audio = no_tokens, torch.zeros(0)

@@ -33,6 +33,7 @@ import logging
 import math
 import queue
 import re
+import socket
 import threading
 import time
 import traceback
@@ -72,6 +73,7 @@ __all__ = ["BackgroundServer", "EngineWorker", "Limits", "create_app", "load_spe
 log = logging.getLogger("focalcodec.serve")
 
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "worklet.js": "text/javascript"}
+SERVER_KEY: web.AppKey[Server] = web.AppKey("focalcodec_server")
 ROOM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LOOPBACK_NAMES = ("localhost", "localhost.")
 
@@ -81,7 +83,9 @@ class Limits:
     """Per-client bounds. ``queue_chunks``: output chunks waiting for a client before it is
     dropped as too slow; ``backlog_seconds``: input waiting in the engine before the server
     stops reading from the client; ``start_timeout``: seconds to send ``start``;
-    ``close_timeout``: seconds a closing handshake may take before the socket is cut."""
+    ``close_timeout``: seconds a closing handshake may take before the socket is cut;
+    ``send_buffer_bytes``: the kernel's send buffer per client (Linux would otherwise let it
+    grow to megabytes, tens of seconds of audio, before a slow reader shows)."""
 
     queue_chunks: int = 64
     backlog_seconds: float = 5.0
@@ -89,6 +93,7 @@ class Limits:
     close_timeout: float = 2.0
     heartbeat: float = 30.0
     link_message_bytes: int = 1024
+    send_buffer_bytes: int = 256 * 1024
 
 
 class EngineWorker:
@@ -645,6 +650,10 @@ class Server:
             timeout=self.limits.close_timeout,
         )
         await ws.prepare(request)
+        sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.send_buffer_bytes)
         self.stats["connections_total"] += 1
         return ws
 
@@ -697,7 +706,7 @@ def create_app(
     loopback (set when bound to 127.0.0.1)."""
     server = Server(engine, model_name, code_dim, speaker_sets, allowed_origins, limits, loopback_only)
     app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
-    app["server"] = server
+    app[SERVER_KEY] = server
     app.on_startup.append(server.startup)
     app.on_shutdown.append(server.shutdown)
     app.router.add_get("/", server.page)
@@ -838,7 +847,7 @@ class BackgroundServer:
 
     @property
     def server(self) -> Server:
-        return self.app["server"]
+        return self.app[SERVER_KEY]
 
     @property
     def url(self) -> str:
