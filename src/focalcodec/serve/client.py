@@ -278,4 +278,17 @@ def stream(
             rate = rate * ready["tokens_per_chunk"] / ready["chunk_samples"]
         return paced(x, block, rate if realtime else None)
 
-    return asyncio.run(run_stream(url, blocks, mode, speaker_set))
+    return _run_blocking(lambda: run_stream(url, blocks, mode, speaker_set))
+
+
+def _run_blocking(make_coro: Callable):
+    """``asyncio.run``, also from a thread whose event loop is running (Jupyter, playwright):
+    then in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coro())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make_coro())).result()

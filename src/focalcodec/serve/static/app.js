@@ -280,6 +280,11 @@ async function startLink(h, voice) {
   const room = $("room").value.trim() || "demo";
   const K = h.tokens_per_chunk;
   const D = h.code_dim;
+  // The decoder first: every token that arrives over the link is decoded.
+  sockets.dec = await openStream(
+    { type: "start", mode: "decode", ...(voice ? { speaker_set: voice } : {}) },
+    { audio: (x) => playAudio(x) },
+  );
   setStatus(`starting: joining link room ${room}`);
   const link = new WebSocket(wsUrl(`/v1/link/${encodeURIComponent(room)}`));
   link.binaryType = "arraybuffer";
@@ -304,15 +309,11 @@ async function startLink(h, voice) {
     const tokens = unpackFrames(new Uint8Array(e.data), K, D);
     fc.linkReceived.push(...tokens);
     showTokens(tokens, true);
-    if (sockets.dec && sockets.dec.readyState === WebSocket.OPEN) sockets.dec.send(Uint16Array.from(tokens).buffer);
+    if (sockets.dec.readyState === WebSocket.OPEN) sockets.dec.send(Uint16Array.from(tokens).buffer);
   };
   link.onclose = (e) => {
     if (fc.state === "running" && !link.closing) fail(`link closed (code ${e.code})`);
   };
-  sockets.dec = await openStream(
-    { type: "start", mode: "decode", ...(voice ? { speaker_set: voice } : {}) },
-    { audio: (x) => playAudio(x) },
-  );
   sockets.enc = await openStream(
     { type: "start", mode: "encode" },
     {
