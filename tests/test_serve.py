@@ -428,3 +428,58 @@ def test_link_relays_frames_between_two_peers(server) -> None:
             await c.expect_error(1007, "room name")
 
     run(bad_room())
+
+
+# -- the commands ------------------------------------------------------------------------------
+def test_cli_serve_and_stream_through_it(codec, clips, tmp_path, capsys) -> None:
+    """`focalcodec serve` in its own process: it prints its URL, answers /health, serves
+    `focalcodec stream --server`, and stops cleanly on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import soundfile as sf
+    from conftest import ROOT
+
+    from focalcodec.cli import main
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "focalcodec", "serve", "--model", str(CAUSAL), "--port", "0", "--max-streams", "3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()  # blocks until the server listens (or exits)
+        assert line.startswith("serving tiny_causal_4k on http://127.0.0.1:"), (line, proc.stderr.read())
+        url = line.split(" on ")[1].split(" ")[0]
+        assert health(url)["max_streams"] == 3
+        src = tmp_path / "in.wav"
+        sf.write(str(src), clips[0][:20000], 16000)
+        out = tmp_path / "out.wav"
+        assert main(["stream", str(src), "-o", str(out), "--server", url, "--block-ms", "40", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["mode"] == "server" and report["model"] == "tiny_causal_4k" and report["chunks"] == 15
+        got, rate = sf.read(str(out), dtype="float32")
+        want = reference(codec, sf.read(str(src), dtype="float32")[0])[1][:30000]
+        assert rate == 24000 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=2 / 32768, rtol=0)  # through 16-bit WAV
+        assert main(["stream", str(src), "--server", url, "--speaker-set", "nobody"]) == 1
+        assert "unknown speaker set 'nobody'" in capsys.readouterr().err
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "opened (resynth)" in err and "closed" in err  # the log names what happened
+
+
+def test_cli_serve_errors(capsys) -> None:
+    from focalcodec.cli import main
+
+    for argv, match in (
+        (["serve", "--model", str(FIXTURES / "tiny_50hz")], "causal"),
+        (["serve", "--model", str(CAUSAL), "--max-streams", "0"], "--max-streams"),
+        (["serve", "--model", str(CAUSAL), "--speaker-sets", "/nonexistent"], "not a folder"),
+        (["stream", "x.wav", "--speaker-set", "a", "--model", str(CAUSAL)], "--server"),
+    ):
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and match in err[0], (argv, err)
