@@ -158,7 +158,7 @@ function showTokens(tokens, peer) {
   const span = document.createElement("span");
   span.className = peer ? "chunk peer" : "chunk";
   const width = String((fc.health && fc.health.codebook_size - 1) || 9999).length;
-  span.textContent = tokens.map((t) => String(t).padStart(width, "0")).join(" ") + "  ";
+  span.textContent = tokens.map((t) => String(t).padStart(width, "0")).join(" ");
   box.appendChild(span);
   while (box.childNodes.length > 400) box.removeChild(box.firstChild);
   box.scrollTop = box.scrollHeight;
@@ -320,6 +320,7 @@ async function startLink(h, voice) {
       tokens: (t) => {
         fc.tokens.push(...t);
         tokenBits += t.length * D;
+        showTokens(t, false);
         onOutputChunk();
         if (fc.peers >= 2 && link.readyState === WebSocket.OPEN) {
           for (let i = 0; i + K <= t.length; i += K) {
@@ -377,6 +378,7 @@ $("mode").onchange = () => {
   const link = $("mode").value === "link";
   $("room-label").hidden = !link;
   $("bps-k").textContent = link ? "bit/s sent over the link" : "bit/s of tokens";
+  $("tok-legend").hidden = !link;
   $("hint").textContent = link
     ? "Open this page in two tabs, choose Link and the same room in both: each tab's voice becomes tokens, " +
       "the tokens alone cross the server to the other tab, which decodes them to audio. Use headphones."
