@@ -240,7 +240,7 @@ BAD_CONTROL = [
 ]
 
 
-@pytest.mark.parametrize(("text", "code", "match"), BAD_CONTROL)
+@pytest.mark.parametrize(("text", "code", "match"), BAD_CONTROL, ids=[m for _, _, m in BAD_CONTROL])
 def test_bad_control_messages(server, text, code, match) -> None:
     async def go():
         async with Raw(server.url) as c:
@@ -262,6 +262,7 @@ def test_bad_control_messages(server, text, code, match) -> None:
         ("decode", np.array([1, 4096], "<u2").tobytes(), 1007, "out of range"),
         ("resynth", b"\x00" * (MAX_MESSAGE_BYTES + 4), 1009, "message too big"),
     ],
+    ids=["before-start", "not-float32", "nan", "inf", "odd-bytes", "token-range", "oversized"],
 )
 def test_bad_binary_messages(server, mode, payload, code, match) -> None:
     async def go():
