@@ -379,6 +379,37 @@ def test_no_start_in_time(codec) -> None:
         run(go(srv.url))
 
 
+def test_a_flood_of_flushes_is_bounded(server, codec, clips) -> None:
+    """A client that sends flushes without reading their answers is not read past a few
+    unanswered ones; one that cuts its audio into single samples gets exact output."""
+    from focalcodec.serve.server import MAX_PENDING_FLUSHES
+
+    def pending() -> int:
+        return max((len(s.flush_marks) for s in server.server.sessions.values()), default=0)
+
+    async def go():
+        async with Raw(server.url) as c:
+            await c.start()
+            flood = json.dumps({"type": "flush"})
+            for _ in range(500):
+                await c.ws.send_str(flood)
+            most = server.call(pending)
+            answered = 0
+            while answered < 500:
+                msg = json.loads((await c.ws.receive()).data)
+                assert msg == {"type": "flushed", "tokens": 0, "samples": 0}
+                answered += 1
+                most = max(most, server.call(pending))
+            return most
+
+    assert run(go()) <= MAX_PENDING_FLUSHES + 1
+    x = clips[2][:3000]
+    res = run(run_stream(server.url, blocks_of(x, [1])))
+    toks, audio = reference(codec, x)
+    np.testing.assert_array_equal(res.tokens, toks)
+    np.testing.assert_allclose(res.audio, audio, atol=1e-4, rtol=0)
+
+
 def test_client_errors(server) -> None:
     with pytest.raises(ServerError, match="not an http"):
         stream_url("ftp://x")

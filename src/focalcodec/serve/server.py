@@ -76,6 +76,8 @@ STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "worklet
 SERVER_KEY: web.AppKey[Server] = web.AppKey("focalcodec_server")
 ROOM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LOOPBACK_NAMES = ("localhost", "localhost.")
+# Flushes a client may have unanswered before the server stops reading it.
+MAX_PENDING_FLUSHES = 8
 
 
 @dataclass
@@ -309,6 +311,8 @@ class StreamSession(_Peer):
         self.pushed = 0  # input steps (samples or tokens) sent to the engine
         self.consumed = 0  # input steps the engine has coded
         self.flush_marks: deque[int] = deque()  # ``pushed`` at each flush not yet answered
+        self.held: list[np.ndarray] = []  # input of less than a chunk, not yet sent to the engine
+        self.held_size = 0
         self.drained = asyncio.Event()
         self.drained.set()
 
@@ -327,6 +331,11 @@ class StreamSession(_Peer):
             return max(e.tokens_per_chunk, int(chunks * e.tokens_per_chunk))
         return max(e.chunk_samples, int(seconds * e.sample_rate_in))
 
+    def _busy(self) -> bool:
+        """Whether to stop reading the client: too much of its input waits in the engine, or
+        too many of its flushes are unanswered."""
+        return self.backlog > self._backlog_limit() or len(self.flush_marks) > MAX_PENDING_FLUSHES
+
     async def serve(self) -> None:
         limits = self.server.limits
         try:
@@ -341,7 +350,7 @@ class StreamSession(_Peer):
                 self._data(msg.data)
             else:  # closed by the client, or a frame aiohttp refused (it closed with the reason)
                 return
-            while self.backlog > self._backlog_limit() and not self.failed:
+            while self._busy() and not self.failed:
                 self.drained.clear()
                 await self.drained.wait()
             if self.failed:
@@ -355,6 +364,7 @@ class StreamSession(_Peer):
         elif kind == "flush":
             if self.sid is None:
                 raise ProtocolError('flush before start: send {"type": "start", ...} first', CLOSE_OUT_OF_ORDER)
+            self._send_held()
             self.flush_marks.append(self.pushed)
             self.server.worker.send("flush", self.sid)
         else:
@@ -376,7 +386,7 @@ class StreamSession(_Peer):
                 raise ProtocolError("a speaker set converts the output voice: it needs mode 'resynth' or 'decode'")
             feats = self.server.speaker_sets[name]
         if self.sid is not None:
-            if self.flush_marks or self.backlog:
+            if self.flush_marks or self.backlog or self.held_size:
                 raise ProtocolError(
                     'start during an utterance: send {"type": "flush"} and wait for "flushed" first',
                     CLOSE_OUT_OF_ORDER,
@@ -419,8 +429,20 @@ class StreamSession(_Peer):
         else:
             x = audio_from_bytes(data)
         if x.size:
+            # Pieces are held until they make a chunk: the engine gets one command per chunk
+            # or more, however finely the client cuts its input.
+            self.held.append(x)
+            self.held_size += x.size
+            e = self.server.engine
+            if self.held_size >= (e.tokens_per_chunk if self.mode == "decode" else e.chunk_samples):
+                self._send_held()
+
+    def _send_held(self) -> None:
+        if self.held_size:
+            x = self.held[0] if len(self.held) == 1 else np.concatenate(self.held)
             self.pushed += x.size
             self.server.worker.send("push", self.sid, torch.from_numpy(x))
+        self.held, self.held_size = [], 0
 
     def deliver(self, msgs: list[str | bytes], out: StreamOutput) -> None:
         """On the event loop: one engine output for this stream."""
@@ -429,7 +451,7 @@ class StreamSession(_Peer):
             self.consumed = self.flush_marks.popleft() if self.flush_marks else self.pushed
         else:
             self.consumed += e.tokens_per_chunk if self.mode == "decode" else e.chunk_samples
-        if self.backlog <= self._backlog_limit():
+        if not self._busy():
             self.drained.set()
         self.enqueue(msgs)
 
@@ -440,6 +462,7 @@ class StreamSession(_Peer):
             log.info("%s: stream %d closed", self.name, self.sid)
             self.sid = None
         self.flush_marks.clear()
+        self.held, self.held_size = [], 0
 
     async def finish(self) -> None:
         self._release()
