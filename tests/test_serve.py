@@ -515,3 +515,45 @@ def test_cli_serve_errors(capsys) -> None:
         assert main(argv) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and match in err[0], (argv, err)
+
+
+def test_link_rooms_are_bounded_and_paced(server, monkeypatch) -> None:
+    async def go():
+        peers = [Raw(server.url, f"/v1/link/r{i}") for i in range(6)]
+        for p in peers:
+            await p.__aenter__()
+        async with Raw(server.url, "/v1/link/one-too-many") as c:
+            await c.expect_error(1013, "too many link rooms")
+        for p in peers:
+            await p.__aexit__(None, None, None)
+
+    run(go())
+
+    async def no_rooms():
+        while health(server.url)["link_rooms"]:
+            await asyncio.sleep(0.05)
+
+    run(no_rooms())  # rooms go away with their peers (none leaked by the refusal)
+
+    from focalcodec.serve import server as srv_module
+
+    clock = [100.0]
+    slept: list[float] = []
+
+    async def fake_sleep(seconds):
+        slept.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(srv_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(srv_module.asyncio, "sleep", fake_sleep)
+    pacer = srv_module._Pacer(rate=100.0, burst=50.0)
+
+    async def takes():
+        await pacer.take(50)  # the burst passes at once
+        await pacer.take(30)  # then 100 per second: 0.3 s
+        clock[0] += 1.0  # a pause refills up to the burst only
+        await pacer.take(50)
+        await pacer.take(10)
+
+    asyncio.run(takes())
+    assert slept == pytest.approx([0.3, 0.1])

@@ -78,6 +78,8 @@ ROOM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 LOOPBACK_NAMES = ("localhost", "localhost.")
 # Flushes a client may have unanswered before the server stops reading it.
 MAX_PENDING_FLUSHES = 8
+# A link peer may relay frames at most this many times faster than real time, on average.
+LINK_SPEEDUP = 20
 
 
 @dataclass
@@ -261,19 +263,22 @@ class _Peer:
             try:
                 self.out.put_nowait(m)
             except asyncio.QueueFull:
+                self.failed = True  # at once: later outputs in this tick are not queued either
                 self.server.stats["dropped_slow"] += 1
-                self.server.spawn(
-                    self.fail("too slow: the client does not read its output in time; connection dropped", CLOSE_POLICY)
-                )
+                text = "too slow: the client does not read its output in time; connection dropped"
+                self.server.spawn(self._fail(text, CLOSE_POLICY))
                 return False
         return True
 
     async def fail(self, message: str, code: int) -> None:
         """Send ``{"type": "error"}`` and close with ``code``; cut the socket if the client
-        does not take them within the close timeout."""
+        does not take them within the close timeout. Once per connection."""
         if self.failed:
             return
         self.failed = True
+        await self._fail(message, code)
+
+    async def _fail(self, message: str, code: int) -> None:
         log.info("%s: error %d: %s", self.name, code, message)
         self.writer.cancel()
         self._failed()
@@ -477,17 +482,22 @@ class LinkPeer(_Peer):
         self.room = room
 
     async def serve(self) -> None:
-        peers = self.server.rooms.setdefault(self.room, [])
+        rooms = self.server.rooms
+        if self.room not in rooms and len(rooms) >= self.server.engine.max_streams:
+            await self.fail("too many link rooms open; try again later", CLOSE_TRY_LATER)
+            return
+        peers = rooms.setdefault(self.room, [])
         if len(peers) >= 2:
             await self.fail(f"link room {self.room!r} already has two peers; choose another room name", CLOSE_POLICY)
-            return
-        if len(self.server.rooms) > self.server.engine.max_streams:
-            await self.fail("too many link rooms open; try again later", CLOSE_TRY_LATER)
             return
         peers.append(self)
         self._announce()
         limit = self.server.limits.link_message_bytes
         frame = self.server.frame_bytes
+        e = self.server.engine
+        # A peer relays at most LINK_SPEEDUP times the real-time rate on average (bursts of
+        # 64 frames): a flood costs the server no more than that.
+        pacer = _Pacer(LINK_SPEEDUP * frame * e.sample_rate_in / e.chunk_samples, 64 * frame)
         async for msg in self.ws:
             if msg.type == WSMsgType.BINARY:
                 data = msg.data
@@ -498,6 +508,7 @@ class LinkPeer(_Peer):
                         CLOSE_INVALID if len(data) <= limit else CLOSE_TOO_BIG,
                     )
                     return
+                await pacer.take(len(data))
                 self.server.stats["link_bytes"] += len(data)
                 for other in list(peers):
                     if other is not self:
@@ -531,6 +542,24 @@ class LinkPeer(_Peer):
             else:
                 del self.server.rooms[self.room]
         await super().finish()
+
+
+class _Pacer:
+    """Token bucket: :meth:`take` waits so that at most ``rate`` units per second pass on
+    average, in bursts of at most ``burst``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.allowance, self.last = burst, time.monotonic()
+
+    async def take(self, n: float) -> None:
+        now = time.monotonic()
+        self.allowance = min(self.burst, self.allowance + (now - self.last) * self.rate)
+        self.last = now
+        if self.allowance < n:
+            await asyncio.sleep((n - self.allowance) / self.rate)
+            self.allowance, self.last = n, time.monotonic()
+        self.allowance -= n
 
 
 def _is_loopback(host: str) -> bool:
@@ -577,8 +606,7 @@ class Server:
         self.worker.start()
 
     async def shutdown(self, app: web.Application) -> None:
-        for peer in list(self.peers):
-            await peer.fail("the server is shutting down", WSCloseCode.GOING_AWAY)
+        await asyncio.gather(*(p.fail("the server is shutting down", WSCloseCode.GOING_AWAY) for p in list(self.peers)))
         await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
 
     def spawn(self, coro) -> None:
