@@ -225,7 +225,7 @@ def test_exports_from_the_device_model(device: str, tmp_path: Path) -> None:
 
 # -- reduced precision ------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["tiny_50hz", CAUSAL])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_autocast_keeps_float32_islands(name: str, dtype: torch.dtype, device: str) -> None:
     codec, io = device_model(name, device), _io(name, device)
     with torch.inference_mode():
