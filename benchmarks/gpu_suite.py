@@ -952,7 +952,6 @@ def main() -> None:
     t_start = time.monotonic()
     deadline = t_start + args.budget
     out = Path(args.out or os.environ.get("OUT") or ROOT / "benchmarks" / "results" / "gpu" / default_name(args))
-    out.mkdir(parents=True, exist_ok=True)
     shared = find_shared()
     with tempfile.TemporaryDirectory(prefix="gpu_suite_") as tmp:
         ctx = Context(args.device, args.quick, Path(tmp), out, shared)
@@ -967,6 +966,7 @@ def main() -> None:
                 budget = step.quick_budget if args.quick else step.budget
                 print(f"[{step.name}] {budget:.0f} s: {shlex.join(step.command(ctx)) or '(in process)'}")
             return
+        out.mkdir(parents=True, exist_ok=True)
         log = out / "gpu_suite.log"
         log.write_text(f"gpu_suite {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC\n")
         results: dict[str, Any] = {
