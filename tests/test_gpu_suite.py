@@ -138,7 +138,7 @@ def test_the_suite_budget_skips_what_no_longer_fits(tmp_path: Path) -> None:
     assert all(s["status"] == "skipped" for s in steps.values())
     assert "| train | skipped |" in (tmp_path / "gpu_suite.md").read_text()
     plan = _run("--plan", "--steps", "speed")
-    assert plan.returncode == 0 and "speed.py --configs focalcodec_50hz --batch-sizes 1 32 128" in plan.stdout
+    assert plan.returncode == 0 and "speed.py --configs focalcodec_50hz --batch-sizes 32 128 1" in plan.stdout
     assert "--dtypes float32 bfloat16 float16 --autocast" in plan.stdout
     assert _run("--steps", "nonsense", "--out", str(tmp_path / "x")).returncode != 0
 
