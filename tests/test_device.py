@@ -24,7 +24,6 @@ import torch
 from conftest import FIXTURES, SPEECH, device_model, fixture_io, fixture_model
 from test_batching import _batch, _signals
 from test_fixtures import ALL, _stream, assert_same
-from test_streaming import _random_pieces
 
 from focalcodec.audio import load_audio
 from focalcodec.streaming import StreamCodec, StreamDecoder, StreamEncoder
@@ -100,6 +99,16 @@ def test_batches_equal_solo_items(name: str, device: str) -> None:
 
 
 # -- streaming --------------------------------------------------------------------------------
+def _random_pieces(n: int, seed: int) -> list[int]:
+    """Sizes of random pieces of ``n`` samples, empty and 1-sample pieces among them."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = [int(s) for s in torch.randint(0, 3000, (n // 500 + 1,), generator=gen)]
+    sizes[::7] = [1] * len(sizes[::7])
+    sizes[3::11] = [0] * len(sizes[3::11])
+    sizes.append(max(0, n - sum(sizes)))
+    return sizes
+
+
 def _push_all(stream: StreamCodec, sig: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     toks, audio, i = [], [], 0
     for size in sizes:
@@ -120,7 +129,7 @@ def test_streams_reproduce_the_fixture(optimize: bool, device: str) -> None:
     audio = torch.cat([dec.push(toks), dec.flush()], 1)
     _same(toks, io["stream_toks"])
     _same(audio, io["stream_sig"])
-    sizes = _random_pieces(n, torch.Generator().manual_seed(0))
+    sizes = _random_pieces(n, seed=0)
     toks, audio = _push_all(StreamCodec(codec, optimize=optimize), io["sig"][0], sizes)
     _same(toks, io["stream_toks"][0])
     _same(audio, io["stream_sig"][0])
