@@ -445,16 +445,17 @@ def run_command(cmd: list[str], timeout: float, log: Path, env: dict[str, str], 
             status = "ok" if rc == 0 else "failed"
         except subprocess.TimeoutExpired:
             status, rc = "timeout", None
-            for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+            # the step's own process group (start_new_session): SIGTERM lets Python print its
+            # traceback; SIGKILL then takes what is left (DataLoader workers, stuck children)
+            for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
-                    os.killpg(proc.pid, sig)  # the step's own process group (start_new_session)
+                    os.killpg(proc.pid, sig)
                 except ProcessLookupError:
                     break
                 try:
-                    proc.wait(timeout=wait)
-                    break
+                    proc.wait(timeout=5.0)
                 except subprocess.TimeoutExpired:
-                    continue
+                    pass
             f.write(f"\n[gpu_suite] stopped after {timeout:.0f} s (the step's time budget)\n")
     with open(log, encoding="utf-8", errors="replace") as f:
         f.seek(start)

@@ -192,7 +192,7 @@ def test_engine_streams_join_and_leave(device: str) -> None:
             break
     assert len(got) == len(sigs) and not sid_of, "every stream must open, flush and close"
     for k, sig in enumerate(sigs):
-        t, a = _push_all(StreamCodec(fixture_model(CAUSAL)), sig.cpu(), [len(sig)])
+        t, a = _push_all(StreamCodec(codec), sig, [len(sig)])  # the stream alone, same device
         assert torch.equal(torch.cat(got[k][0]), t), f"stream {k}: tokens differ from the stream alone"
         _close(torch.cat(got[k][1]), a)
 
