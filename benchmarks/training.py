@@ -60,6 +60,7 @@ def run_stage(args: argparse.Namespace, stage: str, precision: str, manifest: Pa
         f"train.max_steps={args.steps}",
         f"train.log_every={args.log_every}",
         "train.ckpt_every=0",
+        "train.valid_every=1000000000",  # no validation data: no epoch-end validation or checkpoint either
         "train.progress=false",
         "train.tensorboard=false",
         "train.resume=none",
