@@ -17,7 +17,8 @@ the next one starts):
 3. ``tests``: ``pytest tests/test_device.py --device DEVICE`` (fixture equivalence, batch
    invariance, streams, exports, autocast, tokenization, a training step of every stage).
 4. ``speed``: benchmarks/speed.py, 10 s inputs at batch 1, 32 and 128 in float32 and under
-   autocast bfloat16 / float16, peak memory and memory growth over batches.
+   autocast bfloat16 / float16, peak memory (per row: the GPU's peak statistics are reset) and
+   memory growth over batches; all rows in one process (``--in-process``: no start per row).
 5. ``precision``: benchmarks/precision.py, token agreement with float32 on all of
    ../shared/speech/eval, and float32 on the device against float32 on the CPU.
 6. ``streaming``: benchmarks/streaming.py on the 4k causal model, p50/p99 per 80 ms chunk and
@@ -165,9 +166,8 @@ def speed_command(ctx: Context) -> list[str]:
     else:
         sizes = ["--configs", "focalcodec_50hz", "--batch-sizes", "32", "128", "1", "--seconds", "10", "--repeats", "4"]
         dtypes = ["float32", "bfloat16", "float16"]
-    return _script(
-        ctx, "speed.py", *sizes, "--devices", ctx.device, "--dtypes", *dtypes, "--autocast", *ctx.threads()
-    ) + ["--json", str(ctx.json("speed"))]
+    flags = ["--devices", ctx.device, "--dtypes", *dtypes, "--autocast", "--in-process", *ctx.threads()]
+    return _script(ctx, "speed.py", *sizes, *flags, "--json", str(ctx.json("speed")))
 
 
 def precision_command(ctx: Context) -> list[str]:

@@ -49,6 +49,9 @@ def measure(
 
     from focalcodec import FocalCodec
 
+    if device.startswith("cuda"):  # peak memory of this row alone (rows may share a process)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
     codec = FocalCodec.from_config(config).to(device)
     reduced = dtype != "float32"
@@ -118,6 +121,54 @@ def measure(
     }
 
 
+def subprocess_row(config: str, batch: int, device: str, args: argparse.Namespace, dtype: str) -> dict:
+    """One row in a fresh process (its own peak memory); a failure (e.g. out of memory) is a row."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--single",
+        "--configs",
+        config,
+        "--batch-sizes",
+        str(batch),
+        "--devices",
+        device,
+        "--seconds",
+        str(args.seconds),
+        "--repeats",
+        str(args.repeats),
+        "--dtypes",
+        dtype,
+    ]
+    if args.autocast:
+        cmd.append("--autocast")
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode:
+        error = (run.stderr.strip().splitlines() or [f"exit code {run.returncode}"])[-1]
+        return {"config": config, "batch": batch, "device": device, "dtype": dtype, "error": error}
+    return {**json.loads(run.stdout.strip().splitlines()[-1]), "own_process": True}
+
+
+def in_process_row(config: str, batch: int, device: str, args: argparse.Namespace, dtype: str) -> dict:
+    import gc
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        row = measure(config, batch, device, args.seconds, args.repeats, dtype, args.autocast)
+        return {**row, "own_process": False}
+    except Exception as exc:  # e.g. out of memory at a large batch: the next rows still run
+        return {"config": config, "batch": batch, "device": device, "dtype": dtype, "error": repr(exc)[:300]}
+    finally:
+        gc.collect()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=list(PRESETS))
@@ -129,6 +180,11 @@ def main() -> None:
     p.add_argument("--autocast", action="store_true", help="reduced dtypes run under torch.autocast on float32 weights")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", default="benchmarks/results/speed.json")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="every row in this process (saves a start per row; GPU peaks are still per row, CPU peaks are not)",
+    )
     p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
 
@@ -165,37 +221,14 @@ def main() -> None:
     for device, config, batch, dtype in (
         (d, c, b, t) for d in args.devices for c in args.configs for b in args.batch_sizes for t in args.dtypes
     ):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--single",
-            "--configs",
-            config,
-            "--batch-sizes",
-            str(batch),
-            "--devices",
-            device,
-            "--seconds",
-            str(args.seconds),
-            "--repeats",
-            str(args.repeats),
-            "--dtypes",
-            dtype,
-        ]
-        if args.autocast:
-            cmd.append("--autocast")
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        if run.returncode:
-            # one failed row (e.g. out of memory at a large batch) does not end the table
-            error = (run.stderr.strip().splitlines() or [f"exit code {run.returncode}"])[-1]
-            r = {"config": config, "batch": batch, "device": device, "dtype": dtype, "error": error}
-            rows.append(r)
-            print(f"{config:28} {device:5} {dtype:9} {batch:3d} failed: {error}", flush=True)
+        if args.in_process:
+            r = in_process_row(config, batch, device, args, dtype)
         else:
-            r = json.loads(run.stdout.strip().splitlines()[-1])
-            rows.append(r)
+            r = subprocess_row(config, batch, device, args, dtype)
+        rows.append(r)
+        if "error" in r:
+            print(f"{config:28} {device:5} {dtype:9} {batch:3d} failed: {r['error']}", flush=True)
+        else:
             print(
                 f"{config:28} {device:5} {dtype:9} {batch:3d} {r['encode_s']:9.3f} {r['decode_s']:9.3f} "
                 f"{r['total_s']:8.3f} {r['rtf_x']:10.1f} {r['peak_mb']:8.0f} {r['growth_mb']:9.1f}",
