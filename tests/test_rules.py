@@ -45,6 +45,7 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
 # -- flags, help --------------------------------------------------------------------------------
 def test_same_flag_for_the_same_idea() -> None:
     writes = {"encode", "decode", "resynth", "stream", "vc", "tokenize", "detokenize", "evaluate", "export", "prepare"}
+    writes |= {"stream-encode", "stream-decode"}
     for name, p in subcommands().items():
         options = {s: a for a in p._actions for s in a.option_strings}
         assert p.description, f"{name} has no description"
@@ -75,11 +76,22 @@ def test_help_shows_defaults_and_imports_no_torch() -> None:
         "assert not heavy, heavy\n"
     )
     names = ["encode", "decode", "resynth", "info", "stream", "vc", "tokenize", "detokenize"]
-    names += ["evaluate", "export", "prepare", "train"]
+    names += ["evaluate", "export", "prepare", "train", "serve", "stream-encode", "stream-decode"]
     proc = subprocess.run(
         [sys.executable, "-c", script, "", *names], capture_output=True, text=True, env=_env(), timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_torch_free_copies_match_their_sources() -> None:
+    """The CLI keeps two lists torch-free for --help; they must equal the originals."""
+    from focalcodec.audio import RAW_FORMATS
+    from focalcodec.cli import export as cli_export
+    from focalcodec.cli import pipes
+    from focalcodec.export import GRAPHS
+
+    assert tuple(cli_export.GRAPHS) == tuple(GRAPHS)
+    assert tuple(pipes.RAW_FORMATS) == tuple(RAW_FORMATS)
 
 
 def _env() -> dict:

@@ -59,6 +59,9 @@ FINGERPRINT_BYTES = 8
 # other input (focalcodec.limits), so a header cannot ask for 1 Hz or 4 GHz.
 RATE_RANGE = SAMPLE_RATE_RANGE
 MAX_SAMPLES_PER_TOKEN = 1 << 16
+# Flags bit 1: the streamable variant (header, then fixed-size frames; focalcodec.streamfile),
+# which this module's whole-file reader refuses with a pointer to `focalcodec stream-decode`.
+FLAG_STREAM = 0x02
 
 # After the name: config fingerprint, (version >= 2) weights digest, rate_in, rate_out,
 # samples per token, original rate, original length, token count, payload CRC32; then the
@@ -385,6 +388,11 @@ class CompressedAudio:
             )
         if version < 1:
             raise CorruptHeaderError(f"{source}: invalid format version {version}; the header is damaged")
+        if flags == FLAG_STREAM:
+            raise UnsupportedVersionError(
+                f"{source} is a streamable .fc stream (written by `focalcodec stream-encode`), not a whole "
+                "file; decode it with `focalcodec stream-decode`"
+            )
         size = header_size(name_len, version)
         if n < size:
             raise TruncatedFileError(
