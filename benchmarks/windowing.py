@@ -107,11 +107,12 @@ with torch.inference_mode():
         out = convert_tokens(codec, codec.sig_to_toks(sig[None]), target, output_length=len(sig))[0]
     else:
         out = convert(codec, sig, target)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+print(base / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
-def memory(model_dir: str, what: str, mode: str, seconds: float) -> float | None:
+def memory(model_dir: str, what: str, mode: str, seconds: float) -> tuple[float, float] | None:
+    """(peak RSS MB before the operation: model, input, speaker set; peak RSS MB after it)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, model_dir, mode, what, str(seconds), str(Path(__file__).parent)],
@@ -121,7 +122,8 @@ def memory(model_dir: str, what: str, mode: str, seconds: float) -> float | None
     )
     if proc.returncode != 0:
         return None  # e.g. out of memory
-    return float(proc.stdout.strip().splitlines()[-1])
+    before, after = proc.stdout.strip().splitlines()[-1].split()
+    return float(before), float(after)
 
 
 def main() -> None:
@@ -131,10 +133,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the agreement input")
     ap.add_argument("--memory", nargs="*", type=float, default=[60, 120, 240], help="lengths for the memory runs")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "windowing.json"))
+    ap.add_argument("--only-memory", action="store_true", help="skip the agreement runs")
     args = ap.parse_args()
     load = open("/proc/loadavg").read().split()[:3]
     started = time.time()
-    rows = [agreement(m, args.seconds) for m in args.models]
+    rows = [] if args.only_memory else [agreement(m, args.seconds) for m in args.models]
     print(f"load {' '.join(load)}; {platform.processor() or platform.machine()}, 1 thread")
     print(
         f"{'model':<16} {'s':>5} {'tokens':>7} {'equal %':>8} {'near edge %':>11} {'vc SNR dB':>10} {'vc max|d|':>10}"
@@ -150,18 +153,24 @@ def main() -> None:
         for what in ("encode", "vc"):
             row = {"model": Path(args.models[0]).name, "what": what, "seconds": seconds}
             for mode in ("whole", "windowed"):
-                row[f"{mode}_mb"] = memory(args.models[0], what, mode, seconds)
+                got = memory(args.models[0], what, mode, seconds)
+                row[f"{mode}_before_mb"], row[f"{mode}_peak_mb"] = got if got else (None, None)
             mem.append(row)
-    print(f"\n{'model':<16} {'what':<7} {'s':>5} {'one pass MB':>12} {'windowed MB':>12}")
+    print(f"\nload {' '.join(open('/proc/loadavg').read().split()[:3])}; peak RSS of a fresh process, MB")
+    print(f"{'model':<16} {'what':<7} {'s':>5} {'loaded':>7} {'one pass':>9} {'windowed':>9}")
     for r in mem:
-        show = {k: ("failed" if r[k] is None else f"{r[k]:.0f}") for k in ("whole_mb", "windowed_mb")}
-        print(f"{r['model']:<16} {r['what']:<7} {r['seconds']:>5.0f} {show['whole_mb']:>12} {show['windowed_mb']:>12}")
+        show = {k: ("failed" if r[k] is None else f"{r[k]:.0f}") for k in ("whole_peak_mb", "windowed_peak_mb")}
+        loaded = "-" if r["windowed_before_mb"] is None else f"{r['windowed_before_mb']:.0f}"
+        print(
+            f"{r['model']:<16} {r['what']:<7} {r['seconds']:>5.0f} {loaded:>7} {show['whole_peak_mb']:>9} "
+            f"{show['windowed_peak_mb']:>9}"
+        )
     result = {
         "load": load,
         "machine": platform.platform(),
         "wall_s": time.time() - started,
         "agreement": rows,
-        "memory_growth_mb": mem,
+        "memory_peak_rss_mb": mem,
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"\nwritten to {args.out}")

@@ -482,7 +482,7 @@ class FocalCodec(nn.Module):
                 x = x.float() / 2147483648.0
             if not torch.isfinite(x).all():
                 raise InputError(f"{what} contains NaN or infinite values; clean the audio before encoding")
-        if not integer and x.ndim == 2 and x.shape[1] < self.encoder.downsample_factor and x.shape[0] > x.shape[1]:
+        if not integer and x.ndim == 2 and x.shape[1] < self.encoder.downsample_factor and x.shape[0] > 8 * x.shape[1]:
             # e.g. soundfile's (N, channels) layout: N "items" of 2 samples would run for minutes
             raise InputError(
                 f"{what} of shape {tuple(x.shape)} reads as a batch of {x.shape[0]} items of {x.shape[1]} samples, "
