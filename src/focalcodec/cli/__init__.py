@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DEFAULT_SHOW = getattr(warnings, "_showwarnmsg_impl", None)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     """Warnings as ``warning: ...`` lines written through tqdm, so progress bars stay intact."""
     from tqdm import tqdm
@@ -87,14 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    showwarning = warnings.showwarning
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        warnings.showwarning = _show_warning
-        try:
-            return _run(args)
-        finally:
-            warnings.showwarning = showwarning
+        # Unless a caller records warnings itself (catch_warnings(record=True), pytest.warns),
+        # show them as ``warning:`` lines through tqdm.
+        if getattr(warnings, "_showwarnmsg_impl", None) is _DEFAULT_SHOW:
+            warnings.showwarning = _show_warning
+        return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
