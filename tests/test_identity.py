@@ -17,7 +17,6 @@ from focalcodec import CompressedAudio, FocalCodec
 from focalcodec import hub as hub_module
 from focalcodec.bitstream import ModelMismatchError
 from focalcodec.cli import main
-from focalcodec.hub import checkpoint_name, state_dict_sha256
 
 CLIP = SPEECH / "eval" / "s2i_9944c8ee.flac"
 
@@ -43,7 +42,7 @@ def other_weights(tmp_path_factory) -> Path:
 def test_weights_digest_is_the_state_dict_hash_and_is_cached(monkeypatch) -> None:
     model = FocalCodec.from_pretrained(FIXTURES / "tiny_50hz")
     calls = []
-    real = hub_module.state_dict_sha256
+    real = hub_module.state_dict_sha256  # the one definition of the digest
     monkeypatch.setattr("focalcodec.codec.state_dict_sha256", lambda sd: calls.append(1) or real(sd))
     first = model.weights_sha256
     assert first == real(model.state_dict()) and len(first) == 64
@@ -98,6 +97,8 @@ def test_version_1_files_decode_by_name(tmp_path) -> None:
 
 
 def test_model_dot_and_readable_names(tmp_path, monkeypatch, capsys) -> None:
+    from focalcodec.hub import checkpoint_name
+
     folder = tmp_path / "my_codec"
     shutil.copytree(FIXTURES / "tiny_50hz", folder)
     monkeypatch.chdir(folder)
@@ -115,6 +116,7 @@ def test_model_dot_and_readable_names(tmp_path, monkeypatch, capsys) -> None:
 
 def test_token_corpus_identity_is_the_same_digest() -> None:
     from focalcodec.corpus import model_identity
+    from focalcodec.hub import state_dict_sha256
 
     model = fixture_model("tiny_50hz")
     assert model_identity(model)["weights_sha256"] == model.weights_sha256 == state_dict_sha256(model.state_dict())

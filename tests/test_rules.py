@@ -17,7 +17,6 @@ import soundfile as sf
 from conftest import FIXTURES, SPEECH
 
 from focalcodec.cli import build_parser, main
-from focalcodec.cli.common import window_seconds
 
 TINY = str(FIXTURES / "tiny_50hz")
 CAUSAL = str(FIXTURES / "tiny_causal_4k")
@@ -44,6 +43,8 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
 
 # -- flags, help --------------------------------------------------------------------------------
 def test_same_flag_for_the_same_idea() -> None:
+    from focalcodec.cli.common import window_seconds
+
     writes = {"encode", "decode", "resynth", "stream", "vc", "tokenize", "detokenize", "evaluate", "export", "prepare"}
     writes |= {"stream-encode", "stream-decode"}
     for name, p in subcommands().items():
@@ -219,6 +220,8 @@ def test_tokenize_force_and_window_are_part_of_the_run(tmp_path, capsys) -> None
         ["stream", "IN", "--model", CAUSAL],
         ["export", "--model", TINY, "-o", "OUT", "--format", "torchscript"],
         ["info", "--model", TINY],
+        ["vc", "--reference", "IN", "--save-speaker-set", "OUT/v.safetensors", "--features-model", TINY],
+        ["evaluate", "--data", "IN", "-o", "OUT/r", "--codec", "identity", "--no-plots", "--metrics", "stoi"],
     ],
 )
 def test_cuda_without_cuda_is_one_line(argv, short_wav, tmp_path, capsys) -> None:
