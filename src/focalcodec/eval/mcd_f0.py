@@ -36,11 +36,10 @@ def mel_cepstrum(x: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
     """``x`` (N,) -> mel-cepstrum ``(T, MCEP_ORDER + 1)`` of WORLD envelopes, 5 ms frames."""
     import warnings
 
-    import pyworld
-
-    with warnings.catch_warnings():  # pysptk imports pkg_resources
+    with warnings.catch_warnings():  # both import the deprecated pkg_resources
         warnings.simplefilter("ignore", UserWarning)
         import pysptk
+        import pyworld
 
     x64 = np.ascontiguousarray(x, dtype=np.float64)
     f0, t = pyworld.dio(x64, sample_rate, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL, frame_period=FRAME_MS)
