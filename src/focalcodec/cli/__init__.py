@@ -29,6 +29,7 @@ COMMANDS = (
     "tokenize",
     "detokenize",
     "evaluate",
+    "listen",
     "export",
     "prepare",
     "train",
