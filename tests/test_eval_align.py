@@ -115,3 +115,16 @@ def test_harness_aligns_before_intrusive_metrics_and_reports_the_delay():
     raw = evaluate_resynthesis([_Lagging(400)], utts, metrics, align=False, n_boot=0)
     raw_row = raw.codecs["lagging"]["utterances"][0]
     assert "delay_ms" not in raw_row and raw_row["stoi"] < 0.9 and raw_row["si_sdr"] < 0
+
+
+def test_readme_evaluation_snippet_runs(capsys):
+    import re
+
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "estimate_delay" in b)
+    exec(compile(block.replace('"speech.flac"', repr(str(CLIP))), "README.md", "exec"), {})
+    delay_ms, stoi = capsys.readouterr().out.split()[:2]
+    assert 15.0 <= float(delay_ms) <= 25.0
+    assert "stoi" in stoi
