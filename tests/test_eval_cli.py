@@ -320,3 +320,29 @@ def test_evaluate_all_default_metrics_and_baselines(tmp_path):
         ident["stoi"] == pytest.approx(1.0) and ident["dwer"] == 0.0 and ident["sim"] == pytest.approx(100.0, abs=0.01)
     )
     assert ident["dnsmos_ovrl"] == pytest.approx(report["reference"]["dnsmos_ovrl"])
+
+
+def test_report_lists_skipped_items_ground_truth_wer_and_per_language_tables(tmp_path):
+    """English and French clips with an English-only ASR: the French ones are counted out
+    with the reason, the ASR's own WER on the original audio is reported from the manifest's
+    text, and per-language tables appear."""
+    out = tmp_path / "mixed"
+    args = ["evaluate", "--codec", "identity", "--data", str(EVAL), "--where", "subset=noisy"]
+    args += ["--where", "lang=en|fr", "--max-duration", "3.35", "--metrics", "dwer,stoi", "--no-plots"]
+    assert main([*args, "-o", str(out), "--quiet", "--bootstrap", "100"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    s = report["codecs"]["identity"]["summary"]
+    langs = {row["lang"] for row in report["codecs"]["identity"]["utterances"]}
+    assert langs == {"en (L1 zh)", "fr"}
+    n_fr = sum(row["lang"] == "fr" for row in report["codecs"]["identity"]["utterances"])
+    if report["models"]["dwer"]["model"] == "Whisper tiny.en":
+        assert s["dwer_n"] == s["utterances"] - n_fr
+        assert list(s["dwer_skipped"].values()) == [n_fr] and "English-only" in next(iter(s["dwer_skipped"]))
+    ref = report["reference"]
+    assert ref["wer_n"] >= 1 and ref["wer"] == pytest.approx(s["wer"])  # identity: the ASR's own WER
+    assert set(report["codecs"]["identity"]["groups"]["lang"]) == langs
+    md = (out / "report.md").read_text()
+    assert "## Per lang" in md and "### lang = fr" in md
+    assert "The ASR's own WER on the original audio" in md
+    if report["models"]["dwer"]["model"] == "Whisper tiny.en":
+        assert f"`dwer`: {n_fr} item(s) left out: language 'fr'" in md

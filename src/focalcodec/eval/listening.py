@@ -504,6 +504,7 @@ def _plot(result: Mapping[str, Any], out: Path, force: bool) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     systems = result["systems"]
     written = []
@@ -520,12 +521,16 @@ def _plot(result: Mapping[str, Any], out: Path, force: bool) -> list[Path]:
         if name in systems and systems[name]["n"]:
             ax.axhline(systems[name]["mean"], color="grey", linestyle=style, linewidth=1, label=name)
     ax.set_xscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("bitrate (kbit/s)")
     ax.set_ylabel("MUSHRA score")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 103)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"MUSHRA vs bitrate ({len(result['kept_raters'])} raters, mean and 95 % CI)", fontsize=9)
+    ax.set_title(f"MUSHRA vs bitrate ({len(result['kept_raters'])} rater(s) kept, mean and 95 % CI)", fontsize=9)
     fig.tight_layout()
     with output_path(out / "mushra_vs_bitrate.png", force=force) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

@@ -276,7 +276,7 @@ class PesqMetric(Metric):
             warnings.warn(
                 f"PESQ undefined for this utterance ({type(exc).__name__}: {exc}); recorded as NaN", stacklevel=2
             )
-            value = float("nan")
+            return {self.name: float("nan"), "skip": f"PESQ undefined ({type(exc).__name__})"}
         return {self.name: value}
 
 

@@ -48,6 +48,8 @@ def plot_metrics_vs_bitrate(result: EvalResult, path: str | Path, force: bool = 
     if not keys or not summaries:
         return None
     plt = _pyplot()
+    import matplotlib.ticker
+
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
@@ -70,6 +72,10 @@ def plot_metrics_vs_bitrate(result: EvalResult, path: str | Path, force: bool = 
         if ref is not None and isinstance(ref, (int, float)) and math.isfinite(ref):
             ax.axhline(ref, color="grey", linestyle="--", linewidth=1, label="original audio")
         ax.set_xscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=6)
         ax.set_xlabel("bitrate (kbit/s)")
         title = COLUMN_TITLES.get(key, (key, 2))[0]
         metric = next((n for n, keys in result.metrics.items() if key in keys), None)
