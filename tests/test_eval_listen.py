@@ -334,6 +334,9 @@ def test_cli_errors_help_and_serve(run_dir: Path, test_dir: Path, tmp_path: Path
     assert "report.json not found" in capsys.readouterr().err
     assert main(["listen", "build", str(run_dir), "-o", str(test_dir), "--quiet"]) == 1
     assert "exists; use --force" in capsys.readouterr().err
+    RatingStore(load_test(test_dir), test_dir / "ratings.sqlite").close()  # the test has (or gets) a database
+    assert main(["listen", "build", str(run_dir), "-o", str(test_dir), "--quiet", "--force"]) == 1
+    assert "holds ratings" in capsys.readouterr().err  # --force never throws ratings away
     assert main(["listen", "build", str(run_dir), "-o", str(tmp_path / "t"), "--systems", "mp3"]) == 1
     assert "not in" in capsys.readouterr().err
     assert main(["listen", "analyze", str(tmp_path), "-o", str(tmp_path / "r")]) == 1

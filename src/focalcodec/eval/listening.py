@@ -158,6 +158,8 @@ def build_test(
         raise InputError(f"codec names {REFERENCE!r} and {', '.join(ANCHORS)} are reserved for the test's own stimuli")
     out = Path(out_dir)
     check_targets([out], [run], force)
+    if (out / DB_FILE).exists():
+        raise InputError(f"{out} holds ratings ({DB_FILE}); move them away before rebuilding, --force or not")
     pool = _items(report, run, systems)
     if not pool:
         raise InputError(
