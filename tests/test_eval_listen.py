@@ -286,8 +286,6 @@ def test_browser_completes_the_test_and_the_analysis_reads_it(test_dir: Path, tm
             assert second != first
             page.click("#next")
             page.wait_for_selector("#done:not(.hidden)")
-            if shots:
-                page.screenshot(path=f"{shots}/listen_done.png")
             page.goto(server.url + "?rater=bob")
             page.click("#start")
             for _ in test["trials"]:
