@@ -60,11 +60,15 @@ def test_metric_intervals_for_means_and_pooled_rates():
     ]
     pooled = dwer.aggregate(items)
     assert pooled["dwer"] == pytest.approx(100 * 50 / 195)
-    lo, hi = dwer.intervals(items, n_boot=500)["dwer"]
+    cis = dwer.intervals(items, n_boot=500)
+    lo, hi = cis["dwer"]
+    assert all(math.isnan(v) for v in cis["wer"])  # no item has a ground-truth text
     # the bad item is drawn k ~ Binomial(20, 1/20) times: P(k = 0) = 36 % puts the low end at 0;
     # P(k >= 3) = 7.5 % and P(k >= 4) = 1.6 % put the high end at the pooled rate with k = 3
     assert lo == 0.0
     assert hi == pytest.approx(100 * 150 / (300 + 5 * 17))
+    one = items[:1] + [{**items[1], "gt_words": 5, "gt_errors": 1}]  # a single item with a text
+    assert all(math.isnan(v) for v in dwer.intervals(one, n_boot=50)["wer"])
 
 
 def test_t_interval_matches_closed_form():

@@ -165,7 +165,11 @@ class Metric(abc.ABC):
             agg = self.aggregate([rows[i] for i in idx])
             for k in self.keys:
                 collected[k].append(agg.get(k, float("nan")))
-        return {k: percentile_interval(np.asarray(v, dtype=np.float64), level) for k, v in collected.items()}
+        nan = (float("nan"), float("nan"))  # one item says nothing about the spread
+        return {
+            k: percentile_interval(np.asarray(v, dtype=np.float64), level) if self.count(rows, k) >= 2 else nan
+            for k, v in collected.items()
+        }
 
     def reference_scores(self, ref: np.ndarray, meta: Mapping[str, Any]) -> dict[str, Any]:
         """Per-utterance values of the original audio (16 kHz): a no-reference metric scores
