@@ -77,7 +77,7 @@ def test_help_shows_defaults_and_imports_no_torch() -> None:
         "assert not heavy, heavy\n"
     )
     names = ["encode", "decode", "resynth", "info", "stream", "vc", "tokenize", "detokenize"]
-    names += ["evaluate", "export", "prepare", "train", "serve", "stream-encode", "stream-decode"]
+    names += ["evaluate", "export", "prepare", "train", "serve", "stream-encode", "stream-decode", "listen"]
     proc = subprocess.run(
         [sys.executable, "-c", script, "", *names], capture_output=True, text=True, env=_env(), timeout=300
     )

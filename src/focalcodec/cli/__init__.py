@@ -33,6 +33,7 @@ COMMANDS = (
     "tokenize",
     "detokenize",
     "evaluate",
+    "listen",
     "export",
     "prepare",
     "train",

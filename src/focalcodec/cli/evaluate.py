@@ -27,7 +27,6 @@ from .common import (
 )
 
 REPORT_FILES = ("report.json", "report.md")
-PLOT_FILES = ("metrics_vs_bitrate.png", "spectrograms.png")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -88,6 +87,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=5,
         help="--task vc without --vc-pairs: target utterances per trial",
     )
+    p.add_argument(
+        "--no-align",
+        action="store_true",
+        help="do not estimate and compensate each output's delay before time-aligned metrics (default: align)",
+    )
+    p.add_argument("--max-delay-ms", type=float, default=500.0, help="largest output delay searched for (default: 500)")
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples for the 95 %% confidence intervals, 0 for none (default: 1000)",
+    )
     p.add_argument("--save-audio", action="store_true", help="also write every reconstruction under OUTPUT/audio/")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     add_quiet_option(p)
@@ -105,7 +117,11 @@ def _metric_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
-def build_metrics(spec: str, task: str, args: argparse.Namespace) -> dict[str, Any]:
+def build_metrics(
+    spec: str, task: str, args: argparse.Namespace, skipped: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The metrics of ``spec``; with ``auto``, the unavailable defaults are left out and their
+    reasons recorded in ``skipped``."""
     from ..eval.harness import DEFAULT_METRICS
     from ..eval.metrics import build_metric, metric_unavailable_reason
 
@@ -116,6 +132,8 @@ def build_metrics(spec: str, task: str, args: argparse.Namespace) -> dict[str, A
             if reason is None:
                 names.append(n)
             else:
+                if skipped is not None:
+                    skipped[n] = reason
                 warnings.warn(f"metric {n} skipped: {reason}", stacklevel=2)
     else:
         names = [n.strip() for n in spec.split(",") if n.strip()]
@@ -129,10 +147,13 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.baselines import build_codec
     from ..eval.data import filter_utterances, load_utterances, make_vc_pairs, read_vc_pairs
     from ..eval.harness import evaluate_resynthesis, evaluate_vc
+    from ..eval.plots import PLOT_FILES
     from ..eval.report import write_report
     from ..outputs import check_targets
 
     out = Path(args.output)
+    if args.bootstrap < 0 or args.max_delay_ms < 0:
+        raise InputError("--bootstrap and --max-delay-ms must not be negative")
     targets = [out / n for n in REPORT_FILES + (() if args.no_plots else PLOT_FILES)]
     targets += [out / "audio"] if args.save_audio else []
     check_targets(targets, [args.data] + ([args.vc_pairs] if args.vc_pairs else []), args.force)
@@ -148,13 +169,27 @@ def run(args: argparse.Namespace) -> int:
         )
         items = make_vc_pairs(utts, args.vc_references)[: args.limit] if args.task == "vc" else utts
         n_items = len(items)
-    metrics = build_metrics(args.metrics, args.task, args)
+    skipped: dict[str, str] = {}
+    metrics = build_metrics(args.metrics, args.task, args, skipped)
     codecs = [build_codec(name, model=args.model, device=args.device) for name in args.codec]
     audio_dir = out / "audio" if args.save_audio else None
     if args.task == "vc":
-        result = evaluate_vc(codecs, items, metrics, audio_dir, args.device, progress=not args.quiet)
+        result = evaluate_vc(
+            codecs, items, metrics, audio_dir, args.device, progress=not args.quiet, n_boot=args.bootstrap
+        )
     else:
-        result = evaluate_resynthesis(codecs, items, metrics, audio_dir, args.device, progress=not args.quiet)
+        result = evaluate_resynthesis(
+            codecs,
+            items,
+            metrics,
+            audio_dir,
+            args.device,
+            progress=not args.quiet,
+            align=not args.no_align,
+            max_delay_s=args.max_delay_ms / 1000.0,
+            n_boot=args.bootstrap,
+        )
+    result.skipped = skipped
     first = next(iter(result.codecs.values()), None)
     result.data = {
         "source": str(args.data),
@@ -167,21 +202,12 @@ def run(args: argparse.Namespace) -> int:
         "focalcodec": __version__,
         "python": platform.python_version(),
         "device": args.device,
-        "backends": {n: _backend(n, m) for n, m in metrics.items()},
     }
-    paths = write_report(result, out)
+    paths = write_report(result, out, force=args.force)
     if not args.no_plots:
         from ..eval.plots import write_plots
 
-        write_plots(result, out)
+        write_plots(result, out, force=args.force)
     print(paths["markdown"].read_text(encoding="utf-8"))
     print(f"report written to {out}")
     return 0
-
-
-def _backend(name: str, metric: Any) -> str:
-    if name == "dwer":
-        return f"faster-whisper {metric.transcriber.name}"
-    if name == "sim":
-        return metric.backend
-    return type(metric).__name__
