@@ -86,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help / --version (0) or a usage error (1, already printed)
-        return int(exc.code or 0)
+    except SystemExit as exc:
+        if not exc.code:
+            raise  # --help / --version: exit 0 as argparse does
+        return int(exc.code)  # a usage error, already printed as one error line
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
