@@ -1,8 +1,12 @@
 """Training recipes on CPU: tiny fixture architectures, real speech from ../shared/speech/train.
 
-Every stage lowers its validation loss in a few steps; a resumed run continues exactly as an
-uninterrupted one; a two-process gloo run equals one process with gradient accumulation;
-trained stages export to a checkpoint that ``from_pretrained`` loads and that encodes.
+Every stage learns: trained on 6 utterances (1 s segments), its loss on 2 held-out utterances
+of other speakers falls below a bound that the untrained model does not reach (the bounds
+leave a margin over the values measured with seeds 0-3, noted at each test). A resumed run
+continues exactly as an uninterrupted one; a two-process gloo run equals one process with
+gradient accumulation; trained stages export to a checkpoint that ``from_pretrained`` loads
+and that encodes. The properties that losses cannot show (codes, gradients, crops, frozen
+parts) are in test_train_properties.py.
 """
 
 from __future__ import annotations
@@ -32,21 +36,31 @@ TINY_CAUSAL = str(FIXTURES / "tiny_causal_4k")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def _shortest(*positions: int) -> list[dict]:
+    rows = sorted(
+        (SPEECH / "train" / "manifest.tsv").read_text().splitlines()[1:], key=lambda r: float(r.split("\t")[4])
+    )
+    return [
+        {"path": str(SPEECH / rows[i].split("\t")[0]), "duration": float(rows[i].split("\t")[4])} for i in positions
+    ]
+
+
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
     """The 6 shortest utterances of the real training speech (each cut to 1 s in training)."""
-    rows = [r for r in (SPEECH / "train" / "manifest.tsv").read_text().splitlines()[1:]]
-    best = sorted(rows, key=lambda r: float(r.split("\t")[4]))[:6]
-    entries = [{"path": str(SPEECH / r.split("\t")[0]), "duration": float(r.split("\t")[4])} for r in best]
-    path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    write_manifest(entries, path)
-    return path
+    return write_manifest(_shortest(*range(6)), tmp_path_factory.mktemp("data") / "train.jsonl")
 
 
-def _config(stage_cfg: dict, manifest: Path, out: Path, *overrides: str) -> dict:
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory) -> Path:
+    """2 utterances (1.9 s and 2 s) of speakers that are not in ``manifest``."""
+    return write_manifest(_shortest(8, 6), tmp_path_factory.mktemp("data") / "valid.jsonl")
+
+
+def _config(stage_cfg: dict, manifest: Path, out: Path, *overrides: str, valid: Path | None = None) -> dict:
     base = [
         f"data.train={manifest}",
-        f"data.valid={manifest}",
+        f"data.valid={valid or manifest}",
         "data.valid_limit=2",
         "data.batch_size=2",
         "data.num_workers=0",
@@ -79,18 +93,26 @@ def _fit(cfg: dict) -> Path:
     return Path(cfg["output_dir"])
 
 
-def test_stage_q_lowers_loss_and_logs_code_stats(manifest, tmp_path):
+def _learned(losses: list, bound: float) -> bool:
+    """The best held-out loss after training is below ``bound`` x the untrained one."""
+    return len(losses) >= 2 and min(losses[1:]) < bound * losses[0]
+
+
+def test_stage_q_learns_on_heldout_speech_and_logs_code_stats(manifest, heldout, tmp_path):
     cfg = _config(
         {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}},
         manifest,
         tmp_path / "q",
-        "train.max_steps=6",
+        "train.max_steps=12",
+        "train.valid_every=6",
         "optim.lr=2e-3",
         "train.tensorboard=true",
+        valid=heldout,
     )
     run = _fit(cfg)
     mse = _valid_losses(run, "valid/mse")
-    assert len(mse) >= 2 and mse[-1] < 0.9 * mse[0], mse
+    # seeds 0-3: 0.51-0.55 -> 0.26-0.28 (x 0.50-0.54) in 12 steps
+    assert _learned(mse, 0.65), mse
     last = [r for r in _metrics(run) if "valid/code_usage" in r][-1]
     assert 0 < last["valid/code_usage"] <= 1 and 0 < last["valid/normalized_entropy"] <= 1
     train_rows = [r for r in _metrics(run) if "grad_norm" in r]
@@ -98,19 +120,22 @@ def test_stage_q_lowers_loss_and_logs_code_stats(manifest, tmp_path):
     assert list((run / "tb").glob("events.out.tfevents.*"))
 
 
-def test_stage_d_vocos_lowers_mel_loss(manifest, tmp_path):
+def test_stage_d_vocos_learns_on_heldout_speech(manifest, heldout, tmp_path):
     cfg = _config(
         {"stage": "decoder", "model": TINY, "init": {"encoder": TINY}, "discriminator": {"width": 0.05}},
         manifest,
         tmp_path / "d",
-        "train.max_steps=6",
-        "optim.lr=3e-3",
+        "train.max_steps=8",
+        "train.valid_every=8",
+        "optim.lr=5e-3",
         "data.crop_frames=22",
         "train.tensorboard=true",
+        valid=heldout,
     )
     run = _fit(cfg)
     mel = _valid_losses(run, "valid/mel_l1")
-    assert mel[-1] < mel[0], mel
+    # seeds 0-3: log-mel L1 3.19-3.26 -> 2.57-2.67 (x 0.80-0.84) in 8 steps
+    assert _learned(mel, 0.9), mel
     rows = [r for r in _metrics(run) if "loss_generator" in r]
     assert {"loss_discriminator", "g_adv", "g_fm", "mel_l1", "grad_norm_generator", "grad_norm_discriminator"} <= set(
         rows[0]
@@ -123,15 +148,17 @@ def test_stage_d_vocos_lowers_mel_loss(manifest, tmp_path):
     assert "image/mel_reconstruction" in events.Tags()["images"]
 
 
-def test_stage_d_wavenext_24k_targets(manifest, tmp_path):
+def test_stage_d_wavenext_learns_24k_targets(manifest, heldout, tmp_path):
     cfg = _config(
         {"stage": "decoder", "model": TINY_CAUSAL, "init": {"encoder": TINY}, "discriminator": {"width": 0.05}},
         manifest,
         tmp_path / "w",
-        "train.max_steps=6",
-        "optim.lr=3e-3",
+        "train.max_steps=8",
+        "train.valid_every=8",
+        "optim.lr=5e-3",
         "data.crop_frames=22",
         "data.target_sample_rate=24000",
+        valid=heldout,
     )
     trainer = Trainer(cfg)
     assert trainer.stage.sample_rate == 24000 and trainer.stage.hop == 480
@@ -139,83 +166,78 @@ def test_stage_d_wavenext_24k_targets(manifest, tmp_path):
     assert batch["target"].shape[1] == round(batch["sig"].shape[1] * 1.5)
     trainer.fit()
     mel = _valid_losses(Path(cfg["output_dir"]), "valid/mel_l1")
-    assert mel[-1] < mel[0], mel
+    # seeds 0-3: 6.25-6.30 -> 5.10-5.20 (x 0.81-0.83) in 8 steps
+    assert _learned(mel, 0.9), mel
 
 
-def test_streaming_chain_and_export(manifest, tmp_path):
-    """§4.4 steps 2-5 in sequence, each lowering its loss, then export + from_pretrained."""
+def test_streaming_chain_learns_and_exports(manifest, heldout, tmp_path):
+    """§4.4 steps 2-5 in sequence, each learning on held-out speech, then export +
+    from_pretrained."""
     common = {"model": TINY_CAUSAL}
-    pc = _fit(
-        _config(
-            {**common, "stage": "pos_conv", "init": {"teacher": TINY}},
-            manifest,
-            tmp_path / "pc",
-            "train.max_steps=6",
-            "optim.lr=1e-3",
-        )
+
+    def fit(recipe: dict, name: str, *overrides: str) -> Path:
+        return _fit(_config({**common, **recipe}, manifest, tmp_path / name, *overrides, valid=heldout))
+
+    pc = fit({"stage": "pos_conv", "init": {"teacher": TINY}}, "pc", "train.max_steps=12", "train.valid_every=12")
+    enc = fit(
+        {"stage": "encoder", "init": {"teacher": TINY, "encoder": str(pc)}},
+        "enc",
+        "train.max_steps=6",
+        "train.valid_every=6",
+        "optim.lr=2e-3",
     )
-    enc = _fit(
-        _config(
-            {**common, "stage": "encoder", "init": {"teacher": TINY, "encoder": str(pc)}},
-            manifest,
-            tmp_path / "enc",
-            "train.max_steps=6",
-            "optim.lr=2e-3",
-        )
+    q = fit(
+        {
+            "stage": "quantizer",
+            "model_overrides": {"decompressor_config.lookahead_size": 0},
+            "init": {"encoder": str(enc)},
+        },
+        "sq",
+        "train.max_steps=6",
+        "train.valid_every=6",
+        "optim.lr=2e-3",
     )
-    q = _fit(
-        _config(
-            {
-                **common,
-                "stage": "quantizer",
-                "model_overrides": {"decompressor_config.lookahead_size": 0},
-                "init": {"encoder": str(enc)},
-            },
-            manifest,
-            tmp_path / "sq",
-            "train.max_steps=6",
-            "optim.lr=2e-3",
-        )
+    joint = fit(
+        {
+            "stage": "joint",
+            "init": {"teacher": TINY, "encoder": str(enc), "compressor": str(q), "decompressor": str(q)},
+        },
+        "jt",
+        "train.max_steps=6",
+        "train.valid_every=6",
+        "optim.lr=1e-3",
     )
-    joint = _fit(
-        _config(
-            {
-                **common,
-                "stage": "joint",
-                "init": {"teacher": TINY, "encoder": str(enc), "compressor": str(q), "decompressor": str(q)},
-            },
-            manifest,
-            tmp_path / "jt",
-            "train.max_steps=6",
-            "optim.lr=1e-3",
-        )
-    )
-    for run, key in ((pc, "valid/loss"), (enc, "valid/loss"), (q, "valid/mse"), (joint, "valid/mse")):
+    # seeds 0-3, final / untrained held-out loss: positional conv 0.76-0.79 (12 steps at the
+    # recipe's 5e-4), encoder 0.79-0.83, quantizer 0.44-0.52, joint 0.68-0.75 (6 steps each)
+    for run, key, bound in (
+        (pc, "valid/loss", 0.88),
+        (enc, "valid/loss", 0.9),
+        (q, "valid/mse", 0.65),
+        (joint, "valid/mse", 0.85),
+    ):
         losses = _valid_losses(run, key)
-        assert losses[-1] < losses[0], (run.name, losses)
-    # the distilled encoder kept the teacher's frozen positional conv and relative bias
+        assert _learned(losses, bound), (run.name, losses)
+    # the distilled encoder and the joint step kept the frozen positional conv and relative bias
     from focalcodec.train.stages import load_part_state
 
-    enc_state, pc_state = load_part_state(str(enc), "encoder"), load_part_state(str(pc), "encoder")
-    for key in ("encoder.positional_embedding.conv.weight", "encoder.relative_embedding.weight"):
-        assert torch.equal(enc_state[key], pc_state[key])
+    pc_state = load_part_state(str(pc), "encoder")
+    for run in (enc, joint):
+        state = load_part_state(str(run), "encoder")
+        for key in ("encoder.positional_embedding.conv.weight", "encoder.relative_embedding.weight"):
+            assert torch.equal(state[key], pc_state[key]), (run.name, key)
 
     out = tmp_path / "exported"
     export_checkpoint(TINY_CAUSAL, [str(joint), f"decoder={TINY_CAUSAL}"], out)
     model = FocalCodec.from_pretrained(out)
-    assert torch.equal(
-        model.encoder.encoder.layers[0].attention.qkv_proj.weight,
-        FocalCodec.from_pretrained(out).encoder.encoder.layers[0].attention.qkv_proj.weight,
-    )
+    for part in ("encoder", "compressor", "decompressor"):
+        state, exported = load_part_state(str(joint), part), getattr(model, part).state_dict()
+        assert all(torch.equal(v, exported[k]) for k, v in state.items()), part
+    assert "refiner.in_proj.weight" in load_part_state(str(joint), "decompressor")
     sig = torch.randn(16000) * 0.1
     toks, lengths = model.encode(sig)
     assert toks.shape == (50,) and int(toks.max()) < 4096
     audio, _ = model.decode(toks)
     assert audio.shape == (24000,) and torch.isfinite(audio).all()
-    joint_parts = torch.load(
-        joint / "checkpoints" / (joint / "checkpoints" / "latest").read_text().strip() / "parts.pt", weights_only=True
-    )
-    assert torch.equal(model.decompressor.refiner.in_proj.weight, joint_parts["decompressor"]["refiner.in_proj.weight"])
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
