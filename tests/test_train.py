@@ -336,10 +336,25 @@ def test_resume_is_exact_for_gan_stage(manifest, tmp_path):
     assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
 
 
-@pytest.mark.slow  # starts two fresh Python processes (about 10 s on a quiet machine)
-def test_two_process_gloo_matches_gradient_accumulation(manifest, tmp_path):
-    """torchrun with 2 CPU processes (DDP over gloo) == 1 process accumulating 2 micro-batches."""
-    stage = {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}
+# The GAN cases use the period discriminators only: the first scale discriminator's spectral
+# norm runs a power iteration at every forward, so one process accumulating two micro-batches
+# normalises with a vector iterated more often than each DDP rank does (0.4 % apart).
+GAN = {"stage": "decoder", "model": TINY, "init": {"encoder": TINY}, "discriminator": {"width": 0.05, "num_scales": 0}}
+DDP_CASES = {
+    # stage, precision, tolerance: fp32 is exact up to the order of the gradient sums; under
+    # bf16 autocast such a last-bit difference after a step can flip a bf16 rounding
+    "quantizer-fp32": ({"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}, "fp32", 1e-4),
+    "decoder-fp32": (GAN, "fp32", 1e-4),
+    "decoder-bf16": (GAN, "bf16", 1e-2),
+}
+
+
+@pytest.mark.slow  # starts two fresh Python processes (about 10 s each on a quiet machine)
+@pytest.mark.parametrize("case", list(DDP_CASES))
+def test_two_process_gloo_matches_gradient_accumulation(manifest, tmp_path, case):
+    """torchrun with 2 CPU processes (DDP over gloo) == 1 process accumulating 2 micro-batches,
+    for one- and two-phase (GAN) stages, in fp32 and bf16 autocast."""
+    stage, precision, tol = DDP_CASES[case]
     # batch 1: each rank's batches are exactly the single process's micro-batches
     extra = (
         "train.max_steps=2",
@@ -347,7 +362,11 @@ def test_two_process_gloo_matches_gradient_accumulation(manifest, tmp_path):
         "train.valid_every=2",
         "optim.lr=2e-3",
         "data.batch_size=1",
+        "data.crop_frames=16",
+        f"train.precision={precision}",
     )
+    if stage["stage"] != "decoder":
+        extra = extra[:-2] + extra[-1:]
     single = _fit(_config(stage, manifest, tmp_path / "single", "train.grad_accum=2", *extra))
     ddp_cfg = _config(stage, manifest, tmp_path / "ddp", *extra)
     import yaml
@@ -372,14 +391,20 @@ def test_two_process_gloo_matches_gradient_accumulation(manifest, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _metrics(single), _metrics(tmp_path / "ddp")
     assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 2]
-    for ra, rb in zip(a, b, strict=False):
-        keys = [k for k in ("loss", "mse", "grad_norm", "valid/loss", "valid/mse") if k in ra]
+    names = ("loss", "mse", "grad_norm", "loss_generator", "loss_discriminator", "g_adv", "g_fm", "mel_l1")
+    for ra, rb in zip(a, b, strict=True):
+        keys = [k for k in ra if k.startswith("valid/") or k in names or k.startswith("grad_norm")]
         assert keys
         for key in keys:
-            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (ra["step"], key)
+            assert rb[key] == pytest.approx(ra[key], rel=tol, abs=1e-6), (ra["step"], key, ra[key], rb[key])
     latest = (tmp_path / "ddp" / "checkpoints" / "latest").read_text().strip()
     state = torch.load(tmp_path / "ddp" / "checkpoints" / latest / "state.pt", weights_only=True)
     assert len(state["rng"]) == 2 and state["step"] == 2
+    # both ranks hold the same weights: rank 1's copy is what rank 0 saved
+    single_state = torch.load(tmp_path / "single" / "checkpoints" / latest / "state.pt", weights_only=True)
+    for net, weights in state["nets"].items():
+        for k, v in weights.items():
+            torch.testing.assert_close(v, single_state["nets"][net][k], rtol=tol, atol=tol * 1e-2, msg=f"{net}.{k}")
 
 
 def test_feature_cache_gives_the_same_losses(manifest, tmp_path):

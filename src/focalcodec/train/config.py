@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -283,6 +284,22 @@ def _merge(
     return out
 
 
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _numbers(value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads ``1e-4`` (no dot) as a string: read such strings as numbers,
+    in files as in overrides."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        text = value.strip()
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    if isinstance(value, Mapping):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
+
+
 def _parse_value(text: str) -> Any:
     import yaml
 
@@ -290,12 +307,7 @@ def _parse_value(text: str) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-        try:
-            return float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            pass
-    return value
+    return _numbers(value)
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -418,7 +430,7 @@ def load_train_config(source: str | Path | Mapping[str, Any] | None, overrides: 
                 raise ConfigError(f"{path} is not valid YAML: {exc}") from None
         if not isinstance(data, Mapping):
             raise ConfigError("a training config must be a mapping")
-        cfg = _merge(cfg, data)
+        cfg = _merge(cfg, _numbers(data))
     cfg = apply_overrides(cfg, overrides)
     if cfg["stage"] is None:
         raise ConfigError(

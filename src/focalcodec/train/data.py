@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from ..audio import AUDIO_EXTENSIONS, load_audio
+from ..audio import AUDIO_EXTENSIONS, load_audio, read_audio
 from ..errors import InputError
 from ..outputs import output_path, write_text
 
@@ -83,8 +83,8 @@ def _tsv_metadata(root: Path) -> dict[str, dict[str, str]]:
 
 def _probe(path: Path, verify: bool = True) -> Entry | str:
     """Duration and rate of an audio file, or the reason it cannot be used. With ``verify``
-    every sample is decoded (block by block): files whose samples are not all finite, or
-    that hold fewer samples than their header promises, are rejected."""
+    the file is decoded by the package's reader (:func:`focalcodec.audio.read_audio`, what
+    training uses): files it refuses and files with NaN/inf samples are rejected."""
     import numpy as np
     import soundfile as sf
 
@@ -95,17 +95,12 @@ def _probe(path: Path, verify: bool = True) -> Entry | str:
     if info.samplerate <= 0 or info.frames <= 0:
         return "no samples"
     if verify:
-        frames = 0
         try:
-            with sf.SoundFile(str(path)) as f:
-                for block in f.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):
-                    if not np.isfinite(block).all():
-                        return "contains NaN or infinite samples"
-                    frames += block.shape[0]
-        except Exception as exc:  # noqa: BLE001
-            return f"cannot be decoded ({exc})"
-        if frames < info.frames:
-            return f"truncated: {frames} of the {info.frames} samples its header promises"
+            data, _ = read_audio(path)
+        except InputError as exc:
+            return str(exc).replace(str(path), "the file")
+        if not np.isfinite(data).all():
+            return "contains NaN or infinite samples"
     return {"duration": round(info.frames / info.samplerate, 4), "sample_rate": int(info.samplerate)}
 
 

@@ -152,13 +152,20 @@ def load_part(
     start with one of ``allow_missing`` (e.g. the refiner, new in the joint stage)."""
     num_layers = len(module.encoder.layers) if isinstance(module, WavLM) else None
     state = load_part_state(source, part, num_layers, checkpoint)
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not any(k.startswith(p) for p in allow_missing)]
-    if missing or unexpected:
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state and not any(k.startswith(p) for p in allow_missing)]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(v.shape)} (here {tuple(expected[k].shape)})"
+        for k, v in state.items()
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or shapes:
         raise CheckpointError(
-            f"the {part} weights of {source} do not fit this architecture: missing {missing[:6]}, "
-            f"unexpected {unexpected[:6]}"
+            f"the {part} weights of {source} do not fit this architecture (is it the same model?): "
+            f"missing {missing[:4]}, unexpected {unexpected[:4]}, wrong shapes {shapes[:3]}"
         )
+    module.load_state_dict(state, strict=False)
 
 
 # --------------------------------------------------------------------------------------------
