@@ -283,6 +283,10 @@ def test_export_cli_from_stage_runs(manifest, tmp_path):
     assert toks.dtype == torch.long and toks.numel() == 24
     with pytest.raises(ConfigError, match="no source"):
         export_checkpoint(TINY, [str(q)], tmp_path / "incomplete")
+    # an export is an output like any other: replaced only with --force
+    args = ["train", "--export", str(out), "--model", TINY, str(q), f"encoder={TINY}", f"decoder={TINY}"]
+    assert main(args) == 1
+    assert main([*args, "--force", "--checkpoint", "latest"]) == 0
 
 
 def test_resume_is_exact(manifest, tmp_path):
@@ -432,6 +436,44 @@ def test_config_errors_and_shipped_recipes(manifest, tmp_path):
     assert w["data"]["target_sample_rate"] == 24000 and w["data"]["crop_frames"] * 480 == 72000
     enc = load_train_config("stream_encoder")
     assert enc["loss"]["layer_weights"] == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0] and enc["optim"]["lr"] == 5e-5
+
+
+def test_shipped_recipes_say_what_docs_training_md_says():
+    """The recipe-alignment table of docs/training.md, §3, as the shipped files hold it."""
+    from focalcodec.train.config import builtin_configs
+
+    recipes = {name: load_train_config(name) for name in builtin_configs()}
+    assert len(recipes) == 9
+    for name in ("stage_q_50hz", "stage_q_25hz", "stage_q_12_5hz"):
+        q = recipes[name]
+        assert q["optim"]["betas"] == [0.8, 0.99] and q["optim"]["grad_clip"] == 5.0 and q["optim"]["lr"] == 5e-4
+        assert (q["scheduler"]["type"], q["scheduler"]["factor"], q["scheduler"]["threshold"]) == (
+            "plateau",
+            0.9,
+            0.0025,
+        )
+        assert q["scheduler"]["signed"] is False and q["train"]["max_epochs"] == 100
+        assert q["loss"] == {"entropy_weight": 0.1, "inv_temperature": 100.0, "diversity_gamma": 1.0}
+        assert "train960" in q["data"]["train"] and q["data"]["max_duration"] == 60.0
+    for name, rate, crop, lr, batch in (
+        ("stage_d_vocos", None, 22, 2e-4, 16),
+        ("stage_d_wavenext", 24000, 150, 4e-4, 32),
+    ):
+        d = recipes[name]
+        assert d["optim"]["grad_clip"] is None  # the recipe's GAN step does not clip
+        assert (d["scheduler"]["type"], d["scheduler"]["gamma"], d["scheduler"]["every"]) == ("exponential", 0.999, 2)
+        assert (d["data"]["target_sample_rate"], d["data"]["crop_frames"], d["optim"]["lr"]) == (rate, crop, lr)
+        assert d["data"]["batch_size"] == batch and d["data"]["min_duration"] == 1.0
+        assert "train_clean_100" in d["data"]["train"]
+        assert (d["loss"]["adv_weight"], d["loss"]["fm_weight"], d["loss"]["mel_weight"]) == (1.0, 54.0, 45.0)
+        assert d["train"]["max_steps"] == 3_000_000
+    for name in ("stream_pos_conv", "stream_encoder", "stream_quantizer", "stream_joint"):
+        s = recipes[name]
+        assert (s["train"]["max_epochs"], s["data"]["max_duration"], s["data"]["batch_size"]) == (100, 320.0, 16)
+        assert s["data"]["max_batch_seconds"] is None and s["optim"]["betas"] == [0.9, 0.98]
+    assert recipes["stream_pos_conv"]["optim"]["lr"] == 5e-4
+    assert all(recipes[n]["optim"]["lr"] == 5e-5 for n in ("stream_encoder", "stream_quantizer", "stream_joint"))
+    assert recipes["stream_quantizer"]["model_overrides"] == {"decompressor_config.lookahead_size": 0}
 
 
 def test_cli_train_runs_a_recipe_with_overrides(manifest, tmp_path, capsys):

@@ -8,15 +8,20 @@ quantizer      compressor + BSQ + decompressor on frozen    masked MSE to the in
                on the causal student's features)
 decoder        Vocos (16 kHz) or WaveNeXt (24 kHz targets)  hinge adversarial + 54 x feature
                from continuous encoder features, against    matching + 45 x log-mel L1 (D first,
-               MPD + MSD (§4.3, §4.4 step 1)                then G)
+               MPD + MSD (§4.3, §4.4 step 1)                then G against a fixed D)
 pos_conv       a causal positional conv, distilled from     masked MSE to the teacher's
                the non-causal one (§4.4 step 2)             positional-conv output
-encoder        causal encoder from the non-causal one,      weighted MSE over all layer outputs
-               positional conv and relative bias frozen     (0.5, 0.6, ..., 1.0)
-               (§4.4 step 3)
-joint          causal encoder + compressor + decompressor   masked MSE to the non-causal
-               with the refiner (§4.4 step 5)               teacher's features + 0.1 x entropy
+encoder        causal encoder from the non-causal one,      mean over the layers of w_l x MSE
+               positional conv and relative bias frozen     of every layer output (w = 0.5, 0.6,
+               (§4.4 step 3)                                ..., 1.0)
+joint          causal encoder (positional conv and          masked MSE to the non-causal
+               relative bias frozen) + compressor +         teacher's features + 0.1 x entropy
+               decompressor with the refiner (§4.4 step 5)
 ============== ============================================ =====================================
+
+Loss weights and the other ``loss``/``discriminator`` options come resolved from
+:func:`~.config.load_train_config` (their defaults, the recipes' values, are in
+:data:`~.config.STAGE_OPTIONS`).
 
 A stage owns its networks (``nets``: trained, wrapped in DistributedDataParallel by the
 trainer; ``frozen``: teachers and frozen encoders), names its optimisation ``phases`` (one
