@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from pathlib import Path
@@ -37,6 +38,59 @@ def fixture_io(name: str):
 
 def speech_files(subset: str = "eval"):
     return sorted((SPEECH / subset).glob("*.flac"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="torch device for the device checks of tests/test_device.py, e.g. cuda or cuda:1 (default: cpu)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    name = config.getoption("--device")
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise pytest.UsageError(f"--device {name!r} is not a torch device; use e.g. cpu, cuda or cuda:1") from None
+
+
+def _device_problem(name: str) -> str | None:
+    """Why ``name`` cannot run the device checks here (None when it can)."""
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return (
+                f"--device {name}: no CUDA device here (torch {torch.__version__}, torch.cuda.is_available() is "
+                "False); the device checks run on a GPU machine (benchmarks/gpu_suite.py, docs/benchmarks.md#gpu)"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here"
+        return None
+    try:
+        torch.zeros(1, device=dev)
+    except (RuntimeError, AssertionError) as exc:
+        return f"--device {name}: unavailable here ({exc})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    """The device of ``pytest --device`` (default ``cpu``); the tests that use it are skipped,
+    with the reason, when that device is not available here."""
+    name = request.config.getoption("--device")
+    problem = _device_problem(name)
+    if problem:
+        pytest.skip(problem)
+    return name
+
+
+@functools.cache
+def device_model(name: str, device: str):
+    """A fixture model on ``device`` (a copy when the device is not the CPU; cached, do not modify)."""
+    model = fixture_model(name)
+    return model if torch.device(device) == torch.device("cpu") else copy.deepcopy(model).to(device)
 
 
 @pytest.fixture(scope="session")
