@@ -48,7 +48,7 @@ def run_stage(args: argparse.Namespace, stage: str, precision: str, manifest: Pa
     recipe = RECIPES[stage]
     overrides = [
         f"model={args.model}",
-        "init.encoder=null",  # random weights
+        "init.encoder=random",  # random weights, asked for (no checkpoints offline; speed does not depend on them)
         f"data.train={manifest}",
         "data.valid=null",
         f"data.batch_size={args.batch_size}",
