@@ -147,6 +147,13 @@ FAULTS: tuple[Fault, ...] = (
         "a resumed run restarts AdamW's moments",
     ),
     Fault(
+        "optimizer-never-steps",
+        "train/trainer.py",
+        "                scaler.step(opt)\n",
+        "                pass\n",
+        "gradients are computed but no weight is ever updated",
+    ),
+    Fault(
         "unusable-entry-stops-training",
         "train/data.py",
         "except (InputError, OSError) as exc:",

@@ -13,14 +13,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "sample_rate and, where found, speaker and text (LibriTTS .normalized.txt, sibling .txt/.lab, manifest.tsv). "
         "Every file is decoded once: unreadable files, files with NaN/inf samples and files shorter than their "
         "header says are left out and listed on stderr.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="folders to scan (recursively)")
     p.add_argument("-o", "--output", required=True, help="manifest file to write (.jsonl)")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing manifest")
-    p.add_argument("--min-duration", type=float, default=0.0, help="drop shorter utterances (seconds; recipe: 1.0)")
     p.add_argument(
-        "--max-duration", type=float, default=float("inf"), help="drop longer utterances (seconds; recipe: 60)"
+        "--min-duration", type=float, default=0.0, help="drop shorter utterances (seconds; default 0; recipes: 1)"
+    )
+    p.add_argument(
+        "--max-duration",
+        type=float,
+        default=float("inf"),
+        help="drop longer utterances (seconds; default: no limit; recipes: 60, streaming 320)",
     )
     p.add_argument("--relative", action="store_true", help="store paths relative to the manifest's folder")
     p.add_argument(
@@ -28,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help="read only the headers (faster; files with bad samples then get skipped during training instead)",
     )
-    p.add_argument("--workers", type=int, default=8, help="threads probing files")
+    p.add_argument("--workers", type=int, default=8, help="threads reading files (default: 8)")
     p.set_defaults(func=run)
     return p
 

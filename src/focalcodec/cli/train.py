@@ -15,7 +15,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "key.path=value pairs, e.g. data.train=train.jsonl optim.lr=2e-4 train.precision=bf16. "
         "Run under torchrun for several GPUs or nodes. With --export, combine trained stages into "
         "config.json + model.safetensors.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", help="recipe YAML file or the name of a shipped recipe (see --list)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (training) or sources (export)")
@@ -28,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         choices=("auto", "best", "latest"),
         default="auto",
         help="export mode: which checkpoint of a run folder to take; auto = as the recipes keep: the latest "
-        "for decoder runs, the best-validation one for the other stages",
+        "for decoder runs, the best-validation one for the other stages (default: auto)",
     )
     p.add_argument("-f", "--force", action="store_true", help="export mode: replace an existing OUT_DIR")
     p.set_defaults(func=run)
