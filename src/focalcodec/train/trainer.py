@@ -489,7 +489,7 @@ class Trainer:
             if not (path / "state.pt").is_file():
                 raise CheckpointError(
                     f"{pointer} names {path.name}, which has no state.pt: set train.resume to an intact "
-                    f"checkpoint ({self._checkpoint_list()}) or train.resume=none to start over"
+                    f"checkpoint folder ({self._intact_checkpoints()}) or train.resume=none to start over"
                 )
             return path
         path = Path(resume)
@@ -497,9 +497,10 @@ class Trainer:
             raise ConfigError(f"train.resume: {path} is not a checkpoint folder (no state.pt)")
         return path
 
-    def _checkpoint_list(self) -> str:
-        names = sorted(p.name for p in self.checkpoint_dir.glob("step_*") if (p / "state.pt").is_file())
-        return "found: " + ", ".join(str(self.checkpoint_dir / n) for n in names[-3:]) if names else "none found"
+    def _intact_checkpoints(self, but: Path | None = None) -> str:
+        """The last three checkpoint folders with a state.pt (other than ``but``), for messages."""
+        found = sorted(p for p in self.checkpoint_dir.glob("step_*") if (p / "state.pt").is_file() and p != but)
+        return ", ".join(map(str, found[-3:])) or "none found"
 
     def load_checkpoint(self, path: Path) -> None:
         try:
@@ -507,10 +508,9 @@ class Trainer:
             if not isinstance(state, dict) or "nets" not in state:
                 raise ValueError("not a training state")
         except Exception as exc:  # noqa: BLE001 - any reader failure means a damaged file
-            others = [p for p in self._checkpoint_list().split(", ") if str(path) not in p]
             raise CheckpointError(
                 f"cannot resume: {path / 'state.pt'} is truncated or corrupt ({type(exc).__name__}); "
-                f"set train.resume to an earlier checkpoint folder ({', '.join(others) or 'none found'}) "
+                f"set train.resume to an earlier checkpoint folder ({self._intact_checkpoints(path)}) "
                 "or train.resume=none to start over"
             ) from None
         if state.get("stage") != self.stage.name:
