@@ -181,7 +181,7 @@ def test_discriminator_loss_is_positive_and_trains_the_discriminator():
     assert margin() > start + 0.03, (start, margin())
 
 
-@pytest.mark.parametrize("model, rate, hop", [(TINY, None, 320), (TINY_CAUSAL, 24000, 480)])
+@pytest.mark.parametrize("model, rate, hop", [(TINY, None, 320), (TINY_CAUSAL, 24000, 480)], ids=["vocos", "wavenext"])
 def test_audio_and_feature_crops_are_aligned(model, rate, hop):
     """Each feature crop is a run of the utterance's own features; the audio crop is the
     span those frames encode (frame t <-> samples [t * hop, (t + 1) * hop) at the output
