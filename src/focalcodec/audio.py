@@ -8,7 +8,7 @@ count, validate, mix down, resample (soxr); write WAV/FLAC.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,17 @@ from torch import Tensor
 from .errors import InputError
 from .outputs import output_path
 
-__all__ = ["AudioError", "AudioFileSamples", "check_signal", "load_audio", "read_audio", "resample", "save_audio"]
+__all__ = [
+    "AudioError",
+    "AudioFileSamples",
+    "AudioReader",
+    "AudioWriter",
+    "check_signal",
+    "load_audio",
+    "read_audio",
+    "resample",
+    "save_audio",
+]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf")
 
@@ -179,3 +189,195 @@ def save_audio(
         except (RuntimeError, TypeError, ValueError) as exc:  # libsndfile's errors
             raise AudioError(f"cannot write {path}: {exc}") from None
     return path
+
+
+# -- streaming I/O: audio in and out piece by piece (pipes, live streams) ----------------------
+RAW_FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
+
+
+class _StreamResampler:
+    """soxr's streaming resampler for ``(n,)`` float32 pieces (identity when the rates match)."""
+
+    def __init__(self, rate_in: int, rate_out: int) -> None:
+        self.stream = None
+        if rate_in != rate_out:
+            import soxr
+
+            self.stream = soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        if self.stream is None:
+            return x
+        return self.stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
+
+
+class AudioReader:
+    """Audio read piece by piece, never whole: iterating yields ``(n,)`` float32 pieces at
+    ``sample_rate`` (about ``block`` samples each, the last ones shorter).
+
+    ``source``: an audio file (any soundfile format and rate; channels mixed down), or with
+    ``raw`` (``"f32"`` little-endian float32 or ``"s16"`` little-endian int16) headerless mono
+    PCM at ``raw_rate`` from a path or a binary file object (``sys.stdin.buffer``).
+    ``rate`` is the input's own sample rate. NaN or infinite samples raise :class:`InputError`.
+    """
+
+    def __init__(
+        self,
+        source: str | Path | object,
+        sample_rate: int,
+        block: int,
+        raw: str | None = None,
+        raw_rate: int | None = None,
+    ) -> None:
+        self.source, self.sample_rate, self.block, self.raw = source, int(sample_rate), int(block), raw
+        self.name = str(source) if isinstance(source, (str, Path)) else "standard input"
+        if raw is not None:
+            if raw not in RAW_FORMATS:
+                raise InputError(f"raw PCM format must be one of {', '.join(RAW_FORMATS)}, got {raw!r}")
+            self.rate = int(raw_rate or sample_rate)
+            if self.rate <= 0:
+                raise InputError(f"the raw input's sample rate must be positive, got {self.rate}")
+            if isinstance(source, (str, Path)):
+                _check_file(Path(source))
+        else:
+            import soundfile as sf
+
+            if not isinstance(source, (str, Path)):
+                raise InputError("audio from standard input must be raw PCM (--raw)")
+            _check_file(Path(source))
+            try:
+                info = sf.info(str(source))
+            except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
+                raise AudioError(f"cannot read {source} as audio (corrupt or unsupported format?): {exc}") from None
+            self.rate = int(info.samplerate)
+        self.samples_read = 0  # at the input's own rate
+
+    def _pieces(self) -> Iterator[np.ndarray]:
+        """Mono float32 at the input's rate."""
+        n = max(1, self.block * self.rate // self.sample_rate)
+        if self.raw is None:
+            import soundfile as sf
+
+            try:
+                with sf.SoundFile(str(self.source)) as f:
+                    while True:
+                        data = f.read(n, dtype="float32", always_2d=True)
+                        if not data.shape[0]:
+                            return
+                        yield data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+            except RuntimeError as exc:  # libsndfile
+                raise AudioError(f"cannot read {self.source} (corrupt or truncated?): {exc}") from None
+            return
+        dtype = RAW_FORMATS[self.raw]
+        size = n * dtype.itemsize
+        f = open(self.source, "rb") if isinstance(self.source, (str, Path)) else self.source  # noqa: SIM115
+        try:
+            pending = b""
+            while True:
+                data = f.read(size)
+                if not data:
+                    break
+                data = pending + data
+                whole = len(data) - len(data) % dtype.itemsize
+                pending = data[whole:]
+                x = np.frombuffer(data[:whole], dtype=dtype).astype(np.float32)
+                yield x / 32768.0 if self.raw == "s16" else x
+            if pending:
+                warnings.warn(
+                    f"{self.name} ended inside a sample: {len(pending)} trailing byte(s) ignored", stacklevel=2
+                )
+        finally:
+            if f is not self.source:
+                f.close()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        resample = _StreamResampler(self.rate, self.sample_rate)
+        for x in self._pieces():
+            if not np.isfinite(x).all():
+                raise InputError(
+                    f"{self.name} contains NaN or infinite samples (near {self.samples_read / self.rate:.3f} s)"
+                )
+            self.samples_read += x.size
+            y = resample(x)
+            if y.size:
+                yield y
+        y = resample(np.zeros(0, dtype=np.float32), last=True)
+        if y.size:
+            yield y
+
+
+class AudioWriter:
+    """Writes ``(n,)`` float32 pieces at ``sample_rate`` as they come: a WAV/FLAC file
+    (through :func:`focalcodec.outputs.output_path`: atomic, published on success), or with
+    ``raw`` (``"f32"`` / ``"s16"``) headerless PCM to a file or ``"-"`` (standard output,
+    flushed after each piece). ``output_rate`` resamples. Use as a context manager."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        sample_rate: int,
+        output_rate: int | None = None,
+        raw: str | None = None,
+        force: bool = False,
+        inputs: Sequence[str | Path] = (),
+    ) -> None:
+        from .outputs import STDOUT, check_targets
+
+        self.path, self.raw = str(path), raw
+        self.rate = int(output_rate or sample_rate)
+        self.resample = _StreamResampler(int(sample_rate), self.rate)
+        self.samples = 0
+        if raw is not None and raw not in RAW_FORMATS:
+            raise InputError(f"raw PCM format must be one of {', '.join(RAW_FORMATS)}, got {raw!r}")
+        if raw is None:
+            if self.path == STDOUT:
+                raise InputError("audio to standard output must be raw PCM: add --raw (a WAV header needs the length)")
+            self.format = {".wav": "WAV", ".flac": "FLAC"}.get(Path(self.path).suffix.lower())
+            if self.format is None:
+                raise AudioError(f"cannot write {self.path}: use a .wav or .flac file name (or --raw)")
+        check_targets([self.path], inputs, force)
+        self.force, self.inputs = force, inputs
+
+    def __enter__(self) -> AudioWriter:
+        import contextlib
+
+        from .outputs import open_output
+
+        self._stack = contextlib.ExitStack()
+        try:
+            if self.raw is not None:
+                self._f = self._stack.enter_context(open_output(self.path, "wb", self.force, self.inputs))
+            else:
+                import soundfile as sf
+
+                tmp = self._stack.enter_context(output_path(self.path, self.force, self.inputs))
+                self._f = self._stack.enter_context(
+                    sf.SoundFile(str(tmp), "w", self.rate, 1, subtype="PCM_16", format=self.format)
+                )
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def _put(self, y: np.ndarray) -> None:
+        if not y.size:
+            return
+        self.samples += y.size
+        if self.raw is None:
+            self._f.write(np.clip(y, -1.0, 1.0))
+            return
+        if self.raw == "s16":
+            data = np.round(np.clip(y, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        else:
+            data = np.ascontiguousarray(y, dtype="<f4").tobytes()
+        self._f.write(data)
+        self._f.flush()
+
+    def write(self, x: np.ndarray | Tensor) -> None:
+        x = x.detach().cpu().float().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
+        self._put(self.resample(x.reshape(-1)))
+
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
+        if exc_type is None:
+            self._put(self.resample(np.zeros(0, dtype=np.float32), last=True))
+        return self._stack.__exit__(exc_type, exc, tb)

@@ -53,6 +53,9 @@ FORMAT_VERSION = 1
 SUFFIX = ".fc"
 MAX_CODE_DIM = 32
 FINGERPRINT_BYTES = 8
+# Flags bit 1: the streamable variant (header, then fixed-size frames; focalcodec.streamfile),
+# which this module's whole-file reader refuses with a pointer to `focalcodec stream-decode`.
+FLAG_STREAM = 0x02
 
 # After the name: fingerprint, rate_in, rate_out, samples per token, original rate,
 # original length, token count, payload CRC32; then the header CRC32.
@@ -293,6 +296,11 @@ class CompressedAudio:
             )
         if version < 1:
             raise CorruptHeaderError(f"{source}: invalid format version {version}; the header is damaged")
+        if flags == FLAG_STREAM:
+            raise UnsupportedVersionError(
+                f"{source} is a streamable .fc stream (written by `focalcodec stream-encode`), not a whole "
+                "file; decode it with `focalcodec stream-decode`"
+            )
         header_size = MIN_HEADER_SIZE - 1 + name_len
         if n < header_size:
             raise TruncatedFileError(

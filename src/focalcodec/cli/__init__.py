@@ -25,6 +25,9 @@ COMMANDS = (
     "resynth",
     "info",
     "stream",
+    "stream-encode",
+    "stream-decode",
+    "serve",
     "vc",
     "tokenize",
     "detokenize",
@@ -43,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"{__name__}.{name}")
+            module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{name}":
+            if exc.name == f"{__name__}.{name.replace('-', '_')}":
                 continue  # command not available in this build
             raise
         module.add_parser(sub)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..audio import AudioError
-from ..bitstream import MAGIC, CompressedAudio
+from ..bitstream import FLAG_STREAM, MAGIC, CompressedAudio
 from ..errors import InputError
 from .common import add_model_options, load_model
 
@@ -30,8 +30,10 @@ def describe_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"file not found: {path}")
     with open(path, "rb") as f:
-        head = f.read(len(MAGIC))
-    if head == MAGIC or path.suffix.lower() == ".fc":
+        head = f.read(len(MAGIC) + 2)
+    if head[: len(MAGIC)] == MAGIC and len(head) > 5 and head[5] & FLAG_STREAM:
+        return describe_stream(path)
+    if head[: len(MAGIC)] == MAGIC or path.suffix.lower() == ".fc":
         stream = CompressedAudio.load(path)
         return {"file": str(path), "type": "focalcodec bitstream", **stream.info()}
     if path.suffix.lower() == ".npy":
@@ -54,6 +56,25 @@ def describe_file(path: Path) -> dict[str, Any]:
         "channels": meta.channels,
         "num_samples": meta.frames,
         "duration_s": round(meta.frames / meta.samplerate, 6) if meta.samplerate else None,
+    }
+
+
+def describe_stream(path: Path) -> dict[str, Any]:
+    """Facts about a streamable .fc (``focalcodec stream-encode``): its header, and the
+    frames the file holds."""
+    from ..streamfile import StreamHeader
+
+    with open(path, "rb") as f:
+        header = StreamHeader.read(f, str(path))
+    body = path.stat().st_size - header.size
+    frames, trailing = divmod(body, header.frame_bytes)
+    return {
+        "file": str(path),
+        "type": "focalcodec stream",
+        **header.info(),
+        "frames": frames,
+        "trailing_bytes": trailing,
+        "duration_s": round(frames * header.frame_seconds, 6),
     }
 
 

@@ -58,6 +58,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="with --mic: how long to record (default: 10)")
     p.add_argument("--output-rate", type=int, help="resample the output to this rate")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="stream through a `focalcodec serve` server (e.g. http://127.0.0.1:8765) instead of a local model",
+    )
+    p.add_argument("--speaker-set", metavar="NAME", help="with --server: a voice the server offers (kNN-VC)")
     p.set_defaults(func=run)
     return p
 
@@ -107,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give either an input file or --mic")
     if args.block_ms <= 0:
         raise InputError("--block-ms must be positive")
+    if args.server:
+        return run_remote(args)
+    if args.speaker_set:
+        raise InputError("--speaker-set names a voice of a server: use it with --server")
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     codec = load_model(args)
@@ -172,5 +182,57 @@ def run(args: argparse.Namespace) -> int:
             f"/ p99 {report['latency_p99_ms']:.1f} ms "
             f"(+{latency_ms:.0f} ms algorithmic), RTF {report['rtf']:.3f}"
             + (f" -> {args.output}" if args.output else "")
+        )
+    return 0
+
+
+def run_remote(args: argparse.Namespace) -> int:
+    """``--server URL``: the same stream and report, through a ``focalcodec serve`` server."""
+    import asyncio
+
+    from ..serve.client import health, paced, run_stream
+
+    if args.precision != "float32" or args.decoder_precision:
+        raise InputError("--precision / --decoder-precision are the server's (focalcodec serve --precision)")
+    info = health(args.server)
+    rate = int(info["sample_rate_in"])
+    block = max(1, int(round(args.block_ms * rate / 1000)))
+    if args.mic:
+        blocks = _mic_blocks(block, args.seconds, rate)
+    else:
+        x = load_audio(args.input, rate).numpy()
+        blocks = paced(x, block, rate if args.realtime else None)
+    begin = time.perf_counter()
+    result = asyncio.run(run_stream(args.server, blocks, "resynth", args.speaker_set))
+    busy = time.perf_counter() - begin
+    samples_in = result.input_steps
+    audio = result.audio[: samples_in * int(info["sample_rate_out"]) // rate]
+    duration = samples_in / rate
+    times = result.latencies_ms
+    report = {
+        "model": info["model"],
+        "mode": "server",
+        "server": args.server,
+        "precision": info.get("precision"),
+        "decoder_precision": info.get("decoder_precision"),
+        "speaker_set": args.speaker_set,
+        "algorithmic_latency_ms": info["latency_ms"],
+        "block_ms": 1000.0 * block / rate,
+        "chunks": len(times),
+        "latency_p50_ms": _percentile(times, 50),
+        "latency_p99_ms": _percentile(times, 99),
+        "audio_seconds": duration,
+        "wall_seconds": busy,
+    }
+    if args.output:
+        save_audio(args.output, torch.from_numpy(audio), int(info["sample_rate_out"]), args.output_rate)
+        report["output"] = str(args.output)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"stream of {duration:.2f} s through {args.server} ({info['model']}): {len(times)} chunks, "
+            f"latency p50 {report['latency_p50_ms']:.1f} ms / p99 {report['latency_p99_ms']:.1f} ms "
+            f"(+{info['latency_ms']:.0f} ms algorithmic)" + (f" -> {args.output}" if args.output else "")
         )
     return 0
