@@ -137,7 +137,7 @@ FAULTS: tuple[Fault, ...] = (
         "train/trainer.py",
         'scaler.scale(losses["loss"] / len(micro)).backward()',
         'scaler.scale(losses["loss"]).backward()',
-        "gradient accumulation sums micro-batches: N times the step of N GPUs",
+        "gradient accumulation sums the micro-batch gradients instead of averaging them (N × the gradient of N GPUs)",
     ),
     Fault(
         "resume-without-optimizer-state",

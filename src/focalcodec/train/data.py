@@ -261,8 +261,8 @@ class AudioDataset(Dataset):
     An entry that cannot be used (missing, unreadable, NaN/inf samples) does not stop
     training: item ``i`` is then the next usable entry, and ``skipped`` lists why each
     unusable one was passed over (the trainer reports them). The choice depends only on the
-    manifest, so a resumed run sees the same data. More than :data:`MAX_SUBSTITUTES`
-    unusable entries in a row raise :class:`InputError`.
+    manifest, so a resumed run sees the same data. :data:`MAX_SUBSTITUTES` unusable
+    entries in a row raise :class:`InputError`.
     """
 
     def __init__(
