@@ -32,6 +32,7 @@ COMMANDS = (
     "tokenize",
     "detokenize",
     "evaluate",
+    "listen",
     "export",
     "prepare",
     "train",
