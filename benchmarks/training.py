@@ -48,7 +48,7 @@ def run_stage(args: argparse.Namespace, stage: str, precision: str, manifest: Pa
     recipe = RECIPES[stage]
     overrides = [
         f"model={args.model}",
-        "init.encoder=null",  # random weights
+        "init.encoder=random",  # random weights, asked for (no checkpoints offline; speed does not depend on them)
         f"data.train={manifest}",
         "data.valid=null",
         f"data.batch_size={args.batch_size}",
@@ -68,7 +68,9 @@ def run_stage(args: argparse.Namespace, stage: str, precision: str, manifest: Pa
     ]
     if args.threads:
         overrides.append(f"train.num_threads={args.threads}")
-    overrides += args.set
+    # options of another stage's sections (e.g. discriminator.* for stage Q) are left out:
+    # a stage refuses options it does not use
+    overrides += [kv for kv in args.set if not (stage != "decoder" and kv.startswith("discriminator."))]
     cuda = args.device.startswith("cuda")
     t0 = time.perf_counter()
     trainer = Trainer(load_train_config(recipe, overrides))
@@ -138,7 +140,13 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--data", default=str(SHARED / "speech" / "eval"), help="folder of speech")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more recipe overrides")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more recipe overrides (discriminator.* apply to stage D only)",
+    )
     p.add_argument("--json", default="benchmarks/results/training.json")
     args = p.parse_args()
     args.log_every = max(1, min(args.log_every, args.steps // 2 or 1))

@@ -308,7 +308,11 @@ STAGES = {
     },
     "pos_conv": {"stage": "pos_conv", "model": TINY_CAUSAL, "init": {"teacher": TINY}},
     "encoder": {"stage": "encoder", "model": TINY_CAUSAL, "init": {"teacher": TINY, "encoder": TINY}},
-    "joint": {"stage": "joint", "model": TINY_CAUSAL, "init": {"teacher": TINY, "encoder": TINY}},
+    "joint": {
+        "stage": "joint",
+        "model": TINY_CAUSAL,
+        "init": {"teacher": TINY, "encoder": TINY, "compressor": TINY_CAUSAL, "decompressor": TINY_CAUSAL},
+    },
 }
 
 

@@ -173,7 +173,7 @@ def test_prepare_export_and_train_export_refuse_before_work(short_wav, tmp_path,
     ckpt.mkdir()
     _existing(ckpt, "model.safetensors")
     argv = ["train", "--export", str(ckpt), "--model", "focalcodec_50hz", "all=" + MISSING_MODEL]
-    assert "model.safetensors exists" in one_error_line(capsys, argv)
+    assert "ckpt exists" in one_error_line(capsys, argv)
 
 
 def test_detokenize_and_evaluate_refuse_before_work(tmp_path, capsys) -> None:

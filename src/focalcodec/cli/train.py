@@ -25,7 +25,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--export", metavar="OUT_DIR", help="export mode: write a checkpoint folder from the given sources")
     p.add_argument("--model", help="export mode: architecture (preset, config .json or checkpoint folder)")
-    add_force_option(p, "an existing checkpoint in the --export folder")
+    p.add_argument(
+        "--checkpoint",
+        choices=("auto", "best", "latest"),
+        default="auto",
+        help="export mode: which checkpoint of a run folder to take; auto = as the recipes keep: the latest "
+        "for decoder runs, the best-validation one for the other stages (default: auto)",
+    )
+    add_force_option(p, "an existing --export folder")
     p.set_defaults(func=run)
     return p
 
@@ -39,18 +46,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}\t{path}")
         return 0
     if args.export:
-        from pathlib import Path
-
-        from ..outputs import check_targets
+        from ..outputs import check_targets, output_path
         from ..train.export import export_checkpoint
 
         if not args.model:
             raise ConfigError("--export needs --model (the architecture, e.g. focalcodec_50hz or a config.json)")
-        out = Path(args.export)
         sources = [o.split("=", 1)[-1] for o in args.overrides]
-        check_targets([out / "config.json", out / "model.safetensors"], sources, args.force)
-        path = export_checkpoint(args.model, args.overrides, args.export)
-        print(f"wrote {path}")
+        check_targets([args.export], sources, args.force)
+        with output_path(args.export, force=args.force, folder=True) as tmp:
+            export_checkpoint(args.model, args.overrides, tmp, checkpoint=args.checkpoint)
+        print(f"wrote {args.export}")
         return 0
     if not args.config:
         raise ConfigError("give --config RECIPE.yaml (or --list to see the shipped recipes)")
@@ -66,5 +71,5 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     if int(os.environ.get("RANK", "0")) == 0 and metrics:
-        print(" ".join(f"{k}={v:.5g}" for k, v in sorted(metrics.items())))
+        print(" ".join(f"{k}={v:.5g}" for k, v in sorted(metrics.items()) if isinstance(v, (int, float))))
     return 0
