@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import numpy as np
 import pytest
@@ -171,7 +172,8 @@ def test_token_statistics_uniform_and_collapsed():
 
 def test_bitrate_and_rtf():
     assert measured_bitrate(1300, 2.0) == 650.0
-    assert real_time_factor(10.0, 0.5) == 20.0
+    assert real_time_factor(processing_seconds=0.5, audio_seconds=10.0) == 0.05  # processing / audio
+    assert math.isnan(real_time_factor(processing_seconds=1.0, audio_seconds=0.0))
     with pytest.raises(InputError):
         measured_bitrate(10, 0)
 

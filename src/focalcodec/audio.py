@@ -16,13 +16,16 @@ import torch
 from torch import Tensor
 
 from .errors import InputError
+from .limits import AUDIO_EXTENSIONS, SAMPLE_RATE_RANGE, check_sample_rate
 from .outputs import output_path
 
 __all__ = [
+    "AUDIO_EXTENSIONS",
     "AudioError",
     "AudioFileSamples",
     "AudioReader",
     "AudioWriter",
+    "audio_info",
     "check_signal",
     "load_audio",
     "read_audio",
@@ -30,11 +33,63 @@ __all__ = [
     "save_audio",
 ]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf")
-
 
 class AudioError(InputError):
     """An audio file that cannot be read or written."""
+
+
+def _unreadable(path: Path, exc: BaseException) -> AudioError:
+    text = str(exc).replace(f"Error opening {str(path)!r}: ", "").replace(f"Error opening '{path}': ", "")
+    return AudioError(f"cannot read {path} as audio (corrupt, truncated or unsupported format?): {text}")
+
+
+def audio_info(path: str | Path):
+    """soundfile's header facts, after the checks every reader shares: the file exists and is
+    not empty, its sample rate lies in :data:`~focalcodec.limits.SAMPLE_RATE_RANGE`, and a
+    WAV holds the samples its header promises."""
+    import soundfile as sf
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
+        raise _unreadable(path, exc) from None
+    lo, hi = SAMPLE_RATE_RANGE
+    if not lo <= info.samplerate <= hi:
+        raise AudioError(
+            f"{path} declares a sample rate of {info.samplerate} Hz, outside [{lo}, {hi}]; the header is damaged"
+        )
+    if info.format in ("WAV", "WAVEX"):
+        _check_wav_data(path)
+    return info
+
+
+def _check_wav_data(path: Path) -> None:
+    """:class:`AudioError` when a RIFF WAV's ``data`` chunk declares more bytes than the file
+    holds (libsndfile would silently read fewer samples). A size of 0 or 0xFFFFFFFF (what
+    streaming writers put when the length is unknown) is accepted."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            cid, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                held = size - pos - 8
+                if length not in (0, 0xFFFFFFFF) and length > held:
+                    raise AudioError(
+                        f"{path} is truncated: its header promises {length} bytes of samples but the file holds "
+                        f"{held}; copy or download it again"
+                    )
+                return
+            pos += 8 + length + (length & 1)
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
@@ -42,11 +97,11 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     path = Path(path)
-    _check_file(path)
+    audio_info(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
-        raise AudioError(f"cannot read {path} as audio (corrupt, truncated or unsupported format?): {exc}") from None
+        raise _unreadable(path, exc) from None
     return data, int(rate)
 
 
@@ -102,16 +157,8 @@ class AudioFileSamples:
     """
 
     def __init__(self, path: str | Path, warn: bool = True) -> None:
-        import soundfile as sf
-
         self.path = Path(path)
-        _check_file(self.path)
-        try:
-            info = sf.info(str(self.path))
-        except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
-            raise AudioError(
-                f"cannot read {self.path} as audio (corrupt, truncated or unsupported format?): {exc}"
-            ) from None
+        info = audio_info(self.path)
         if info.format not in SEEKABLE_FORMATS:
             raise AudioError(f"{self.path}: {info.format} files are not read on demand; use load_audio")
         if info.frames <= 0:
@@ -234,22 +281,13 @@ class AudioReader:
         if raw is not None:
             if raw not in RAW_FORMATS:
                 raise InputError(f"raw PCM format must be one of {', '.join(RAW_FORMATS)}, got {raw!r}")
-            self.rate = int(raw_rate or sample_rate)
-            if self.rate <= 0:
-                raise InputError(f"the raw input's sample rate must be positive, got {self.rate}")
+            self.rate = check_sample_rate(raw_rate or sample_rate, "the raw input's sample rate")
             if isinstance(source, (str, Path)):
                 _check_file(Path(source))
         else:
-            import soundfile as sf
-
             if not isinstance(source, (str, Path)):
                 raise InputError("audio from standard input must be raw PCM (--raw)")
-            _check_file(Path(source))
-            try:
-                info = sf.info(str(source))
-            except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
-                raise AudioError(f"cannot read {source} as audio (corrupt or unsupported format?): {exc}") from None
-            self.rate = int(info.samplerate)
+            self.rate = int(audio_info(source).samplerate)
         self.samples_read = 0  # at the input's own rate
 
     def _pieces(self) -> Iterator[np.ndarray]:

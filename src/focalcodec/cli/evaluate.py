@@ -14,14 +14,28 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .common import add_model_options
+from .common import (
+    add_command,
+    add_force_option,
+    add_model_options,
+    add_output_option,
+    add_quiet_option,
+    check_device,
+    positive_int,
+    positive_seconds,
+    require,
+)
+
+REPORT_FILES = ("report.json", "report.md")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "evaluate",
         help="measure codecs (dWER, speaker similarity, MOS, PESQ, STOI, bitrate, RTF ...) and write a report",
-        description="Evaluate codecs on a folder or manifest: resynthesis (default) or voice conversion (--task vc).",
+        description="Evaluate codecs on a folder or manifest: resynthesis (default) or voice conversion (--task vc). "
+        "Writes report.json, report.md and plots into -o. RTF = processing time / audio time (lower is faster).",
     )
     p.add_argument(
         "--codec",
@@ -37,8 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         required=True,
         help="folder of audio files (with optional manifest.tsv) or a manifest .tsv/.csv/.jsonl",
     )
-    p.add_argument("-o", "--output", required=True, help="report folder (created)")
-    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing report in --output")
+    add_output_option(p, "report folder (created)")
+    add_force_option(p, "an earlier report in the folder")
     p.add_argument("--task", choices=("resynth", "vc"), default="resynth")
     p.add_argument(
         "--metrics",
@@ -54,8 +68,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="keep utterances whose manifest field matches "
         "(repeatable; VALUE may be a|b; lang=en matches 'en (L1 zh)')",
     )
-    p.add_argument("--max-duration", type=float, default=None, help="skip utterances longer than this (seconds)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate at most this many utterances")
+    p.add_argument(
+        "--max-duration", type=positive_seconds, default=None, help="skip utterances longer than this (seconds)"
+    )
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate at most this many utterances")
     p.add_argument(
         "--asr-model",
         default=None,
@@ -66,7 +82,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--vc-pairs", default=None, help="--task vc: .tsv with source and target (references separated by |) columns"
     )
     p.add_argument(
-        "--vc-references", type=int, default=5, help="--task vc without --vc-pairs: target utterances per trial"
+        "--vc-references",
+        type=positive_int,
+        default=5,
+        help="--task vc without --vc-pairs: target utterances per trial",
     )
     p.add_argument(
         "--no-align",
@@ -83,7 +102,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--save-audio", action="store_true", help="also write every reconstruction under OUTPUT/audio/")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--quiet", action="store_true", help="no per-utterance progress lines")
+    add_quiet_option(p)
     p.set_defaults(func=run)
     return p
 
@@ -133,12 +152,14 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs import check_targets
 
     out = Path(args.output)
-    if args.limit is not None and args.limit < 1:
-        raise InputError("--limit must be at least 1")
     if args.bootstrap < 0 or args.max_delay_ms < 0:
         raise InputError("--bootstrap and --max-delay-ms must not be negative")
-    targets = [out / "report.json", out / "report.md"] + ([] if args.no_plots else [out / f for f in PLOT_FILES])
-    check_targets(targets + ([out / "audio"] if args.save_audio else []), force=args.force)
+    targets = [out / n for n in REPORT_FILES + (() if args.no_plots else PLOT_FILES)]
+    targets += [out / "audio"] if args.save_audio else []
+    check_targets(targets, [args.data] + ([args.vc_pairs] if args.vc_pairs else []), args.force)
+    if not args.no_plots:
+        require("matplotlib", "eval", "the plots (or pass --no-plots)")
+    check_device(args.device)
     if args.task == "vc" and args.vc_pairs:
         items: list[Any] = read_vc_pairs(args.vc_pairs)[: args.limit]
         n_items = len(items)

@@ -9,14 +9,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..audio import AudioError
-from ..bitstream import FLAG_STREAM, MAGIC, CompressedAudio
 from ..errors import InputError
-from .common import add_model_options, load_model
+from .common import add_command, add_model_options, load_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("info", help="describe a .fc file, a token or audio file, or a model")
+    p = add_command(
+        sub,
+        "info",
+        help="describe a .fc file, a token or audio file, or a model",
+        description="Print, as JSON, the header fields of a .fc bitstream (fully validated), the dtype and shape of "
+        "a .npy token file, the format of an audio file, or (without FILE) a model's rates, bitrate, size and "
+        "weights digest.",
+    )
     p.add_argument(
         "file", nargs="?", metavar="FILE", help=".fc bitstream, .npy tokens or audio file (omit for --model)"
     )
@@ -27,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def describe_file(path: Path) -> dict[str, Any]:
     """Facts about a .fc, .npy or audio file; a bitstream is fully validated."""
+    from ..audio import audio_info
+    from ..bitstream import FLAG_STREAM, MAGIC, CompressedAudio
+
     if not path.is_file():
         raise InputError(f"file not found: {path}")
     with open(path, "rb") as f:
@@ -39,14 +47,12 @@ def describe_file(path: Path) -> dict[str, Any]:
     if path.suffix.lower() == ".npy":
         import numpy as np
 
-        toks = np.load(path, mmap_mode="r", allow_pickle=False)
+        try:
+            toks = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"{path} is not a readable .npy array (truncated or damaged?): {exc}") from None
         return {"file": str(path), "type": "token array", "dtype": str(toks.dtype), "shape": list(toks.shape)}
-    import soundfile as sf
-
-    try:
-        meta = sf.info(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise AudioError(f"{path} is neither a .fc bitstream nor readable audio: {exc}") from None
+    meta = audio_info(path)
     return {
         "file": str(path),
         "type": "audio",

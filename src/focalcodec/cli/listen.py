@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--loudness", type=float, default=-26.0, help="loudness of every stimulus, LUFS (ITU-R BS.1770)")
     b.add_argument("--seed", type=int, default=0, help="seed of the item draw")
     b.add_argument("--title", default="Speech codec listening test (MUSHRA)", help="title shown to the raters")
-    b.add_argument("--quiet", action="store_true", help="no progress lines")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     b.set_defaults(func=run_build)
 
     s = steps.add_parser(
@@ -79,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     a.add_argument("-o", "--output", required=True, help="folder for the results")
     a.add_argument("-f", "--force", action="store_true", help="overwrite existing results")
     a.add_argument("--db", default=None, help="ratings database (default: TEST/ratings.sqlite)")
-    a.add_argument("--quiet", action="store_true", help="do not print the results table")
+    a.add_argument("-q", "--quiet", action="store_true", help="do not print the results table")
     a.set_defaults(func=run_analyze)
     return p
 

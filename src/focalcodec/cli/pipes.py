@@ -9,19 +9,21 @@ import os
 import sys
 from collections.abc import Iterator
 
-from ..audio import RAW_FORMATS
 from ..errors import OutputError
+from .common import add_force_option, add_quiet_option
+
+RAW_FORMATS = ("f32", "s16")  # focalcodec.audio.RAW_FORMATS (torch-free copy, for --help)
 
 PRECISIONS = ("float32", "float16", "int8")
 
 
 def add_pipe_options(p: argparse.ArgumentParser, direction: str) -> None:
-    p.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+    add_force_option(p, "an existing output file")
     p.add_argument(
         "--raw",
         nargs="?",
         const="f32",
-        choices=tuple(RAW_FORMATS),
+        choices=RAW_FORMATS,
         default=None,
         help=f"audio {direction} is headerless mono PCM: f32 (little-endian float32, the default with --raw) "
         "or s16 (little-endian int16)",
@@ -30,9 +32,9 @@ def add_pipe_options(p: argparse.ArgumentParser, direction: str) -> None:
         "--precision",
         choices=PRECISIONS,
         default="float32",
-        help="CPU only: weights in float16 (same tokens in our tests) or int8 (approximate) (default: float32)",
+        help="CPU only: weights in float16 (same tokens in our tests) or int8 (approximate)",
     )
-    p.add_argument("--quiet", action="store_true", help="no summary line on standard error")
+    add_quiet_option(p)
 
 
 @contextlib.contextmanager

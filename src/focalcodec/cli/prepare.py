@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command, add_force_option, add_output_option, positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "prepare",
         help="build a training manifest (JSON lines) from folders of audio (LibriTTS layout or any tree)",
         description="Scan folders for audio files and write one JSON line per utterance: path, duration, "
@@ -15,8 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "header says are left out and listed on stderr.",
     )
     p.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="folders to scan (recursively)")
-    p.add_argument("-o", "--output", required=True, help="manifest file to write (.jsonl)")
-    p.add_argument("-f", "--force", action="store_true", help="replace an existing manifest")
+    add_output_option(p, "manifest file to write (.jsonl)")
+    add_force_option(p, "an existing manifest")
     p.add_argument(
         "--min-duration", type=float, default=0.0, help="drop shorter utterances (seconds; default 0; recipes: 1)"
     )
@@ -32,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_true",
         help="read only the headers (faster; files with bad samples then get skipped during training instead)",
     )
-    p.add_argument("--workers", type=int, default=8, help="threads reading files (default: 8)")
+    p.add_argument("--workers", type=positive_int, default=8, help="threads reading files")
     p.set_defaults(func=run)
     return p
 
@@ -43,15 +46,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import InputError
+    from ..limits import check_seconds
     from ..outputs import check_targets
     from ..train.data import build_manifest, write_manifest
 
-    if args.workers < 1:
-        raise InputError(f"--workers must be at least 1, not {args.workers}")
+    check_seconds(args.min_duration, "--min-duration", 0.0, strict=False)
     if not args.min_duration <= args.max_duration:
         raise InputError(f"--min-duration {args.min_duration} is above --max-duration {args.max_duration}")
     out = Path(args.output)
-    check_targets([out], force=args.force)
+    check_targets([out], args.data_dirs, args.force)
     rejected: list[tuple[str, str]] = []
     entries = build_manifest(
         args.data_dirs,

@@ -12,17 +12,16 @@ import argparse
 import logging
 import sys
 
-import torch
-
 from ..errors import InputError
-from .common import add_model_options, load_model
+from .common import add_command, add_model_options, load_model, positive_int
 from .stream import DEFAULT_MODEL
 
 PRECISIONS = ("float32", "float16", "int8")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "serve",
         help="serve live streaming to many clients (WebSocket protocol and a browser page)",
         description="Serve a causal FocalCodec model to many live clients: WebSocket /v1/stream (audio or tokens "
@@ -33,17 +32,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on (default: 127.0.0.1); anything but the loopback exposes the server",
+        help="address to listen on; anything but the loopback exposes the server",
     )
-    p.add_argument("--port", type=int, default=8765, help="TCP port (default: 8765; 0: any free port)")
-    p.add_argument(
-        "--max-streams", type=int, default=8, help="streams open at once (default: 8); more clients are refused"
-    )
+    p.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
+    p.add_argument("--max-streams", type=positive_int, default=8, help="streams open at once; more clients are refused")
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="float32",
-        help="CPU only: engine weights in float16 or int8 (default: float32)",
+        help="CPU only: engine weights in float16 or int8",
     )
     p.add_argument(
         "--decoder-precision", choices=PRECISIONS, default=None, help="synthesis side (default: --precision)"
@@ -62,8 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="web origins (e.g. https://example.org, or *) whose pages may connect "
         "(default: only the server's own page)",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
-    p.add_argument("--quiet", action="store_true", help="log only warnings and errors")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's, one per core)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     p.set_defaults(func=run)
     return p
 
@@ -73,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         import aiohttp  # noqa: F401
     except ImportError:
         raise InputError('focalcodec serve needs aiohttp: pip install "focalcodec[serve]"') from None
+    import torch
+
     from ..serve.server import _is_loopback, load_speaker_sets, run_server
 
     if args.max_streams < 1:
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must lie in [0, 65535], got {args.port}")
     if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(args.threads)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",

@@ -17,25 +17,21 @@ import contextlib
 import sys
 import warnings
 
-import torch
-
-from ..audio import AudioWriter
-from ..compression import resolve_model
-from ..outputs import STDOUT, check_targets
-from .batch import output_rate
-from .common import add_model_options, check_device
+from ..outputs import STDOUT
+from .common import add_command, add_model_options, add_output_option, check_device, output_rate
 from .pipes import add_pipe_options, broken_pipe
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "stream-decode",
         help="a streamable .fc bitstream back to audio, frame by frame",
         description="Decode a streamable .fc bitstream (from `focalcodec stream-encode`) to audio as the frames "
         "arrive. Without --model, the published model named in the stream's header is loaded.",
     )
     p.add_argument("input", metavar="IN", help="bitstream file, or - for standard input")
-    p.add_argument("-o", "--output", required=True, help="audio file (.wav/.flac), or with --raw a file or - (stdout)")
+    add_output_option(p, "audio file (.wav/.flac), or with --raw a file or - (stdout)")
     add_model_options(p, default=None)
     add_pipe_options(p, "out")
     p.add_argument(
@@ -50,6 +46,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..audio import AudioWriter
+    from ..compression import resolve_model
+    from ..outputs import check_targets
     from ..streamfile import FrameReader
     from ..streaming import StreamDecoder
 

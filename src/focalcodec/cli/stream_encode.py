@@ -15,38 +15,40 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
-from ..audio import AudioReader
 from ..errors import InputError
-from ..outputs import STDOUT, check_targets, open_output
-from .common import add_model_options, load_model
+from ..outputs import STDOUT
+from .common import add_command, add_model_options, add_output_option, hz, load_model
 from .pipes import add_pipe_options, broken_pipe
 from .stream import DEFAULT_MODEL
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "stream-encode",
         help="audio to a streamable .fc bitstream, frame by frame (pipes, sockets)",
         description="Encode audio to a streamable .fc bitstream as it arrives: a header, then one fixed-size "
         "frame of tokens per 80 ms chunk (600 bit/s with the 4k model). Causal models only.",
     )
     p.add_argument("input", metavar="IN", help="audio file, or - for raw PCM on standard input")
-    p.add_argument("-o", "--output", required=True, help="bitstream file (.fcs), or - for standard output")
+    add_output_option(p, "bitstream file (.fcs), or - for standard output")
     add_model_options(p, DEFAULT_MODEL)
     add_pipe_options(p, "in")
     p.add_argument(
         "--rate",
-        type=int,
+        type=hz,
         default=16000,
-        help="sample rate of raw PCM input, resampled to the model's (default: 16000)",
+        help="sample rate of raw PCM input, resampled to the model's",
     )
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..audio import AudioReader
+    from ..outputs import check_targets, open_output
     from ..streamfile import FrameWriter, StreamHeader
     from ..streaming import StreamEncoder
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command, add_force_option
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "train",
         help="train a stage from a YAML recipe, or export trained stages as a checkpoint",
         description="Train one FocalCodec stage (quantizer, decoder, pos_conv, encoder, joint). Overrides are "
@@ -29,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="export mode: which checkpoint of a run folder to take; auto = as the recipes keep: the latest "
         "for decoder runs, the best-validation one for the other stages (default: auto)",
     )
-    p.add_argument("-f", "--force", action="store_true", help="export mode: replace an existing OUT_DIR")
+    add_force_option(p, "an existing --export folder")
     p.set_defaults(func=run)
     return p
 
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.model:
             raise ConfigError("--export needs --model (the architecture, e.g. focalcodec_50hz or a config.json)")
-        check_targets([args.export], force=args.force)
+        sources = [o.split("=", 1)[-1] for o in args.overrides]
+        check_targets([args.export], sources, args.force)
         with output_path(args.export, force=args.force, folder=True) as tmp:
             export_checkpoint(args.model, args.overrides, tmp, checkpoint=args.checkpoint)
         print(f"wrote {args.export}")

@@ -209,7 +209,7 @@ def _summarize(
         "codec": codec.name,
         "nominal_bitrate": codec.nominal_bitrate,
         "measured_bitrate": measured_bitrate(bits, audio_s) if bits is not None and audio_s > 0 else float("nan"),
-        "rtf": real_time_factor(audio_s, seconds) if seconds > 0 else float("nan"),
+        "rtf": real_time_factor(processing_seconds=seconds, audio_seconds=audio_s),
         "peak_memory_mb": peak / 2**20,
         "utterances": len(ok),
         "failed": len(rows) - len(ok),
@@ -321,7 +321,8 @@ def _evaluate_codec(
         seconds += meter.seconds
         audio_s += dur
         peak = max(peak, meter.peak_bytes)
-        row.update({"rtf": real_time_factor(dur, meter.seconds), "peak_memory_mb": meter.peak_bytes / 2**20})
+        rtf = real_time_factor(processing_seconds=meter.seconds, audio_seconds=dur)
+        row.update({"rtf": rtf, "peak_memory_mb": meter.peak_bytes / 2**20})
         for key in bits:
             value = getattr(rec, key)
             if value is None or bits[key] is None:

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from ..audio import resample
 from ..errors import FocalCodecError, InputError
+from ..timing import real_time_factor  # the one RTF definition (processing / audio time)
 from .stats import bootstrap_ci, bootstrap_indices, finite, percentile_interval
 
 __all__ = [
@@ -490,11 +491,6 @@ def measured_bitrate(num_bits: float, duration_s: float) -> float:
     if duration_s <= 0:
         raise InputError(f"duration must be positive, got {duration_s}")
     return float(num_bits) / float(duration_s)
-
-
-def real_time_factor(audio_seconds: float, processing_seconds: float) -> float:
-    """The paper's RTF: seconds of audio processed per second of compute (higher is faster)."""
-    return float(audio_seconds) / max(float(processing_seconds), 1e-9)
 
 
 def _rss_bytes() -> int | None:

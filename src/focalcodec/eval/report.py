@@ -47,7 +47,7 @@ COLUMN_TITLES: dict[str, tuple[str, int]] = {
     "vde": ("voicing err %", 1),
     "code_usage": ("code usage %", 1),
     "norm_entropy": ("norm. entropy %", 1),
-    "rtf": ("RTF", 1),
+    "rtf": ("RTF", 3),
     "peak_memory_mb": ("peak MB", 0),
 }
 
@@ -94,7 +94,7 @@ def _metric_of(result: EvalResult) -> dict[str, str]:
 
 def _direction(result: EvalResult) -> dict[str, bool]:
     d = {k: hb for keys in result.metrics.values() for k, hb in keys.items()}
-    d.update({"code_usage": True, "norm_entropy": True, "rtf": True, "peak_memory_mb": False})
+    d.update({"code_usage": True, "norm_entropy": True, "rtf": False, "peak_memory_mb": False})
     return d
 
 
@@ -278,7 +278,7 @@ def markdown_report(result: EvalResult, title: str = "FocalCodec evaluation") ->
         "kbit/s: payload = coded bits / duration, file = the file the codec writes (headers, container) / "
         "duration. Delay: how far each output lags its input, estimated per item and compensated before every "
         "time-aligned metric. dWER/dCER/WER are pooled over items (total edits / total words), other values are "
-        "means. RTF = audio seconds per processing second. `-` = not available.",
+        "means. RTF = processing time / audio time (lower is faster). `-` = not available.",
         "",
     ]
     lines += _models_section(result)
