@@ -40,9 +40,15 @@ DOCUMENTED = (
 
 
 def make_stream(
-    num_samples: int = 160000, code_dim: int = 13, spt: int = 320, seed: int = 0, name: str = "focalcodec_50hz"
+    num_samples: int = 160000,
+    code_dim: int = 13,
+    spt: int = 320,
+    seed: int = 0,
+    name: str = "focalcodec_50hz",
+    weights: str = "cd" * 8,
 ) -> CompressedAudio:
-    """A stream as the 50 Hz model writes it for ``num_samples`` samples at 16 kHz."""
+    """A stream as the 50 Hz model writes it for ``num_samples`` samples at 16 kHz (format
+    version 2; ``weights=""`` gives a version-1 stream)."""
     num_tokens = (num_samples - 400) // 320 + 1 if spt == 320 else math.ceil(num_samples / spt)
     toks = np.random.default_rng(seed).integers(0, 1 << code_dim, num_tokens)
     return CompressedAudio(
@@ -55,16 +61,17 @@ def make_stream(
         samples_per_token=spt,
         original_rate=16000,
         num_samples=num_samples,
+        weights=weights,
     )
 
 
-def header_size(name: str = "focalcodec_50hz") -> int:
-    return 56 + len(name)
+def header_size(name: str = "focalcodec_50hz", version: int = FORMAT_VERSION) -> int:
+    return (56 if version == 1 else 64) + len(name)
 
 
 def refresh_header_crc(data: bytearray, name_len: int) -> bytearray:
     """Recompute the header CRC after editing header fields (as a buggy writer would)."""
-    end = 56 + name_len - 4
+    end = (56 if data[4] == 1 else 64) + name_len - 4
     data[end : end + 4] = struct.pack("<I", zlib.crc32(bytes(data[:end])))
     return data
 
@@ -106,8 +113,19 @@ def test_round_trip_keeps_every_field() -> None:
     assert back == stream
     np.testing.assert_array_equal(back.tokens, stream.tokens)
     assert back.info()["num_samples"] == 12345 and back.version == FORMAT_VERSION
-    assert back.fingerprint == "ab" * 8
+    assert back.fingerprint == "ab" * 8 and back.weights == "cd" * 8
     assert back.nominal_bitrate == 16 * 50
+
+
+def test_version_1_files_still_read_and_round_trip() -> None:
+    """Files of format version 1 (no weights digest, 8 bytes shorter) are read and
+    re-serialised unchanged."""
+    old = make_stream(16000, weights="")
+    data = old.to_bytes()
+    assert data[4] == 1 and len(data) == header_size(version=1) + payload_size(49, 13)
+    back = CompressedAudio.from_bytes(data)
+    assert back.version == 1 and back.weights == "" and back.to_bytes() == data
+    assert back.info()["weights_digest"] is None
 
 
 def test_save_and_load(tmp_path) -> None:
@@ -188,7 +206,7 @@ def test_trailing_bytes_and_padding_bits() -> None:
 
 def test_impossible_header_fields_with_a_valid_crc() -> None:
     name_len = len("focalcodec_50hz")
-    fields_at = 8 + name_len
+    fields_at = 8 + name_len + 8  # the weights digest; the rates follow it
     base = make_stream(16000).to_bytes()
     cases = [
         (6, "<B", 0),  # code_dim 0
@@ -198,6 +216,9 @@ def test_impossible_header_fields_with_a_valid_crc() -> None:
         (fields_at + 20, "<I", 0),  # original rate 0
         (fields_at + 24, "<Q", 0),  # no samples
         (fields_at + 32, "<Q", 0),  # no tokens
+        (fields_at + 20, "<I", 1),  # original rate 1 Hz
+        (fields_at + 8, "<I", 2**31),  # rate_in 2^31 Hz
+        (fields_at + 12, "<I", 999),  # rate_out below 1 kHz
     ]
     for pos, fmt, value in cases:
         bad = bytearray(base)
@@ -250,13 +271,14 @@ def _mutate(rng: random.Random, data: bytes, name_len: int) -> bytes:
         pos = rng.randrange(len(buf))
         buf[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 5)))
     elif kind in (6, 7):  # header field edits with a recomputed header CRC (a buggy writer)
+        version = buf[4]
         for _ in range(rng.randint(1, 3)):
-            pos = rng.randrange(4, 56 + name_len - 4)
+            pos = rng.randrange(4, header_size(version=version) - 4)
             buf[pos] = rng.choice((0, 1, 255, rng.randrange(256)))
-        if buf[7] == name_len:
+        if buf[7] == name_len and buf[4] == version:
             refresh_header_crc(buf, name_len)
     else:  # payload edit with both CRCs recomputed: must decode to other valid tokens
-        hs = 56 + name_len
+        hs = header_size(version=buf[4])
         if len(buf) > hs:
             buf[rng.randrange(hs, len(buf))] ^= 1 << rng.randrange(8)
             buf[hs - 8 : hs - 4] = struct.pack("<I", zlib.crc32(bytes(buf[hs:])))
@@ -267,8 +289,14 @@ def _mutate(rng: random.Random, data: bytes, name_len: int) -> bytes:
 def test_fuzz_only_documented_errors() -> None:
     rng = random.Random(1234)
     seeds = [
-        make_stream(n, code_dim=d, seed=n).to_bytes()
-        for n, d in ((16000, 13), (5000, 12), (1000, 16), (400, 11), (3333, 13))
+        make_stream(n, code_dim=d, seed=n, weights=w).to_bytes()
+        for n, d, w in (
+            (16000, 13, "cd" * 8),
+            (5000, 12, ""),
+            (1000, 16, "01" * 8),
+            (400, 11, ""),
+            (3333, 13, "ff" * 8),
+        )
     ]
     name_len = len("focalcodec_50hz")
     seen = {}

@@ -111,3 +111,40 @@ def test_offline_hub_error_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> N
 def test_bad_source_strings() -> None:
     with pytest.raises(ConfigError, match="not a local directory"):
         FocalCodec.from_pretrained("no/such/thing/here")
+
+
+def test_hub_messages_say_hf_download_and_fail_fast_without_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No network: the Hub's name does not resolve, so only the cache is tried (huggingface_hub
+    used to retry for about 27 s) and the message names ``hf download`` (``huggingface-cli``
+    is no longer installed by current huggingface_hub)."""
+    import socket
+
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from focalcodec import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "_RESOLVED", {})
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-2, "unknown")))
+    calls = []
+
+    def download(repo_id, filename, **kwargs):
+        calls.append(kwargs)
+        if not kwargs.get("local_files_only"):
+            raise AssertionError("tried the network although the Hub's name does not resolve")
+        raise LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(HubError, match="does not resolve") as err:
+        FocalCodec.from_pretrained("someone/some_codec")
+    assert "`hf download someone/some_codec --local-dir DIR`" in str(err.value)
+    assert "huggingface-cli" not in str(err.value) and calls == [{"local_files_only": True}]
+
+
+def test_mistyped_local_paths_are_reported_as_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    for text in ("./my_model", "checkpoints/my_modle", str(tmp_path / "nope"), "../x/y"):
+        with pytest.raises(CheckpointError, match="local checkpoint not found"):
+            FocalCodec.from_pretrained(text)  # before: tried (and blamed) the Hub

@@ -47,7 +47,7 @@ def test_encode_decode_directory_round_trip(speech_dir, tmp_path, capsys) -> Non
         src = next(speech_dir.rglob(fc.stem + ".flac"))
         n = frames(src)
         tokens = (n - 400) // 320 + 1
-        assert fc.stat().st_size == 56 + len("tiny_50hz") + math.ceil(13 * tokens / 8)  # header + ceil(D*T/8)
+        assert fc.stat().st_size == 64 + len("tiny_50hz") + math.ceil(13 * tokens / 8)  # header + ceil(D*T/8)
     dec = tmp_path / "dec"
     assert main(["decode", str(enc), "-o", str(dec), "--model", TINY, "--format", "flac"]) == 0
     for wav in dec.rglob("*.flac"):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FIXTURES, SHARED
 
 from focalcodec import PRESETS, ConfigError, FocalCodec, FocalCodecConfig
@@ -33,10 +34,14 @@ def test_json_round_trip_keeps_legacy_fields(tmp_path: Path) -> None:
 
 
 def test_overrides() -> None:
+    bits = {"quantizer_config.codebook_size": 4096, "compressor_config.output_dim": 12}
+    with pytest.raises(ConfigError, match=r"decompressor_config.input_dim \(13\) must equal log2\(codebook_size\)"):
+        FocalCodec.from_config(FIXTURES / "tiny_50hz" / "config.json", overrides=bits)  # cannot run
     model = FocalCodec.from_config(
-        FIXTURES / "tiny_50hz" / "config.json", overrides={"quantizer_config.codebook_size": 4096}
+        FIXTURES / "tiny_50hz" / "config.json", overrides={**bits, "decompressor_config.input_dim": 12}
     )
     assert model.codebook_size == 4096 and model.code_dim == 12
+    assert model.decode(model.encode(torch.zeros(8000)).tokens).audio.shape == (7680,)
     with pytest.raises(ConfigError, match="no field 'nope'"):
         FocalCodecConfig.load("focalcodec_50hz").with_overrides({"nope.x": 1})
 
@@ -54,6 +59,51 @@ def test_invalid_configs_are_named() -> None:
         FocalCodecConfig.from_preset("focalcodec_100hz")
     with pytest.raises(ConfigError, match="no config found"):
         FocalCodecConfig.load("focalcodec_100hz")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"quantizer_config.codebook_size": 1000}, "power of two"),
+        ({"encoder_config.strides": [5, 2, 2, 2, 2, 2, 0]}, r"encoder_config.strides must be whole numbers in \[1,"),
+        ({"encoder_config.dim": 10**9}, r"encoder_config.dim must be a whole number in \[1, 32768\]"),
+        ({"decoder_config.hop_length": 0}, "hop_length"),
+        ({"encoder_config.num_heads": 3}, "divisible by num_heads"),
+        ({"encoder_config.dim": 64.5}, "whole number"),
+        ({"compressor_config.focal_level": 100}, "focal_level"),
+        ({"decoder_config.n_fft": 2}, "n_fft"),
+        ({"encoder_config.kernel_sizes": [10, 3]}, "one entry per layer"),
+        ({"compressor_config.output_dim": 12}, "do not connect"),
+    ],
+)
+def test_configs_that_cannot_run_are_refused_before_building(override, message) -> None:
+    """Each of these used to build (or allocate 10^9-wide layers) and fail, if at all, deep
+    inside a forward pass."""
+    with pytest.raises(ConfigError, match=message):
+        FocalCodec.from_config(FIXTURES / "tiny_50hz" / "config.json", overrides=override)
+
+
+def test_absurd_sizes_are_counted_without_allocating() -> None:
+    huge = {f"encoder_config.{k}": v for k, v in (("dim", 32768), ("ffn_dim", 131072), ("num_layers", 256))}
+    huge["compressor_config.input_dim"] = 32768
+    with pytest.raises(ConfigError, match="G parameters"):
+        FocalCodec.from_config(FIXTURES / "tiny_50hz" / "config.json", overrides=huge)
+
+
+def test_nan_weights_are_refused(tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from focalcodec import CheckpointError
+
+    shutil.copytree(FIXTURES / "tiny_50hz", tmp_path / "m")
+    state = load_file(str(tmp_path / "m" / "model.safetensors"))
+    key = sorted(k for k, v in state.items() if v.is_floating_point())[3]
+    state[key][0] = float("nan")
+    save_file(state, str(tmp_path / "m" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=f"NaN or infinite weights in {key}"):
+        FocalCodec.from_pretrained(tmp_path / "m")
 
 
 def test_not_json(tmp_path: Path) -> None:

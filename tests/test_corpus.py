@@ -102,7 +102,7 @@ def _tokenize_cmd(data: Path, out: Path) -> list:
         str(MODEL_DIR),
         "--shard-size",
         str(SHARD_SIZE),
-        "--window",
+        "--sort-group",
         "3",
         "--batch-seconds",
         "1.5",

@@ -36,11 +36,13 @@ def test_evaluate_resynthesis_end_to_end(tmp_path, capsys):
             "--limit",
             "2",
             "--metrics",
-            "pesq_wb,stoi,mel_distance,sim,dwer",
+            "pesq_wb,stoi,si_sdr,mel_distance,sim,dwer",
             "-o",
             str(out),
             "--save-audio",
             "--quiet",
+            "--bootstrap",
+            "200",
         ]
     )
     assert rc == 0
@@ -65,20 +67,48 @@ def test_evaluate_resynthesis_end_to_end(tmp_path, capsys):
             assert s[key] is not None and math.isfinite(s[key]), (name, key)
         assert len(entry["utterances"]) == 2
         assert all("dwer.ref_text" in row for row in entry["utterances"])
+        assert all(row["subset"] == "en_read" and row["lang"] == "en" and row["audio"] for row in entry["utterances"])
+        assert s["stoi_n"] == 2 and len(s["stoi_ci"]) == 2 and s["stoi_ci"][0] <= s["stoi"] <= s["stoi_ci"][1]
+        assert s["dwer_n"] == 2 and "dwer_median" in s and "dwer_capped" in s
     fc = codecs["focalcodec:tiny_50hz"]["summary"]
     assert fc["measured_bitrate"] == pytest.approx(650, rel=0.05)  # 50 Hz x 13 bits
     assert fc["file_bitrate"] > fc["measured_bitrate"]
     assert 0 < fc["code_usage"] <= 100 and 0 < fc["norm_entropy"] <= 100
     assert codecs["codec2-3200"]["summary"]["measured_bitrate"] == pytest.approx(3200, rel=0.05)
+    assert 15.0 <= codecs["codec2-3200"]["summary"]["delay_ms"] <= 25.0  # Codec 2 lags ~19 ms
+    assert fc["num_tokens"] > 0 and "token_warning" in fc  # two clips cannot fill 8192 codes
+    assert report["models"]["dwer"]["model"].startswith("Whisper") and report["models"]["stoi"]["align"]
+    assert report["models"]["sim"]["paper"] == "WavLM-base-SV"
     # the random-weight fixture is far worse than Codec 2 on intrusive metrics
     assert codecs["codec2-3200"]["summary"]["stoi"] > fc["stoi"]
     assert codecs["codec2-3200"]["summary"]["mel_distance"] < fc["mel_distance"]
     md = (out / "report.md").read_text()
-    assert "| codec2-3200 |" in md and "PESQ-WB ↑" in md and "dWER % ↓" in md
+    assert "| codec2-3200 |" in md and "| PESQ-WB ↑ |" in md and "| dWER % ↓ |" in md
+    assert "delay ms" in md and "## What computed each figure" in md and "tokens behind code usage" in md
+    assert "| dwer | Whisper" in md
     assert (out / "metrics_vs_bitrate.png").stat().st_size > 10_000
     assert (out / "spectrograms.png").stat().st_size > 10_000
     assert len(list((out / "audio").rglob("*.wav"))) == 4
     assert "report written to" in capsys.readouterr().out
+    # a second run into the same folder is refused before any work, unless --force
+    again = [
+        "evaluate",
+        "--codec",
+        "identity",
+        "--data",
+        str(EVAL),
+        "--limit",
+        "1",
+        "--metrics",
+        "stoi",
+        "-o",
+        str(out),
+    ]
+    assert main(again) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "exists; use --force" in err and err.count("\n") == 1
+    assert main(again + ["--force", "--quiet", "--no-plots"]) == 0
+    assert list(json.loads((out / "report.json").read_text())["codecs"]) == ["identity"]
 
 
 def test_evaluate_voice_conversion_end_to_end(tmp_path):
@@ -290,3 +320,29 @@ def test_evaluate_all_default_metrics_and_baselines(tmp_path):
         ident["stoi"] == pytest.approx(1.0) and ident["dwer"] == 0.0 and ident["sim"] == pytest.approx(100.0, abs=0.01)
     )
     assert ident["dnsmos_ovrl"] == pytest.approx(report["reference"]["dnsmos_ovrl"])
+
+
+def test_report_lists_skipped_items_ground_truth_wer_and_per_language_tables(tmp_path):
+    """English and French clips with an English-only ASR: the French ones are counted out
+    with the reason, the ASR's own WER on the original audio is reported from the manifest's
+    text, and per-language tables appear."""
+    out = tmp_path / "mixed"
+    args = ["evaluate", "--codec", "identity", "--data", str(EVAL), "--where", "subset=noisy"]
+    args += ["--where", "lang=en|fr", "--max-duration", "3.35", "--metrics", "dwer,stoi", "--no-plots"]
+    assert main([*args, "-o", str(out), "--quiet", "--bootstrap", "100"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    s = report["codecs"]["identity"]["summary"]
+    langs = {row["lang"] for row in report["codecs"]["identity"]["utterances"]}
+    assert langs == {"en (L1 zh)", "fr"}
+    n_fr = sum(row["lang"] == "fr" for row in report["codecs"]["identity"]["utterances"])
+    if report["models"]["dwer"]["model"] == "Whisper tiny.en":
+        assert s["dwer_n"] == s["utterances"] - n_fr
+        assert list(s["dwer_skipped"].values()) == [n_fr] and "English-only" in next(iter(s["dwer_skipped"]))
+    ref = report["reference"]
+    assert ref["wer_n"] >= 1 and ref["wer"] == pytest.approx(s["wer"])  # identity: the ASR's own WER
+    assert set(report["codecs"]["identity"]["groups"]["lang"]) == langs
+    md = (out / "report.md").read_text()
+    assert "## Per lang" in md and "### lang = fr" in md
+    assert "The ASR's own WER on the original audio" in md
+    if report["models"]["dwer"]["model"] == "Whisper tiny.en":
+        assert f"`dwer`: {n_fr} item(s) left out: language 'fr'" in md

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,15 @@ from conftest import SPEECH
 from focalcodec.audio import load_audio
 from focalcodec.errors import InputError
 from focalcodec.eval import metrics as M
-from focalcodec.eval.asr import BasicTextNormalizer, EnglishTextNormalizer, edit_counts, find_whisper_model
+from focalcodec.eval.asr import (
+    DWERMetric,
+    basic_normalizer,
+    edits,
+    english_normalizer,
+    find_whisper_model,
+    is_repetition_loop,
+    longest_repeat,
+)
 from focalcodec.eval.metrics import (
     Metric,
     MetricUnavailable,
@@ -91,7 +100,8 @@ def test_metric_rejects_bad_input(clean):
 def test_pesq_of_silence_is_nan_with_warning(clean):
     m = build_metric("pesq_wb")
     with pytest.warns(UserWarning, match="PESQ undefined"):
-        assert np.isnan(m(np.zeros(16000, np.float32), np.zeros(16000, np.float32), 16000)["pesq_wb"])
+        out = m(np.zeros(16000, np.float32), np.zeros(16000, np.float32), 16000)
+    assert np.isnan(out["pesq_wb"]) and out["skip"].startswith("PESQ undefined")
 
 
 def test_mel_filterbank_shape_and_coverage():
@@ -162,7 +172,8 @@ def test_token_statistics_uniform_and_collapsed():
 
 def test_bitrate_and_rtf():
     assert measured_bitrate(1300, 2.0) == 650.0
-    assert real_time_factor(10.0, 0.5) == 20.0
+    assert real_time_factor(processing_seconds=0.5, audio_seconds=10.0) == 0.05  # processing / audio
+    assert math.isnan(real_time_factor(processing_seconds=1.0, audio_seconds=0.0))
     with pytest.raises(InputError):
         measured_bitrate(10, 0)
 
@@ -179,23 +190,49 @@ def test_resource_meter_sees_allocations():
 
 
 # -- ASR ------------------------------------------------------------------------------------------------
-def test_english_normalizer():
-    norm = EnglishTextNormalizer()
-    assert norm("Mr. Smith won't pay Twenty-One Dollars, uh, OK?") == "mister smith will not pay 21 dollars ok"
+def test_whisper_english_normalizer():
+    """Whisper's own normaliser (the paper's protocol), not a look-alike: e.g. it keeps
+    currency symbols, expands "it's" to "it is" and joins spelled-out digit runs."""
+    norm = english_normalizer()
+    assert type(norm).__module__.startswith("whisper_normalizer")
+    assert norm("Mr. Smith won't pay Twenty-One Dollars, uh, OK?") == "mister smith will not pay $21 ok"
+    assert norm("It's 1,000 colours; they're   HERE!").split() == "it is 1000 colors they are here".split()
     assert norm("One hundred and five PEOPLE [noise] came.") == "105 people came"
-    assert norm("the twenty first of May, ten percent") == "the 21st of may 10%"
-    assert norm("It's 1,000 colours; they're   HERE!") == "it 1000 colors they are here"
-    assert norm("two three") == "2 3"
-    assert norm("Café naïve") == "cafe naive"
-    assert norm("a thousand and one nights") == "1001 nights"
-    assert BasicTextNormalizer()("¿Dónde   está? (risas) ¡Aquí!") == "dónde está aquí"
+    assert norm("NINE NINE EIGHT FIVE") == "9985"
+    assert basic_normalizer()("¿Dónde   está? (risas) ¡Aquí!").split() == ["dónde", "está", "aquí"]
 
 
-def test_edit_counts():
-    assert edit_counts("a b c".split(), "a b c".split()) == (0, 3)
-    assert edit_counts("a b c".split(), "a x c d".split()) == (2, 3)
-    assert edit_counts([], ["a"]) == (1, 0)
-    assert edit_counts(["a", "b"], []) == (2, 2)
+def test_edits_and_repetition_loops():
+    assert edits("a b c".split(), "a b c".split()).errors == 0
+    e = edits("a b c".split(), "a x c d".split())
+    assert (e.substitutions, e.deletions, e.insertions, e.n, e.errors) == (1, 0, 1, 3, 2)
+    assert edits([], ["a"]).errors == 1 and edits(["a", "b"], []).deletions == 2
+    loop = edits("the cat sat".split(), ("the cat sat" + " on the mat" * 30).split())
+    assert loop.errors == 90 and loop.capped_errors() == 3
+    assert longest_repeat("a b a b a b a b a b".split()) == 5
+    assert longest_repeat("one two three".split()) == 1 and longest_repeat([]) == 0
+    ref = "thank you for calling please hold".split()
+    assert is_repetition_loop(ref, ref + "please hold please hold please hold please hold".split())
+    assert is_repetition_loop(ref, ref * 3 + ["x"] * 10)
+    assert not is_repetition_loop(ref, "thank you for calling please old".split())
+    assert not is_repetition_loop("nine nine nine nine".split(), "nine nine nine nine".split())
+
+
+def test_dwer_aggregate_guards_against_a_loop():
+    """One clip holding most errors (a Whisper loop) dominates the pooled dWER; the median and
+    the capped figure show what the other clips say."""
+    dwer = DWERMetric.__new__(DWERMetric)
+    row = {"words": 10, "word_errors": 1, "word_errors_capped": 1, "chars": 40, "char_errors": 2, "dwer": 10.0}
+    loop = {"words": 10, "word_errors": 200, "word_errors_capped": 10, "chars": 40, "char_errors": 600}
+    rows = [row] * 9 + [{**loop, "dwer": 2000.0, "loop": True}]
+    agg = dwer.aggregate(rows)
+    assert agg["dwer"] == pytest.approx(209.0)
+    assert agg["dwer_capped"] == pytest.approx(19.0)
+    assert agg["dwer_median"] == pytest.approx(10.0)
+    assert agg["loops"] == 1.0
+    assert np.isnan(agg["wer"]) and dwer.count(rows, "dwer") == 10 and dwer.count(rows, "wer") == 0
+    truth = [{**row, "gt_errors": 2, "gt_words": 8}, {**row, "gt_errors": 0, "gt_words": 12}]
+    assert dwer.aggregate(truth)["wer"] == pytest.approx(10.0) and dwer.count(truth, "wer") == 2
 
 
 def test_whisper_model_lookup(tmp_path, monkeypatch):
@@ -214,25 +251,91 @@ def dwer():
 def test_dwer_identical_is_zero_and_noise_adds_errors(dwer, clean):
     same = dwer(clean, clean.copy(), 16000, {"lang": "en"})
     assert same["ref_text"], "Whisper heard nothing in clean speech"
-    assert same["dwer"] == 0.0 and same["dcer"] == 0.0
+    assert same["dwer"] == 0.0 and same["dcer"] == 0.0 and same["loop"] is False
     bad = dwer(clean, _noisy(clean, -5.0), 16000, {"lang": "en"})
     assert bad["dwer"] > 0 and bad["dcer"] > 0
     pooled = dwer.aggregate([same, bad])
     assert 0 < pooled["dwer"] < bad["dwer"] + 1e-9
+    assert dwer.model == f"Whisper {dwer.transcriber.name}"
+    if dwer.transcriber.name == "tiny.en":
+        assert not dwer.comparable and dwer.paper_status.startswith("not comparable")
+
+
+def test_asr_wer_against_ground_truth_text(dwer):
+    """The ASR's own WER on the original audio (where the data set has text), and the
+    reconstruction's WER against that text."""
+    x = load_audio(SPEECH / "eval" / "ravdess_03-01-08-02-02-02-21.flac").numpy()
+    meta = {"lang": "en", "text": "Dogs are sitting by the door"}
+    ref = dwer.reference_scores(x, meta)
+    assert ref["gt_words"] == 6 and ref["wer"] <= 34.0
+    wrong = dwer.reference_scores(x, {**meta, "text": "Kids are talking by the window"})
+    assert wrong["wer"] > ref["wer"]
+    assert dwer.reference_scores(x, {"lang": "en"}) == {}
+    row = dwer(x, x.copy(), 16000, meta)
+    assert row["wer"] == ref["wer"] and row["gt_words"] == 6
 
 
 def test_dwer_language_handling(dwer, clean):
     out = dwer(clean, clean, 16000, {"lang": "fr"})
-    if dwer.transcriber.english_only:  # tiny.en: non-English rows are skipped
+    if dwer.transcriber.english_only:  # tiny.en: non-English rows are skipped, with the reason
         assert np.isnan(out["dwer"]) and np.isnan(dwer.aggregate([out])["dwer"])
+        assert "English-only" in out["skip"]
+        assert dwer.reference_scores(clean, {"lang": "fr", "text": "bonjour"}) == {}
     else:  # multilingual model: transcribed in the given language
         assert out["dwer"] == 0.0 and out["words"] > 0
+
+
+# -- SI-SDR, MCD, F0 ----------------------------------------------------------------------------------------
+def test_si_sdr_is_scale_invariant_and_matches_a_known_snr(clean):
+    m = build_metric("si_sdr")
+    assert m(clean, clean.copy(), 16000)["si_sdr"] == M.SI_SDR_MAX
+    assert m(clean, 0.3 * clean, 16000)["si_sdr"] == M.SI_SDR_MAX  # a scaled copy is not distorted
+    assert m(clean, -clean, 16000)["si_sdr"] == M.SI_SDR_MAX
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(clean.shape[0]).astype(np.float32)
+    x = clean - clean.mean()
+    noise *= np.sqrt(np.sum(x**2) / np.sum(noise**2) / 10.0)  # 10 dB below the speech
+    assert m(clean, 2.0 * (clean + noise), 16000)["si_sdr"] == pytest.approx(10.0, abs=0.3)
+    assert np.isnan(M.si_sdr(np.zeros(100), np.ones(100)))
+
+
+def _tone(f0: np.ndarray, sr: int = 16000) -> np.ndarray:
+    """A harmonic complex tone (10 harmonics, 1/k amplitudes) following ``f0`` (N,) Hz."""
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    return (0.1 * sum(np.sin(k * phase) / k for k in range(1, 11))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def mcd_f0():
+    return build_metric("mcd_f0")
+
+
+def test_f0_error_of_a_tone_shifted_by_100_cents(mcd_f0):
+    n = 16000
+    glide = np.linspace(120.0, 220.0, n)
+    a, b = _tone(glide), _tone(glide * 2 ** (100 / 1200))
+    out = mcd_f0(a, b, 16000)
+    assert out["f0_rmse"] == pytest.approx(100.0, abs=5.0)
+    assert out["f0_corr"] > 0.99 and out["vde"] < 3.0
+    same = mcd_f0(a, a.copy(), 16000)
+    assert same["f0_rmse"] == pytest.approx(0.0, abs=1.0) and same["vde"] == 0.0 and same["mcd"] == 0.0
+    half = a.copy()
+    half[n // 2 :] = 0.0
+    assert mcd_f0(a, half, 16000)["vde"] == pytest.approx(50.0, abs=4.0)
+
+
+def test_mcd_ignores_gain_and_grows_with_noise(mcd_f0, clean):
+    assert mcd_f0(clean, 0.5 * clean, 16000)["mcd"] < 0.05  # c0 (energy) is left out
+    mild, strong = mcd_f0(clean, _noisy(clean, 30.0), 16000)["mcd"], mcd_f0(clean, _noisy(clean, 5.0), 16000)["mcd"]
+    assert 1.0 < mild < strong
 
 
 # -- speaker similarity and MOS ------------------------------------------------------------------------------
 def test_speaker_similarity_identical_is_100_and_noise_lower(clean, noisy):
     sim = build_metric("sim")
     assert sim.backend in ("resemblyzer",) or sim.backend.startswith("wavlm")
+    if sim.backend == "resemblyzer":
+        assert sim.model.startswith("resemblyzer") and not sim.comparable
     same = sim(clean, clean.copy(), 16000)["sim"]
     assert same == pytest.approx(100.0, abs=0.01)
     assert sim(clean, noisy, 16000)["sim"] < same - 1.0
@@ -240,6 +343,34 @@ def test_speaker_similarity_identical_is_100_and_noise_lower(clean, noisy):
     assert sim(clean, other, 16000)["sim"] < same - 1.0
     # no alignment: a shorter reference is fine
     assert sim(clean[:8000], clean, 16000)["sim"] > 50
+
+
+def test_speaker_similarity_baselines_between_and_within_speakers():
+    sim = build_metric("sim")
+    files = {
+        "a1": ("ls_testother_1688-142285-0007", "ls1688"),
+        "a2": ("ls_testother_1688-142285-0001", "ls1688"),
+        "b1": ("ls_devclean_84-121123-0009", "ls84"),
+        "b2": ("ls_devclean_84-121123-0011", "ls84"),
+    }
+    items = [
+        (k, load_audio(SPEECH / "eval" / f"{f}.flac").numpy()[: 16000 * 4], {"speaker": spk})
+        for k, (f, spk) in files.items()
+    ]
+    base = sim.reference_baseline(items)
+    assert base["sim_other_speaker_n"] == 3 and base["sim_same_speaker_n"] == 2  # unordered pairs
+    assert 0 < base["sim_other_speaker"] < base["sim_same_speaker"] < 100
+    assert sim.reference_baseline([(k, a, {}) for k, a, _ in items]) == {}
+
+
+def test_distillmos_offline_and_noise_lowers_it(clean, noisy):
+    import sys
+
+    m = build_metric("distillmos")
+    assert "torchaudio" not in sys.modules or sys.modules["torchaudio"].__spec__ is not None
+    a, b = m(None, clean, 16000)["distillmos"], m(None, noisy, 16000)["distillmos"]
+    assert 1.0 <= b < a - 0.3 <= 5.0
+    assert m.paper is None and m.paper_status == "not in the paper"
 
 
 def test_dnsmos_noise_lowers_quality(clean, noisy):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from focalcodec import outputs
 from focalcodec.cli import main, message
 from focalcodec.errors import InputError, OutputError
 from focalcodec.outputs import check_targets, open_output, output_path, write_bytes, write_text
@@ -104,8 +105,14 @@ def test_stale_temporaries_of_dead_runs_are_swept(tmp_path):
     stale.write_bytes(b"left by a killed run")
     alive = tmp_path / f".other.{os.getpid()}.focalcodec-tmp.wav"
     alive.write_bytes(b"ours")
+    host = outputs._HOST
+    stale_here = tmp_path / f".out2.{pid}@{host}.focalcodec-tmp.wav"
+    stale_here.write_bytes(b"left by a killed run of this host")
+    other_host = tmp_path / f".out3.{pid}@another-node.focalcodec-tmp.wav"
+    other_host.write_bytes(b"being written by a torchrun rank on another node")
     write_text(tmp_path / "next.txt", "x")
-    assert not stale.exists() and alive.exists()
+    assert not stale.exists() and not stale_here.exists() and alive.exists()
+    assert other_host.exists()  # a PID of another host says nothing about this one
 
 
 def test_sigterm_removes_the_temporary(tmp_path):

@@ -51,6 +51,43 @@ def test_encoder_matches_transformers_hidden_state(tmp_path, keep):
     torch.testing.assert_close(feats, hidden[keep], atol=2e-5, rtol=1e-4)
 
 
+def test_long_input_uses_the_log_spaced_relative_positions(tmp_path):
+    """17.5 s = 874 frames: relative distances past the 80 exact buckets (log-spaced up to
+    800, clipped beyond), where a bucketing error shows."""
+    hf = _hf_model(num_layers=2, seed=1)
+    hf.save_pretrained(tmp_path)
+    encoder = load_hf_wavlm(tmp_path, num_layers=2).eval()
+    torch.manual_seed(1)
+    sig = torch.randn(1, 280000) * 0.1
+    with torch.no_grad():
+        hidden = hf(sig, output_hidden_states=True).hidden_states
+        feats = encoder(sig)
+    assert feats.shape[1] == 874 > 800
+    torch.testing.assert_close(feats, hidden[2], atol=5e-5, rtol=1e-4)
+
+
+def test_padded_batch_matches_transformers_with_an_attention_mask(tmp_path):
+    """Items of 2.5 s and 1.2 s zero-padded into one batch: our valid frames (``frame_lengths``)
+    equal transformers' with its attention mask, and each equals the item run alone."""
+    hf = _hf_model(num_layers=3, seed=2)
+    hf.save_pretrained(tmp_path)
+    encoder = load_hf_wavlm(tmp_path, num_layers=2).eval()
+    torch.manual_seed(2)
+    lengths = torch.tensor([40000, 19200])
+    sig = torch.randn(2, 40000) * 0.1
+    sig[1, 19200:] = 0
+    mask = (torch.arange(40000)[None] < lengths[:, None]).long()
+    frames = encoder.num_frames(lengths)
+    with torch.no_grad():
+        hidden = hf(sig, attention_mask=mask, output_hidden_states=True).hidden_states[2]
+        feats = encoder(sig, frame_lengths=frames)
+        alone = encoder(sig[1:, :19200])
+    assert frames.tolist() == [124, 59]
+    for b, n in enumerate(frames.tolist()):
+        torch.testing.assert_close(feats[b, :n], hidden[b, :n], atol=5e-5, rtol=1e-4)
+    torch.testing.assert_close(feats[1, :59], alone[0], atol=5e-5, rtol=1e-4)
+
+
 def test_weight_norm_layouts_fuse_to_the_same_conv():
     hf = _hf_model(num_layers=2)
     sd = hf.state_dict()

@@ -6,11 +6,35 @@
 >>> audio, lengths = codec.decode(toks)                                   # doctest: +SKIP
 """
 
-from .bitstream import CompressedAudio
-from .codec import DecodeOutput, EncodeOutput, FocalCodec
-from .compression import compress, decompress
-from .config import PRESETS, FocalCodecConfig
 from .errors import CheckpointError, ConfigError, FocalCodecError, HubError, InputError
+
+# The rest is imported on first use (PEP 562), so that ``focalcodec --help`` and light tools do
+# not pay for importing torch.
+_LAZY = {
+    "CompressedAudio": "bitstream",
+    "DecodeOutput": "codec",
+    "EncodeOutput": "codec",
+    "FocalCodec": "codec",
+    "compress": "compression",
+    "decompress": "compression",
+    "PRESETS": "config",
+    "FocalCodecConfig": "config",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ count, validate, mix down, resample (soxr); write WAV/FLAC.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +16,80 @@ import torch
 from torch import Tensor
 
 from .errors import InputError
+from .limits import AUDIO_EXTENSIONS, SAMPLE_RATE_RANGE, check_sample_rate
 from .outputs import output_path
 
-__all__ = ["AudioError", "AudioFileSamples", "check_signal", "load_audio", "read_audio", "resample", "save_audio"]
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf")
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AudioError",
+    "AudioFileSamples",
+    "AudioReader",
+    "AudioWriter",
+    "audio_info",
+    "check_signal",
+    "load_audio",
+    "read_audio",
+    "resample",
+    "save_audio",
+]
 
 
 class AudioError(InputError):
     """An audio file that cannot be read or written."""
+
+
+def _unreadable(path: Path, exc: BaseException) -> AudioError:
+    text = str(exc).replace(f"Error opening {str(path)!r}: ", "").replace(f"Error opening '{path}': ", "")
+    return AudioError(f"cannot read {path} as audio (corrupt, truncated or unsupported format?): {text}")
+
+
+def audio_info(path: str | Path):
+    """soundfile's header facts, after the checks every reader shares: the file exists and is
+    not empty, its sample rate lies in :data:`~focalcodec.limits.SAMPLE_RATE_RANGE`, and a
+    WAV holds the samples its header promises."""
+    import soundfile as sf
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
+        raise _unreadable(path, exc) from None
+    lo, hi = SAMPLE_RATE_RANGE
+    if not lo <= info.samplerate <= hi:
+        raise AudioError(
+            f"{path} declares a sample rate of {info.samplerate} Hz, outside [{lo}, {hi}]; the header is damaged"
+        )
+    if info.format in ("WAV", "WAVEX"):
+        _check_wav_data(path)
+    return info
+
+
+def _check_wav_data(path: Path) -> None:
+    """:class:`AudioError` when a RIFF WAV's ``data`` chunk declares more bytes than the file
+    holds (libsndfile would silently read fewer samples). A size of 0 or 0xFFFFFFFF (what
+    streaming writers put when the length is unknown) is accepted."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            cid, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                held = size - pos - 8
+                if length not in (0, 0xFFFFFFFF) and length > held:
+                    raise AudioError(
+                        f"{path} is truncated: its header promises {length} bytes of samples but the file holds "
+                        f"{held}; copy or download it again"
+                    )
+                return
+            pos += 8 + length + (length & 1)
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
@@ -32,11 +97,11 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     path = Path(path)
-    _check_file(path)
+    audio_info(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
-        raise AudioError(f"cannot read {path} as audio (corrupt, truncated or unsupported format?): {exc}") from None
+        raise _unreadable(path, exc) from None
     return data, int(rate)
 
 
@@ -92,16 +157,8 @@ class AudioFileSamples:
     """
 
     def __init__(self, path: str | Path, warn: bool = True) -> None:
-        import soundfile as sf
-
         self.path = Path(path)
-        _check_file(self.path)
-        try:
-            info = sf.info(str(self.path))
-        except Exception as exc:  # noqa: BLE001 - libsndfile reports all failures alike
-            raise AudioError(
-                f"cannot read {self.path} as audio (corrupt, truncated or unsupported format?): {exc}"
-            ) from None
+        info = audio_info(self.path)
         if info.format not in SEEKABLE_FORMATS:
             raise AudioError(f"{self.path}: {info.format} files are not read on demand; use load_audio")
         if info.frames <= 0:
@@ -179,3 +236,186 @@ def save_audio(
         except (RuntimeError, TypeError, ValueError) as exc:  # libsndfile's errors
             raise AudioError(f"cannot write {path}: {exc}") from None
     return path
+
+
+# -- streaming I/O: audio in and out piece by piece (pipes, live streams) ----------------------
+RAW_FORMATS = {"f32": np.dtype("<f4"), "s16": np.dtype("<i2")}
+
+
+class _StreamResampler:
+    """soxr's streaming resampler for ``(n,)`` float32 pieces (identity when the rates match)."""
+
+    def __init__(self, rate_in: int, rate_out: int) -> None:
+        self.stream = None
+        if rate_in != rate_out:
+            import soxr
+
+            self.stream = soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        if self.stream is None:
+            return x
+        return self.stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
+
+
+class AudioReader:
+    """Audio read piece by piece, never whole: iterating yields ``(n,)`` float32 pieces at
+    ``sample_rate`` (about ``block`` samples each, the last ones shorter).
+
+    ``source``: an audio file (any soundfile format and rate; channels mixed down), or with
+    ``raw`` (``"f32"`` little-endian float32 or ``"s16"`` little-endian int16) headerless mono
+    PCM at ``raw_rate`` from a path or a binary file object (``sys.stdin.buffer``).
+    ``rate`` is the input's own sample rate. NaN or infinite samples raise :class:`InputError`.
+    """
+
+    def __init__(
+        self,
+        source: str | Path | object,
+        sample_rate: int,
+        block: int,
+        raw: str | None = None,
+        raw_rate: int | None = None,
+    ) -> None:
+        self.source, self.sample_rate, self.block, self.raw = source, int(sample_rate), int(block), raw
+        self.name = str(source) if isinstance(source, (str, Path)) else "standard input"
+        if raw is not None:
+            if raw not in RAW_FORMATS:
+                raise InputError(f"raw PCM format must be one of {', '.join(RAW_FORMATS)}, got {raw!r}")
+            self.rate = check_sample_rate(raw_rate or sample_rate, "the raw input's sample rate")
+            if isinstance(source, (str, Path)):
+                _check_file(Path(source))
+        else:
+            if not isinstance(source, (str, Path)):
+                raise InputError("audio from standard input must be raw PCM (--raw)")
+            self.rate = int(audio_info(source).samplerate)
+        self.samples_read = 0  # at the input's own rate
+
+    def _pieces(self) -> Iterator[np.ndarray]:
+        """Mono float32 at the input's rate."""
+        n = max(1, self.block * self.rate // self.sample_rate)
+        if self.raw is None:
+            import soundfile as sf
+
+            try:
+                with sf.SoundFile(str(self.source)) as f:
+                    while True:
+                        data = f.read(n, dtype="float32", always_2d=True)
+                        if not data.shape[0]:
+                            return
+                        yield data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+            except RuntimeError as exc:  # libsndfile
+                raise AudioError(f"cannot read {self.source} (corrupt or truncated?): {exc}") from None
+            return
+        dtype = RAW_FORMATS[self.raw]
+        size = n * dtype.itemsize
+        f = open(self.source, "rb") if isinstance(self.source, (str, Path)) else self.source  # noqa: SIM115
+        try:
+            pending = b""
+            while True:
+                data = f.read(size)
+                if not data:
+                    break
+                data = pending + data
+                whole = len(data) - len(data) % dtype.itemsize
+                pending = data[whole:]
+                x = np.frombuffer(data[:whole], dtype=dtype).astype(np.float32)
+                yield x / 32768.0 if self.raw == "s16" else x
+            if pending:
+                warnings.warn(
+                    f"{self.name} ended inside a sample: {len(pending)} trailing byte(s) ignored", stacklevel=2
+                )
+        finally:
+            if f is not self.source:
+                f.close()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        resample = _StreamResampler(self.rate, self.sample_rate)
+        for x in self._pieces():
+            if not np.isfinite(x).all():
+                raise InputError(
+                    f"{self.name} contains NaN or infinite samples (near {self.samples_read / self.rate:.3f} s)"
+                )
+            self.samples_read += x.size
+            y = resample(x)
+            if y.size:
+                yield y
+        y = resample(np.zeros(0, dtype=np.float32), last=True)
+        if y.size:
+            yield y
+
+
+class AudioWriter:
+    """Writes ``(n,)`` float32 pieces at ``sample_rate`` as they come: a WAV/FLAC file
+    (through :func:`focalcodec.outputs.output_path`: atomic, published on success), or with
+    ``raw`` (``"f32"`` / ``"s16"``) headerless PCM to a file or ``"-"`` (standard output,
+    flushed after each piece). ``output_rate`` resamples. Use as a context manager."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        sample_rate: int,
+        output_rate: int | None = None,
+        raw: str | None = None,
+        force: bool = False,
+        inputs: Sequence[str | Path] = (),
+    ) -> None:
+        from .outputs import STDOUT, check_targets
+
+        self.path, self.raw = str(path), raw
+        self.rate = int(output_rate or sample_rate)
+        self.resample = _StreamResampler(int(sample_rate), self.rate)
+        self.samples = 0
+        if raw is not None and raw not in RAW_FORMATS:
+            raise InputError(f"raw PCM format must be one of {', '.join(RAW_FORMATS)}, got {raw!r}")
+        if raw is None:
+            if self.path == STDOUT:
+                raise InputError("audio to standard output must be raw PCM: add --raw (a WAV header needs the length)")
+            self.format = {".wav": "WAV", ".flac": "FLAC"}.get(Path(self.path).suffix.lower())
+            if self.format is None:
+                raise AudioError(f"cannot write {self.path}: use a .wav or .flac file name (or --raw)")
+        check_targets([self.path], inputs, force)
+        self.force, self.inputs = force, inputs
+
+    def __enter__(self) -> AudioWriter:
+        import contextlib
+
+        from .outputs import open_output
+
+        self._stack = contextlib.ExitStack()
+        try:
+            if self.raw is not None:
+                self._f = self._stack.enter_context(open_output(self.path, "wb", self.force, self.inputs))
+            else:
+                import soundfile as sf
+
+                tmp = self._stack.enter_context(output_path(self.path, self.force, self.inputs))
+                self._f = self._stack.enter_context(
+                    sf.SoundFile(str(tmp), "w", self.rate, 1, subtype="PCM_16", format=self.format)
+                )
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def _put(self, y: np.ndarray) -> None:
+        if not y.size:
+            return
+        self.samples += y.size
+        if self.raw is None:
+            self._f.write(np.clip(y, -1.0, 1.0))
+            return
+        if self.raw == "s16":
+            data = np.round(np.clip(y, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        else:
+            data = np.ascontiguousarray(y, dtype="<f4").tobytes()
+        self._f.write(data)
+        self._f.flush()
+
+    def write(self, x: np.ndarray | Tensor) -> None:
+        x = x.detach().cpu().float().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
+        self._put(self.resample(x.reshape(-1)))
+
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
+        if exc_type is None:
+            self._put(self.resample(np.zeros(0, dtype=np.float32), last=True))
+        return self._stack.__exit__(exc_type, exc, tb)

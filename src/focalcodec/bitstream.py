@@ -22,13 +22,14 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import FocalCodecError
+from .limits import SAMPLE_RATE_RANGE
 
 __all__ = [
     "BitstreamError",
@@ -43,23 +44,42 @@ __all__ = [
     "SUFFIX",
     "TruncatedFileError",
     "UnsupportedVersionError",
+    "header_size",
     "pack_tokens",
     "payload_size",
     "unpack_tokens",
 ]
 
 MAGIC = b"FCDC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SUFFIX = ".fc"
 MAX_CODE_DIM = 32
 FINGERPRINT_BYTES = 8
+# Sample rates a header may declare (the model's, the original audio's): the bounds of every
+# other input (focalcodec.limits), so a header cannot ask for 1 Hz or 4 GHz.
+RATE_RANGE = SAMPLE_RATE_RANGE
+MAX_SAMPLES_PER_TOKEN = 1 << 16
+# Flags bit 1: the streamable variant (header, then fixed-size frames; focalcodec.streamfile),
+# which this module's whole-file reader refuses with a pointer to `focalcodec stream-decode`.
+FLAG_STREAM = 0x02
 
-# After the name: fingerprint, rate_in, rate_out, samples per token, original rate,
-# original length, token count, payload CRC32; then the header CRC32.
+# After the name: config fingerprint, (version >= 2) weights digest, rate_in, rate_out,
+# samples per token, original rate, original length, token count, payload CRC32; then the
+# header CRC32.
 _PREFIX = struct.Struct("<4sBBBB")  # magic, version, flags, code_dim, name length
-_FIELDS = struct.Struct(f"<{FINGERPRINT_BYTES}sIIIIQQI")
+_FIELDS = {
+    1: struct.Struct(f"<{FINGERPRINT_BYTES}sIIIIQQI"),
+    2: struct.Struct(f"<{FINGERPRINT_BYTES}s{FINGERPRINT_BYTES}sIIIIQQI"),
+}
 _CRC = struct.Struct("<I")
-MIN_HEADER_SIZE = _PREFIX.size + 1 + _FIELDS.size + _CRC.size
+
+
+def header_size(name_len: int, version: int = FORMAT_VERSION) -> int:
+    """Bytes of a header with an ``name_len``-byte model name: 56 + n (v1), 64 + n (v2)."""
+    return _PREFIX.size + name_len + _FIELDS[version].size + _CRC.size
+
+
+MIN_HEADER_SIZE = header_size(1, 1)
 
 
 class BitstreamError(FocalCodecError, ValueError):
@@ -91,7 +111,7 @@ class UnsupportedVersionError(BitstreamError):
 
 
 class ModelMismatchError(BitstreamError):
-    """The stream was made by another model than the one decoding it."""
+    """The stream was made by another model (architecture or weights) than the one decoding it."""
 
 
 def payload_size(num_tokens: int, code_dim: int) -> int:
@@ -118,11 +138,18 @@ def pack_tokens(tokens: np.ndarray, code_dim: int) -> bytes:
 def unpack_tokens(payload: bytes, num_tokens: int, code_dim: int) -> np.ndarray:
     """Inverse of :func:`pack_tokens`: ``(T,)`` int64. ``payload`` must hold exactly
     ``payload_size(T, D)`` bytes."""
-    if num_tokens == 0:
-        return np.zeros(0, dtype=np.int64)
-    bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), count=num_tokens * code_dim)
+    if payload_size(num_tokens, code_dim) != len(payload):
+        raise BitstreamError(f"{num_tokens} tokens of {code_dim} bits take {payload_size(num_tokens, code_dim)} bytes")
+    out = np.empty(num_tokens, dtype=np.int64)
     weights = 1 << np.arange(code_dim - 1, -1, -1, dtype=np.int64)
-    return bits.reshape(num_tokens, code_dim).astype(np.int64) @ weights
+    raw = np.frombuffer(payload, dtype=np.uint8)
+    step = 8192  # tokens per block (a multiple of 8: whole bytes); scratch memory stays small
+    for t in range(0, num_tokens, step):
+        count = min(step, num_tokens - t)
+        block = raw[t * code_dim // 8 : payload_size(t + count, code_dim)]
+        bits = np.unpackbits(block, count=count * code_dim)
+        out[t : t + count] = bits.reshape(count, code_dim).astype(np.int64) @ weights
+    return out
 
 
 def _fingerprint_bytes(fingerprint: str | bytes) -> bytes:
@@ -144,7 +171,10 @@ class CompressedAudio:
 
     ``tokens``: (T,) int64 in ``[0, 2^code_dim)``. ``num_samples`` is the length of the
     original audio at ``original_rate`` (what decoding restores exactly); the model saw
-    ``model_num_samples`` samples at ``sample_rate_input``.
+    ``model_num_samples`` samples at ``sample_rate_input``. The model is identified by its
+    weights (``weights``: the first 8 bytes of ``FocalCodec.weights_sha256``, format version
+    2) and its architecture (``fingerprint``: of the config); ``model_name`` is for people.
+    Version-1 files carry no weights digest (``weights == ""``).
     """
 
     tokens: np.ndarray
@@ -156,7 +186,8 @@ class CompressedAudio:
     samples_per_token: int
     original_rate: int
     num_samples: int
-    version: int = field(default=FORMAT_VERSION)
+    weights: str = ""  # hex, the first 8 bytes of the weights' SHA-256 ("" in version 1)
+    version: int | None = None  # None: 2 with a weights digest, else 1
 
     def __post_init__(self) -> None:
         toks = np.ascontiguousarray(np.asarray(self.tokens).reshape(-1))
@@ -164,14 +195,30 @@ class CompressedAudio:
             raise BitstreamError(f"tokens must be integers, got {toks.dtype}")
         object.__setattr__(self, "tokens", toks.astype(np.int64, copy=False))
         object.__setattr__(self, "fingerprint", _fingerprint_bytes(self.fingerprint).hex())
+        if self.weights:
+            object.__setattr__(self, "weights", _fingerprint_bytes(self.weights).hex())
+        version = self.version if self.version is not None else (2 if self.weights else 1)
+        if version not in _FIELDS:
+            raise BitstreamError(f"format version must be one of {sorted(_FIELDS)}, got {version}")
+        if version >= 2 and not self.weights:
+            raise BitstreamError("format version 2 needs the weights digest of the model (weights=...)")
+        if version == 1 and self.weights:
+            raise BitstreamError("format version 1 cannot hold a weights digest; use version 2")
+        object.__setattr__(self, "version", version)
         name = self.model_name.encode("utf-8")
         if not 1 <= len(name) <= 255:
             raise BitstreamError(f"model name must be 1-255 UTF-8 bytes, got {len(name)}; rename the checkpoint folder")
         if not 1 <= self.code_dim <= MAX_CODE_DIM:
             raise BitstreamError(f"code_dim must lie in [1, {MAX_CODE_DIM}], got {self.code_dim}")
-        for what in ("sample_rate_input", "sample_rate_output", "samples_per_token", "original_rate"):
-            if not 1 <= int(getattr(self, what)) < 2**32:
-                raise BitstreamError(f"{what} must be a positive 32-bit integer, got {getattr(self, what)}")
+        for what in ("sample_rate_input", "sample_rate_output", "original_rate"):
+            if not RATE_RANGE[0] <= int(getattr(self, what)) <= RATE_RANGE[1]:
+                raise BitstreamError(
+                    f"{what} must lie in [{RATE_RANGE[0]}, {RATE_RANGE[1]}] Hz, got {getattr(self, what)}"
+                )
+        if not 1 <= self.samples_per_token <= MAX_SAMPLES_PER_TOKEN:
+            raise BitstreamError(
+                f"samples_per_token must lie in [1, {MAX_SAMPLES_PER_TOKEN}], got {self.samples_per_token}"
+            )
         if not 1 <= self.num_samples < 2**64:
             raise BitstreamError(f"num_samples must be positive, got {self.num_samples}")
 
@@ -202,7 +249,7 @@ class CompressedAudio:
 
     @property
     def header_size(self) -> int:
-        return MIN_HEADER_SIZE - 1 + len(self.model_name.encode("utf-8"))
+        return header_size(len(self.model_name.encode("utf-8")), self.version)
 
     @property
     def payload_size(self) -> int:
@@ -218,14 +265,59 @@ class CompressedAudio:
         """Bits per second of the whole file, header included."""
         return 8 * self.size / self.duration
 
-    def check_model(self, model: Any) -> None:
-        """Raise :class:`ModelMismatchError` unless ``model`` (a FocalCodec) made this stream."""
+    def output_samples(self, rate: int) -> int:
+        """Samples the decoded audio has at ``rate``: ``floor(num_samples * rate / original_rate)``."""
+        return self.num_samples * int(rate) // self.original_rate
+
+    def check_model(self, model: Any, check_weights: bool = True) -> None:
+        """Check, before any decoding work, that ``model`` (a FocalCodec) made this stream.
+
+        - another architecture (config fingerprint): :class:`ModelMismatchError`;
+        - other weights (version 2: the weights digest; version 1: the model name):
+          :class:`ModelMismatchError`, unless ``check_weights=False`` (CLI
+          ``--allow-other-weights``), which decodes with the given weights anyway;
+        - header fields that contradict the model (bits per token, sample rates, token hop, a
+          token count other than the model's for the stated duration): :class:`CorruptHeaderError`.
+          These bound what decoding produces: the output length follows from the tokens.
+        """
         name = getattr(model, "model_id", "?")
         fp = _fingerprint_bytes(getattr(model, "fingerprint", "00" * FINGERPRINT_BYTES)).hex()
-        if name != self.model_name or fp != self.fingerprint:
+        if fp != self.fingerprint:
             raise ModelMismatchError(
-                f"this stream was made by model {self.model_name!r} (config {self.fingerprint}) but is being "
-                f"decoded with {name!r} (config {fp}); decode it with --model set to the {self.model_name!r} model"
+                f"this stream was made by model {self.model_name!r} (architecture {self.fingerprint}) but is being "
+                f"decoded with {name!r} (architecture {fp}); decode it with --model set to the {self.model_name!r} "
+                "checkpoint"
+            )
+        expected = {
+            "bits per token": (self.code_dim, int(model.code_dim)),
+            "input sample rate": (self.sample_rate_input, int(model.sample_rate_input)),
+            "output sample rate": (self.sample_rate_output, int(model.sample_rate_output)),
+            "samples per token": (self.samples_per_token, int(round(model.sample_rate_input / model.token_rate))),
+        }
+        wrong = [f"{k} {got} (the model has {want})" for k, (got, want) in expected.items() if got != want]
+        if wrong:
+            raise CorruptHeaderError(f"the header contradicts model {name!r}: {'; '.join(wrong)}; the file is damaged")
+        tokens = int(model.num_tokens(self.model_num_samples)) if self.model_num_samples else 0
+        if tokens != self.num_tokens:
+            raise CorruptHeaderError(
+                f"the header says {self.num_samples} samples at {self.original_rate} Hz, which take {tokens} tokens "
+                f"with model {name!r}, but the stream holds {self.num_tokens}; the file is damaged"
+            )
+        if not check_weights:
+            return
+        if self.weights:
+            mine = _fingerprint_bytes(model.weights_sha256).hex()
+            if mine != self.weights:
+                raise ModelMismatchError(
+                    f"this stream was made by other weights ({self.model_name!r}, weights {self.weights}) than "
+                    f"{name!r} (weights {mine}); decode it with --model set to the checkpoint that made it, or "
+                    "pass --allow-other-weights (Python: check_weights=False) to decode it with these weights anyway"
+                )
+        elif name != self.model_name:
+            raise ModelMismatchError(
+                f"this version-1 stream names model {self.model_name!r} but is being decoded with {name!r}; "
+                f"decode it with --model set to the {self.model_name!r} checkpoint, or pass --allow-other-weights "
+                "(Python: check_weights=False) if these are the same weights"
             )
 
     def info(self) -> dict:
@@ -234,6 +326,7 @@ class CompressedAudio:
             "format_version": self.version,
             "model": self.model_name,
             "config_fingerprint": self.fingerprint,
+            "weights_digest": self.weights or None,
             "code_dim": self.code_dim,
             "codebook_size": 1 << self.code_dim,
             "sample_rate_input": self.sample_rate_input,
@@ -252,12 +345,13 @@ class CompressedAudio:
 
     # -- serialisation -----------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """The ``.fc`` file contents (see docs/bitstream.md)."""
+        """The ``.fc`` file contents (see docs/bitstream.md), in this stream's format version."""
         payload = pack_tokens(self.tokens, self.code_dim)
         name = self.model_name.encode("utf-8")
-        head = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, self.code_dim, len(name)) + name
-        head += _FIELDS.pack(
-            bytes.fromhex(self.fingerprint),
+        head = _PREFIX.pack(MAGIC, self.version, 0, self.code_dim, len(name)) + name
+        ids = (bytes.fromhex(self.fingerprint),) + ((bytes.fromhex(self.weights),) if self.version >= 2 else ())
+        head += _FIELDS[self.version].pack(
+            *ids,
             self.sample_rate_input,
             self.sample_rate_output,
             self.samples_per_token,
@@ -271,7 +365,8 @@ class CompressedAudio:
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "bitstream") -> CompressedAudio:
         """Parse and validate a ``.fc`` file's contents; raise a :class:`BitstreamError`
-        subclass naming the problem."""
+        subclass naming the problem. Nothing is allocated from what the header says before
+        the fields are checked (the tokens come from the bytes actually present)."""
         data = bytes(data)
         n = len(data)
         if n == 0:
@@ -293,17 +388,26 @@ class CompressedAudio:
             )
         if version < 1:
             raise CorruptHeaderError(f"{source}: invalid format version {version}; the header is damaged")
-        header_size = MIN_HEADER_SIZE - 1 + name_len
-        if n < header_size:
+        if flags == FLAG_STREAM:
+            raise UnsupportedVersionError(
+                f"{source} is a streamable .fc stream (written by `focalcodec stream-encode`), not a whole "
+                "file; decode it with `focalcodec stream-decode`"
+            )
+        size = header_size(name_len, version)
+        if n < size:
             raise TruncatedFileError(
-                f"{source}: only {n} bytes but the header alone takes {header_size}; "
+                f"{source}: only {n} bytes but the header alone takes {size}; "
                 "the file was cut off, copy or download it again"
             )
-        (header_crc,) = _CRC.unpack_from(data, header_size - _CRC.size)
-        if zlib.crc32(data[: header_size - _CRC.size]) != header_crc:
+        (header_crc,) = _CRC.unpack_from(data, size - _CRC.size)
+        if zlib.crc32(data[: size - _CRC.size]) != header_crc:
             raise CorruptHeaderError(f"{source}: header checksum mismatch; the file is damaged")
-        fields = _FIELDS.unpack_from(data, _PREFIX.size + name_len)
-        fp, rate_in, rate_out, spt, orig_rate, num_samples, num_tokens, payload_crc = fields
+        fields = _FIELDS[version].unpack_from(data, _PREFIX.size + name_len)
+        if version >= 2:
+            fp, weights, *fields = fields
+        else:
+            (fp, *fields), weights = fields, b""
+        rate_in, rate_out, spt, orig_rate, num_samples, num_tokens, payload_crc = fields
         if flags != 0:
             raise UnsupportedVersionError(
                 f"{source} uses format features (flags {flags:#04x}) this focalcodec does not know; upgrade focalcodec"
@@ -317,11 +421,14 @@ class CompressedAudio:
             problems.append(f"bits per token {code_dim} not in [1, {MAX_CODE_DIM}]")
         if name_len == 0:
             problems.append("empty model name")
-        if 0 in (rate_in, rate_out, spt, orig_rate):
-            problems.append("a sample rate or the token hop is 0")
+        lo, hi = RATE_RANGE
+        rates = {"model input rate": rate_in, "model output rate": rate_out, "original rate": orig_rate}
+        problems += [f"{k} {v} Hz not in [{lo}, {hi}]" for k, v in rates.items() if not lo <= v <= hi]
+        if not 1 <= spt <= MAX_SAMPLES_PER_TOKEN:
+            problems.append(f"token hop {spt} not in [1, {MAX_SAMPLES_PER_TOKEN}]")
         if num_samples == 0:
             problems.append("zero samples")
-        elif rate_in and spt and orig_rate:
+        elif not problems:
             model_samples = num_samples * rate_in // orig_rate
             if (
                 model_samples == 0
@@ -332,7 +439,7 @@ class CompressedAudio:
                 problems.append(f"{num_tokens} tokens cannot describe {num_samples} samples at {orig_rate} Hz")
         if problems:
             raise CorruptHeaderError(f"{source}: invalid header ({'; '.join(problems)})")
-        expected = header_size + payload_size(num_tokens, code_dim)
+        expected = size + payload_size(num_tokens, code_dim)
         if n < expected:
             raise TruncatedFileError(
                 f"{source}: {n} bytes but the header announces {expected} ({num_tokens} tokens); "
@@ -340,7 +447,7 @@ class CompressedAudio:
             )
         if n > expected:
             raise CorruptFileError(f"{source}: {n - expected} unexpected bytes after the {expected}-byte stream")
-        payload = data[header_size:]
+        payload = data[size:]
         if zlib.crc32(payload) != payload_crc:
             raise ChecksumError(f"{source}: token data checksum (CRC32) mismatch; the file is damaged")
         spare = 8 * len(payload) - num_tokens * code_dim
@@ -357,6 +464,7 @@ class CompressedAudio:
             samples_per_token=spt,
             original_rate=orig_rate,
             num_samples=num_samples,
+            weights=weights.hex(),
             version=version,
         )
 
@@ -391,6 +499,7 @@ class CompressedAudio:
             samples_per_token=int(round(spt)),
             original_rate=int(original_rate),
             num_samples=int(num_samples),
+            weights=model.weights_sha256,
         )
 
     def __eq__(self, other: object) -> bool:

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import FocalCodecConfig
-from .errors import InputError
-from .hub import load_state_dict, load_weights_file, resolve_checkpoint, save_checkpoint
+from .config import MAX_PARAMS, FocalCodecConfig
+from .errors import ConfigError, InputError
+from .hub import load_state_dict, load_weights_file, resolve_checkpoint, save_checkpoint, state_dict_sha256
 
 __all__ = ["DecodeOutput", "EncodeOutput", "FocalCodec"]
 
@@ -83,12 +83,19 @@ class FocalCodec(nn.Module):
     def __init__(self, config: str | Path | FocalCodecConfig | Mapping[str, Any] = "focalcodec_50hz") -> None:
         super().__init__()
         self.config = FocalCodecConfig.load(config)
+        params = self.config.num_parameters()  # no memory taken: refuse absurd sizes first
+        if params > MAX_PARAMS:
+            raise ConfigError(
+                f"config {self.config.name or ''} builds {params / 1e9:.1f} G parameters, more than the "
+                f"{MAX_PARAMS / 1e9:.0f} G allowed; check its widths and layer counts"
+            )
         self.encoder = self.config.build("encoder")
         self.compressor = self.config.build("compressor")
         self.quantizer = self.config.build("quantizer")
         self.decompressor = self.config.build("decompressor")
         self.decoder = self.config.build("decoder")
-        self.model_id = self.config.name
+        self.model_id = self.config.name or "focalcodec"
+        self._weights_digest: tuple[tuple, str] | None = None
         self.eval()
 
     # -- construction ------------------------------------------------------------------------
@@ -126,9 +133,10 @@ class FocalCodec(nn.Module):
         load_state_dict(model, load_weights_file(weights_path), source=str(weights_path))
         return model.to(map_location).eval()
 
-    def save_pretrained(self, directory: str | Path, safetensors: bool = True) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (official format); returns the weights path."""
-        return save_checkpoint(self, self.config, Path(directory), safetensors)
+    def save_pretrained(self, directory: str | Path, safetensors: bool = True, force: bool = True) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (official format); returns the weights
+        path. ``force=False`` refuses to replace an existing checkpoint."""
+        return save_checkpoint(self, self.config, Path(directory), safetensors, force)
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -193,9 +201,27 @@ class FocalCodec(nn.Module):
         """SHA-256 of the architecture's canonical config (identifies the model in files)."""
         return self.config.fingerprint
 
+    @property
+    def weights_sha256(self) -> str:
+        """SHA-256 of the weights (:func:`focalcodec.hub.state_dict_sha256`): the model's
+        identity in ``.fc`` files and token corpora. Computed once and cached; recomputed only
+        when a tensor is replaced or changed in place (its version counter moves)."""
+        state = self.state_dict(keep_vars=True)
+        try:
+            key = tuple((k, v.data_ptr(), v._version, v.dtype, v.device) for k, v in state.items())
+        except RuntimeError:  # inference tensors have no version counter: do not cache
+            key = None
+        if key is not None and self._weights_digest is not None and self._weights_digest[0] == key:
+            return self._weights_digest[1]
+        digest = state_dict_sha256(state)
+        if key is not None:
+            self._weights_digest = (key, digest)
+        return digest
+
     def info(self) -> dict:
         return {
             "model_id": self.model_id,
+            "weights_sha256": self.weights_sha256,
             "sample_rate_input": self.sample_rate_input,
             "sample_rate_output": self.sample_rate_output,
             "token_rate": self.token_rate,
@@ -505,6 +531,13 @@ class FocalCodec(nn.Module):
                 x = x.float() / 2147483648.0
             if not torch.isfinite(x).all():
                 raise InputError(f"{what} contains NaN or infinite values; clean the audio before encoding")
+        if not integer and x.ndim == 2 and x.shape[1] < self.encoder.downsample_factor and x.shape[0] > 8 * x.shape[1]:
+            # e.g. soundfile's (N, channels) layout: N "items" of 2 samples would run for minutes
+            raise InputError(
+                f"{what} of shape {tuple(x.shape)} reads as a batch of {x.shape[0]} items of {x.shape[1]} samples, "
+                f"each shorter than one frame ({self.encoder.downsample_factor} samples): is it (samples, channels)? "
+                "Pass (batch, samples): mix down with x.mean(axis=1) or transpose with x.T"
+            )
         one = x.ndim == 1
         return (x[None] if one else x), one
 

@@ -12,7 +12,7 @@ original duration: ``num_samples`` samples at the original rate, or
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,7 +23,8 @@ from torch import Tensor
 from .audio import SEEKABLE_FORMATS, AudioError, AudioFileSamples, load_audio, resample
 from .bitstream import BitstreamError, CompressedAudio
 from .errors import InputError, OutputError
-from .longform import DEFAULT, Windowing, encode_long, iter_decode, output_length
+from .limits import check_sample_rate
+from .longform import DEFAULT, Progress, Windowing, encode_long, iter_decode, output_length
 from .outputs import check_targets, output_path, write_bytes
 
 __all__ = [
@@ -34,9 +35,13 @@ __all__ = [
     "decompress_to_file",
     "encode_audio",
     "resolve_model",
+    "tokens_to_file",
 ]
 
 Source = str | Path | np.ndarray | Tensor
+# decompress() / decode_stream() keep the whole audio in memory: refuse more than this
+# (2 GiB of float32, about 9 hours at 16 kHz); decompress_to_file holds one window at a time.
+MAX_MEMORY_BYTES = 2**31
 ModelLike = str | Path | Any  # a FocalCodec, or what FocalCodec.from_pretrained accepts
 
 
@@ -58,22 +63,27 @@ def resolve_model(model: ModelLike | None, stream: CompressedAudio | None = None
     if model is None:
         if stream is None:
             raise InputError("no model given: pass a FocalCodec, a preset name, a hub id or a checkpoint directory")
-        if stream.model_name not in PRESETS:
+        name = stream.model_name
+        parts = name.split("/")
+        if name in PRESETS:
+            model = f"lucadellalib/{name}"
+        elif len(parts) == 2 and all(p and not p.startswith(".") for p in parts) and not Path(name).exists():
+            model = name  # a Hub repo id (as checkpoint_name records Hub snapshots)
+        else:
             raise InputError(
-                f"the stream was made by model {stream.model_name!r}, which is not a published preset; "
+                f"the stream was made by model {name!r}, which is not a published preset or Hub repo; "
                 "pass its checkpoint directory as the model (CLI: --model DIR)"
             )
-        model = f"lucadellalib/{stream.model_name}"
     return FocalCodec.from_pretrained(str(model))
 
 
-def _check_output(output: str | Path | None, overwrite: bool) -> Path | None:
+def _check_output(output: str | Path | None, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path | None:
     if output is None:
         return None
     path = Path(output)
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give a file name")
-    check_targets([path], force=overwrite)
+    check_targets([path], inputs, force=overwrite)
     return path
 
 
@@ -108,7 +118,12 @@ def _as_signal(source: Source, sample_rate: int | None, model_rate: int) -> tupl
     if isinstance(source, (bytes, bytearray)):
         raise InputError("compress takes an audio file path or an array of samples, not bytes")
     x = source if isinstance(source, Tensor) else torch.as_tensor(np.asarray(source))
-    rate = int(sample_rate or model_rate)
+    rate = check_sample_rate(sample_rate, "sample_rate") if sample_rate is not None else model_rate
+    if x.ndim == 2 and x.shape[0] > x.shape[1]:
+        raise InputError(
+            f"audio of shape {tuple(x.shape)} has more channels than samples: is it (samples, channels)? "
+            "Pass (channels, samples), e.g. x.T"
+        )
     if x.ndim == 2:  # (C, N) channels first
         if x.shape[0] > 1:
             warnings.warn(f"{x.shape[0]} channels mixed down to mono", stacklevel=3)
@@ -139,19 +154,13 @@ def _fit(sig: Tensor, length: int) -> Tensor:
     return torch.cat([sig, sig.new_zeros(length - sig.shape[0])])
 
 
-def encode_audio(
-    source: Source,
-    model: ModelLike,
-    sample_rate: int | None = None,
-    windowing: Windowing = DEFAULT,
-) -> CompressedAudio:
-    """Audio -> :class:`CompressedAudio`.
-
-    ``source``: a file (any soundfile format, rate and channel count) or samples ``(N,)`` /
-    ``(channels, N)`` (float in [-1, 1], int16 or int32) at ``sample_rate`` (default: the
-    model's 16 kHz).
-    """
-    codec = resolve_model(model)
+def model_signal(
+    source: Source, codec: Any, sample_rate: int | None = None
+) -> tuple[Tensor | AudioFileSamples, int, int]:
+    """``source`` (a file or samples, see :func:`encode_audio`) as the model's input:
+    ``(signal (N16,) at 16 kHz, original rate, original length)`` with
+    ``N16 = floor(length * 16000 / original rate)``. A 16 kHz WAV/FLAC file comes back as an
+    :class:`~focalcodec.audio.AudioFileSamples` (read window by window)."""
     rate_in = codec.sample_rate_input
     sig, orig_rate, num_samples = _as_signal(source, sample_rate, rate_in)
     n_model = num_samples * rate_in // orig_rate
@@ -161,7 +170,25 @@ def encode_audio(
         )
     if isinstance(sig, Tensor):
         sig = _fit(sig, n_model)
-    toks = encode_long(codec, sig, windowing)
+    return sig, orig_rate, num_samples
+
+
+def encode_audio(
+    source: Source,
+    model: ModelLike,
+    sample_rate: int | None = None,
+    windowing: Windowing = DEFAULT,
+    progress: Progress | None = None,
+) -> CompressedAudio:
+    """Audio -> :class:`CompressedAudio`.
+
+    ``source``: a file (any soundfile format, rate and channel count) or samples ``(N,)`` /
+    ``(channels, N)`` (float in [-1, 1], int16 or int32) at ``sample_rate`` (default: the
+    model's 16 kHz). ``progress(seconds)`` is called as windows are done.
+    """
+    codec = resolve_model(model)
+    sig, orig_rate, num_samples = model_signal(source, codec, sample_rate)
+    toks = encode_long(codec, sig, windowing, progress)
     return CompressedAudio.describe(codec, toks.numpy(), orig_rate, num_samples)
 
 
@@ -202,12 +229,9 @@ def _output_rate(stream: CompressedAudio, codec: Any, output_rate: int | str | N
     if isinstance(output_rate, str):
         if output_rate.lower() in ("input", "original", "orig"):
             return stream.original_rate
-        if not output_rate.isdigit():
+        if not output_rate.strip().isdigit():
             raise InputError(f"output rate must be a number of Hz or 'input', got {output_rate!r}")
-        output_rate = int(output_rate)
-    if not 1000 <= int(output_rate) <= 384000:
-        raise InputError(f"output rate must lie in [1000, 384000] Hz, got {output_rate}")
-    return int(output_rate)
+    return check_sample_rate(output_rate, "output rate")
 
 
 def decode_stream(
@@ -215,14 +239,22 @@ def decode_stream(
     model: ModelLike | None = None,
     output_rate: int | str | None = None,
     windowing: Windowing = DEFAULT,
+    check_weights: bool = True,
+    max_bytes: int | None = MAX_MEMORY_BYTES,
 ) -> Decompressed:
     """:class:`CompressedAudio` -> audio. ``output_rate``: ``None`` (the model's output rate),
     ``"input"`` (the original file's rate) or Hz. Raises :class:`ModelMismatchError` when
-    ``model`` did not make the stream."""
-    codec = resolve_model(model, stream)
-    stream.check_model(codec)
-    rate = _output_rate(stream, codec, output_rate)
-    target = stream.num_samples * rate // stream.original_rate
+    ``model`` did not make the stream (``check_weights=False``: decode with other weights of
+    the same architecture anyway). Every header field is checked against the model before
+    anything is allocated; audio of more than ``max_bytes`` (float32) is refused: decode it
+    with :func:`decompress_to_file`, which holds one window at a time."""
+    codec, rate = _prepare_decode(stream, model, output_rate, check_weights)
+    target = stream.output_samples(rate)
+    if max_bytes is not None and 4 * target > max_bytes:
+        raise InputError(
+            f"the stream decodes to {stream.duration:.0f} s of audio ({4 * target / 2**30:.1f} GiB in memory, more "
+            f"than max_bytes={max_bytes}); decode it to a file (decompress_to_file, or the CLI) instead"
+        )
     audio = torch.empty(target, dtype=torch.float32)
     pos = 0
     for block in _audio_blocks(stream, codec, rate, windowing):
@@ -231,7 +263,7 @@ def decode_stream(
     return Decompressed(audio, rate)
 
 
-def _exact(blocks: Iterator[np.ndarray], length: int) -> Iterator[np.ndarray]:
+def exact_blocks(blocks: Iterator[np.ndarray], length: int) -> Iterator[np.ndarray]:
     """The first ``length`` samples of ``blocks``, extended by repeating the last sample if
     they run short (the reference's ``output_length`` convention)."""
     pos, last = 0, np.zeros(1, dtype=np.float32)
@@ -245,7 +277,7 @@ def _exact(blocks: Iterator[np.ndarray], length: int) -> Iterator[np.ndarray]:
         yield np.repeat(last, length - pos)
 
 
-def _resampled(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -> Iterator[np.ndarray]:
+def resample_blocks(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -> Iterator[np.ndarray]:
     """Streaming soxr (the same output as one ``resample`` call over the whole signal)."""
     import soxr
 
@@ -255,23 +287,32 @@ def _resampled(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -> Ite
     yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
 
 
-def _audio_blocks(stream: CompressedAudio, codec: Any, rate: int, windowing: Windowing) -> Iterator[np.ndarray]:
+def _prepare_decode(
+    stream: CompressedAudio, model: ModelLike | None, output_rate: int | str | None, check_weights: bool
+) -> tuple[Any, int]:
+    """The model and output rate for ``stream``, every header field checked against the
+    model (before any decoding work or allocation)."""
+    codec = resolve_model(model, stream)
+    stream.check_model(codec, check_weights=check_weights)
+    return codec, _output_rate(stream, codec, output_rate)
+
+
+def _audio_blocks(
+    stream: CompressedAudio, codec: Any, rate: int, windowing: Windowing, progress: Progress | None = None
+) -> Iterator[np.ndarray]:
     """Decoded audio at ``rate`` in consecutive float32 blocks, exactly
-    ``floor(num_samples * rate / original_rate)`` samples in all; one window in memory."""
-    expected = int(codec.num_tokens(stream.model_num_samples))
-    if stream.num_tokens != expected:
-        raise BitstreamError(
-            f"the stream holds {stream.num_tokens} tokens but {stream.model_num_samples} samples need {expected}; "
-            "it was not written by this package's encoder"
-        )
-    model_blocks = (b.numpy() for b in iter_decode(codec, torch.from_numpy(stream.tokens), windowing))
-    blocks = _exact(model_blocks, output_length(codec, stream.model_num_samples))
+    ``floor(num_samples * rate / original_rate)`` samples in all; one window in memory.
+    ``stream`` must have passed :meth:`CompressedAudio.check_model` for ``codec``."""
+    model_blocks = (b.numpy() for b in iter_decode(codec, torch.from_numpy(stream.tokens), windowing, progress))
+    blocks = exact_blocks(model_blocks, output_length(codec, stream.model_num_samples))
     if rate != codec.sample_rate_output:
-        blocks = _resampled(blocks, codec.sample_rate_output, rate)
-    yield from _exact(blocks, stream.num_samples * rate // stream.original_rate)
+        blocks = resample_blocks(blocks, codec.sample_rate_output, rate)
+    yield from exact_blocks(blocks, stream.output_samples(rate))
 
 
-def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], rate: int, force: bool = False) -> Path:
+def write_audio_blocks(
+    path: str | Path, blocks: Iterable[np.ndarray], rate: int, force: bool = False, inputs: Sequence[str | Path] = ()
+) -> Path:
     """Write float32 blocks as one 16-bit WAV / FLAC file (format from the suffix) through
     :func:`~focalcodec.outputs.output_path`: nothing is left behind if decoding or writing fails."""
     import soundfile as sf
@@ -280,7 +321,10 @@ def write_audio_blocks(path: str | Path, blocks: Iterable[np.ndarray], rate: int
     fmt = {".wav": "WAV", ".flac": "FLAC"}.get(path.suffix.lower())
     if fmt is None:
         raise AudioError(f"cannot write {path}: use a .wav or .flac file name")
-    with output_path(path, force) as tmp, sf.SoundFile(str(tmp), "w", rate, 1, subtype="PCM_16", format=fmt) as f:
+    with (
+        output_path(path, force, inputs) as tmp,
+        sf.SoundFile(str(tmp), "w", rate, 1, subtype="PCM_16", format=fmt) as f,
+    ):
         for block in blocks:
             f.write(np.clip(block, -1.0, 1.0))
     return path
@@ -294,18 +338,48 @@ def decompress_to_file(
     output_rate: int | str | None = None,
     overwrite: bool = False,
     windowing: Windowing = DEFAULT,
+    check_weights: bool = True,
+    inputs: Sequence[str | Path] = (),
+    progress: Progress | None = None,
 ) -> tuple[Path, int, int]:
     """Like :func:`decompress` with ``output``, but the audio goes to the file window by
     window and is never held whole (bounded memory for any length). Returns
-    ``(path, num_samples, sample_rate)``."""
-    path = _check_output(output, overwrite)
+    ``(path, num_samples, sample_rate)``. ``inputs``: files that ``output`` must not be."""
+    path = _check_output(output, overwrite, inputs)
     assert path is not None
     stream = _as_stream(source)
-    codec = resolve_model(model, stream)
-    stream.check_model(codec)
-    rate = _output_rate(stream, codec, output_rate)
-    write_audio_blocks(path, _audio_blocks(stream, codec, rate, windowing), rate, force=overwrite)
-    return path, stream.num_samples * rate // stream.original_rate, rate
+    codec, rate = _prepare_decode(stream, model, output_rate, check_weights)
+    blocks = _audio_blocks(stream, codec, rate, windowing, progress)
+    write_audio_blocks(path, blocks, rate, force=overwrite, inputs=inputs)
+    return path, stream.output_samples(rate), rate
+
+
+def tokens_to_file(
+    tokens: np.ndarray | Tensor,
+    model: ModelLike,
+    output: str | Path,
+    *,
+    output_rate: int | None = None,
+    overwrite: bool = False,
+    windowing: Windowing = DEFAULT,
+    inputs: Sequence[str | Path] = (),
+    progress: Progress | None = None,
+) -> tuple[Path, int, int]:
+    """Bare tokens ``(T,)`` (no header: natural length ``T * hop``) -> a WAV/FLAC file, window
+    by window, optionally resampled to ``output_rate``. Returns ``(path, num_samples, rate)``."""
+    path = _check_output(output, overwrite, inputs)
+    assert path is not None
+    codec = resolve_model(model)
+    toks = torch.as_tensor(np.asarray(tokens)).reshape(-1).long()
+    native = int(codec.sample_rate_output)
+    rate = native if output_rate is None else check_sample_rate(output_rate, "output rate")
+    num = toks.shape[0] * int(round(native / codec.token_rate))
+    blocks: Iterable[np.ndarray] = (b.numpy() for b in iter_decode(codec, toks, windowing, progress))
+    if rate != native:
+        num = num * rate // native
+        blocks = exact_blocks(resample_blocks(blocks, native, rate), num)
+    write_audio_blocks(path, blocks, rate, force=overwrite, inputs=inputs)
+    return path, num, rate
 
 
 def decompress(
@@ -316,15 +390,17 @@ def decompress(
     output_rate: int | str | None = None,
     overwrite: bool = False,
     windowing: Windowing = DEFAULT,
+    check_weights: bool = True,
+    max_bytes: int | None = MAX_MEMORY_BYTES,
 ) -> Decompressed:
     """``.fc`` bytes / file / :class:`CompressedAudio` -> :class:`Decompressed` ``(audio (M,), rate)``;
     also written (atomically, WAV or FLAC by suffix) to ``output`` when given.
 
     ``model=None`` loads the published model named in the header. See
-    :func:`decode_stream` for ``output_rate``.
+    :func:`decode_stream` for ``output_rate``, ``check_weights`` and ``max_bytes``.
     """
     path = _check_output(output, overwrite)
-    result = decode_stream(_as_stream(source), model, output_rate, windowing)
+    result = decode_stream(_as_stream(source), model, output_rate, windowing, check_weights, max_bytes)
     if path is not None:
         write_audio_blocks(path, [result.audio.numpy()], result.sample_rate, force=overwrite)
     return result

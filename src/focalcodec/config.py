@@ -46,6 +46,35 @@ PRESETS = (
     "focalcodec_50hz_65k_causal",
 )
 HUB_OWNER = "lucadellalib"
+# Bounds of integer config fields (official models use at most 4096 / 8 layers / 16 heads):
+# generous, but they refuse configs that cannot run or would need absurd memory.
+MAX_WIDTH = 1 << 15
+MAX_PARAMS = 4_000_000_000  # 16x the largest official model
+_BOUNDS = {
+    "dim": (1, MAX_WIDTH),
+    "ffn_dim": (1, 4 * MAX_WIDTH),
+    "input_dim": (1, MAX_WIDTH),
+    "input_channels": (1, MAX_WIDTH),
+    "output_dim": (1, MAX_WIDTH),
+    "hidden_dims": (1, MAX_WIDTH),
+    "num_layers": (0, 256),
+    "num_heads": (1, 1024),
+    "num_buckets": (1, 1 << 16),
+    "max_distance": (1, 1 << 20),
+    "conv_pos": (1, 1 << 12),
+    "conv_pos_groups": (1, MAX_WIDTH),
+    "kernel_sizes": (1, 1 << 12),
+    "strides": (1, 1 << 12),
+    "kernel_size": (1, 1 << 12),
+    "downscale_factors": (1, 64),
+    "upscale_factors": (1, 64),
+    "focal_window": (1, 1 << 10),
+    "focal_level": (1, 16),
+    "focal_factor": (0, 1 << 10),
+    "n_fft": (2, 1 << 16),
+    "hop_length": (1, 1 << 16),
+    "codebook_size": (2, 1 << 32),
+}
 # Fields of official configs that the constructors do not take.
 LEGACY_RENAMES = {"input_channels": "input_dim"}
 LEGACY_IGNORED = {"padding"}
@@ -90,6 +119,7 @@ class FocalCodecConfig:
         config = cls(**copy.deepcopy({k: data[k] for k in expected}), name=name)
         for stage in STAGES:
             config.stage_kwargs(stage)  # validates names and fields
+        config.validate()
         return config
 
     @classmethod
@@ -138,8 +168,11 @@ class FocalCodecConfig:
         """The official JSON layout (legacy fields kept as read)."""
         return {f"{s}_{k}": copy.deepcopy(getattr(self, f"{s}_{k}")) for s in STAGES for k in ("name", "config")}
 
-    def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+    def to_json(self, path: str | Path, force: bool = True) -> None:
+        """Write the official JSON layout (through :func:`focalcodec.outputs.write_text`)."""
+        from .outputs import write_text
+
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", force=force)
 
     @property
     def fingerprint(self) -> str:
@@ -162,6 +195,79 @@ class FocalCodecConfig:
                 raise ConfigError(f"override {key!r} does not point into a config section")
             node[parts[-1]] = value
         return FocalCodecConfig.from_dict(data, name=self.name)
+
+    # -- validation --------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Refuse, with a :class:`ConfigError` naming the field, configs that cannot run: integer
+        fields out of :data:`_BOUNDS` (zero strides, 10^9 widths), a codebook size that is not
+        a power of two, attention widths not divisible by the head count, lists of different
+        lengths, and stages whose widths do not connect."""
+        kw = {s: self.stage_kwargs(s) for s in STAGES}
+        for stage, args in kw.items():
+            for key, value in args.items():
+                if key not in _BOUNDS:
+                    continue
+                lo, hi = _BOUNDS[key]
+                values = value if isinstance(value, (list, tuple)) else [value]
+                if isinstance(value, (list, tuple)) and not value:
+                    raise ConfigError(f"{stage}_config.{key} is an empty list")
+                for v in values:
+                    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                        raise ConfigError(
+                            f"{stage}_config.{key} must be {'whole numbers' if len(values) > 1 else 'a whole number'} "
+                            f"in [{lo}, {hi}], got {value!r}"
+                        )
+
+        def get(stage: str, *names: str, default: Any = None) -> Any:
+            for n in names:
+                if n in kw[stage]:
+                    return kw[stage][n]
+            return default
+
+        size = get("quantizer", "codebook_size")
+        if isinstance(size, int) and size & (size - 1):
+            raise ConfigError(f"quantizer_config.codebook_size must be a power of two, got {size}")
+        bits = size.bit_length() - 1 if isinstance(size, int) else None
+        dim, heads = get("encoder", "dim"), get("encoder", "num_heads")
+        if isinstance(dim, int) and isinstance(heads, int) and dim % heads:
+            raise ConfigError(f"encoder_config.dim ({dim}) must be divisible by num_heads ({heads})")
+        groups = get("encoder", "conv_pos_groups")
+        if isinstance(dim, int) and isinstance(groups, int) and dim % groups:
+            raise ConfigError(f"encoder_config.dim ({dim}) must be divisible by conv_pos_groups ({groups})")
+        for stage, names in (
+            ("encoder", ("hidden_dims", "kernel_sizes", "strides")),
+            ("compressor", ("hidden_dims", "downscale_factors")),
+            ("decompressor", ("hidden_dims", "upscale_factors")),
+        ):
+            lists = {n: kw[stage][n] for n in names if isinstance(kw[stage].get(n), (list, tuple))}
+            if len({len(v) for v in lists.values()}) > 1:
+                sizes = ", ".join(f"{n} has {len(v)}" for n, v in lists.items())
+                raise ConfigError(f"{stage}_config lists must have one entry per layer: {sizes}")
+        links = [
+            ("encoder_config.dim", dim, "compressor_config.input_dim", get("compressor", "input_dim")),
+            ("log2(codebook_size)", bits, "compressor_config.output_dim", get("compressor", "output_dim")),
+            ("log2(codebook_size)", bits, "decompressor_config.input_dim", get("decompressor", "input_dim")),
+            (
+                "decompressor_config.output_dim",
+                get("decompressor", "output_dim"),
+                "decoder_config.input_dim",
+                get("decoder", "input_dim", "input_channels"),
+            ),
+        ]
+        for a, va, b, vb in links:
+            if va is not None and vb is not None and va != vb:
+                raise ConfigError(f"{b} ({vb}) must equal {a} ({va}): the stages do not connect")
+        n_fft, hop = get("decoder", "n_fft"), get("decoder", "hop_length")
+        if isinstance(n_fft, int) and isinstance(hop, int) and n_fft < hop:
+            raise ConfigError(f"decoder_config.n_fft ({n_fft}) must be at least hop_length ({hop})")
+
+    def num_parameters(self) -> int:
+        """Parameters of the model this config builds, counted without allocating them (the
+        stages are built on PyTorch's ``meta`` device)."""
+        import torch
+
+        with torch.device("meta"):
+            return sum(p.numel() for s in STAGES for p in self.build(s).parameters())
 
     # -- building ----------------------------------------------------------------------------
     def stage_kwargs(self, stage: str) -> dict[str, Any]:

@@ -19,7 +19,10 @@ How the work is laid out (so that the output never depends on how it was run):
 - Inside a shard, DataLoader workers read, mix down and resample the audio; the main process
   sorts a window of utterances by length and encodes them in padded batches with per-item
   lengths. :meth:`FocalCodec.encode` is batch-invariant, so each utterance gets exactly the
-  tokens it gets alone. Rows are written in the fixed order, not in batch order.
+  tokens it gets alone. Utterances longer than one window (``windowing``: 16 s by default) are
+  encoded alone, window by window (:func:`focalcodec.longform.encode_long`), so memory does not
+  grow with the square of a file's duration; every utterance thus gets exactly the tokens
+  ``focalcodec encode`` gives its file. Rows are written in the fixed order, not in batch order.
 - A shard is finished once its marker exists and the Parquet file's sha256 matches it. A
   restarted run skips finished shards and redoes the rest, so a killed run restarted with the
   same command gives the same bytes as an uninterrupted one.
@@ -49,6 +52,10 @@ from torch import Tensor
 
 from .audio import AUDIO_EXTENSIONS, load_audio
 from .errors import FocalCodecError, InputError
+from .limits import read_text_input
+from .longform import encode_long
+from .outputs import output_path, write_text
+from .windowing import DEFAULT, Windowing
 
 __all__ = [
     "CorpusItem",
@@ -102,7 +109,7 @@ class CorpusItem:
 def _manifest_rows(manifest: Path) -> list[dict[str, str]]:
     """Rows of a ``.tsv``/``.csv`` (with a header), ``.jsonl`` or plain list (one path a line)."""
     suffix = manifest.suffix.lower()
-    text = manifest.read_text(encoding="utf-8")
+    text = read_text_input(manifest, "manifest")
     if suffix in (".tsv", ".csv"):
         reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
         columns = [c.strip().lower() for c in (reader.fieldnames or [])]
@@ -205,22 +212,13 @@ def list_corpus(data: PathLike, root: PathLike | None = None) -> list[CorpusItem
 # ---------------------------------------------------------------------------------------------
 # Model identity and the plan
 # ---------------------------------------------------------------------------------------------
-def _weights_sha256(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
 def model_identity(model: Any, source: str | None = None) -> dict[str, Any]:
     """What identifies the tokens' model: name, source, config fingerprint, weights checksum, rates."""
     return {
         "model_id": model.model_id,
         "source": source if source is not None else model.model_id,
         "fingerprint": model.fingerprint,
-        "weights_sha256": _weights_sha256(model),
+        "weights_sha256": model.weights_sha256,
         "sample_rate_input": model.sample_rate_input,
         "sample_rate_output": model.sample_rate_output,
         "token_rate": model.token_rate,
@@ -233,7 +231,9 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _plan(items: Sequence[CorpusItem], shard_size: int, identity: Mapping[str, Any]) -> dict[str, Any]:
+def _plan(
+    items: Sequence[CorpusItem], shard_size: int, identity: Mapping[str, Any], windowing: Windowing = DEFAULT
+) -> dict[str, Any]:
     files = _digest([[it.id, it.path] for it in items])
     model = {k: identity[k] for k in ("model_id", "fingerprint", "weights_sha256", "autocast") if k in identity}
     plan = {
@@ -244,15 +244,15 @@ def _plan(items: Sequence[CorpusItem], shard_size: int, identity: Mapping[str, A
         "num_shards": math.ceil(len(items) / shard_size),
         "files_sha256": files,
         "model": model,
+        # Long files are encoded in windows: their tokens depend on the geometry.
+        "windowing": [windowing.window, windowing.context, windowing.lookahead],
     }
     plan["digest"] = _digest(plan)
     return plan
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n", force=True)
 
 
 def _sha256_file(path: Path) -> str:
@@ -310,10 +310,11 @@ def _rank_device(device: str) -> str:
     """``cuda`` under torchrun means this process's GPU, ``cuda:LOCAL_RANK`` (made current)."""
     if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: no CUDA GPU is visible to this process")
-        torch.cuda.set_device(torch.device(device))
+    from .cli.common import check_device
+
+    checked = check_device(device)
+    if checked.type == "cuda":
+        torch.cuda.set_device(checked)
     return device
 
 
@@ -389,6 +390,26 @@ class _AutocastEncoder:
         with torch.autocast(device, dtype=self.dtype):
             return self.model.encode(batch, lens)
 
+    def encode_long(self, sig: Tensor, windowing: Windowing) -> Tensor:
+        device = next(self.model.parameters()).device.type
+        with torch.autocast(device, dtype=self.dtype):
+            return encode_long(self.model, sig, windowing)
+
+
+def _windowed(model: Any, windowing: Windowing) -> int:
+    """Samples above which an utterance is encoded alone, window by window: one window with
+    its context (16 s by default). Shorter ones are batched; :func:`encode_long` would encode
+    them in one pass too, and causal models give one-pass tokens in any case."""
+    codec = model.model if isinstance(model, _AutocastEncoder) else model
+    core, left, right = windowing.token_geometry(codec.token_rate)
+    return int(round((core + left + right) * codec.sample_rate_input / codec.token_rate))
+
+
+def _encode_long(model: Any, sig: Tensor, windowing: Windowing) -> Tensor:
+    if isinstance(model, _AutocastEncoder):
+        return model.encode_long(sig, windowing)
+    return encode_long(model, sig, windowing)
+
 
 def _encode_batch(model: Any, sigs: Sequence[Tensor]) -> list[Tensor]:
     """Padded batch with per-item lengths -> each item's tokens ``(T_i,)`` int64 on CPU."""
@@ -402,13 +423,28 @@ def _encode_batch(model: Any, sigs: Sequence[Tensor]) -> list[Tensor]:
 
 
 def _encode_window(
-    model: Any, sigs: dict[int, Tensor], max_batch_samples: int, max_batch_size: int
+    model: Any,
+    sigs: dict[int, Tensor],
+    max_batch_samples: int,
+    max_batch_size: int,
+    windowing: Windowing = DEFAULT,
 ) -> tuple[dict[int, Tensor], dict[int, str]]:
-    """Encode ``{index: (N,) signal}`` in length-sorted batches. A batch that fails is retried
-    item by item, so only the items that fail alone are reported (as ``{index: reason}``)."""
-    keys = list(sigs)
+    """Encode ``{index: (N,) signal}`` in length-sorted batches; utterances longer than one
+    window alone, window by window. A batch that fails is retried item by item, so only the
+    items that fail alone are reported (as ``{index: reason}``)."""
     tokens: dict[int, Tensor] = {}
     errors: dict[int, str] = {}
+    limit = _windowed(model, windowing)
+    for k in [k for k in sigs if sigs[k].numel() > limit]:
+        try:
+            tokens[k] = _encode_long(model, sigs[k], windowing).cpu()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except MemoryError:
+            errors[k] = "out of memory while encoding (window by window); use a smaller --window"
+        except Exception as exc:  # noqa: BLE001
+            errors[k] = f"encoding failed: {type(exc).__name__}: {exc}"
+    keys = [k for k in sigs if sigs[k].numel() <= limit]
     for batch in length_batches([sigs[k].numel() for k in keys], max_batch_samples, max_batch_size):
         ids = [keys[b] for b in batch]
         try:
@@ -478,11 +514,10 @@ def _write_shard(
     table = table.replace_schema_metadata({"focalcodec": json.dumps({"plan": plan["digest"], "shard": k})})
     name = _shard_name(k)
     final = out / SHARD_DIR / f"{name}.parquet"
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    with output_path(final, force=True) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
     marker = {
         "shard": k,
         "file": f"{SHARD_DIR}/{final.name}",
@@ -519,6 +554,8 @@ def _finished_marker(out: Path, k: int, plan: Mapping[str, Any]) -> dict[str, An
 
 
 def _clean_temporaries(out: Path, k: int) -> None:
+    """Temporaries of shard ``k`` in the former naming (newer ones are swept by
+    :func:`focalcodec.outputs.output_path`)."""
     for tmp in (out / SHARD_DIR).glob(f".{_shard_name(k)}.*.tmp"):
         tmp.unlink(missing_ok=True)
 
@@ -592,8 +629,8 @@ def _prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
         if old.get("digest") != plan["digest"]:
             if not overwrite:
                 raise InputError(
-                    f"{out} holds another tokenization run (different files, shard size or model); "
-                    "choose a new --out or pass --overwrite to replace it"
+                    f"{out} holds another tokenization run (different files, shard size, model or window); "
+                    "choose a new -o/--output folder or pass -f/--force (Python: overwrite=True) to replace it"
                 )
             for folder in (SHARD_DIR, MARKER_DIR):
                 for p in (out / folder).glob("*"):
@@ -602,7 +639,7 @@ def _prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
             for name in ("index.json", "errors.tsv"):
                 (out / name).unlink(missing_ok=True)
     elif (out / "index.json").exists() or any((out / SHARD_DIR).glob("shard-*")):
-        raise InputError(f"{out} holds shards without a plan.json; choose a new --out")
+        raise InputError(f"{out} holds shards without a plan.json; choose a new -o/--output folder")
     for folder in (SHARD_DIR, MARKER_DIR):
         (out / folder).mkdir(parents=True, exist_ok=True)
     _write_json(plan_path, plan)
@@ -614,9 +651,7 @@ def _write_errors(path: Path, markers: Sequence[Mapping[str, Any]]) -> int:
         for e in m["errors"]:
             clean = [str(e[c]).replace("\t", " ").replace("\n", " ") for c in ("id", "path", "reason")]
             lines.append("\t".join(clean))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines) + "\n", force=True)
     return len(lines) - 1
 
 
@@ -670,6 +705,7 @@ def tokenize_corpus(
     progress: bool = True,
     dist_timeout_hours: float = 72.0,
     autocast: str | None = None,
+    windowing: Windowing = DEFAULT,
 ) -> TokenizeSummary:
     """Tokenize every utterance of ``data`` into Parquet shards under ``out``.
 
@@ -677,7 +713,9 @@ def tokenize_corpus(
     ``model``: a :class:`~focalcodec.FocalCodec` or a name/path for ``from_pretrained``
     (``model_source`` names it in the index when a model object is given).
     ``shard_size``: utterances per shard (also the unit of resuming). ``window``: utterances
-    sorted by length together; ``batch_seconds``: padded seconds of audio per batch;
+    sorted by length together (CLI ``--sort-group``); ``windowing``: window geometry for
+    utterances longer than one window (CLI ``--window`` seconds), encoded as ``encode`` does;
+    ``batch_seconds``: padded seconds of audio per batch;
     ``max_batch_size``: items per batch. ``num_workers``: DataLoader processes reading audio.
     ``max_duration``: longer files go to the errors list. ``autocast``: ``"float16"`` or
     ``"bfloat16"`` to encode under ``torch.autocast`` (faster on GPUs; tokens close to but not
@@ -713,12 +751,12 @@ def tokenize_corpus(
         identity = model_identity(model, model_source)
         if autocast is not None:
             identity["autocast"] = autocast
-        plan = _plan(items, int(shard_size), identity)
+        plan = _plan(items, int(shard_size), identity, windowing)
         digests = dist.all_gather(plan["digest"])
         if len(set(digests)) > 1:
             raise InputError(
                 "the ranks see different file lists or models (plan digests differ); on several nodes "
-                "give every node the same --data, --model and shared storage for --out"
+                "give every node the same --data, --model and shared storage for -o/--output"
             )
         problem = None
         if dist.rank == 0:
@@ -757,6 +795,7 @@ def tokenize_corpus(
             int(row_group_size),
             progress and dist.rank == 0,
             f" (rank 0 of {dist.world})" if dist.world > 1 else "",
+            windowing,
         )
         done.update(markers)
 
@@ -800,6 +839,7 @@ def _run_shards(
     row_group_size: int,
     show: bool,
     note: str,
+    windowing: Windowing = DEFAULT,
 ) -> tuple[dict[int, dict[str, Any]], float]:
     """Encode the shards ``todo`` of this rank; return their markers and the seconds encoded."""
     # Flat list of this rank's pending utterances, shard after shard.
@@ -843,7 +883,7 @@ def _run_shards(
                     else:
                         sigs[pos] = sig
                         lengths[pos] = sig.numel()
-                toks, errs = _encode_window(model, sigs, max_samples, max_batch_size)
+                toks, errs = _encode_window(model, sigs, max_samples, max_batch_size, windowing)
                 tokens.update(toks)
                 errors.update(errs)
                 secs = sum(lengths[p] for p in toks) / sample_rate
@@ -941,14 +981,35 @@ class TokenCorpus:
             return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
     # -- rows ------------------------------------------------------------------------------------
+    def _read_shard(self, s: int, columns: list[str] | None = None, memory_map: bool = False) -> Any:
+        """Shard ``s`` as a pyarrow table; a missing, damaged or foreign file is an
+        :class:`InputError` saying to resume the run that made it."""
+        _pyarrow()
+        import pyarrow.parquet as pq
+
+        path = self.shard_files[s]
+        try:
+            table = pq.read_table(path, columns=columns, memory_map=memory_map)
+        except FileNotFoundError:
+            raise InputError(f"shard {path} is missing; resume `focalcodec tokenize` to rebuild it") from None
+        except Exception as exc:  # noqa: BLE001 - pyarrow's errors for damaged files vary
+            raise InputError(
+                f"shard {path} is damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+                "resume `focalcodec tokenize` on this folder to rebuild it"
+            ) from None
+        wanted = set(columns or _schema().names)
+        if set(table.column_names) != wanted or table.num_rows != int(self.shards[s]["num_rows"]):
+            raise InputError(
+                f"shard {path} does not match index.json (columns {table.column_names}, {table.num_rows} rows); "
+                "resume `focalcodec tokenize` on this folder to rebuild it"
+            )
+        return table
+
     def _table(self, s: int) -> Any:
         if s in self._cache:
             self._cache.move_to_end(s)
             return self._cache[s]
-        _pyarrow()
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(self.shard_files[s], memory_map=True)
+        table = self._read_shard(s, memory_map=True)
         self._cache[s] = table
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -976,12 +1037,9 @@ class TokenCorpus:
 
     def _id_map(self) -> dict[str, int]:
         if self._ids is None:
-            _pyarrow()
-            import pyarrow.parquet as pq
-
             ids: dict[str, int] = {}
-            for f in self.shard_files:
-                for uid in pq.read_table(f, columns=["id"]).column("id").to_pylist():
+            for s in range(len(self.shards)):
+                for uid in self._read_shard(s, columns=["id"]).column("id").to_pylist():
                     ids[uid] = len(ids)
             self._ids = ids
         return self._ids
@@ -1001,11 +1059,8 @@ class TokenCorpus:
 
     def __iter__(self) -> Iterator[Utterance]:
         """Every utterance in corpus order, one shard in memory at a time."""
-        _pyarrow()
-        import pyarrow.parquet as pq
-
-        for f in self.shard_files:
-            table = pq.read_table(f)
+        for s in range(len(self.shards)):
+            table = self._read_shard(s)
             for r in range(table.num_rows):
                 yield self._row(table, r)
 

@@ -27,7 +27,15 @@ from torch import Tensor, nn
 from .config import HUB_OWNER, FocalCodecConfig, preset_name
 from .errors import CheckpointError, ConfigError, HubError
 
-__all__ = ["convert_legacy_state_dict", "load_state_dict", "load_weights_file", "resolve_checkpoint", "save_checkpoint"]
+__all__ = [
+    "checkpoint_name",
+    "convert_legacy_state_dict",
+    "load_state_dict",
+    "load_weights_file",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "state_dict_sha256",
+]
 
 WEIGHT_NAMES = ("model.safetensors", "model.pt")
 LEGACY_EXTRAS = re.compile(r"^(quantizer\.mask|encoder\.encoder\.norm\.(weight|bias))$")
@@ -63,6 +71,32 @@ def convert_legacy_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor
             raise CheckpointError(f"legacy checkpoint has an incomplete q/k/v set for {key} (found {sorted(parts)})")
         out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     return out
+
+
+def state_dict_sha256(state_dict: dict[str, Tensor]) -> str:
+    """SHA-256 of a state dict: every tensor's name, dtype, shape and bytes, in name order.
+    The same weights give the same digest whatever file, key layout or folder they came from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(state_dict.items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def checkpoint_name(path: Path) -> str:
+    """A readable model name for a local checkpoint folder: its own name (``.`` resolved), or
+    for a Hugging Face cache snapshot (``models--OWNER--NAME/snapshots/COMMIT``) the repo:
+    the preset name for the official ones, else ``OWNER/NAME``."""
+    path = Path(path).resolve()
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        parts = path.parent.parent.name.split("--")[1:]
+        if len(parts) == 2 and all(parts):
+            repo = "/".join(parts)
+            return preset_name(repo) or repo
+    return path.name or str(path)
 
 
 def load_weights_file(path: Path) -> dict[str, Tensor]:
@@ -114,11 +148,54 @@ def load_state_dict(model: nn.Module, state_dict: dict[str, Tensor], source: str
             lines.append(f"wrong shapes: {show(shapes)}")
         lines.append("check that the weights and the config belong to the same model")
         raise CheckpointError("; ".join(lines))
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(
+            f"{source} holds NaN or infinite weights in {', '.join(bad[:3])}{more}; "
+            "the checkpoint is damaged or its training diverged"
+        )
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=True)
 
 
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+
+
+_RESOLVED: dict[str, str | None] = {}
+
+
+def _unreachable(timeout: float = 5.0) -> str | None:
+    """Why the Hub cannot be reached (its host name does not resolve), or None. Checked once
+    per process, so that a machine without network fails at once instead of after
+    huggingface_hub's retries (about 27 s)."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    if host not in _RESOLVED:
+        outcome: list[str | None] = []
+
+        def resolve() -> None:
+            try:
+                socket.getaddrinfo(host, 443)
+                outcome.append(None)
+            except OSError as exc:
+                outcome.append(f"the host name {host} does not resolve ({exc.strerror or exc})")
+
+        worker = threading.Thread(target=resolve, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        _RESOLVED[host] = outcome[0] if outcome else f"the host name {host} did not resolve within {timeout:g} s"
+    return _RESOLVED[host]
+
+
 def _hub_download(repo_id: str, filename: str, **hub_kwargs: Any) -> Path | None:
-    """Download one file; None if the repo exists but lacks it; HubError otherwise."""
+    """Download one file; None if the repo exists but lacks it; HubError otherwise. Without
+    network (the Hub's name does not resolve) only the local cache is tried."""
     try:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import (
@@ -129,23 +206,41 @@ def _hub_download(repo_id: str, filename: str, **hub_kwargs: Any) -> Path | None
         )
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
         raise HubError("huggingface_hub is not installed: pip install huggingface_hub") from None
+    reason = "HF_HUB_OFFLINE is set" if _offline() else None
+    if reason is None and not hub_kwargs.get("local_files_only"):
+        reason = _unreachable()
+        if reason is not None:
+            hub_kwargs = {**hub_kwargs, "local_files_only": True}  # the cache may still have it
     try:
         return Path(hf_hub_download(repo_id, filename, **hub_kwargs))
     except LocalEntryNotFoundError as exc:
         error: Exception = exc
     except EntryNotFoundError:
         return None
-    except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-        raise HubError(f"Hugging Face repo {repo_id!r} (or its revision) was not found: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - network, offline mode, auth...
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise HubError(
+            f"Hugging Face repo {repo_id!r} (or its revision) was not found; check the name, or pass a local "
+            "checkpoint folder"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - network, auth...
         error = exc
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    why = reason or f"no network? {type(error).__name__}"
     raise HubError(
-        f"could not fetch {filename} of {repo_id!r} from the Hugging Face Hub"
-        + (" (HF_HUB_OFFLINE is set)" if offline else " (no network?)")
-        + f": {type(error).__name__}. Download the checkpoint on a machine with access, e.g. "
-        f"`huggingface-cli download {repo_id} --local-dir DIR`, and pass DIR instead of the repo id."
+        f"could not fetch {filename} of {repo_id!r} from the Hugging Face Hub ({why}). Download the checkpoint "
+        f"where the Hub is reachable, e.g. `hf download {repo_id} --local-dir DIR`, and pass DIR instead of "
+        "the repo id"
     )
+
+
+def _missing_local(text: str) -> str | None:
+    """Why ``text`` (not an existing file or folder) must have meant a local path, or None
+    when it may be a Hub repo id."""
+    if text.startswith(("./", "../", "/", "~", ".\\", "..\\")) or "\\" in text or text in (".", ".."):
+        return "it is written as a local path"
+    first = text.split("/")[0]
+    if "/" in text and first and Path(first).is_dir():
+        return f"there is a local folder {first!r}"
+    return None
 
 
 def resolve_checkpoint(source: str, **hub_kwargs: Any) -> tuple[FocalCodecConfig, Path]:
@@ -153,7 +248,7 @@ def resolve_checkpoint(source: str, **hub_kwargs: Any) -> tuple[FocalCodecConfig
     text = str(source)
     path = Path(text)
     if path.is_dir():
-        config = FocalCodecConfig.from_json(path / "config.json", name=path.name)
+        config = FocalCodecConfig.from_json(path / "config.json", name=checkpoint_name(path))
         for name in WEIGHT_NAMES:
             if (path / name).is_file():
                 return config, path / name
@@ -168,6 +263,12 @@ def resolve_checkpoint(source: str, **hub_kwargs: Any) -> tuple[FocalCodecConfig
             if candidate.is_file():
                 return config, candidate
         raise CheckpointError(f"no weights next to {path}: expected {candidates[0].name} or model.safetensors")
+    local = _missing_local(text)
+    if local is not None:
+        raise CheckpointError(
+            f"local checkpoint not found: {path} (no such folder or file; read as a local path because {local}); "
+            "check the path"
+        )
     preset = preset_name(text)
     repo_id = f"{HUB_OWNER}/{preset}" if preset is not None else text
     parts = repo_id.split("/")
@@ -190,21 +291,24 @@ def resolve_checkpoint(source: str, **hub_kwargs: Any) -> tuple[FocalCodecConfig
     raise HubError(f"Hugging Face repo {repo!r} has none of: {', '.join(weight_names)}")
 
 
-def save_checkpoint(model: nn.Module, config: FocalCodecConfig, directory: Path, safetensors: bool = True) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` (or ``model.pt``) into ``directory``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    config.to_json(directory / "config.json")
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    if safetensors:
-        from safetensors.torch import save_file
+def save_checkpoint(
+    model: nn.Module, config: FocalCodecConfig, directory: Path, safetensors: bool = True, force: bool = True
+) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (or ``model.pt``) into ``directory``
+    through :func:`focalcodec.outputs.output_path` (atomic; ``force=False`` refuses to replace
+    an existing checkpoint)."""
+    from .outputs import check_targets, output_path
 
-        target = directory / "model.safetensors"
-        tmp = target.with_suffix(".safetensors.tmp")
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    else:
-        target = directory / "model.pt"
-        tmp = target.with_suffix(".pt.tmp")
-        torch.save(state, str(tmp))
-    os.replace(tmp, target)
+    directory = Path(directory)
+    target = directory / ("model.safetensors" if safetensors else "model.pt")
+    check_targets([directory / "config.json", target], force=force)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with output_path(target, force=force) as tmp:
+        if safetensors:
+            from safetensors.torch import save_file
+
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        else:
+            torch.save(state, str(tmp))
+    config.to_json(directory / "config.json", force=force)
     return target

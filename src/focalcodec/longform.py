@@ -21,52 +21,24 @@ WAV/FLAC files at 16 kHz), the input is read window by window and not held at al
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
 
 from .audio import AudioFileSamples
 from .errors import InputError
+from .windowing import DEFAULT, Windowing
 
 __all__ = ["Windowing", "decode_long", "encode_long", "iter_decode", "output_length"]
 
 
-@dataclass(frozen=True)
-class Windowing:
-    """Window geometry in seconds (see the module docstring).
-
-    ``window`` >= 1 s of kept output per non-causal window; ``context`` / ``lookahead``
-    seconds of left / right context; ``crossfade`` seconds of linear overlap between decoded
-    windows (at most twice the smaller context); ``chunk`` seconds per causal call.
-    """
-
-    window: float = 12.0
-    context: float = 3.0
-    lookahead: float = 1.0
-    crossfade: float = 0.1
-    chunk: float = 2.56
-
-    def __post_init__(self) -> None:
-        if not self.window >= 1.0:
-            raise InputError(f"window must be at least 1 s, got {self.window}")
-        if not (self.context >= 0 and self.lookahead >= 0 and self.crossfade >= 0 and self.chunk > 0):
-            raise InputError("context, lookahead and crossfade must be >= 0 and chunk > 0")
-        if self.crossfade > min(2 * self.context, 2 * self.lookahead, self.window / 2):
-            raise InputError(
-                f"crossfade ({self.crossfade} s) must not exceed twice the context ({self.context} s), twice the "
-                f"lookahead ({self.lookahead} s) or half the window ({self.window} s)"
-            )
-
-    def token_geometry(self, token_rate: float) -> tuple[int, int, int]:
-        """(core, left, right) window sizes in tokens."""
-        core = max(1, int(round(self.window * token_rate)))
-        return core, int(math.ceil(self.context * token_rate)), int(math.ceil(self.lookahead * token_rate))
+Progress = Callable[[float], object]
 
 
-DEFAULT = Windowing()
+def _report(progress: Progress | None, seconds: float) -> None:
+    if progress is not None:
+        progress(round(seconds, 3))
 
 
 def _samples_per_token(codec) -> int:
@@ -121,13 +93,16 @@ def _check_signal(sig: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def encode_long(codec, sig: Tensor | AudioFileSamples, windowing: Windowing = DEFAULT) -> Tensor:
+def encode_long(
+    codec, sig: Tensor | AudioFileSamples, windowing: Windowing = DEFAULT, progress: Progress | None = None
+) -> Tensor:
     """``sig: (N,)`` float at 16 kHz -> ``(codec.num_tokens(N),)`` int64 tokens (on CPU).
 
     Non-causal: one pass if the input fits in one window, else windows with context.
     Causal: streaming calls of ``windowing.chunk`` seconds. ``sig`` may also be an
     :class:`~focalcodec.audio.AudioFileSamples` at the model's rate: only the samples of the
     window being encoded are then in memory (same tokens as the loaded file).
+    ``progress(seconds)`` is called with the seconds of input done after each window.
     """
     if isinstance(sig, AudioFileSamples):
         if sig.sample_rate != codec.sample_rate_input:
@@ -145,13 +120,19 @@ def encode_long(codec, sig: Tensor | AudioFileSamples, windowing: Windowing = DE
 
         step = codec.chunk_size * max(1, int(round(windowing.chunk * codec.sample_rate_input / codec.chunk_size)))
         stream = StreamEncoder(codec, optimize=False)
-        parts = [stream.push(sig[s : s + step].to(torch.float32)).cpu() for s in range(0, n, step)]
+        parts = []
+        for s in range(0, n, step):
+            chunk = sig[s : s + step].to(torch.float32)
+            parts.append(stream.push(chunk).cpu())
+            _report(progress, chunk.shape[-1] / codec.sample_rate_input)
         # the last chunk's padding masked: the tokens of one offline pass
         out = torch.cat(parts + [stream.flush(pad=False).cpu()])
     else:
         core, left, right = windowing.token_geometry(codec.token_rate)
         if total <= core + left + right:
-            return codec.encode(sig[0:n]).tokens.cpu()
+            out = codec.encode(sig[0:n]).tokens.cpu()
+            _report(progress, n / codec.sample_rate_input)
+            return out
         spt = _samples_per_token(codec)
         # Token j depends on samples [spt*j, spt*(j+1) + tail): the last frame's window overhang.
         tail = codec.encoder.receptive_field - codec.encoder.downsample_factor
@@ -160,16 +141,29 @@ def encode_long(codec, sig: Tensor | AudioFileSamples, windowing: Windowing = DE
             seg = sig[start * spt : min(n, end * spt + tail)]
             toks = codec.encode(seg).tokens.cpu()
             out[a:b] = toks[a - start : b - start]
+            done = n if b == total else b * spt
+            _report(progress, (done - min(n, a * spt)) / codec.sample_rate_input)
     if out.shape[0] != total:
         raise RuntimeError(f"internal error: {out.shape[0]} tokens for {total} expected")
     return out
 
 
 @torch.inference_mode()
-def iter_decode(codec, tokens: Tensor, windowing: Windowing = DEFAULT) -> Iterator[Tensor]:
+def iter_decode(
+    codec,
+    tokens: Tensor,
+    windowing: Windowing = DEFAULT,
+    progress: Progress | None = None,
+    matching_set: Tensor | None = None,
+    topk: int = 4,
+    num_splits: int = 1,
+) -> Iterator[Tensor]:
     """Yield consecutive ``(M_i,)`` float32 blocks of audio at ``sample_rate_output`` whose
     concatenation is the decoded ``tokens: (T',)``, of natural length ``T' * out_hop``.
-    Only one window is in memory at a time."""
+    Only one window is in memory at a time. ``progress(seconds)`` is called with the seconds
+    of audio in each block. With ``matching_set (M, C)`` every frame is replaced by the mean
+    of its ``topk`` nearest matching frames before synthesis (kNN voice conversion, frame by
+    frame, so windows do not change what a frame is matched to)."""
     toks = torch.as_tensor(tokens).reshape(-1).long().cpu()
     total = toks.shape[0]
     if total == 0:
@@ -178,6 +172,9 @@ def iter_decode(codec, tokens: Tensor, windowing: Windowing = DEFAULT) -> Iterat
         raise InputError(
             f"tokens must lie in [0, {codec.codebook_size}) for this model; were they made by another model?"
         )
+    knn: dict = {}
+    if matching_set is not None:
+        knn = {"matching_set": matching_set.to(_device(codec)), "topk": topk, "num_splits": num_splits}
     if codec.causal:
         step = 4 * max(1, int(round(windowing.chunk * codec.token_rate / 4)))
         dev = _device(codec)
@@ -185,13 +182,23 @@ def iter_decode(codec, tokens: Tensor, windowing: Windowing = DEFAULT) -> Iterat
         voc_state: object = ()
         for s in range(0, total, step):
             audio, dec_state, voc_state = codec.toks_to_sig(
-                toks[s : s + step].to(dev)[None], dec_state, voc_state, return_state=True
+                toks[s : s + step].to(dev)[None], dec_state, voc_state, return_state=True, **knn
             )
-            yield audio[0].float().cpu()
+            block = audio[0].float().cpu()
+            _report(progress, block.shape[0] / codec.sample_rate_output)
+            yield block
         return
+
+    def synth(t: Tensor) -> Tensor:
+        if matching_set is None:
+            return codec.decode(t).audio.float().cpu()
+        return codec.toks_to_sig(t.to(_device(codec))[None], **knn)[0].float().cpu()
+
     core, left, right = windowing.token_geometry(codec.token_rate)
     if total <= core + left + right:
-        yield codec.decode(toks).audio.float().cpu()
+        block = synth(toks)
+        _report(progress, block.shape[0] / codec.sample_rate_output)
+        yield block
         return
     hop = _out_samples_per_token(codec)
     natural = total * hop
@@ -199,13 +206,14 @@ def iter_decode(codec, tokens: Tensor, windowing: Windowing = DEFAULT) -> Iterat
     fade = (torch.arange(2 * half, dtype=torch.float32) + 0.5) / max(1, 2 * half)  # rising ramp
     pending: Tensor | None = None  # fading-out tail of the previous window, at [boundary - half, boundary + half)
     for start, a, b, end in _windows(total, core, left, right):
-        audio = codec.decode(toks[start:end]).audio.float().cpu()
+        audio = synth(toks[start:end])
         base = start * hop
         lo = a * hop - half if a > 0 else 0
         hi = b * hop - half if b < total else natural
         block = audio[lo - base : hi - base].clone()
         if pending is not None and half:
             block[: 2 * half] = block[: 2 * half] * fade + pending
+        _report(progress, block.shape[0] / codec.sample_rate_output)
         yield block
         if b < total:
             pending = audio[hi - base : hi - base + 2 * half] * (1.0 - fade)

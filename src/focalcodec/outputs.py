@@ -26,6 +26,7 @@ import contextlib
 import errno
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,13 +35,14 @@ from typing import IO
 
 from .errors import OutputError
 
-__all__ = ["check_targets", "open_output", "output_path", "write_bytes", "write_text"]
+__all__ = ["check_targets", "check_writable", "open_output", "output_path", "write_bytes", "write_text"]
 
 STDOUT = "-"
 _TAG = ".focalcodec-tmp"
 _live: set[Path] = set()
 _lock = threading.Lock()
 _handlers_installed = False
+_HOST = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname()) or "host"
 
 
 def _remove(path: Path) -> None:
@@ -91,16 +93,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _owner() -> str:
+    """``PID@HOST`` of this process, as written into temporary names."""
+    return f"{os.getpid()}@{_HOST}"
+
+
 def _sweep(folder: Path) -> None:
-    """Remove temporaries left in ``folder`` by runs that no longer exist."""
+    """Remove temporaries left in ``folder`` by runs of this host that no longer exist
+    (temporaries of other hosts sharing the folder, e.g. torchrun nodes, are left alone)."""
     try:
         names = [p for p in folder.iterdir() if p.name.startswith(".") and _TAG in p.name]
     except OSError:
         return
     for p in names:
+        owner = p.name.split(_TAG)[0].rsplit(".", 1)[-1]
+        pid_text, _, host = owner.partition("@")
         try:
-            pid = int(p.name.split(_TAG)[0].rsplit(".", 1)[1])
-        except (IndexError, ValueError):
+            pid = int(pid_text)
+        except ValueError:
+            continue
+        if host not in ("", _HOST):
             continue
         if pid != os.getpid() and not _pid_alive(pid):
             _remove(p)
@@ -110,7 +122,7 @@ def _temp_name(path: Path) -> Path:
     # Keep the suffix, so libraries that pick a format from the name still do.
     n = 0
     while True:
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}{_TAG}{n or ''}{path.suffix}")
+        tmp = path.with_name(f".{path.stem}.{_owner()}{_TAG}{n or ''}{path.suffix}")
         if not tmp.exists():
             return tmp
         n += 1
@@ -134,6 +146,19 @@ def _writable_folder(path: Path) -> None:
         raise OutputError(f"cannot write {path}: {probe} is a file, not a folder")
     if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {path}: the folder {probe} is not writable; choose another output")
+
+
+def check_writable(path: str | Path, folder: bool = False) -> None:
+    """Refuse, before any work, a ``path`` that cannot be written: its folder is read-only, or
+    a file stands where a folder is needed (``folder=True``: ``path`` is itself a folder to
+    write into, which may exist)."""
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"{path} is a file; give a folder")
+        _writable_folder(path / "x")
+    else:
+        _writable_folder(path)
 
 
 def check_targets(targets: Iterable[str | Path], inputs: Iterable[str | Path] = (), force: bool = False) -> None:
@@ -160,7 +185,7 @@ def _publish(tmp: Path, path: Path, force: bool) -> None:
         if path.is_dir() and not tmp.is_dir():
             raise OutputError(f"cannot write {path}: it is a folder")
         if tmp.is_dir() and path.exists():
-            old = path.with_name(f".{path.name}.{os.getpid()}{_TAG}old")
+            old = path.with_name(f".{path.name}.{_owner()}{_TAG}old")
             os.replace(path, old)
             try:
                 os.replace(tmp, path)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,8 @@ from torch import Tensor, nn
 
 from .audio import AUDIO_EXTENSIONS, load_audio
 from .errors import InputError
+from .longform import Progress, encode_long, iter_decode, output_length
+from .windowing import DEFAULT, Windowing
 
 __all__ = [
     "FORMAT",
@@ -40,7 +42,9 @@ __all__ = [
     "auto_splits",
     "build_speaker_set",
     "convert",
+    "convert_to_file",
     "convert_tokens",
+    "iter_convert",
     "reference_files",
 ]
 
@@ -62,6 +66,7 @@ class SpeakerSet:
     feats: Tensor
     model_id: str = ""
     model_fingerprint: str = ""
+    model_weights: str = ""  # the feature model's weights_sha256
     sources: list[str] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)
 
@@ -82,9 +87,13 @@ class SpeakerSet:
         """Reference audio covered, at 50 frames per second."""
         return self.num_frames / 50.0
 
-    def save(self, path: PathLike) -> Path:
-        """Write ``path`` (safetensors: tensor ``feats`` + metadata)."""
+    def save(self, path: PathLike, force: bool = False, inputs: Sequence[PathLike] = ()) -> Path:
+        """Write ``path`` (safetensors: tensor ``feats`` + metadata) through
+        :func:`focalcodec.outputs.output_path`: atomic, refuses to replace an existing file
+        without ``force`` and never replaces one of ``inputs``."""
         from safetensors.torch import save_file
+
+        from .outputs import output_path
 
         path = Path(path)
         meta = {
@@ -92,17 +101,13 @@ class SpeakerSet:
             "format_version": FORMAT_VERSION,
             "model_id": self.model_id,
             "model_fingerprint": self.model_fingerprint,
+            "model_weights_sha256": self.model_weights,
             "sources": json.dumps(self.sources),
             "frames": json.dumps(self.frames),
             "dim": str(self.dim),
         }
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
+        with output_path(path, force, inputs) as tmp:
             save_file({"feats": self.feats.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=meta)
-            tmp.replace(path)
-        except Exception as exc:  # noqa: BLE001
-            tmp.unlink(missing_ok=True)
-            raise InputError(f"cannot write speaker set {path}: {exc}") from None
         return path
 
     @classmethod
@@ -132,12 +137,21 @@ class SpeakerSet:
                 f"{path} was made with feature model {meta.get('model_id')!r} (fingerprint {fingerprint[:12]}), "
                 f"not the expected one ({expect_fingerprint[:12]}); rebuild it from the reference audio"
             )
+        if not feats.dtype.is_floating_point or not torch.isfinite(feats).all():
+            raise InputError(f"{path}: the features are not finite floating-point numbers; rebuild the speaker set")
+        try:
+            sources, frames = json.loads(meta.get("sources", "[]")), json.loads(meta.get("frames", "[]"))
+        except ValueError:
+            raise InputError(
+                f"{path}: damaged metadata (sources/frames are not JSON); rebuild the speaker set"
+            ) from None
         return cls(
-            feats=feats,
+            feats=feats.float(),
             model_id=meta.get("model_id", ""),
             model_fingerprint=fingerprint,
-            sources=json.loads(meta.get("sources", "[]")),
-            frames=json.loads(meta.get("frames", "[]")),
+            model_weights=meta.get("model_weights_sha256", ""),
+            sources=sources,
+            frames=frames,
         )
 
 
@@ -199,6 +213,7 @@ def build_speaker_set(
         feats=torch.cat(feats, dim=0),
         model_id=str(getattr(model, "model_id", "")),
         model_fingerprint=str(getattr(model, "fingerprint", "")),
+        model_weights=str(getattr(model, "weights_sha256", "")),
         sources=sources,
         frames=frames,
     )
@@ -253,6 +268,84 @@ def convert_tokens(
     ).float()
 
 
+def _source_tokens(
+    codec: nn.Module, source: Tensor | PathLike, windowing: Windowing, progress: Progress | None
+) -> tuple[Tensor, int]:
+    """``(tokens (T,), length at 16 kHz)`` of one source, encoded window by window."""
+    from .compression import model_signal
+
+    if isinstance(source, Tensor):
+        sig = source.detach().float().cpu().reshape(-1) if source.ndim == 1 else None
+        if sig is None or sig.numel() == 0:
+            raise InputError(f"source must be (N,) or (B, N) with N > 0, got shape {tuple(source.shape)}")
+        n = sig.shape[0]
+    else:
+        sig, orig, num = model_signal(source, codec)
+        n = num * codec.sample_rate_input // orig
+    return encode_long(codec, sig, windowing, progress), n
+
+
+class _Conversion:
+    """A source encoded (window by window) and ready to be decoded in the target voice."""
+
+    def __init__(self, codec, source, target, topk, num_splits, windowing, progress) -> None:
+        self.feats = _matching(codec, target)
+        if topk < 1:
+            raise InputError("topk must be at least 1")
+        self.codec, self.topk, self.windowing, self.progress = codec, topk, windowing, progress
+        self.toks, n = _source_tokens(codec, source, windowing, progress)
+        self.num_samples = output_length(codec, n)  # at codec.sample_rate_output
+        if num_splits is None:
+            if codec.causal:
+                per_call = 4 * max(1, int(round(windowing.chunk * codec.token_rate / 4)))
+            else:
+                per_call = sum(windowing.token_geometry(codec.token_rate))
+            frames = min(self.toks.shape[0], per_call) * codec.decompressor.upsample_factor
+            num_splits = auto_splits(frames, self.feats.shape[0])
+        self.num_splits = num_splits
+
+    def blocks(self) -> Iterator:
+        """float32 numpy blocks, exactly ``num_samples`` in all."""
+        from .compression import exact_blocks
+
+        with torch.inference_mode():
+            decoded = iter_decode(
+                self.codec,
+                self.toks,
+                self.windowing,
+                self.progress,
+                matching_set=self.feats,
+                topk=self.topk,
+                num_splits=self.num_splits,
+            )
+            yield from exact_blocks((b.numpy() for b in decoded), self.num_samples)
+
+
+@torch.inference_mode()
+def iter_convert(
+    codec: nn.Module,
+    source: Tensor | PathLike,
+    target: SpeakerSet | Tensor,
+    topk: int = 4,
+    num_splits: int | None = None,
+    windowing: Windowing = DEFAULT,
+    progress: Progress | None = None,
+) -> Iterator[Tensor]:
+    """One source ``(N,)`` at 16 kHz or a file -> consecutive float32 blocks of the converted
+    audio at ``codec.sample_rate_output``, ``floor(N * sr_out / sr_in)`` samples in all.
+
+    Bounded memory for any length: the source is encoded and decoded window by window as in
+    :mod:`focalcodec.longform` (a 16 kHz WAV/FLAC is even read window by window), and the kNN
+    search holds one window's frames against the matching set (``num_splits=None`` picks the
+    splits for one window, see :func:`auto_splits`). Sources up to one window
+    (16 s by default) are converted in one pass, exactly as without windowing; see
+    docs/vc.md for the effect of windows on longer ones. ``progress(seconds)`` is called for
+    encoding and then for decoding.
+    """
+    for block in _Conversion(codec, source, target, topk, num_splits, windowing, progress).blocks():
+        yield torch.from_numpy(block)
+
+
 @torch.inference_mode()
 def convert(
     codec: nn.Module,
@@ -260,20 +353,51 @@ def convert(
     target: SpeakerSet | Tensor,
     topk: int = 4,
     num_splits: int | None = None,
+    windowing: Windowing = DEFAULT,
 ) -> Tensor:
     """Source speech -> the same speech in the target voice (offline).
 
     ``source``: ``(N,)`` / ``(B, N)`` at 16 kHz, or a file. Returns ``(M,)`` / ``(B, M)`` at
-    ``codec.sample_rate_output`` with ``M = floor(N * sr_out / sr_in)``.
+    ``codec.sample_rate_output`` with ``M = floor(N * sr_out / sr_in)``. Long sources are
+    processed window by window (see :func:`iter_convert`); to write a long conversion without
+    holding it, use :func:`convert_to_file`.
     """
-    if not isinstance(source, Tensor):
-        source = load_audio(source, codec.sample_rate_input)
-    one = source.ndim == 1
-    sig = source[None] if one else source
-    if sig.ndim != 2 or sig.shape[1] == 0:
+    if isinstance(source, Tensor) and source.ndim == 2:
+        if source.shape[0] == 0 or source.shape[1] == 0:
+            raise InputError(f"source must be (N,) or (B, N) with N > 0, got shape {tuple(source.shape)}")
+        return torch.stack([convert(codec, row, target, topk, num_splits, windowing) for row in source])
+    if isinstance(source, Tensor) and source.ndim != 1:
         raise InputError(f"source must be (N,) or (B, N) with N > 0, got shape {tuple(source.shape)}")
-    device = next(codec.parameters()).device
-    toks = codec.sig_to_toks(sig.to(device, torch.float32))
-    length = sig.shape[1] * codec.sample_rate_output // codec.sample_rate_input
-    out = convert_tokens(codec, toks, target, topk, num_splits, output_length=length)
-    return out[0] if one else out
+    return torch.cat(list(iter_convert(codec, source, target, topk, num_splits, windowing)))
+
+
+def convert_to_file(
+    codec: nn.Module,
+    source: Tensor | PathLike,
+    target: SpeakerSet | Tensor,
+    output: PathLike,
+    *,
+    topk: int = 4,
+    num_splits: int | None = None,
+    windowing: Windowing = DEFAULT,
+    output_rate: int | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> tuple[Path, int, int]:
+    """:func:`convert` written to a WAV/FLAC file window by window (never held whole), through
+    :func:`focalcodec.outputs.output_path` (refuses an existing file without ``overwrite``,
+    and the source itself always). Returns ``(path, num_samples, sample_rate)``."""
+    from .compression import exact_blocks, resample_blocks, write_audio_blocks
+    from .limits import check_sample_rate
+    from .outputs import check_targets
+
+    inputs = [] if isinstance(source, Tensor) else [source]
+    check_targets([output], inputs, overwrite)
+    native = int(codec.sample_rate_output)
+    rate = native if output_rate is None else check_sample_rate(output_rate, "output rate")
+    job = _Conversion(codec, source, target, topk, num_splits, windowing, progress)
+    blocks, num = job.blocks(), job.num_samples
+    if rate != native:
+        num = num * rate // native
+        blocks = exact_blocks(resample_blocks(blocks, native, rate), num)
+    return write_audio_blocks(output, blocks, rate, force=overwrite, inputs=inputs), num, rate

@@ -16,6 +16,7 @@ import os
 import sys
 import traceback
 import warnings
+from typing import NoReturn
 
 from ..errors import FocalCodecError
 
@@ -25,41 +26,83 @@ COMMANDS = (
     "resynth",
     "info",
     "stream",
+    "stream-encode",
+    "stream-decode",
+    "serve",
     "vc",
     "tokenize",
     "detokenize",
     "evaluate",
+    "listen",
     "export",
     "prepare",
     "train",
 )
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage mistakes follow the one error rule too: one ``error:`` line, exit code 1."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        text = " ".join(message.split())
+        sys.stderr.write(f"error: {self.prog}: {text} (see {self.prog} --help)\n")
+        sys.exit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every sub-command; imports neither torch nor numpy."""
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="focalcodec", description="FocalCodec low-bitrate speech codec")
+    parser = ArgumentParser(
+        prog="focalcodec",
+        description="FocalCodec low-bitrate speech codec. Rules every command follows: outputs are checked before "
+        "any work and never replace an existing file without -f/--force (nor ever an input); every failure is "
+        "one 'error:' line with exit code 1; see `focalcodec COMMAND --help`.",
+    )
     parser.add_argument("--version", action="version", version=f"focalcodec {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"{__name__}.{name}")
+            module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{name}":
+            if exc.name == f"{__name__}.{name.replace('-', '_')}":
                 continue  # command not available in this build
             raise
         module.add_parser(sub)
     return parser
 
 
+_DEFAULT_SHOW = getattr(warnings, "_showwarnmsg_impl", None)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings as ``warning: ...`` lines written through tqdm, so progress bars stay intact."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if not exc.code:
+            raise  # --help / --version: exit 0 as argparse does
+        return int(exc.code)  # a usage error, already printed as one error line
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    warnings.simplefilter("default")
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"  # type: ignore[assignment]
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        # Unless a caller records warnings itself (catch_warnings(record=True), pytest.warns),
+        # show them as ``warning:`` lines through tqdm.
+        if getattr(warnings, "_showwarnmsg_impl", None) is _DEFAULT_SHOW:
+            warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
-"""Many inputs to many outputs for encode / decode / resynth: output naming, the overwrite
-check done before any work, a progress bar, and per-file errors that do not stop the batch.
-(Not a sub-command: ``focalcodec.cli`` only loads the modules named in ``COMMANDS``.)"""
+"""Many inputs to many outputs for encode / decode / resynth: output naming, the output check
+done before any work (:func:`focalcodec.outputs.check_targets`), a progress bar, and per-file
+errors that do not stop the batch. (Not a sub-command: ``focalcodec.cli`` only loads the
+modules named in ``COMMANDS``.)"""
 
 from __future__ import annotations
 
@@ -10,48 +11,34 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..errors import InputError
-from ..longform import Windowing
+from ..outputs import check_targets
 from . import message
-from .common import expand_inputs
+from .common import (
+    add_force_option,
+    add_output_option,
+    add_output_rate_option,
+    add_quiet_option,
+    add_window_option,
+    expand_inputs,
+)
 
 Job = tuple[Path, Path]
 
 
 def add_batch_options(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("-o", "--output", required=True, help=f"output file (one input) or directory ({what})")
-    parser.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--window",
-        type=float,
-        default=Windowing().window,
-        help="seconds per window for long inputs (non-causal models, >= 1)",
-    )
-
-
-def output_rate(text: str) -> object:
-    """``--output-rate`` values: a positive number of Hz, or ``input``."""
-    if text == "input":
-        return text
-    try:
-        rate = int(text)
-    except ValueError:
-        rate = 0
-    if rate <= 0:
-        raise argparse.ArgumentTypeError(f"expected a sample rate in Hz or 'input', got {text!r}")
-    return rate
+    add_output_option(parser, f"output file (one input) or folder ({what})")
+    add_force_option(parser, "existing output files")
+    add_quiet_option(parser)
+    add_window_option(parser)
 
 
 def add_audio_output_options(parser: argparse.ArgumentParser) -> None:
+    add_output_rate_option(parser)
     parser.add_argument(
-        "--output-rate",
-        type=output_rate,
+        "--format",
+        choices=("wav", "flac"),
         default=None,
-        help="sample rate of the written audio: Hz, or 'input' for the original file's rate "
-        "(default: the model's output rate)",
-    )
-    parser.add_argument(
-        "--format", choices=("wav", "flac"), default=None, help="audio format for directory outputs (default wav)"
+        help="audio format for folder outputs (default: wav, or flac for a single -o FILE.flac)",
     )
 
 
@@ -60,15 +47,11 @@ def audio_suffix(args: argparse.Namespace) -> str:
     return "." + (args.format or ("flac" if args.output.lower().endswith(".flac") else "wav"))
 
 
-def windowing(args: argparse.Namespace) -> Windowing:
-    return Windowing(window=args.window)
-
-
 def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: str, force: bool) -> list[Job]:
-    """(input, output) pairs. One input file and an output that is not a directory: that
-    file. Otherwise ``output`` is a directory; files found under an input directory keep
-    their relative sub-folders. Raises before any work if an output exists (without
-    ``force``) or two inputs map to one output."""
+    """(input, output) pairs. One input file and an output that is not a folder: that file.
+    Otherwise ``output`` is a folder; files found under an input folder keep their relative
+    sub-folders. Every output is checked before any work (exists without ``force``, is an
+    input, collides with another, cannot be written)."""
     files = expand_inputs(inputs, extensions)
     out = Path(output)
     single = len(inputs) == 1 and Path(inputs[0]).is_file()
@@ -76,7 +59,7 @@ def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: 
         jobs = [(files[0], out)]
     else:
         if out.exists() and not out.is_dir():
-            raise InputError(f"{out} is a file; with several inputs or a directory, -o must be a directory")
+            raise InputError(f"{out} is a file; with several inputs or a folder, -o must be a folder")
         jobs = []
         for given in map(Path, inputs):
             if given.is_dir():
@@ -84,19 +67,17 @@ def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: 
                 jobs.extend((f, out / f.relative_to(given).with_suffix(suffix)) for f in found)
             else:
                 jobs.append((given, out / given.with_suffix(suffix).name))
-    targets = [o for _, o in jobs]
-    dupes = {str(t) for t in targets if targets.count(t) > 1}
-    if dupes:
-        raise InputError(f"several inputs would be written to {sorted(dupes)[0]}; rename them or use separate runs")
-    for src, dst in jobs:
-        if dst.resolve() == src.resolve():
-            raise InputError(f"output {dst} is the input itself; choose another output")
-    if not force:
-        existing = [str(o) for o in targets if o.exists()]
-        if existing:
-            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise InputError(f"{existing[0]}{more} exists; use --force to overwrite")
+    check_targets([o for _, o in jobs], [i for i, _ in jobs], force)
     return jobs
+
+
+def progress_bar(total_seconds: float, args: argparse.Namespace, desc: str, threshold: float = 0.0):
+    """A tqdm bar counting audio seconds for one long file (None when quiet or short)."""
+    if getattr(args, "quiet", False) or total_seconds <= threshold:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=round(total_seconds, 1), desc=desc, unit="s", unit_scale=False, file=sys.stderr, leave=False)
 
 
 def run_jobs(jobs: list[Job], work: Callable[[Path, Path], str | None], args: argparse.Namespace, desc: str) -> int:
@@ -105,21 +86,17 @@ def run_jobs(jobs: list[Job], work: Callable[[Path, Path], str | None], args: ar
     from tqdm import tqdm
 
     failed = 0
-    bar = tqdm(jobs, desc=desc, unit="file", disable=args.no_progress or len(jobs) < 2, file=sys.stderr)
+    quiet = getattr(args, "quiet", False)
+    bar = tqdm(jobs, desc=desc, unit="file", disable=quiet or len(jobs) < 2, file=sys.stderr)
     for src, dst in bar:
-        made = [d for d in [dst.parent, *dst.parent.parents] if not d.exists()]
         try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
             note = work(src, dst)
         except Exception as exc:  # noqa: BLE001 - one failing file must not stop the batch
             failed += 1
             text = message(exc)
             bar.write(f"error: {text if str(src) in text else f'{src}: {text}'}", file=sys.stderr)
-            for d in made:  # leave no empty folders behind (deepest first)
-                if d.is_dir() and not any(d.iterdir()):
-                    d.rmdir()
             continue
-        if note and (args.no_progress or len(jobs) < 2):
+        if note and not quiet and len(jobs) < 2:
             print(note)
     if failed:
         if len(jobs) > 1:

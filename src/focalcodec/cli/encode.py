@@ -7,18 +7,20 @@ import argparse
 import io
 from pathlib import Path
 
-import numpy as np
-
-from ..audio import AUDIO_EXTENSIONS
-from ..compression import encode_audio
-from ..outputs import write_bytes
-from .batch import add_batch_options, plan, run_jobs, windowing
-from .common import add_model_options, load_model
+from ..limits import AUDIO_EXTENSIONS
+from .batch import add_batch_options, plan, progress_bar, run_jobs
+from .common import add_command, add_model_options, load_model, windowing
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("encode", help="compress audio files to .fc bitstreams (or .npy tokens)")
-    p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or directories (searched recursively)")
+    p = add_command(
+        sub,
+        "encode",
+        help="compress audio files to .fc bitstreams (or .npy tokens)",
+        description="Compress audio files (any format, sample rate and channel count) to .fc bitstreams, or to "
+        ".npy token arrays with --format npy. Long files are encoded window by window (--window).",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders (searched recursively)")
     add_batch_options(p, "created if needed")
     add_model_options(p)
     p.add_argument(
@@ -31,21 +33,33 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def save_tokens(path: Path, tokens: np.ndarray, force: bool = False, inputs: tuple[Path, ...] = ()) -> None:
+def save_tokens(path: Path, tokens, force: bool = False, inputs: tuple[Path, ...] = ()) -> None:
     """Write ``(T,)`` int64 tokens as .npy (see :func:`focalcodec.outputs.output_path`)."""
+    import numpy as np
+
+    from ..outputs import write_bytes
+
     buf = io.BytesIO()
     np.save(buf, np.asarray(tokens, dtype=np.int64))
     write_bytes(path, buf.getvalue(), force, inputs)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..compression import encode_audio
+    from ..outputs import write_bytes
+
     fmt = args.format or ("npy" if args.output.lower().endswith(".npy") else "fc")
     win = windowing(args)
     jobs = plan(args.inputs, args.output, AUDIO_EXTENSIONS, f".{fmt}", args.force)
     codec = load_model(args)
 
     def work(src: Path, dst: Path) -> str:
-        stream = encode_audio(src, codec, windowing=win)
+        bar = progress_bar(_seconds(src), args, f"encode {src.name}", win.window) if len(jobs) == 1 else None
+        try:
+            stream = encode_audio(src, codec, windowing=win, progress=bar.update if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
         if fmt == "npy":
             save_tokens(dst, stream.tokens, args.force, (src,))
             return f"{src} -> {dst}: {stream.duration:.2f} s, {stream.num_tokens} tokens"
@@ -56,3 +70,14 @@ def run(args: argparse.Namespace) -> int:
         )
 
     return run_jobs(jobs, work, args, "encode")
+
+
+def _seconds(path: Path) -> float:
+    """The duration soundfile reports (0 when unknown; the reader reports real problems)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        return info.frames / info.samplerate if info.samplerate > 0 else 0.0
+    except Exception:  # noqa: BLE001
+        return 0.0

@@ -14,14 +14,28 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .common import add_model_options
+from .common import (
+    add_command,
+    add_force_option,
+    add_model_options,
+    add_output_option,
+    add_quiet_option,
+    check_device,
+    positive_int,
+    positive_seconds,
+    require,
+)
+
+REPORT_FILES = ("report.json", "report.md")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "evaluate",
         help="measure codecs (dWER, speaker similarity, MOS, PESQ, STOI, bitrate, RTF ...) and write a report",
-        description="Evaluate codecs on a folder or manifest: resynthesis (default) or voice conversion (--task vc).",
+        description="Evaluate codecs on a folder or manifest: resynthesis (default) or voice conversion (--task vc). "
+        "Writes report.json, report.md and plots into -o. RTF = processing time / audio time (lower is faster).",
     )
     p.add_argument(
         "--codec",
@@ -37,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         required=True,
         help="folder of audio files (with optional manifest.tsv) or a manifest .tsv/.csv/.jsonl",
     )
-    p.add_argument("-o", "--output", required=True, help="report folder (created)")
+    add_output_option(p, "report folder (created)")
+    add_force_option(p, "an earlier report in the folder")
     p.add_argument("--task", choices=("resynth", "vc"), default="resynth")
     p.add_argument(
         "--metrics",
@@ -53,8 +68,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="keep utterances whose manifest field matches "
         "(repeatable; VALUE may be a|b; lang=en matches 'en (L1 zh)')",
     )
-    p.add_argument("--max-duration", type=float, default=None, help="skip utterances longer than this (seconds)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate at most this many utterances")
+    p.add_argument(
+        "--max-duration", type=positive_seconds, default=None, help="skip utterances longer than this (seconds)"
+    )
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate at most this many utterances")
     p.add_argument(
         "--asr-model",
         default=None,
@@ -65,11 +82,27 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--vc-pairs", default=None, help="--task vc: .tsv with source and target (references separated by |) columns"
     )
     p.add_argument(
-        "--vc-references", type=int, default=5, help="--task vc without --vc-pairs: target utterances per trial"
+        "--vc-references",
+        type=positive_int,
+        default=5,
+        help="--task vc without --vc-pairs: target utterances per trial",
+    )
+    p.add_argument(
+        "--no-align",
+        action="store_true",
+        help="do not estimate and compensate each output's delay before time-aligned metrics (default: align)",
+    )
+    p.add_argument("--max-delay-ms", type=float, default=500.0, help="largest output delay searched for (default: 500)")
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples for the 95 %% confidence intervals, 0 for none (default: 1000)",
     )
     p.add_argument("--save-audio", action="store_true", help="also write every reconstruction under OUTPUT/audio/")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--quiet", action="store_true", help="no per-utterance progress lines")
+    add_quiet_option(p)
     p.set_defaults(func=run)
     return p
 
@@ -84,7 +117,11 @@ def _metric_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
-def build_metrics(spec: str, task: str, args: argparse.Namespace) -> dict[str, Any]:
+def build_metrics(
+    spec: str, task: str, args: argparse.Namespace, skipped: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The metrics of ``spec``; with ``auto``, the unavailable defaults are left out and their
+    reasons recorded in ``skipped``."""
     from ..eval.harness import DEFAULT_METRICS
     from ..eval.metrics import build_metric, metric_unavailable_reason
 
@@ -95,6 +132,8 @@ def build_metrics(spec: str, task: str, args: argparse.Namespace) -> dict[str, A
             if reason is None:
                 names.append(n)
             else:
+                if skipped is not None:
+                    skipped[n] = reason
                 warnings.warn(f"metric {n} skipped: {reason}", stacklevel=2)
     else:
         names = [n.strip() for n in spec.split(",") if n.strip()]
@@ -108,11 +147,19 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.baselines import build_codec
     from ..eval.data import filter_utterances, load_utterances, make_vc_pairs, read_vc_pairs
     from ..eval.harness import evaluate_resynthesis, evaluate_vc
+    from ..eval.plots import PLOT_FILES
     from ..eval.report import write_report
+    from ..outputs import check_targets
 
     out = Path(args.output)
-    if args.limit is not None and args.limit < 1:
-        raise InputError("--limit must be at least 1")
+    if args.bootstrap < 0 or args.max_delay_ms < 0:
+        raise InputError("--bootstrap and --max-delay-ms must not be negative")
+    targets = [out / n for n in REPORT_FILES + (() if args.no_plots else PLOT_FILES)]
+    targets += [out / "audio"] if args.save_audio else []
+    check_targets(targets, [args.data] + ([args.vc_pairs] if args.vc_pairs else []), args.force)
+    if not args.no_plots:
+        require("matplotlib", "eval", "the plots (or pass --no-plots)")
+    check_device(args.device)
     if args.task == "vc" and args.vc_pairs:
         items: list[Any] = read_vc_pairs(args.vc_pairs)[: args.limit]
         n_items = len(items)
@@ -122,13 +169,27 @@ def run(args: argparse.Namespace) -> int:
         )
         items = make_vc_pairs(utts, args.vc_references)[: args.limit] if args.task == "vc" else utts
         n_items = len(items)
-    metrics = build_metrics(args.metrics, args.task, args)
+    skipped: dict[str, str] = {}
+    metrics = build_metrics(args.metrics, args.task, args, skipped)
     codecs = [build_codec(name, model=args.model, device=args.device) for name in args.codec]
     audio_dir = out / "audio" if args.save_audio else None
     if args.task == "vc":
-        result = evaluate_vc(codecs, items, metrics, audio_dir, args.device, progress=not args.quiet)
+        result = evaluate_vc(
+            codecs, items, metrics, audio_dir, args.device, progress=not args.quiet, n_boot=args.bootstrap
+        )
     else:
-        result = evaluate_resynthesis(codecs, items, metrics, audio_dir, args.device, progress=not args.quiet)
+        result = evaluate_resynthesis(
+            codecs,
+            items,
+            metrics,
+            audio_dir,
+            args.device,
+            progress=not args.quiet,
+            align=not args.no_align,
+            max_delay_s=args.max_delay_ms / 1000.0,
+            n_boot=args.bootstrap,
+        )
+    result.skipped = skipped
     first = next(iter(result.codecs.values()), None)
     result.data = {
         "source": str(args.data),
@@ -141,21 +202,12 @@ def run(args: argparse.Namespace) -> int:
         "focalcodec": __version__,
         "python": platform.python_version(),
         "device": args.device,
-        "backends": {n: _backend(n, m) for n, m in metrics.items()},
     }
-    paths = write_report(result, out)
+    paths = write_report(result, out, force=args.force)
     if not args.no_plots:
         from ..eval.plots import write_plots
 
-        write_plots(result, out)
+        write_plots(result, out, force=args.force)
     print(paths["markdown"].read_text(encoding="utf-8"))
     print(f"report written to {out}")
     return 0
-
-
-def _backend(name: str, metric: Any) -> str:
-    if name == "dwer":
-        return f"faster-whisper {metric.transcriber.name}"
-    if name == "sim":
-        return metric.backend
-    return type(metric).__name__

@@ -6,14 +6,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..export import GRAPHS
-from .common import add_model_options, load_model
+from .common import (
+    add_command,
+    add_force_option,
+    add_model_options,
+    add_output_option,
+    load_model,
+    positive_int,
+    require,
+)
+
+GRAPHS = ("encode", "decode", "stream_encode", "stream_decode")  # focalcodec.export.GRAPHS (torch-free copy)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("export", help="export encode/decode (or streaming-step) graphs to ONNX or TorchScript")
+    p = add_command(
+        sub,
+        "export",
+        help="export encode/decode (or streaming-step) graphs to ONNX or TorchScript",
+        description="Write the model's encode/decode graphs (and, for causal models, the streaming steps "
+        "stream_encode/stream_decode with explicit state tensors) as ONNX (needs the onnx package) or "
+        "TorchScript files named GRAPH.onnx / GRAPH.pt in the output folder.",
+    )
     add_model_options(p)
-    p.add_argument("-o", "--output", required=True, help="output directory")
+    add_output_option(p, "output folder")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     p.add_argument(
         "--graphs",
@@ -21,24 +37,32 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         nargs="+",
         choices=GRAPHS,
         default=["encode", "decode"],
-        help="graphs to write (default: encode decode); stream_encode / stream_decode are the "
-        "streaming steps of a causal model, with explicit state tensors",
+        help="graphs to write; stream_encode / stream_decode are the streaming steps of a causal model, with "
+        "explicit state tensors",
     )
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
-    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset")
+    add_force_option(p, "existing graph files")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_onnx, export_torchscript
     from ..outputs import check_targets, output_path
 
     out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        from ..errors import OutputError
+
+        raise OutputError(f"{out} is a file; -o must be a folder")
     suffix = ".onnx" if args.format == "onnx" else ".pt"
     targets = [out / f"{g}{suffix}" for g in args.graphs]
     check_targets(targets, force=args.force)
+    if args.format == "onnx":
+        require("onnx", "export", "ONNX export")
     codec = load_model(args)
+
+    from ..export import export_onnx, export_torchscript
+
     for graph, target in zip(args.graphs, targets, strict=True):
         with output_path(target, force=args.force) as tmp:
             if args.format == "onnx":

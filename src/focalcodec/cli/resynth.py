@@ -6,15 +6,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..audio import AUDIO_EXTENSIONS
-from ..compression import decompress_to_file, encode_audio
-from .batch import add_audio_output_options, add_batch_options, audio_suffix, plan, run_jobs, windowing
-from .common import add_model_options, load_model
+from ..limits import AUDIO_EXTENSIONS
+from .batch import add_audio_output_options, add_batch_options, audio_suffix, plan, progress_bar, run_jobs
+from .common import add_command, add_model_options, load_model, windowing
+from .encode import _seconds
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("resynth", help="encode and decode audio files (file in, file out)")
-    p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or directories (searched recursively)")
+    p = add_command(
+        sub,
+        "resynth",
+        help="encode and decode audio files (file in, file out)",
+        description="Encode audio files to tokens and decode them straight back to audio (no bitstream is written), "
+        "to hear what the codec keeps. Long files go window by window (--window).",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders (searched recursively)")
     add_batch_options(p, "created if needed")
     add_model_options(p)
     add_audio_output_options(p)
@@ -23,15 +29,31 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..compression import decompress_to_file, encode_audio
+
     win = windowing(args)
     jobs = plan(args.inputs, args.output, AUDIO_EXTENSIONS, audio_suffix(args), args.force)
     codec = load_model(args)
 
     def work(src: Path, dst: Path) -> str:
-        stream = encode_audio(src, codec, windowing=win)
-        _, num, rate = decompress_to_file(
-            stream, codec, dst, output_rate=args.output_rate, overwrite=True, windowing=win
-        )
+        seconds = _seconds(src)
+        bar = progress_bar(2 * seconds, args, f"resynth {src.name}", 2 * win.window) if len(jobs) == 1 else None
+        update = bar.update if bar else None
+        try:
+            stream = encode_audio(src, codec, windowing=win, progress=update)
+            _, num, rate = decompress_to_file(
+                stream,
+                codec,
+                dst,
+                output_rate=args.output_rate,
+                overwrite=args.force,
+                windowing=win,
+                inputs=(src,),
+                progress=update,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
         return f"{src} -> {dst}: {num} samples at {rate} Hz ({stream.bitrate:.0f} bit/s as a file)"
 
     return run_jobs(jobs, work, args, "resynth")

@@ -14,25 +14,38 @@ import queue
 import time
 from collections.abc import Iterator
 
-import numpy as np
-import torch
-
-from ..audio import load_audio, save_audio
 from ..errors import InputError
-from .common import add_model_options, load_model
+from .common import (
+    add_command,
+    add_force_option,
+    add_model_options,
+    add_output_option,
+    add_output_rate_option,
+    load_model,
+    positive_int,
+    positive_seconds,
+)
 
 DEFAULT_MODEL = "lucadellalib/focalcodec_50hz_4k_causal"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("stream", help="stream a file or the microphone through the codec; report latency")
+    p = add_command(
+        sub,
+        "stream",
+        help="stream a file or the microphone through the codec; report latency",
+        description="Feed a file (or the microphone) block by block through the streaming codec (causal models: "
+        "80 ms chunks; non-causal models: chunked pseudo-streaming) and report per-chunk latency and the "
+        "real-time factor (RTF = processing time / audio time; below 1 keeps up with real time).",
+    )
     p.add_argument("input", nargs="?", metavar="IN", help="audio file (omit with --mic)")
-    p.add_argument("-o", "--output", help="output audio file (.wav/.flac); omit to only measure")
+    add_output_option(p, "output audio file (.wav/.flac); omit to only measure", required=False)
+    add_force_option(p, "an existing output file")
     add_model_options(p, DEFAULT_MODEL)
     p.add_argument(
         "--realtime", action="store_true", help="feed input at real-time pace (default: as fast as possible)"
     )
-    p.add_argument("--block-ms", type=float, default=80.0, help="input block size in ms (default: 80, one chunk)")
+    p.add_argument("--block-ms", type=positive_seconds, default=80.0, help="input block size in ms (80 = one chunk)")
     p.add_argument(
         "--precision",
         choices=("float32", "float16", "int8"),
@@ -48,21 +61,27 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="torch CPU threads (default: torch's, one per core; use 1 on a busy machine)",
     )
     p.add_argument(
         "--mic", action="store_true", help="record from the default microphone (needs the sounddevice extra)"
     )
-    p.add_argument("--seconds", type=float, default=10.0, help="with --mic: how long to record (default: 10)")
-    p.add_argument("--output-rate", type=int, help="resample the output to this rate")
+    p.add_argument("--seconds", type=positive_seconds, default=10.0, help="with --mic: how long to record")
+    add_output_rate_option(p, allow_input=False)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="stream through a `focalcodec serve` server (e.g. http://127.0.0.1:8765) instead of a local model",
+    )
+    p.add_argument("--speaker-set", metavar="NAME", help="with --server: a voice the server offers (kNN-VC)")
     p.set_defaults(func=run)
     return p
 
 
-def _file_blocks(sig: torch.Tensor, block: int, realtime: bool, rate: int) -> Iterator[tuple]:
+def _file_blocks(sig, block: int, realtime: bool, rate: int) -> Iterator[tuple]:
     """(block, time it became available) pairs; with ``realtime`` waits for that time."""
     start = time.perf_counter()
     for i in range(0, sig.shape[0], block):
@@ -82,6 +101,8 @@ def _mic_blocks(block: int, seconds: float, rate: int) -> Iterator[tuple]:
         import sounddevice as sd  # type: ignore[import-not-found]
     except ImportError:
         raise InputError("microphone input needs the optional 'sounddevice' package: pip install sounddevice") from None
+    import torch
+
     q: queue.Queue[tuple] = queue.Queue()
 
     def callback(data, frames, time_info, status) -> None:  # noqa: ANN001 - sounddevice API
@@ -97,18 +118,29 @@ def _mic_blocks(block: int, seconds: float, rate: int) -> Iterator[tuple]:
 
 
 def _percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..audio import load_audio, save_audio
+    from ..outputs import check_targets
     from ..streaming import ChunkedStream, StreamCodec
+    from ..timing import real_time_factor
 
     if args.mic == bool(args.input):
         raise InputError("give either an input file or --mic")
-    if args.block_ms <= 0:
-        raise InputError("--block-ms must be positive")
+    if args.output:
+        check_targets([args.output], [args.input] if args.input else [], args.force)
+    if args.server:
+        return run_remote(args)
+    if args.speaker_set:
+        raise InputError("--speaker-set names a voice of a server: use it with --server")
     if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
+        torch.set_num_threads(args.threads)
     codec = load_model(args)
     rate = codec.sample_rate_input
     block = max(1, int(round(args.block_ms * rate / 1000)))
@@ -132,16 +164,21 @@ def run(args: argparse.Namespace) -> int:
 
     outs, times = [], []
     samples_in = 0
+    processing = 0.0  # seconds spent inside the codec (not waiting for input)
     begin = time.perf_counter()
     for piece, available in blocks:
+        start = time.perf_counter()
         out = push(piece)
         done = time.perf_counter()
+        processing += done - start
         samples_in += piece.shape[0]
         if out.shape[-1] > 0:  # a block that completed at least one chunk
             times.append(1000.0 * (done - available))
         outs.append(out)
+    start = time.perf_counter()
     outs.append(flush())
-    busy = time.perf_counter() - begin
+    processing += time.perf_counter() - start
+    wall = time.perf_counter() - begin
     audio = torch.cat(outs)[: samples_in * codec.sample_rate_output // rate]
     duration = samples_in / rate
     report = {
@@ -156,11 +193,13 @@ def run(args: argparse.Namespace) -> int:
         "latency_p50_ms": _percentile(times, 50),
         "latency_p99_ms": _percentile(times, 99),
         "audio_seconds": duration,
-        "rtf": (sum(times) / 1000.0 / duration) if duration else float("nan"),
-        "wall_seconds": busy,
+        "processing_seconds": processing,
+        "rtf": real_time_factor(processing_seconds=processing, audio_seconds=duration),
+        "wall_seconds": wall,
     }
     if args.output:
-        save_audio(args.output, audio, codec.sample_rate_output, args.output_rate)
+        inputs = [args.input] if args.input else []
+        save_audio(args.output, audio, codec.sample_rate_output, args.output_rate, force=args.force, inputs=inputs)
         report["output"] = str(args.output)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -172,5 +211,62 @@ def run(args: argparse.Namespace) -> int:
             f"/ p99 {report['latency_p99_ms']:.1f} ms "
             f"(+{latency_ms:.0f} ms algorithmic), RTF {report['rtf']:.3f}"
             + (f" -> {args.output}" if args.output else "")
+        )
+    return 0
+
+
+def run_remote(args: argparse.Namespace) -> int:
+    """``--server URL``: the same stream and report, through a ``focalcodec serve`` server."""
+    import asyncio
+
+    import torch
+
+    from ..audio import load_audio, save_audio
+    from ..serve.client import health, paced, run_stream
+
+    if args.precision != "float32" or args.decoder_precision:
+        raise InputError("--precision / --decoder-precision are the server's (focalcodec serve --precision)")
+    info = health(args.server)
+    rate = int(info["sample_rate_in"])
+    block = max(1, int(round(args.block_ms * rate / 1000)))
+    if args.mic:
+        blocks = _mic_blocks(block, args.seconds, rate)
+    else:
+        x = load_audio(args.input, rate).numpy()
+        blocks = paced(x, block, rate if args.realtime else None)
+    begin = time.perf_counter()
+    result = asyncio.run(run_stream(args.server, blocks, "resynth", args.speaker_set))
+    busy = time.perf_counter() - begin
+    samples_in = result.input_steps
+    audio = result.audio[: samples_in * int(info["sample_rate_out"]) // rate]
+    duration = samples_in / rate
+    times = result.latencies_ms
+    report = {
+        "model": info["model"],
+        "mode": "server",
+        "server": args.server,
+        "precision": info.get("precision"),
+        "decoder_precision": info.get("decoder_precision"),
+        "speaker_set": args.speaker_set,
+        "algorithmic_latency_ms": info["latency_ms"],
+        "block_ms": 1000.0 * block / rate,
+        "chunks": len(times),
+        "latency_p50_ms": _percentile(times, 50),
+        "latency_p99_ms": _percentile(times, 99),
+        "audio_seconds": duration,
+        "wall_seconds": busy,
+    }
+    if args.output:
+        inputs = [args.input] if args.input else []
+        rate_out = int(info["sample_rate_out"])
+        save_audio(args.output, torch.from_numpy(audio), rate_out, args.output_rate, force=args.force, inputs=inputs)
+        report["output"] = str(args.output)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"stream of {duration:.2f} s through {args.server} ({info['model']}): {len(times)} chunks, "
+            f"latency p50 {report['latency_p50_ms']:.1f} ms / p99 {report['latency_p99_ms']:.1f} ms "
+            f"(+{info['latency_ms']:.0f} ms algorithmic)" + (f" -> {args.output}" if args.output else "")
         )
     return 0

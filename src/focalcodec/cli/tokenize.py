@@ -10,17 +10,31 @@ import argparse
 import os
 import sys
 
-from .common import add_model_options
+from .common import (
+    add_command,
+    add_force_option,
+    add_model_options,
+    add_output_option,
+    add_quiet_option,
+    add_window_option,
+    check_device,
+    non_negative_int,
+    positive_int,
+    positive_seconds,
+    windowing,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "tokenize",
         help="tokenize a corpus into Parquet shards (resumable; scale out with torchrun)",
         description=(
             "Tokenize every file of a folder or manifest into Parquet shards plus index.json and "
-            "errors.tsv under --out. Restarting the same command resumes; under torchrun the "
-            "shards are split across ranks and the output is the same as with one process."
+            "errors.tsv under -o. Restarting the same command resumes; under torchrun the "
+            "shards are split across ranks and the output is the same as with one process. "
+            "Files longer than one window are encoded window by window, exactly as `focalcodec encode` does."
         ),
     )
     p.add_argument(
@@ -29,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="folder of audio files (any format/rate) or manifest "
         "(.tsv/.csv with a path column, .jsonl, or one path a line)",
     )
-    p.add_argument("--out", required=True, help="output folder")
+    add_output_option(p, "output folder (resumed when it holds this very run)", required=False)
+    p.add_argument("--out", dest="output", help=argparse.SUPPRESS)  # old name
     add_model_options(p)
     p.add_argument(
         "--root",
@@ -38,31 +53,32 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "(default: the manifest's folder or the nearest one above it holding the first path)",
     )
     p.add_argument(
-        "--shard-size", type=int, default=1000, help="utterances per shard, also the unit of resuming (default: 1000)"
+        "--shard-size", type=positive_int, default=1000, help="utterances per shard, also the unit of resuming"
     )
     p.add_argument(
         "--batch-seconds",
-        type=float,
+        type=positive_seconds,
         default=60.0,
-        help="padded seconds of audio per batch (default: 60; raise it on a GPU)",
+        help="padded seconds of audio per batch (raise it on a GPU)",
     )
-    p.add_argument("--max-batch-size", type=int, default=32, help="utterances per batch at most (default: 32)")
-    p.add_argument("--window", type=int, default=256, help="utterances sorted by length together (default: 256)")
+    p.add_argument("--max-batch-size", type=positive_int, default=32, help="utterances per batch at most")
+    p.add_argument("--sort-group", type=positive_int, default=256, help="utterances sorted by length together")
+    add_window_option(p)
     p.add_argument(
         "--workers",
-        type=int,
+        type=non_negative_int,
         default=2,
-        help="DataLoader processes reading and resampling audio, per rank (default: 2)",
+        help="DataLoader processes reading and resampling audio, per rank",
     )
     p.add_argument(
-        "--max-duration", type=float, default=None, help="files longer than this many seconds go to the errors list"
+        "--max-duration",
+        type=positive_seconds,
+        default=None,
+        help="files longer than this many seconds go to the errors list",
     )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an --out folder that holds a different run (other files, shard size or model)",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_force_option(p, "an output folder that holds a different run (other files, shard size, model or window)")
+    p.add_argument("--overwrite", dest="force", action="store_true", help=argparse.SUPPRESS)  # old name
+    add_quiet_option(p)
     p.add_argument(
         "--autocast",
         choices=("float16", "bfloat16"),
@@ -75,20 +91,27 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..corpus import tokenize_corpus
+    from ..errors import InputError
+    from ..outputs import check_writable
 
+    if not args.output:
+        raise InputError("give the output folder with -o/--output")
+    check_writable(args.output, folder=True)
+    check_device(args.device)
     summary = tokenize_corpus(
         args.data,
-        args.out,
+        args.output,
         args.model,
         root=args.root,
         device=args.device,
         shard_size=args.shard_size,
-        window=args.window,
+        window=args.sort_group,
+        windowing=windowing(args),
         batch_seconds=args.batch_seconds,
         max_batch_size=args.max_batch_size,
         num_workers=args.workers,
         max_duration=args.max_duration,
-        overwrite=args.overwrite,
+        overwrite=args.force,
         progress=not args.quiet,
         autocast=args.autocast,
     )

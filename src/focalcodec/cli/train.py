@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command, add_force_option
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "train",
         help="train a stage from a YAML recipe, or export trained stages as a checkpoint",
         description="Train one FocalCodec stage (quantizer, decoder, pos_conv, encoder, joint). Overrides are "
@@ -22,6 +25,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--export", metavar="OUT_DIR", help="export mode: write a checkpoint folder from the given sources")
     p.add_argument("--model", help="export mode: architecture (preset, config .json or checkpoint folder)")
+    p.add_argument(
+        "--checkpoint",
+        choices=("auto", "best", "latest"),
+        default="auto",
+        help="export mode: which checkpoint of a run folder to take; auto = as the recipes keep: the latest "
+        "for decoder runs, the best-validation one for the other stages (default: auto)",
+    )
+    add_force_option(p, "an existing --export folder")
     p.set_defaults(func=run)
     return p
 
@@ -35,12 +46,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}\t{path}")
         return 0
     if args.export:
+        from ..outputs import check_targets, output_path
         from ..train.export import export_checkpoint
 
         if not args.model:
             raise ConfigError("--export needs --model (the architecture, e.g. focalcodec_50hz or a config.json)")
-        path = export_checkpoint(args.model, args.overrides, args.export)
-        print(f"wrote {path}")
+        sources = [o.split("=", 1)[-1] for o in args.overrides]
+        check_targets([args.export], sources, args.force)
+        with output_path(args.export, force=args.force, folder=True) as tmp:
+            export_checkpoint(args.model, args.overrides, tmp, checkpoint=args.checkpoint)
+        print(f"wrote {args.export}")
         return 0
     if not args.config:
         raise ConfigError("give --config RECIPE.yaml (or --list to see the shipped recipes)")
@@ -56,5 +71,5 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     if int(os.environ.get("RANK", "0")) == 0 and metrics:
-        print(" ".join(f"{k}={v:.5g}" for k, v in sorted(metrics.items())))
+        print(" ".join(f"{k}={v:.5g}" for k, v in sorted(metrics.items()) if isinstance(v, (int, float))))
     return 0

@@ -1,28 +1,46 @@
 """``focalcodec vc SOURCE --reference REF... -o OUT``: kNN voice conversion (SPEC §3.4).
 
-The target voice comes from reference audio (files or directories), encoded with the
-non-causal 50 Hz model (``--features-model``), or from a speaker set saved earlier
-(``--speaker-set``); ``--save-speaker-set`` writes it for reuse (SOURCE may then be omitted).
+The target voice comes from reference audio (files or folders), encoded with the non-causal
+50 Hz model (``--features-model``), or from a speaker set saved earlier (``--speaker-set``);
+``--save-speaker-set`` writes it for reuse (SOURCE may then be omitted). Long sources are
+converted window by window (bounded memory); every output is checked before any work.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-import torch
-
-from ..audio import load_audio, save_audio
 from ..errors import InputError
-from .common import add_model_options, load_model
+from .common import (
+    add_command,
+    add_force_option,
+    add_model_options,
+    add_output_option,
+    add_output_rate_option,
+    add_quiet_option,
+    add_window_option,
+    check_device,
+    load_model,
+    positive_int,
+    windowing,
+)
 
 FEATURES_MODEL = "lucadellalib/focalcodec_50hz"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("vc", help="convert speech to a target voice (kNN-VC)")
+    p = add_command(
+        sub,
+        "vc",
+        help="convert speech to a target voice (kNN-VC)",
+        description="Convert SOURCE to the voice of reference recordings (kNN-VC): every frame is replaced by the "
+        "mean of its nearest reference frames. Long sources are converted window by window (--window).",
+    )
     p.add_argument("source", nargs="?", metavar="SOURCE", help="speech to convert")
-    p.add_argument("-o", "--output", help="converted audio file (.wav/.flac)")
-    p.add_argument("--reference", nargs="+", metavar="REF", help="target-voice audio files or directories")
+    add_output_option(p, "converted audio file (.wav/.flac)", required=False)
+    add_force_option(p, "existing output files (the converted audio and --save-speaker-set)")
+    p.add_argument("--reference", nargs="+", metavar="REF", help="target-voice audio files or folders")
     p.add_argument("--speaker-set", metavar="FILE", help="load the target voice from a saved speaker set")
     p.add_argument("--save-speaker-set", metavar="FILE", help="save the target voice built from --reference")
     add_model_options(p)
@@ -32,58 +50,113 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help=f"model whose continuous features make the matching set (default: {FEATURES_MODEL}, "
         "or --model when it is the same)",
     )
-    p.add_argument("--topk", type=int, default=4, help="nearest reference frames averaged per frame (default: 4)")
+    p.add_argument("--topk", type=positive_int, default=4, help="nearest reference frames averaged per frame")
     p.add_argument(
-        "--num-splits", type=int, default=None, help="split the matching set to bound memory (default: automatic)"
+        "--num-splits",
+        type=positive_int,
+        default=None,
+        help="split the matching set to bound memory (default: automatic)",
     )
     p.add_argument("--stream", action="store_true", help="convert through the streaming decoder (causal models)")
-    p.add_argument("--output-rate", type=int, help="resample the output to this rate")
+    add_window_option(p)
+    add_output_rate_option(p, allow_input=False)
+    add_quiet_option(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..codec import FocalCodec
-    from ..vc import SpeakerSet, build_speaker_set, convert
+    from ..outputs import check_targets
 
     if bool(args.reference) == bool(args.speaker_set):
         raise InputError("give the target voice with either --reference or --speaker-set")
     if args.source and not args.output:
         raise InputError("give the output file with -o/--output")
+    if args.output and not args.source:
+        raise InputError("-o/--output needs a SOURCE to convert")
     if not args.source and not args.save_speaker_set:
         raise InputError("nothing to do: give SOURCE -o OUT and/or --save-speaker-set")
-    if args.topk < 1:
-        raise InputError("--topk must be at least 1")
+    if args.save_speaker_set and not args.reference:
+        raise InputError("--save-speaker-set needs --reference (a loaded --speaker-set is already saved)")
+    inputs = [p for p in [args.source, args.speaker_set, *(args.reference or [])] if p]
+    targets = [p for p in (args.output, args.save_speaker_set) if p]
+    check_targets(targets, inputs, args.force)
+    if args.output and not args.output.lower().endswith((".wav", ".flac")):
+        raise InputError(f"cannot write {args.output}: use a .wav or .flac file name")
+    win = windowing(args)
+    check_device(args.device)  # before any work, also when only a speaker set is built
     codec = load_model(args) if args.source else None
-    features_name = args.features_model or FEATURES_MODEL
+    if codec is not None and args.stream and not codec.causal:
+        raise InputError("--stream needs a causal model (e.g. lucadellalib/focalcodec_50hz_4k_causal)")
+
+    from ..vc import SpeakerSet, build_speaker_set
+
     if args.speaker_set:
         speaker = SpeakerSet.load(args.speaker_set)
     else:
+        features_name = args.features_model or FEATURES_MODEL
         if codec is not None and args.features_model in (None, args.model) and not codec.causal:
             feat_model = codec
         else:
-            feat_model = FocalCodec.from_pretrained(features_name, map_location=args.device)
+            feat_model = load_model(args, features_name)
         speaker = build_speaker_set(feat_model, args.reference)
-        print(f"target voice: {len(speaker.sources)} file(s), {speaker.seconds:.1f} s, {speaker.num_frames} frames")
+        if not args.quiet:
+            print(f"target voice: {len(speaker.sources)} file(s), {speaker.seconds:.1f} s, {speaker.num_frames} frames")
         if args.save_speaker_set:
-            speaker.save(args.save_speaker_set)
-            print(f"speaker set -> {args.save_speaker_set}")
+            speaker.save(args.save_speaker_set, force=args.force, inputs=inputs)
+            if not args.quiet:
+                print(f"speaker set -> {args.save_speaker_set}")
     if codec is None:
         return 0
     if args.stream:
-        from ..streaming import StreamCodec
-
-        if not codec.causal:
-            raise InputError("--stream needs a causal model (e.g. lucadellalib/focalcodec_50hz_4k_causal)")
-        sig = load_audio(args.source, codec.sample_rate_input)
-        sc = StreamCodec(codec, matching_set=speaker.feats, topk=args.topk, num_splits=args.num_splits or 1)
-        _, a = sc.push(sig)
-        _, b = sc.flush()
-        out = torch.cat([a, b])[: sig.shape[0] * codec.sample_rate_output // codec.sample_rate_input]
+        num, rate = _stream(codec, speaker, args)
     else:
-        out = convert(codec, args.source, speaker, topk=args.topk, num_splits=args.num_splits)
-    save_audio(args.output, out, codec.sample_rate_output, args.output_rate)
-    print(
-        f"{args.source} -> {args.output}: {out.shape[-1]} samples at {args.output_rate or codec.sample_rate_output} Hz"
-    )
+        from ..vc import convert_to_file
+        from .batch import progress_bar
+        from .encode import _seconds
+
+        seconds = _seconds(Path(args.source))
+        bar = progress_bar(2 * seconds, args, f"vc {Path(args.source).name}", 2 * win.window)
+        try:
+            _, num, rate = convert_to_file(
+                codec,
+                args.source,
+                speaker,
+                args.output,
+                topk=args.topk,
+                num_splits=args.num_splits,
+                windowing=win,
+                output_rate=args.output_rate,
+                overwrite=args.force,
+                progress=bar.update if bar else None,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+    if not args.quiet:
+        print(f"{args.source} -> {args.output}: {num} samples at {rate} Hz")
     return 0
+
+
+def _stream(codec, speaker, args: argparse.Namespace) -> tuple[int, int]:
+    """Convert through the streaming decoder, one chunk at a time, writing as it goes."""
+    from ..audio import load_audio
+    from ..compression import exact_blocks, resample_blocks, write_audio_blocks
+    from ..streaming import StreamCodec
+
+    sig = load_audio(args.source, codec.sample_rate_input)
+    sc = StreamCodec(codec, matching_set=speaker.feats, topk=args.topk, num_splits=args.num_splits or 1)
+    num = sig.shape[0] * codec.sample_rate_output // codec.sample_rate_input
+    step = codec.chunk_size * 32
+
+    def blocks():
+        for s in range(0, sig.shape[0], step):
+            yield sc.push(sig[s : s + step])[1].numpy()
+        yield sc.flush()[1].numpy()
+
+    audio, rate = exact_blocks(blocks(), num), codec.sample_rate_output
+    if args.output_rate is not None and args.output_rate != rate:
+        num, audio = num * args.output_rate // rate, resample_blocks(audio, rate, args.output_rate)
+        audio, rate = exact_blocks(audio, num), args.output_rate
+    write_audio_blocks(args.output, audio, rate, force=args.force, inputs=[args.source])
+    return num, rate

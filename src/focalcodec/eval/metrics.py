@@ -1,5 +1,5 @@
-"""Pluggable evaluation metrics and the signal-level ones (PESQ, STOI/ESTOI, log-mel distance),
-plus token statistics (code usage, normalised entropy), measured bitrate, RTF and peak memory.
+"""Pluggable evaluation metrics and the signal-level ones (PESQ, STOI/ESTOI, log-mel distance,
+SI-SDR), plus token statistics (code usage, normalised entropy), measured bitrate, RTF and peak memory.
 
 A metric compares a reference signal with a reconstruction (or scores a reconstruction alone)::
 
@@ -8,7 +8,9 @@ A metric compares a reference signal with a reconstruction (or scores a reconstr
     summary = metric.aggregate([values, ...])        # {"stoi": mean over utterances}
 
 Every metric declares the values it returns in ``keys`` (name -> higher is better), the rate
-it works at (inputs are resampled to it) and whether it needs a reference. Metrics whose
+it works at (inputs are resampled to it), whether it needs a reference, the model that
+computes it (``model``) and the paper's model for it (``paper``: ``None`` when the paper does
+not report it), so a report can say which figures compare with the paper. Metrics whose
 backend lives in an optional package are registered by name and imported on first use, so
 ``available_metrics()`` lists what this installation can compute and ``build_metric`` raises
 :class:`MetricUnavailable` with the install command for the others. Add a metric with
@@ -35,10 +37,14 @@ from torch import Tensor
 
 from ..audio import resample
 from ..errors import FocalCodecError, InputError
+from ..timing import real_time_factor  # the one RTF definition (processing / audio time)
+from .stats import bootstrap_ci, bootstrap_indices, finite, percentile_interval
 
 __all__ = [
     "EstoiMetric",
     "LogMelDistance",
+    "SISDRMetric",
+    "si_sdr",
     "Metric",
     "MetricUnavailable",
     "PesqMetric",
@@ -86,7 +92,23 @@ class Metric(abc.ABC):
     keys: Mapping[str, bool] = {}
     sample_rate: int = 16000
     needs_reference: bool = True
-    align: bool = True  # cut reference and reconstruction to the same length
+    align: bool = True  # compares samples in time: gets the delay-compensated overlap
+    model: str = ""  # what computes the values (library, model and variant)
+    paper: str | None = None  # the paper's model for this metric; None: not in the paper
+
+    @property
+    def paper_status(self) -> str:
+        """``"same as the paper"``, ``"not comparable with the paper (paper: ...)"`` or
+        ``"not in the paper"``."""
+        if self.paper is None:
+            return "not in the paper"
+        return "same as the paper" if self.comparable else f"not comparable with the paper (paper: {self.paper})"
+
+    @property
+    def comparable(self) -> bool:
+        """Whether the values come from the paper's own model (only then may they be set beside
+        the paper's numbers)."""
+        return self.paper is not None and self.model == self.paper
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -121,9 +143,45 @@ class Metric(abc.ABC):
         utterances where it is finite (NaN when none is)."""
         out: dict[str, float] = {}
         for key in self.keys:
-            vals = [float(r[key]) for r in rows if key in r and r[key] is not None and math.isfinite(float(r[key]))]
-            out[key] = float(np.mean(vals)) if vals else float("nan")
+            vals = finite([r.get(key) for r in rows])
+            out[key] = float(vals.mean()) if vals.size else float("nan")
         return out
+
+    def count(self, rows: Sequence[Mapping[str, Any]], key: str) -> int:
+        """How many utterances ``aggregate`` used for ``key``."""
+        return int(finite([r.get(key) for r in rows]).size)
+
+    def intervals(
+        self, rows: Sequence[Mapping[str, Any]], n_boot: int = 1000, level: float = 0.95, seed: int = 0
+    ) -> dict[str, tuple[float, float]]:
+        """Bootstrap ``level`` confidence interval of each key's corpus value, resampling
+        utterances. Means are bootstrapped directly; a metric with its own ``aggregate``
+        (pooled rates, medians) has it recomputed on every resample."""
+        if type(self).aggregate is Metric.aggregate:
+            return {k: bootstrap_ci(finite([r.get(k) for r in rows]), n_boot, level, seed) for k in self.keys}
+        if len(rows) < 2:
+            return {k: (float("nan"), float("nan")) for k in self.keys}
+        collected: dict[str, list[float]] = {k: [] for k in self.keys}
+        for idx in bootstrap_indices(len(rows), n_boot, seed):
+            agg = self.aggregate([rows[i] for i in idx])
+            for k in self.keys:
+                collected[k].append(agg.get(k, float("nan")))
+        nan = (float("nan"), float("nan"))  # one item says nothing about the spread
+        return {
+            k: percentile_interval(np.asarray(v, dtype=np.float64), level) if self.count(rows, k) >= 2 else nan
+            for k, v in collected.items()
+        }
+
+    def reference_scores(self, ref: np.ndarray, meta: Mapping[str, Any]) -> dict[str, Any]:
+        """Per-utterance values of the original audio (16 kHz): a no-reference metric scores
+        it (the paper's RefUTMOS); others may say something about the reference itself (the
+        ASR's own WER against the ground-truth text)."""
+        return {} if self.needs_reference else self(None, ref, 16000, meta)
+
+    def reference_baseline(self, items: Sequence[tuple[str, np.ndarray, Mapping[str, Any]]]) -> dict[str, Any]:
+        """Corpus-level context computed on the original audio ``[(id, audio (N,) @ 16 kHz,
+        fields)]`` (e.g. speaker similarity between different speakers); empty by default."""
+        return {}
 
 
 # -- registry -----------------------------------------------------------------------------------
@@ -133,6 +191,8 @@ _REGISTRY: dict[str, str | Callable[..., Metric]] = {
     "stoi": "focalcodec.eval.metrics:StoiMetric",
     "estoi": "focalcodec.eval.metrics:EstoiMetric",
     "mel_distance": "focalcodec.eval.metrics:LogMelDistance",
+    "si_sdr": "focalcodec.eval.metrics:SISDRMetric",
+    "mcd_f0": "focalcodec.eval.mcd_f0:McdF0Metric",
     "dwer": "focalcodec.eval.asr:DWERMetric",
     "sim": "focalcodec.eval.speaker:SpeakerSimilarity",
     "utmos": "focalcodec.eval.mos:UTMOSMetric",
@@ -205,6 +265,7 @@ class PesqMetric(Metric):
     keys = {"pesq_wb": True}
     sample_rate = 16000
     mode = "wb"
+    model = "pesq (ITU-T P.862 reference code)"
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -220,7 +281,7 @@ class PesqMetric(Metric):
             warnings.warn(
                 f"PESQ undefined for this utterance ({type(exc).__name__}: {exc}); recorded as NaN", stacklevel=2
             )
-            value = float("nan")
+            return {self.name: float("nan"), "skip": f"PESQ undefined ({type(exc).__name__})"}
         return {self.name: value}
 
 
@@ -241,6 +302,7 @@ class StoiMetric(Metric):
     keys = {"stoi": True}
     sample_rate = 16000
     extended = False
+    model = "pystoi"
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -309,6 +371,7 @@ class LogMelDistance(Metric):
     name = "mel_distance"
     keys = {"mel_distance": False}
     sample_rate = 16000
+    model = "log-mel L1 (80 bands, 1024/256, torch.stft)"
 
     def __init__(self, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> None:
         self.n_fft, self.hop, self.n_mels = n_fft, hop, n_mels
@@ -320,7 +383,47 @@ class LogMelDistance(Metric):
         return {self.name: float((a - b).abs().mean())}
 
 
+# -- SI-SDR ---------------------------------------------------------------------------------------------
+SI_SDR_MAX = 100.0
+
+
+def si_sdr(ref: np.ndarray, hyp: np.ndarray) -> float:
+    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019): both signals
+    made zero-mean, ``target = (<hyp, ref> / ||ref||^2) ref``, ``10 log10(||target||^2 /
+    ||hyp - target||^2)``. NaN for a silent reference; very large for an exact (scaled) copy."""
+    r = np.asarray(ref, dtype=np.float64) - float(np.mean(ref))
+    h = np.asarray(hyp, dtype=np.float64) - float(np.mean(hyp))
+    power = float(r @ r)
+    if power <= 0:
+        return float("nan")
+    target = (float(h @ r) / power) * r
+    noise = h - target
+    signal = float(target @ target)
+    if signal <= 0:
+        return float("nan")
+    return float(
+        min(SI_SDR_MAX, 10.0 * np.log10(signal / max(float(noise @ noise), signal * 10 ** (-SI_SDR_MAX / 10))))
+    )
+
+
+class SISDRMetric(Metric):
+    """SI-SDR (dB, higher is better) of the delay-compensated reconstruction. Waveform
+    codecs score high; vocoders, whose phase is their own, score low whatever their quality."""
+
+    name = "si_sdr"
+    keys = {"si_sdr": True}
+    sample_rate = 16000
+    model = "SI-SDR (Le Roux et al. 2019)"
+
+    def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
+        assert ref is not None
+        return {"si_sdr": si_sdr(ref, hyp)}
+
+
 # -- tokens, bitrate, speed, memory --------------------------------------------------------------------
+MIN_TOKENS_PER_CODE = 10
+
+
 class TokenStatistics:
     """Accumulates token counts over a corpus.
 
@@ -359,8 +462,28 @@ class TokenStatistics:
         p = self.counts[self.counts > 0] / total
         return 100.0 * float(-(p * torch.log2(p)).sum()) / math.log2(self.codebook_size)
 
-    def summary(self) -> dict[str, float]:
-        return {"code_usage": self.code_usage, "norm_entropy": self.normalized_entropy}
+    def summary(self) -> dict[str, Any]:
+        """Code usage and normalised entropy with the token count behind them, the code usage a
+        perfectly uniform code would reach with that many tokens, and a warning when the
+        corpus is too small (fewer than ``MIN_TOKENS_PER_CODE`` tokens per code) for either
+        figure to describe the codec rather than the corpus size."""
+        from .stats import uniform_code_usage
+
+        n, k = self.num_tokens, self.codebook_size
+        out: dict[str, Any] = {
+            "code_usage": self.code_usage,
+            "norm_entropy": self.normalized_entropy,
+            "num_tokens": n,
+            "codebook_size": k,
+            "code_usage_ceiling": uniform_code_usage(n, k),
+        }
+        if n < MIN_TOKENS_PER_CODE * k:
+            out["token_warning"] = (
+                f"only {n} tokens for {k} codes ({n / k:.2f} per code): even a perfectly uniform code would "
+                f"show {out['code_usage_ceiling']:.1f} % usage and an entropy well below 100 %; these figures "
+                f"describe the corpus size, not the codec (use at least {MIN_TOKENS_PER_CODE * k} tokens)"
+            )
+        return out
 
 
 def measured_bitrate(num_bits: float, duration_s: float) -> float:
@@ -368,11 +491,6 @@ def measured_bitrate(num_bits: float, duration_s: float) -> float:
     if duration_s <= 0:
         raise InputError(f"duration must be positive, got {duration_s}")
     return float(num_bits) / float(duration_s)
-
-
-def real_time_factor(audio_seconds: float, processing_seconds: float) -> float:
-    """The paper's RTF: seconds of audio processed per second of compute (higher is faster)."""
-    return float(audio_seconds) / max(float(processing_seconds), 1e-9)
 
 
 def _rss_bytes() -> int | None:

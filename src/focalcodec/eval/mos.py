@@ -5,8 +5,15 @@
   when ``FOCALCODEC_ALLOW_DOWNLOAD=1``.
 - ``dnsmos``: Microsoft DNSMOS P.835 (SIG/BAK/OVRL) and P.808, ONNX models shipped in the
   ``speechmos`` package (offline).
-- ``distillmos``: Distill-MOS (weights shipped in the ``distillmos`` package; the package
-  also needs ``torchaudio`` and ``xls_r_sqa`` importable).
+- ``distillmos``: Distill-MOS (Stahl & Gamper 2025), the one offline MOS predictor found on
+  PyPI whose weights ship inside its package (``distillmos``, 17 MB). Install it with
+  ``pip install --no-deps distillmos xls-r-sqa``: its declared dependency ``torchaudio`` has no
+  build for torch 2.13, and the model itself never uses it (only its file-reading command
+  line does), so the module is imported with a stand-in ``torchaudio`` that fails if touched.
+
+Checked and not usable offline (weights downloaded at run time, none in the package):
+NISQA (``nisqa``, ``torchmetrics``), SCOREQ (``scoreq``, ``scoreq-pytorch``), UTMOS
+(``utmos``, ``utmos-pytorch``), UTMOSv2, WhiSQA (needs Whisper-small from the Hub), WV-MOS.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import contextlib
 import importlib.util
 import io
 import os
+import sys
+import types
 import warnings
 from pathlib import Path
 from typing import Any
@@ -43,6 +52,7 @@ class UTMOSMetric(_MOS):
 
     name = "utmos"
     keys = {"utmos": True}
+    model = paper = "UTMOS22-strong"
 
     @staticmethod
     def _cached_repo() -> Path | None:
@@ -65,18 +75,18 @@ class UTMOSMetric(_MOS):
         repo = self._cached_repo()
         try:
             if repo is not None:
-                self.model = torch.hub.load(str(repo), "utmos22_strong", source="local", trust_repo=True)
+                self.net = torch.hub.load(str(repo), "utmos22_strong", source="local", trust_repo=True)
             else:
-                self.model = torch.hub.load(UTMOS_REPO, "utmos22_strong", trust_repo=True)
+                self.net = torch.hub.load(UTMOS_REPO, "utmos22_strong", trust_repo=True)
         except Exception as exc:  # noqa: BLE001 - hub code and weight downloads fail in many ways
             raise MetricUnavailable(f"UTMOS could not be loaded: {type(exc).__name__}: {exc}") from None
         self.device = device
-        self.model = self.model.to(device).eval()
+        self.net = self.net.to(device).eval()
 
     @torch.inference_mode()
     def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         x = torch.from_numpy(hyp)[None].to(self.device)
-        return {"utmos": float(self.model(x, self.sample_rate).reshape(-1)[0])}
+        return {"utmos": float(self.net(x, self.sample_rate).reshape(-1)[0])}
 
 
 class DNSMOSMetric(_MOS):
@@ -85,6 +95,7 @@ class DNSMOSMetric(_MOS):
 
     name = "dnsmos"
     keys = {"dnsmos_ovrl": True, "dnsmos_sig": True, "dnsmos_bak": True, "dnsmos_p808": True}
+    model = paper = "DNSMOS P.835 + P.808 (Microsoft ONNX models)"
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -99,10 +110,10 @@ class DNSMOSMetric(_MOS):
         root = Path(dnsmos.__file__).parent
         primary = root / ("pdnsmos_models" if personalized else "dnsmos_models") / "sig_bak_ovr.onnx"
         self.personalized = personalized
-        self.model = dnsmos.DNSMOS(str(primary), str(root / "dnsmos_models" / "model_v8.onnx"))
+        self.net = dnsmos.DNSMOS(str(primary), str(root / "dnsmos_models" / "model_v8.onnx"))
 
     def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
-        out = self.model(np.clip(hyp, -1.0, 1.0).astype(np.float32), self.sample_rate, self.personalized)
+        out = self.net(np.clip(hyp, -1.0, 1.0).astype(np.float32), self.sample_rate, self.personalized)
         return {
             "dnsmos_ovrl": float(out["ovrl_mos"]),
             "dnsmos_sig": float(out["sig_mos"]),
@@ -111,30 +122,49 @@ class DNSMOSMetric(_MOS):
         }
 
 
+@contextlib.contextmanager
+def _torchaudio_stand_in():
+    """Make ``import torchaudio`` succeed while a module that imports it but never uses it
+    is imported; any use of the stand-in raises. A real torchaudio is left alone."""
+    if importlib.util.find_spec("torchaudio") is not None:
+        yield
+        return
+
+    class _Missing(types.ModuleType):
+        def __getattr__(self, attr: str):
+            raise MetricUnavailable(f"torchaudio.{attr} was used, but torchaudio is not installed")
+
+    sys.modules["torchaudio"] = _Missing("torchaudio")
+    try:
+        yield
+    finally:
+        sys.modules.pop("torchaudio", None)
+
+
 class DistillMOSMetric(_MOS):
-    """Distill-MOS (Stahl & Gamper 2025), a small model distilled from an SSL-based MOS predictor."""
+    """Distill-MOS (Stahl & Gamper 2025), a small convolutional transformer distilled from an
+    XLS-R speech-quality model; weights ship in the ``distillmos`` package."""
 
     name = "distillmos"
     keys = {"distillmos": True}
+    model = "Distill-MOS v7 (distillmos package)"
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        if importlib.util.find_spec("distillmos") is None:
-            return "package 'distillmos' is not installed (pip install --no-deps distillmos)"
-        for mod in ("torchaudio", "xls_r_sqa"):
+        for mod in ("distillmos", "xls_r_sqa"):
             if importlib.util.find_spec(mod) is None:
-                return f"distillmos needs the module {mod!r}, which is not installed"
+                return f"package {mod!r} is not installed (pip install --no-deps distillmos xls-r-sqa)"
         return None
 
     def __init__(self, device: str = "cpu") -> None:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _torchaudio_stand_in():
             warnings.simplefilter("ignore")
             import distillmos
 
-            self.model = distillmos.ConvTransformerSQAModel().to(device).eval()
+            self.net = distillmos.ConvTransformerSQAModel().to(device).eval()
         self.device = device
 
     @torch.inference_mode()
     def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         x = torch.from_numpy(hyp)[None].to(self.device)
-        return {"distillmos": float(self.model(x).reshape(-1)[0])}
+        return {"distillmos": float(self.net(x).reshape(-1)[0])}

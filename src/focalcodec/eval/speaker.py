@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -169,6 +169,7 @@ class SpeakerSimilarity(Metric):
     keys = {"sim": True}
     sample_rate = 16000
     align = False
+    paper = "WavLM-base-SV"
 
     def __init__(self, backend: str = "auto", model: str | None = None, device: str = "cpu") -> None:
         key = (backend, model, device)
@@ -176,6 +177,11 @@ class SpeakerSimilarity(Metric):
             _SHARED[key] = SpeakerEmbedder(backend, model, device)
         self.embedder = _SHARED[key]
         self._cache: dict[bytes, np.ndarray] = {}
+        self.model = (
+            "WavLM-base-SV" if self.embedder.name == f"wavlm:{WAVLM_SV}" else self.embedder.name.replace("wavlm:", "")
+        )
+        if self.model == "resemblyzer":
+            self.model = "resemblyzer (GE2E d-vector)"
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -196,3 +202,35 @@ class SpeakerSimilarity(Metric):
     def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         assert ref is not None
         return {"sim": 100.0 * cosine_similarity(self._embed_cached(ref), self.embedder.embed(hyp))}
+
+    def reference_baseline(self, items: Sequence[tuple[str, np.ndarray, Mapping[str, Any]]]) -> dict[str, Any]:
+        """What this embedder gives on the original audio: ``sim_other_speaker``, the mean
+        similarity between utterances of *different* speakers (the floor a codec's score must
+        be read against: resemblyzer gives about 50-60 there), and ``sim_same_speaker``
+        between different utterances of the same speaker; each with its pair count and a
+        bootstrap 95 % interval. Each utterance is paired with the next one (cyclically) of
+        another / of its own speaker. Needs ``speaker`` fields."""
+        from .stats import bootstrap_ci
+
+        speakers = [str(meta.get("speaker") or "") for _, _, meta in items]
+        if sum(1 for s in speakers if s) < 2:
+            return {}
+        embs = [self._embed_cached(audio) for _, audio, _ in items]
+        out: dict[str, Any] = {}
+        for name, same in (("sim_other_speaker", False), ("sim_same_speaker", True)):
+            pairs: set[tuple[int, int]] = set()
+            n = len(items)
+            for i in range(n):
+                if not speakers[i]:
+                    continue
+                for step in range(1, n):
+                    j = (i + step) % n
+                    if speakers[j] and (speakers[j] == speakers[i]) == same:
+                        pairs.add((min(i, j), max(i, j)))
+                        break
+            values = [100.0 * cosine_similarity(embs[i], embs[j]) for i, j in sorted(pairs)]
+            if values:
+                out[name] = float(np.mean(values))
+                out[f"{name}_n"] = len(values)
+                out[f"{name}_ci"] = bootstrap_ci(values)
+        return out

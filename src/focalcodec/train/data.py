@@ -24,6 +24,7 @@ import json
 import math
 import random
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from ..audio import AUDIO_EXTENSIONS, load_audio
+from ..audio import AUDIO_EXTENSIONS, load_audio, read_audio
 from ..errors import InputError
 from ..outputs import output_path, write_text
 
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 Entry = dict[str, Any]
+MAX_SUBSTITUTES = 16  # unusable entries in a row an item may skip before the run stops
 _LIBRITTS = re.compile(r"^(\d+)_(\d+)_")
 _TEXT_SUFFIXES = (".normalized.txt", ".txt", ".lab", ".original.txt")
 
@@ -79,15 +81,26 @@ def _tsv_metadata(root: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def _probe(path: Path) -> Entry | None:
+def _probe(path: Path, verify: bool = True) -> Entry | str:
+    """Duration and rate of an audio file, or the reason it cannot be used. With ``verify``
+    the file is decoded by the package's reader (:func:`focalcodec.audio.read_audio`, what
+    training uses): files it refuses and files with NaN/inf samples are rejected."""
+    import numpy as np
     import soundfile as sf
 
     try:
         info = sf.info(str(path))
-    except Exception:  # noqa: BLE001 - unreadable files are skipped and counted
-        return None
+    except Exception:  # noqa: BLE001 - libsndfile reports all failures alike
+        return "not readable as audio"
     if info.samplerate <= 0 or info.frames <= 0:
-        return None
+        return "no samples"
+    if verify:
+        try:
+            data, _ = read_audio(path)
+        except InputError as exc:
+            return str(exc).replace(str(path), "the file")
+        if not np.isfinite(data).all():
+            return "contains NaN or infinite samples"
     return {"duration": round(info.frames / info.samplerate, 4), "sample_rate": int(info.samplerate)}
 
 
@@ -97,11 +110,15 @@ def build_manifest(
     max_duration: float = float("inf"),
     extensions: Sequence[str] = AUDIO_EXTENSIONS,
     num_workers: int = 8,
+    verify: bool = True,
+    rejected: list[tuple[str, str]] | None = None,
 ) -> list[Entry]:
     """Scan folders for audio and describe each file (absolute paths, sorted).
 
-    Utterances outside ``[min_duration, max_duration]`` seconds and unreadable files are
-    dropped. Raises :class:`InputError` when nothing usable is found.
+    Utterances outside ``[min_duration, max_duration]`` seconds are dropped, and so are files
+    that cannot be used for training (unreadable; with ``verify``, also NaN/inf samples or
+    fewer samples than the header says): each of those is appended to ``rejected`` as
+    ``(path, reason)``. Raises :class:`InputError` when nothing usable is found.
     """
     if isinstance(roots, (str, Path)):
         roots = [roots]
@@ -113,9 +130,13 @@ def build_manifest(
         files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
         meta = _tsv_metadata(root)
         with ThreadPoolExecutor(max(1, num_workers)) as pool:
-            probes = list(pool.map(_probe, files))
-        for path, probe in zip(files, probes, strict=False):
-            if probe is None or not (min_duration <= probe["duration"] <= max_duration):
+            probes = list(pool.map(lambda f: _probe(f, verify), files))
+        for path, probe in zip(files, probes, strict=True):
+            if isinstance(probe, str):
+                if rejected is not None:
+                    rejected.append((str(path), probe))
+                continue
+            if not (min_duration <= probe["duration"] <= max_duration):
                 continue
             resolved = path.resolve()
             entry: Entry = {"path": str(resolved), **probe}
@@ -135,9 +156,9 @@ def build_manifest(
     return entries
 
 
-def write_manifest(entries: Sequence[Entry], path: str | Path) -> Path:
-    """Write JSON lines atomically."""
-    return write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries), force=True)
+def write_manifest(entries: Sequence[Entry], path: str | Path, force: bool = False) -> Path:
+    """Write JSON lines atomically (an existing file is replaced only with ``force``)."""
+    return write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries), force=force)
 
 
 def read_manifest(
@@ -159,6 +180,11 @@ def read_manifest(
                 audio = Path(e["path"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 raise InputError(f"{path}:{n}: not a manifest line (needs 'path' and 'duration')") from None
+            if not math.isfinite(dur) or dur <= 0:
+                warnings.warn(
+                    f"{path}:{n}: duration {e['duration']!r} is not a positive number: line skipped", stacklevel=2
+                )
+                continue
             if not audio.is_absolute():
                 e["path"] = str((path.parent / audio).resolve())
             if min_duration <= dur <= max_duration:
@@ -212,7 +238,10 @@ class FeatureCache:
         for e in entries:
             if self.path(e["path"]).is_file():
                 continue
-            sig = load_audio(e["path"], sample_rate, warn=False)[None].to(device)
+            try:
+                sig = load_audio(e["path"], sample_rate, warn=False)[None].to(device)
+            except InputError:  # skipped here; the dataset skips (and reports) it too
+                continue
             feats = encoder(sig)
             self.put(e["path"], feats[0].to(dtype))
             done += 1
@@ -228,6 +257,12 @@ class AudioDataset(Dataset):
     a crop position, a function of ``(seed, epoch, i)``) and ``index``. With ``segment_seconds``, longer
     utterances are cut to a random segment of that length (start on a 320-sample hop, the
     target cut at the same time span), e.g. to bound memory; the recipes use full utterances.
+
+    An entry that cannot be used (missing, unreadable, NaN/inf samples) does not stop
+    training: item ``i`` is then the next usable entry, and ``skipped`` lists why each
+    unusable one was passed over (the trainer reports them). The choice depends only on the
+    manifest, so a resumed run sees the same data. :data:`MAX_SUBSTITUTES` unusable
+    entries in a row raise :class:`InputError`.
     """
 
     def __init__(
@@ -256,8 +291,25 @@ class AudioDataset(Dataset):
         return len(self.entries)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        e = self.entries[i]
         rng = _seeded(self.seed, self.epoch, i)
+        skipped: list[str] = []
+        for attempt in range(min(MAX_SUBSTITUTES, len(self.entries))):
+            j = (i + attempt) % len(self.entries)
+            try:
+                item = self._load(self.entries[j], rng)
+            except (InputError, OSError) as exc:
+                skipped.append(str(exc))
+                continue
+            item["index"] = i
+            item["crop"] = rng.random()
+            item["skipped"] = skipped
+            return item
+        raise InputError(
+            f"{len(skipped)} manifest entries in a row, from entry {i + 1}, cannot be used (e.g. {skipped[0]}): "
+            "rebuild the manifest with `focalcodec prepare`, which leaves unusable files out"
+        )
+
+    def _load(self, e: Entry, rng: random.Random) -> dict[str, Any]:
         sig = load_audio(e["path"], self.sample_rate, warn=False)
         target = (
             load_audio(e["path"], self.target_sample_rate, warn=False) if self.target_sample_rate is not None else None
@@ -272,7 +324,7 @@ class AudioDataset(Dataset):
                     ratio = self.target_sample_rate / self.sample_rate
                     t0, t_len = int(round(start * ratio)), int(round(seg * ratio))
                     target = target[t0 : t0 + t_len]
-        item: dict[str, Any] = {"index": i, "sig": sig}
+        item: dict[str, Any] = {"sig": sig}
         if target is not None:
             item["target"] = target
         if self.feature_cache is not None:
@@ -280,7 +332,6 @@ class AudioDataset(Dataset):
             if feats is None:
                 raise InputError(f"no cached features for {e['path']}: fill the cache first (data.feature_cache)")
             item["feats"] = feats.float()
-        item["crop"] = rng.random()
         return item
 
 
@@ -292,13 +343,15 @@ def _pad_stack(items: list[Tensor]) -> Tensor:
     return out
 
 
-def collate(items: list[dict[str, Any]]) -> dict[str, Tensor]:
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Zero-pad to the longest item: ``sig (B, N)``, ``sig_lengths (B,)``, and likewise
     ``target``/``target_lengths`` and ``feats (B, T, C)``/``feat_lengths``; ``crop (B,)``,
-    ``index (B,)``."""
-    batch: dict[str, Tensor] = {
+    ``index (B,)``; ``skipped``: the messages of unusable manifest entries replaced in this
+    batch (see :class:`AudioDataset`)."""
+    batch: dict[str, Any] = {
         "index": torch.tensor([it["index"] for it in items]),
         "crop": torch.tensor([it["crop"] for it in items], dtype=torch.float64),
+        "skipped": [m for it in items for m in it.get("skipped", ())],
     }
     for key, len_key in (("sig", "sig_lengths"), ("target", "target_lengths"), ("feats", "feat_lengths")):
         if key in items[0]:

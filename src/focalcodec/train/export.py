@@ -14,29 +14,29 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..codec import FocalCodec
 from ..config import FocalCodecConfig
 from ..errors import ConfigError
-from .stages import PARTS, _resolve_run_checkpoint, load_part
+from .stages import PARTS, load_part, read_parts, run_checkpoint
 
 __all__ = ["export_checkpoint", "resolve_sources"]
 
 
-def resolve_sources(sources: Sequence[str]) -> dict[str, str]:
-    """``["part=SRC", "RUN_DIR", ...] -> {part: source}``; later entries win."""
+def resolve_sources(sources: Sequence[str], checkpoint: str = "auto") -> dict[str, str]:
+    """``["part=SRC", "RUN_DIR", ...] -> {part: source}``; later entries win. A run folder
+    contributes every part of the checkpoint ``checkpoint`` picks (see
+    :func:`~.stages.run_checkpoint`: ``auto`` = the latest for decoder runs, the best
+    validated one otherwise, as the recipes keep)."""
     out: dict[str, str] = {}
     for item in sources:
         head, sep, tail = item.partition("=")
         if sep and head in PARTS:
-            out[head] = tail
+            out[head] = str(run_checkpoint(Path(tail), checkpoint) or tail)
             continue
-        ckpt = _resolve_run_checkpoint(Path(item))
+        ckpt = run_checkpoint(Path(item), checkpoint)
         if ckpt is None:
             raise ConfigError(f"{item!r} is neither PART=SOURCE ({', '.join(PARTS)}) nor a training run folder")
-        parts = torch.load(ckpt / "parts.pt", map_location="cpu", weights_only=True)
-        for part in parts:
+        for part in read_parts(ckpt):
             out[part] = str(ckpt)
     return out
 
@@ -46,16 +46,18 @@ def export_checkpoint(
     sources: Sequence[str] | Mapping[str, str],
     output_dir: str | Path,
     overrides: Mapping[str, Any] | None = None,
+    checkpoint: str = "auto",
 ) -> Path:
     """Build the codec of architecture ``model`` (preset / config / dict, plus dot-path
     ``overrides``), fill every part from its source and write it to ``output_dir``; returns
-    the weights path. Every part with parameters must have a source."""
+    the weights path. Every part with parameters must have a source. ``checkpoint`` (auto,
+    best or latest) picks the checkpoint of run folders given as sources."""
     config = FocalCodecConfig.load(model).with_overrides(overrides or {})
-    resolved = dict(sources) if isinstance(sources, Mapping) else resolve_sources(sources)
+    resolved = dict(sources) if isinstance(sources, Mapping) else resolve_sources(sources, checkpoint)
     missing = [p for p in PARTS if p not in resolved]
     if missing:
         raise ConfigError(f"no source for the codec part(s): {', '.join(missing)}")
     codec = FocalCodec(config)
     for part in PARTS:
-        load_part(getattr(codec, part), resolved[part], part)
+        load_part(getattr(codec, part), resolved[part], part, checkpoint=checkpoint)
     return codec.save_pretrained(output_dir)

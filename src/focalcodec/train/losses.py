@@ -51,14 +51,15 @@ def masked_mse(pred: Tensor, target: Tensor, lengths: Tensor | None = None) -> T
 def layer_weighted_mse(
     preds: Sequence[Tensor], targets: Sequence[Tensor], weights: Sequence[float], lengths: Tensor | None = None
 ) -> Tensor:
-    """``sum_l w_l * masked_mse(preds[l], targets[l], lengths)`` (SPEC §4.4 weights
+    """``mean_l w_l * masked_mse(preds[l], targets[l], lengths)``: the weighted layer losses
+    averaged over the ``L`` layers, as the recipe does (SPEC §4.4 weights
     ``[0.5, 0.6, 0.7, 0.8, 0.9, 1.0]``); each tensor ``(B, T, C)``."""
-    if not (len(preds) == len(targets) == len(weights)):
+    if not (len(preds) == len(targets) == len(weights)) or not preds:
         raise ValueError(f"got {len(preds)} predictions, {len(targets)} targets and {len(weights)} weights")
     total = preds[0].new_zeros((), dtype=torch.float32)
-    for p, t, w in zip(preds, targets, weights, strict=False):
+    for p, t, w in zip(preds, targets, weights, strict=True):
         total = total + float(w) * masked_mse(p, t, lengths)
-    return total
+    return total / len(preds)
 
 
 def _hz_to_mel(f: Tensor) -> Tensor:

@@ -8,15 +8,20 @@ quantizer      compressor + BSQ + decompressor on frozen    masked MSE to the in
                on the causal student's features)
 decoder        Vocos (16 kHz) or WaveNeXt (24 kHz targets)  hinge adversarial + 54 x feature
                from continuous encoder features, against    matching + 45 x log-mel L1 (D first,
-               MPD + MSD (§4.3, §4.4 step 1)                then G)
+               MPD + MSD (§4.3, §4.4 step 1)                then G against a fixed D)
 pos_conv       a causal positional conv, distilled from     masked MSE to the teacher's
                the non-causal one (§4.4 step 2)             positional-conv output
-encoder        causal encoder from the non-causal one,      weighted MSE over all layer outputs
-               positional conv and relative bias frozen     (0.5, 0.6, ..., 1.0)
-               (§4.4 step 3)
-joint          causal encoder + compressor + decompressor   masked MSE to the non-causal
-               with the refiner (§4.4 step 5)               teacher's features + 0.1 x entropy
+encoder        causal encoder from the non-causal one,      mean over the layers of w_l x MSE
+               positional conv and relative bias frozen     of every layer output (w = 0.5, 0.6,
+               (§4.4 step 3)                                ..., 1.0)
+joint          causal encoder (positional conv and          masked MSE to the non-causal
+               relative bias frozen) + compressor +         teacher's features + 0.1 x entropy
+               decompressor with the refiner (§4.4 step 5)
 ============== ============================================ =====================================
+
+Loss weights and the other ``loss``/``discriminator`` options come resolved from
+:func:`~.config.load_train_config` (their defaults, the recipes' values, are in
+:data:`~.config.STAGE_OPTIONS`).
 
 A stage owns its networks (``nets``: trained, wrapped in DistributedDataParallel by the
 trainer; ``frozen``: teachers and frozen encoders), names its optimisation ``phases`` (one
@@ -42,9 +47,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import FocalCodecConfig
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, HubError
 from ..nn import BinarySphericalQuantizer, WavLM
 from ..nn.layers import time_mask, zero_padded_frames
+from .config import RANDOM, load_train_config
 from .discriminators import CombinedDiscriminator
 from .losses import (
     MelSpectrogram,
@@ -64,14 +70,16 @@ PARTS = ("encoder", "compressor", "decompressor", "decoder")
 # --------------------------------------------------------------------------------------------
 # weights of one codec part from a run, a codec checkpoint or Hugging Face WavLM
 # --------------------------------------------------------------------------------------------
-def load_part_state(source: str, part: str, num_layers: int | None = None) -> dict[str, Tensor]:
+def load_part_state(
+    source: str, part: str, num_layers: int | None = None, checkpoint: str = "auto"
+) -> dict[str, Tensor]:
     """State dict of codec part ``part`` from ``source``:
 
     - ``hf-wavlm:DIR_OR_REPO`` (encoder only): Hugging Face WavLM weights, first
       ``num_layers`` layers (see :mod:`.wavlm_init`);
-    - a training run folder (``OUTPUT_DIR`` with ``checkpoints/``) or one checkpoint folder
-      (with ``parts.pt``): that stage's exported parts (the best checkpoint if recorded,
-      else the latest);
+    - a training run folder (``OUTPUT_DIR`` with ``checkpoints/``): that stage's exported
+      parts from the checkpoint chosen by ``checkpoint`` (see :func:`run_checkpoint`), or one
+      checkpoint folder (with ``parts.pt``);
     - anything :meth:`FocalCodec.from_pretrained` accepts (a codec folder, preset or repo).
     """
     if part not in PARTS:
@@ -79,18 +87,13 @@ def load_part_state(source: str, part: str, num_layers: int | None = None) -> di
     if source.startswith("hf-wavlm:"):
         if part != "encoder":
             raise ConfigError("hf-wavlm: sources only initialise the encoder")
-        from .wavlm_init import _read_hf_weights, convert_hf_wavlm_state_dict
+        from .wavlm_init import _read_hf_weights, convert_hf_wavlm_state_dict, hf_wavlm_folder
 
-        path = Path(source[len("hf-wavlm:") :])
-        if not path.is_dir():
-            from huggingface_hub import snapshot_download
-
-            path = Path(snapshot_download(str(path), allow_patterns=["config.json", "*.safetensors", "*.bin"]))
+        path = hf_wavlm_folder(source[len("hf-wavlm:") :])
         return convert_hf_wavlm_state_dict(_read_hf_weights(path), num_layers or 6)
-    path = Path(source)
-    ckpt = _resolve_run_checkpoint(path)
+    ckpt = run_checkpoint(Path(source), checkpoint)
     if ckpt is not None:
-        parts = torch.load(ckpt / "parts.pt", map_location="cpu", weights_only=True)
+        parts = read_parts(ckpt)
         if part not in parts:
             raise CheckpointError(f"{ckpt} holds the parts {', '.join(parts)}, not {part!r}")
         return parts[part]
@@ -100,11 +103,46 @@ def load_part_state(source: str, part: str, num_layers: int | None = None) -> di
     return getattr(model, part).state_dict()
 
 
-def _resolve_run_checkpoint(path: Path) -> Path | None:
+def read_parts(ckpt: Path) -> dict[str, dict[str, Tensor]]:
+    """The ``parts.pt`` of a checkpoint folder (a :class:`CheckpointError` naming the file
+    when it is truncated or corrupt)."""
+    try:
+        return torch.load(ckpt / "parts.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure means a damaged file
+        raise CheckpointError(
+            f"cannot read {ckpt / 'parts.pt'} (truncated or corrupt: {exc}); use another checkpoint of the "
+            f"run (a checkpoints/step_XXXXXXXX folder) as the source"
+        ) from None
+
+
+def _run_stage(run: Path) -> str | None:
+    """The stage a run folder trained (from its ``config.yaml``), if known."""
+    cfg = run / "config.yaml"
+    if not cfg.is_file():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return None
+    return data.get("stage") if isinstance(data, dict) else None
+
+
+def run_checkpoint(path: Path, which: str = "auto") -> Path | None:
+    """The checkpoint folder that ``path`` names: ``path`` itself if it holds ``parts.pt``;
+    for a run folder, its ``best`` (lowest validation loss) or ``latest`` checkpoint. ``auto``
+    follows the authors' recipes: ``latest`` for decoder runs (the recipe keeps the last
+    epoch), ``best`` for every other stage (the recipe keeps the best validation loss; the
+    latest when the run was never validated). None when ``path`` is not a run."""
+    if which not in ("auto", "best", "latest"):
+        raise ConfigError(f"checkpoint choice must be auto, best or latest, not {which!r}")
     if (path / "parts.pt").is_file():
         return path
     ckpts = path / "checkpoints"
-    for pointer in ("best", "latest"):
+    if which == "auto":
+        which = "latest" if _run_stage(path) == "decoder" else "best"
+    for pointer in ("best", "latest") if which == "best" else ("latest",):
         if (ckpts / pointer).is_file():
             name = (ckpts / pointer).read_text().strip()
             if (ckpts / name / "parts.pt").is_file():
@@ -112,18 +150,27 @@ def _resolve_run_checkpoint(path: Path) -> Path | None:
     return None
 
 
-def load_part(module: nn.Module, source: str, part: str, allow_missing: Sequence[str] = ()) -> None:
+def load_part(
+    module: nn.Module, source: str, part: str, allow_missing: Sequence[str] = (), checkpoint: str = "auto"
+) -> None:
     """Load ``part`` from ``source`` into ``module``; missing keys are an error unless they
     start with one of ``allow_missing`` (e.g. the refiner, new in the joint stage)."""
     num_layers = len(module.encoder.layers) if isinstance(module, WavLM) else None
-    state = load_part_state(source, part, num_layers)
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not any(k.startswith(p) for p in allow_missing)]
-    if missing or unexpected:
+    state = load_part_state(source, part, num_layers, checkpoint)
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state and not any(k.startswith(p) for p in allow_missing)]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(v.shape)} (here {tuple(expected[k].shape)})"
+        for k, v in state.items()
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or shapes:
         raise CheckpointError(
-            f"the {part} weights of {source} do not fit this architecture: missing {missing[:6]}, "
-            f"unexpected {unexpected[:6]}"
+            f"the {part} weights of {source} do not fit this architecture (is it the same model?): "
+            f"missing {missing[:4]}, unexpected {unexpected[:4]}, wrong shapes {shapes[:3]}"
         )
+    module.load_state_dict(state, strict=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,6 +268,14 @@ def _freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+def _freeze_position(encoder: WavLM) -> WavLM:
+    """Freeze the positional conv and the relative-position embedding of a causal student
+    (the encoder-distillation and joint steps train neither, as in the recipe)."""
+    for module in (encoder.encoder.positional_embedding, encoder.encoder.relative_embedding):
+        module.requires_grad_(False)
+    return encoder
+
+
 def _mel_image(mel: Tensor) -> Tensor:
     """``(n_mels, frames)`` log-mel -> ``(1, n_mels, frames)`` image in [0, 1], low bins at the bottom."""
     m = mel.detach().float().cpu().flip(0)
@@ -240,30 +295,37 @@ class Stage:
         self.cfg = cfg
         self.codec_config = FocalCodecConfig.load(cfg["model"]).with_overrides(cfg.get("model_overrides") or {})
         self.init = cfg.get("init") or {}
-        self.loss_cfg = cfg.get("loss") or {}
+        self.loss_cfg = cfg["loss"]  # every option resolved by load_train_config
         self.nets: dict[str, nn.Module] = {}
         self.frozen: dict[str, nn.Module] = {}
 
     # construction helpers
+    def _load_init(self, module: nn.Module, key: str, part: str, allow_missing: Sequence[str] = ()) -> None:
+        """Fill ``module`` from ``init.<key>`` (nothing for ``random`` or an unset optional
+        source); errors name the setting."""
+        source = self.init.get(key)
+        if not source or source == RANDOM:
+            return
+        try:
+            load_part(module, str(source), part, allow_missing)
+        except (CheckpointError, ConfigError, HubError) as exc:
+            hint = ""
+            if isinstance(exc, HubError):
+                hint = f"; or point init.{key} at a local copy (hf-wavlm:DIR for WavLM, a codec folder otherwise)"
+            raise type(exc)(f"init.{key} = {source}: {exc}{hint}") from None
+
     def _part(self, part: str, allow_missing: Sequence[str] = (), **overrides: Any) -> nn.Module:
         if overrides:
             cfg = self.codec_config.with_overrides({f"{part}_config.{k}": v for k, v in overrides.items()})
         else:
             cfg = self.codec_config
         module = cfg.build(part)
-        source = self.init.get(part)
-        if source:
-            load_part(module, str(source), part, allow_missing)
+        self._load_init(module, part, part, allow_missing)
         return module
 
     def _teacher(self) -> WavLM:
-        source = self.init.get("teacher")
-        if not source:
-            raise ConfigError(
-                f"stage {self.name!r} needs init.teacher: the non-causal codec (or run) whose encoder teaches"
-            )
         teacher = self.codec_config.with_overrides({"encoder_config.causal": False}).build("encoder")
-        load_part(teacher, str(source), "encoder")
+        self._load_init(teacher, "teacher", "encoder")
         return _freeze(teacher)
 
     def _pipeline(self, compressor: nn.Module, decompressor: nn.Module) -> QuantizerPipeline:
@@ -271,8 +333,8 @@ class Stage:
             compressor,
             self.codec_config.build("quantizer"),
             decompressor,
-            float(self.loss_cfg.get("inv_temperature", 100.0)),
-            float(self.loss_cfg.get("diversity_gamma", 1.0)),
+            float(self.loss_cfg["inv_temperature"]),
+            float(self.loss_cfg["diversity_gamma"]),
         )
 
     # interface
@@ -313,7 +375,7 @@ class QuantizerStage(Stage):
         self.nets["pipeline"] = self._pipeline(
             self._part("compressor"), self._part("decompressor", allow_missing=("refiner.",))
         )
-        self.entropy_weight = float(self.loss_cfg.get("entropy_weight", 0.1))
+        self.entropy_weight = float(self.loss_cfg["entropy_weight"])
 
     def compute(self, phase: str, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         feats, lengths = _encoder_features(self.frozen["encoder"], batch)
@@ -355,20 +417,22 @@ class DecoderStage(Stage):
         super().__init__(cfg)
         self.frozen["encoder"] = _freeze(self._part("encoder", causal=False))
         self.nets["generator"] = self._part("decoder")
-        d = cfg.get("discriminator") or {}
+        d = cfg["discriminator"]
         self.nets["discriminator"] = CombinedDiscriminator(
-            tuple(d.get("periods", (2, 3, 5, 7, 11))), int(d.get("num_scales", 3)), float(d.get("width", 1.0))
+            tuple(int(x) for x in d["periods"]), int(d["num_scales"]), float(d["width"])
         )
         self.hop = int(self.nets["generator"].upsample_factor)
         self.sample_rate = 16000 * self.hop // int(self.frozen["encoder"].downsample_factor)
-        self.crop_frames = int(cfg["data"].get("crop_frames") or 22)
-        mel = dict(self.loss_cfg.get("mel") or {})
-        mel.setdefault("hop_length", self.hop)
-        mel.setdefault("f_max", self.sample_rate / 2)
+        self.crop_frames = int(cfg["data"]["crop_frames"])
+        mel = dict(self.loss_cfg["mel"])
+        if mel["hop_length"] is None:
+            mel["hop_length"] = self.hop
+        if mel["f_max"] is None:
+            mel["f_max"] = self.sample_rate / 2
         self.mel = MelSpectrogram(sample_rate=self.sample_rate, **mel)
-        self.w_adv = float(self.loss_cfg.get("adv_weight", 1.0))
-        self.w_fm = float(self.loss_cfg.get("fm_weight", 54.0))
-        self.w_mel = float(self.loss_cfg.get("mel_weight", 45.0))
+        self.w_adv = float(self.loss_cfg["adv_weight"])
+        self.w_fm = float(self.loss_cfg["fm_weight"])
+        self.w_mel = float(self.loss_cfg["mel_weight"])
 
     def _target(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         if "target" in batch:
@@ -408,10 +472,16 @@ class DecoderStage(Stage):
             loss = discriminator_hinge_loss(real_scores, fake_scores)
             return {"loss": loss, "d_loss": loss.detach()}
         fake = G(feats)
-        with ctx.no_sync("discriminator"):
-            fake_scores, fake_maps = D(fake)
+        # The generator's losses see the discriminator as a fixed function (as the recipe
+        # does): no gradient reaches its weights, no DDP hooks or synchronisation fire.
+        D_raw = self.nets["discriminator"]
+        D_raw.requires_grad_(False)
+        try:
+            fake_scores, fake_maps = D_raw(fake)
             with torch.no_grad():
-                _, real_maps = D(real)
+                _, real_maps = D_raw(real)
+        finally:
+            D_raw.requires_grad_(True)
         adv = generator_hinge_loss(fake_scores)
         fm = feature_matching_loss(real_maps, fake_maps)
         mel = mel_l1(self.mel.to(fake.device), fake.float(), real.float())
@@ -490,18 +560,13 @@ class EncoderDistillStage(Stage):
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
         self.frozen["teacher"] = self._teacher()
-        student = self._part("encoder", causal=True)
-        for module in (student.encoder.positional_embedding, student.encoder.relative_embedding):
-            for p in module.parameters():
-                p.requires_grad_(False)
+        student = _freeze_position(self._part("encoder", causal=True))
         self.nets["encoder"] = student
         n = len(student.encoder.layers)
-        default = (
-            [round(0.5 + 0.1 * i, 2) for i in range(n)]
-            if n == 6
-            else [round(0.5 + 0.5 * i / max(n - 1, 1), 3) for i in range(n)]
-        )
-        self.weights = [float(w) for w in self.loss_cfg.get("layer_weights", default)]
+        weights = self.loss_cfg["layer_weights"]
+        if weights is None:  # the recipe's 0.5, 0.6, ..., 1.0 for 6 layers
+            weights = [round(0.5 + 0.5 * i / max(n - 1, 1), 3) for i in range(n)]
+        self.weights = [float(w) for w in weights]
         if len(self.weights) != n:
             raise ConfigError(f"loss.layer_weights has {len(self.weights)} entries for {n} encoder layers")
 
@@ -533,11 +598,11 @@ class JointStage(Stage):
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
         self.frozen["teacher"] = self._teacher()
-        self.nets["encoder"] = self._part("encoder", causal=True)
+        self.nets["encoder"] = _freeze_position(self._part("encoder", causal=True))
         self.nets["pipeline"] = self._pipeline(
             self._part("compressor"), self._part("decompressor", allow_missing=("refiner.",))
         )
-        self.entropy_weight = float(self.loss_cfg.get("entropy_weight", 0.1))
+        self.entropy_weight = float(self.loss_cfg["entropy_weight"])
 
     def compute(self, phase: str, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         teacher = self.frozen["teacher"]
@@ -565,8 +630,6 @@ STAGES = {s.name: s for s in (QuantizerStage, DecoderStage, PosConvStage, Encode
 
 
 def build_stage(cfg: dict[str, Any]) -> Stage:
-    """The stage named by ``cfg["stage"]``."""
-    name = cfg.get("stage")
-    if name not in STAGES:
-        raise ConfigError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
-    return STAGES[name](cfg)
+    """The stage named by ``cfg["stage"]`` (the config is resolved and validated first)."""
+    cfg = load_train_config(cfg)
+    return STAGES[cfg["stage"]](cfg)

@@ -26,6 +26,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -39,8 +40,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..outputs import output_path, write_text
+from .config import load_train_config
 from .data import AudioDataset, BucketBatchSampler, FeatureCache, collate, read_manifest
 from .stages import Stage, StepContext, build_stage
 
@@ -50,23 +52,31 @@ __all__ = ["LRSchedule", "Trainer", "train"]
 class LRSchedule:
     """The learning-rate policies of the recipes, with a resumable state.
 
-    - ``plateau`` (stage Q, SB "NewBob"): after each validation, if the loss improved by less
-      than ``threshold`` relative to the previous validation, LR x ``factor``;
-    - ``exponential`` (stage D): LR x ``gamma`` after every ``interval`` (epoch or step);
+    - ``plateau`` (stage Q and the streaming steps; SpeechBrain's NewBob with patience 0):
+      after each validation, LR x ``factor`` if the loss improved on the previous validation
+      by less than ``threshold`` relative to it: ``(previous - loss) / |previous| <
+      threshold``. With ``signed: true`` the division is by the signed ``previous``, as NewBob
+      does; that inverts the rule once the loss is negative (the stage-Q loss includes the
+      entropy term and goes below 0): LR then decays when the loss improves.
+    - ``exponential`` (stage D): LR x ``gamma`` after every step (``interval: step``) or
+      after epochs 1, 1 + ``every``, 1 + 2 ``every``, ... (``interval: epoch``; the recipe's
+      StepScheduler decays every 2 epochs, starting after the first).
     - ``constant``.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: dict[str, Any]) -> None:
         self.optimizer = optimizer
-        self.type = cfg.get("type", "constant")
+        self.type = cfg["type"]
         if self.type not in ("plateau", "exponential", "constant"):
             raise ConfigError(f"scheduler.type must be plateau, exponential or constant, not {self.type!r}")
-        self.factor = float(cfg.get("factor", 0.9))
-        self.threshold = float(cfg.get("threshold", 0.0025))
-        self.gamma = float(cfg.get("gamma", 0.999))
-        self.interval = cfg.get("interval", "epoch")
+        self.factor = float(cfg["factor"])
+        self.threshold = float(cfg["threshold"])
+        self.signed = bool(cfg["signed"])
+        self.gamma = float(cfg["gamma"])
+        self.interval = cfg["interval"]
         if self.interval not in ("epoch", "step"):
             raise ConfigError("scheduler.interval must be epoch or step")
+        self.every = int(cfg["every"])
         self.previous: float | None = None
 
     def _scale(self, factor: float) -> None:
@@ -77,15 +87,17 @@ class LRSchedule:
         if self.type == "exponential" and self.interval == "step":
             self._scale(self.gamma)
 
-    def on_epoch_end(self) -> None:
-        if self.type == "exponential" and self.interval == "epoch":
+    def on_epoch_end(self, epochs_done: int) -> None:
+        """After ``epochs_done`` (>= 1) complete epochs."""
+        if self.type == "exponential" and self.interval == "epoch" and (epochs_done - 1) % self.every == 0:
             self._scale(self.gamma)
 
     def on_validation(self, loss: float) -> None:
         if self.type != "plateau" or not math.isfinite(loss):
             return
         if self.previous is not None:
-            improvement = (self.previous - loss) / max(abs(self.previous), 1e-12)
+            scale = self.previous if self.signed else abs(self.previous)
+            improvement = (self.previous - loss) / scale if scale != 0 else 0.0
             if improvement < self.threshold:
                 self._scale(self.factor)
         self.previous = loss
@@ -134,6 +146,7 @@ class Trainer:
     last logged metrics."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
+        cfg = load_train_config(cfg)  # resolved and validated (idempotent)
         self.cfg = cfg
         self.tcfg = cfg["train"]
         self.output_dir = Path(cfg["output_dir"])
@@ -173,6 +186,7 @@ class Trainer:
         self._pending: dict[str, float] = {}  # training logs summed since the last log step
         self._pending_n = 0
         self._pending_resumed = 0
+        self._skipped_seen: set[str] = set()
 
         seed = int(cfg["seed"])
         torch.manual_seed(seed)  # identical initial weights on every rank
@@ -359,6 +373,7 @@ class Trainer:
         want_media = self.rank == 0 and self.writer is not None and every > 0 and self.num_validations % every == 0
         with torch.no_grad():
             for i, batch in enumerate(self.valid_loader):
+                self._report_skipped(batch.pop("skipped", []))
                 batch = _to_device(batch, self.device)
                 with self._autocast():
                     part = self.stage.validate(batch, self.raw_ctx)
@@ -393,7 +408,8 @@ class Trainer:
             fh.write(json.dumps(row) + "\n")
         if self.writer is not None:
             for k, v in values.items():
-                self.writer.add_scalar(k if "/" in k else f"train/{k}", v, self.step)
+                if isinstance(v, (int, float)):
+                    self.writer.add_scalar(k if "/" in k else f"train/{k}", v, self.step)
             for k, v in (media or {}).items():
                 if k.startswith("audio/"):
                     wave, rate = v
@@ -469,20 +485,46 @@ class Trainer:
             pointer = self.checkpoint_dir / "latest"
             if not pointer.is_file():
                 return None
-            return self.checkpoint_dir / pointer.read_text().strip()
+            path = self.checkpoint_dir / pointer.read_text().strip()
+            if not (path / "state.pt").is_file():
+                raise CheckpointError(
+                    f"{pointer} names {path.name}, which has no state.pt: set train.resume to an intact "
+                    f"checkpoint folder ({self._intact_checkpoints()}) or train.resume=none to start over"
+                )
+            return path
         path = Path(resume)
         if not (path / "state.pt").is_file():
             raise ConfigError(f"train.resume: {path} is not a checkpoint folder (no state.pt)")
         return path
 
+    def _intact_checkpoints(self, but: Path | None = None) -> str:
+        """The last three checkpoint folders with a state.pt (other than ``but``), for messages."""
+        found = sorted(p for p in self.checkpoint_dir.glob("step_*") if (p / "state.pt").is_file() and p != but)
+        return ", ".join(map(str, found[-3:])) or "none found"
+
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or "nets" not in state:
+                raise ValueError("not a training state")
+        except Exception as exc:  # noqa: BLE001 - any reader failure means a damaged file
+            raise CheckpointError(
+                f"cannot resume: {path / 'state.pt'} is truncated or corrupt ({type(exc).__name__}); "
+                f"set train.resume to an earlier checkpoint folder ({self._intact_checkpoints(path)}) "
+                "or train.resume=none to start over"
+            ) from None
         if state.get("stage") != self.stage.name:
             raise ConfigError(f"{path} is a checkpoint of stage {state.get('stage')!r}, not {self.stage.name!r}")
-        for n, m in self.stage.nets.items():
-            m.load_state_dict(state["nets"][n])
-        for p, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][p])
+        try:
+            for n, m in self.stage.nets.items():
+                m.load_state_dict(state["nets"][n])
+            for p, o in self.optimizers.items():
+                o.load_state_dict(state["optimizers"][p])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{path} does not fit this run's networks ({str(exc).splitlines()[0]}): resume it with the config "
+                "it was trained with, or set train.resume=none"
+            ) from None
         for p, s in self.schedules.items():
             s.load_state_dict(state["schedules"][p])
         for p, s in self.scalers.items():
@@ -501,7 +543,7 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         import yaml
 
-        (self.output_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False), encoding="utf-8")
+        write_text(self.output_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False), force=True)
         if self.tcfg["tensorboard"]:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -514,7 +556,21 @@ class Trainer:
                 self.writer = SummaryWriter(str(self.output_dir / "tb"))
 
     def _batches(self) -> Iterator[dict[str, Tensor]]:
-        yield from self._train_loader()
+        for batch in self._train_loader():
+            self._report_skipped(batch.pop("skipped", []))
+            yield batch
+
+    def _report_skipped(self, messages: list[str]) -> None:
+        """Warn once per process about each unusable manifest entry the data passed over
+        (every rank its own); rank 0 also records it in metrics.jsonl."""
+        for msg in messages:
+            if msg in self._skipped_seen:
+                continue
+            self._skipped_seen.add(msg)
+            from tqdm import tqdm
+
+            tqdm.write(f"warning: skipped a training utterance: {msg}", file=sys.stderr)
+            self._log({"skipped": msg})
 
     def fit(self) -> dict[str, float]:
         self._setup_output()
@@ -584,7 +640,7 @@ class Trainer:
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 for s in self.schedules.values():
-                    s.on_epoch_end()
+                    s.on_epoch_end(self.epoch)
                 self._improved = False
                 if valid_every == 0:
                     self.validate()

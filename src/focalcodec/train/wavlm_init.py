@@ -32,7 +32,7 @@ from torch import Tensor
 from ..errors import CheckpointError
 from ..nn import WavLM
 
-__all__ = ["convert_hf_wavlm_state_dict", "load_hf_wavlm", "wavlm_kwargs_from_hf_config"]
+__all__ = ["convert_hf_wavlm_state_dict", "hf_wavlm_folder", "load_hf_wavlm", "wavlm_kwargs_from_hf_config"]
 
 
 def wavlm_kwargs_from_hf_config(hf_config: Mapping[str, Any], num_layers: int = 6) -> dict[str, Any]:
@@ -126,14 +126,42 @@ def convert_hf_wavlm_state_dict(state: Mapping[str, Tensor], num_layers: int = 6
 
 def _read_hf_weights(directory: Path) -> dict[str, Tensor]:
     st = directory / "model.safetensors"
-    if st.is_file():
-        from safetensors.torch import load_file
-
-        return load_file(str(st), device="cpu")
     pt = directory / "pytorch_model.bin"
-    if pt.is_file():
+    if not st.is_file() and not pt.is_file():
+        raise CheckpointError(f"{directory} has neither model.safetensors nor pytorch_model.bin")
+    try:
+        if st.is_file():
+            from safetensors.torch import load_file
+
+            return load_file(str(st), device="cpu")
         return torch.load(str(pt), map_location="cpu", weights_only=True)
-    raise CheckpointError(f"{directory} has neither model.safetensors nor pytorch_model.bin")
+    except Exception as exc:  # noqa: BLE001 - any reader failure means a bad file
+        bad = st if st.is_file() else pt
+        raise CheckpointError(f"cannot read {bad} (truncated or not a WavLM checkpoint?): {exc}") from None
+
+
+def hf_wavlm_folder(source: str | Path) -> Path:
+    """A local Hugging Face WavLM folder (``config.json`` + weights) for ``source``: the folder
+    itself, or the files of Hub repo ``source`` (e.g. ``microsoft/wavlm-large``) fetched with
+    the package's Hub downloader (a :class:`~focalcodec.errors.HubError` naming the repo when
+    it cannot be reached)."""
+    directory = Path(source)
+    if directory.is_dir():
+        return directory
+    text = str(source)
+    if text.count("/") != 1 or not all(text.split("/")):
+        raise CheckpointError(
+            f"{text!r} is neither a local WavLM folder nor a Hub repo id such as microsoft/wavlm-large"
+        )
+    from ..hub import _hub_download
+
+    config = _hub_download(text, "config.json")
+    if config is None:
+        raise CheckpointError(f"Hugging Face repo {text!r} has no config.json (not a WavLM model?)")
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if _hub_download(text, name) is not None:
+            return config.parent
+    raise CheckpointError(f"Hugging Face repo {text!r} has neither model.safetensors nor pytorch_model.bin")
 
 
 def load_hf_wavlm(
@@ -146,11 +174,7 @@ def load_hf_wavlm(
     weights) or a Hub repo id such as ``microsoft/wavlm-large`` (downloaded with
     ``huggingface_hub``). ``overrides`` go to the :class:`WavLM` constructor (e.g.
     ``causal=True`` to start a causal student)."""
-    directory = Path(source)
-    if not directory.is_dir():
-        from huggingface_hub import snapshot_download
-
-        directory = Path(snapshot_download(str(source), allow_patterns=["config.json", "*.safetensors", "*.bin"]))
+    directory = hf_wavlm_folder(source)
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{directory} has no config.json (expected a Hugging Face WavLM folder)")
