@@ -111,6 +111,22 @@ def test_causal_chunks_equal_one_offline_pass() -> None:
     np.testing.assert_allclose(audio, offline, atol=1e-5)
 
 
+def test_fit_length_cuts_or_pads_as_asked() -> None:
+    """The one fit-to-length helper: zeros or the last sample repeated, tensors and arrays alike."""
+    from focalcodec.audio import fit_length
+
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert torch.equal(fit_length(x, 2), x[:, :2])
+    assert torch.equal(fit_length(x, 5), torch.tensor([[1.0, 2, 3, 0, 0], [4, 5, 6, 0, 0]]))
+    assert torch.equal(fit_length(x, 5, "edge"), torch.tensor([[1.0, 2, 3, 3, 3], [4, 5, 6, 6, 6]]))
+    assert torch.equal(fit_length(torch.zeros(0), 3, "edge"), torch.zeros(3))
+    np.testing.assert_array_equal(fit_length(np.arange(3.0), 5, "edge"), [0, 1, 2, 2, 2])
+    np.testing.assert_array_equal(fit_length(np.arange(3.0), 4), [0, 1, 2, 0])
+    np.testing.assert_array_equal(fit_length(np.zeros(0), 2, "edge"), [0, 0])
+    with pytest.raises(ValueError, match="pad"):
+        fit_length(x, 4, "reflect")
+
+
 def test_windowing_validation() -> None:
     with pytest.raises(InputError, match="at least 1 s"):
         Windowing(window=0.5)

@@ -27,6 +27,7 @@ __all__ = [
     "AudioWriter",
     "audio_info",
     "check_signal",
+    "fit_length",
     "load_audio",
     "read_audio",
     "resample",
@@ -112,6 +113,24 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     import soxr
 
     return soxr.resample(x, rate_in, rate_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def fit_length(x: Tensor | np.ndarray, length: int, pad: str = "zeros") -> Tensor | np.ndarray:
+    """``x (..., N)`` (tensor or array) cut or extended to ``(..., length)`` along its last axis.
+
+    ``pad="zeros"`` extends with zeros; ``pad="edge"`` repeats the last sample (zeros for an
+    empty input), the reference's ``output_length`` convention for decoded audio."""
+    if pad not in ("zeros", "edge"):
+        raise ValueError(f"pad must be 'zeros' or 'edge', got {pad!r}")
+    n = x.shape[-1]
+    if n >= length:
+        return x[..., :length]
+    if isinstance(x, Tensor):
+        if pad == "edge" and n:
+            return torch.cat([x, x[..., -1:].expand(*x.shape[:-1], length - n)], dim=-1)
+        return torch.cat([x, x.new_zeros(*x.shape[:-1], length - n)], dim=-1)
+    widths = [(0, 0)] * (x.ndim - 1) + [(0, length - n)]
+    return np.pad(x, widths, mode="edge" if pad == "edge" and n else "constant")
 
 
 def check_signal(sig: Tensor, what: str = "audio") -> Tensor:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .audio import fit_length
 from .config import MAX_PARAMS, FocalCodecConfig
 from .errors import ConfigError, InputError
 from .hub import load_state_dict, load_weights_file, resolve_checkpoint, save_checkpoint, state_dict_sha256
@@ -64,16 +65,6 @@ def _state(state: State) -> State | None:
     if state is None or (isinstance(state, (tuple, list)) and len(state) == 0):
         return None
     return state
-
-
-def _fit_length(sig: Tensor, length: int) -> Tensor:
-    """Truncate, or right-pad by repeating the last sample, to ``length`` samples."""
-    n = sig.shape[-1]
-    if n >= length:
-        return sig[..., :length]
-    if n == 0:
-        return sig.new_zeros(*sig.shape[:-1], length)
-    return torch.cat([sig, sig[..., -1:].expand(*sig.shape[:-1], length - n)], dim=-1)
 
 
 class FocalCodec(nn.Module):
@@ -278,7 +269,7 @@ class FocalCodec(nn.Module):
         if matching_set is not None:
             qfeats = self.knn(qfeats, matching_set.to(qfeats), topk, num_splits).mean(dim=-2)
         sig, gs = self._stage("decoder", qfeats, gs, stream)
-        return (sig if output_length is None else _fit_length(sig, int(output_length))), gs
+        return (sig if output_length is None else fit_length(sig, int(output_length), "edge")), gs
 
     def sig_to_feats(
         self, sig: Tensor, encoder_state: State = (), length: Tensor | None = None, return_state: bool = False

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .audio import SEEKABLE_FORMATS, AudioError, AudioFileSamples, load_audio, resample
+from .audio import SEEKABLE_FORMATS, AudioError, AudioFileSamples, fit_length, load_audio, resample
 from .bitstream import BitstreamError, CompressedAudio
 from .errors import InputError, OutputError
 from .limits import check_sample_rate
@@ -147,13 +147,6 @@ def _as_signal(source: Source, sample_rate: int | None, model_rate: int) -> tupl
     return x, rate, frames
 
 
-def _fit(sig: Tensor, length: int) -> Tensor:
-    """Truncate or zero-pad ``(N,)`` to ``length`` samples (resampler rounding)."""
-    if sig.shape[0] >= length:
-        return sig[:length]
-    return torch.cat([sig, sig.new_zeros(length - sig.shape[0])])
-
-
 def model_signal(
     source: Source, codec: Any, sample_rate: int | None = None
 ) -> tuple[Tensor | AudioFileSamples, int, int]:
@@ -169,7 +162,7 @@ def model_signal(
             f"audio is too short: {num_samples} samples at {orig_rate} Hz is less than one sample at {rate_in} Hz"
         )
     if isinstance(sig, Tensor):
-        sig = _fit(sig, n_model)
+        sig = fit_length(sig, n_model)  # the resampler's rounding
     return sig, orig_rate, num_samples
 
 

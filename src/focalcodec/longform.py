@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from .audio import AudioFileSamples
+from .audio import AudioFileSamples, fit_length
 from .errors import InputError
 from .windowing import DEFAULT, Windowing
 
@@ -56,14 +56,6 @@ def _device(codec) -> torch.device:
 def output_length(codec, num_samples: int) -> int:
     """Samples at ``sample_rate_output`` for ``num_samples`` input samples: ``floor(N*out/in)``."""
     return int(num_samples) * codec.sample_rate_output // codec.sample_rate_input
-
-
-def _fit(sig: Tensor, length: int) -> Tensor:
-    """Truncate, or extend by repeating the last sample, to ``length`` samples."""
-    n = sig.shape[-1]
-    if n >= length:
-        return sig[:length]
-    return torch.cat([sig, sig[-1:].expand(length - n)])
 
 
 def _windows(num_tokens: int, core: int, left: int, right: int) -> list[tuple[int, int, int, int]]:
@@ -238,4 +230,4 @@ def decode_long(codec, tokens: Tensor, num_samples: int | None = None, windowing
         raise RuntimeError(f"internal error: decoded {pos} samples, expected {natural}")
     if num_samples is None:
         return out
-    return _fit(out, output_length(codec, num_samples))
+    return fit_length(out, output_length(codec, num_samples), "edge")

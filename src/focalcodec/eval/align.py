@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..audio import fit_length
 from ..errors import InputError
 
 __all__ = ["Delay", "align_pair", "compensate", "estimate_delay"]
@@ -129,4 +130,4 @@ def align_pair(ref: np.ndarray, hyp: np.ndarray, delay: int) -> tuple[np.ndarray
 def compensate(hyp: np.ndarray, delay: int, length: int) -> np.ndarray:
     """``hyp`` advanced by ``delay`` samples, cut or zero-padded to ``length`` samples."""
     y = hyp[delay:] if delay >= 0 else np.concatenate([np.zeros(-delay, hyp.dtype), hyp])
-    return y[:length] if y.shape[0] >= length else np.pad(y, (0, length - y.shape[0]))
+    return fit_length(y, length)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import resample
+from ..audio import fit_length, resample
 from ..errors import FocalCodecError, InputError
 
 __all__ = [
@@ -178,7 +178,7 @@ class Codec2Codec(Codec):
             _run(["c2dec", self.mode, str(bit), str(dec)])
             y = np.frombuffer(dec.read_bytes(), dtype="<i2").astype(np.float32) / 32768.0
             num_bits = bit.stat().st_size * 8
-        y = np.pad(y, (0, max(0, x8.shape[0] - y.shape[0])))[: x8.shape[0]]
+        y = fit_length(y, x8.shape[0])
         return Reconstruction(
             y, 8000, num_bits=num_bits, file_bits=num_bits, extra={"note": "bits include byte padding per frame"}
         )
@@ -257,7 +257,7 @@ class OpusCodec(Codec):
             y, rate = sf.read(str(dec), dtype="float32", always_2d=True)
         packets = ogg_packet_sizes(data)[2:]  # skip OpusHead and OpusTags
         y = y[:, 0]
-        y = np.pad(y, (0, max(0, x.shape[0] - y.shape[0])))[: x.shape[0]]
+        y = fit_length(y, x.shape[0])
         return Reconstruction(
             y, int(rate), num_bits=8 * sum(packets), file_bits=8 * len(data), extra={"packets": len(packets)}
         )

@@ -39,6 +39,7 @@ import numpy as np
 from ..audio import load_audio
 from ..errors import InputError
 from ..outputs import check_targets, open_output, output_path, write_text
+from .align import compensate
 
 __all__ = [
     "ANCHORS",
@@ -89,10 +90,6 @@ def _token(secret: str, *parts: str) -> str:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _fit(y: np.ndarray, n: int) -> np.ndarray:
-    return y[:n] if y.shape[0] >= n else np.pad(y, (0, n - y.shape[0]))
 
 
 @dataclass
@@ -204,9 +201,7 @@ def build_test(
             for s in systems:
                 row = item.rows[s]
                 y = load_audio(run / "audio" / row["audio"], SAMPLE_RATE).numpy()
-                d = int(row.get("delay_samples", 0))
-                y = y[d:] if d >= 0 else np.concatenate([np.zeros(-d, np.float32), y])
-                signals[s] = _fit(y, ref.shape[0])
+                signals[s] = compensate(y, int(row.get("delay_samples", 0)), ref.shape[0])
             gains = {}
             for name, x in signals.items():
                 level = _loudness(x)
