@@ -133,13 +133,36 @@ def fit_length(x: Tensor | np.ndarray, length: int, pad: str = "zeros") -> Tenso
     return np.pad(x, widths, mode="edge" if pad == "edge" and n else "constant")
 
 
-def check_signal(sig: Tensor, what: str = "audio") -> Tensor:
-    """Raise :class:`InputError` for empty or non-finite signals; return ``sig`` unchanged."""
-    if sig.numel() == 0:
-        raise InputError(f"{what} has no samples")
-    if not torch.isfinite(sig).all():
-        raise InputError(f"{what} contains NaN or infinite samples")
-    return sig
+def check_signal(
+    x: Tensor | np.ndarray | Sequence[float],
+    what: str = "audio",
+    ndim: tuple[int, ...] = (1,),
+    layout: str = "(N,)",
+    allow_empty: bool = False,
+) -> Tensor:
+    """The one validator of samples given in memory: ``x`` (tensor, array or sequence) as a
+    float tensor. Float samples keep their dtype; int16 / int32 PCM is scaled to [-1, 1)
+    (float32). :class:`InputError` naming ``what`` when ``x`` is not numbers, its number of
+    dimensions is not in ``ndim`` (``layout`` says which shapes are accepted), it has no samples
+    (unless ``allow_empty``) or it holds NaN / infinite samples."""
+    if not isinstance(x, Tensor):
+        try:
+            x = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"{what} must be a tensor or array of samples: {exc}") from None
+    if x.ndim not in ndim:
+        raise InputError(f"{what} must be {layout}, got shape {tuple(x.shape)}")
+    if x.numel() == 0 and not allow_empty:
+        raise InputError(f"{what} is empty: no samples (shape {tuple(x.shape)})")
+    if x.dtype == torch.int16:
+        x = x.float() / 32768.0
+    elif x.dtype == torch.int32:
+        x = x.float() / 2147483648.0
+    elif not x.dtype.is_floating_point:
+        raise InputError(f"{what} must be floating point samples (or int16 / int32 PCM), got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise InputError(f"{what} contains NaN or infinite samples; clean the audio first")
+    return x
 
 
 def load_audio(path: str | Path, sample_rate: int = 16000, warn: bool = True) -> Tensor:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .audio import fit_length
+from .audio import check_signal, fit_length
 from .config import MAX_PARAMS, FocalCodecConfig
 from .errors import ConfigError, InputError
 from .hub import load_state_dict, load_weights_file, resolve_checkpoint, save_checkpoint, state_dict_sha256
@@ -501,34 +501,28 @@ class FocalCodec(nn.Module):
 
     # -- batch-invariant interface -----------------------------------------------------------
     def _as_batch(self, x: ArrayLike, what: str, integer: bool = False) -> tuple[Tensor, bool]:
-        if isinstance(x, np.ndarray) or not isinstance(x, Tensor):
-            try:
-                x = torch.as_tensor(np.asarray(x))
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"{what} must be a tensor or array: {exc}") from None
-        if x.ndim not in (1, 2):
-            raise InputError(f"{what} must be 1-D (one item) or 2-D (batch, time), got shape {tuple(x.shape)}")
-        if x.shape[-1] == 0 or x.shape[0] == 0:
-            raise InputError(f"{what} is empty (shape {tuple(x.shape)})")
-        if integer:
+        layout = "1-D (one item) or 2-D (batch, time)"
+        if not integer:
+            x = check_signal(x, what, (1, 2), layout)
+            if x.ndim == 2 and x.shape[1] < self.encoder.downsample_factor and x.shape[0] > 8 * x.shape[1]:
+                # e.g. soundfile's (N, channels) layout: N "items" of 2 samples would run for minutes
+                raise InputError(
+                    f"{what} of shape {tuple(x.shape)} reads as a batch of {x.shape[0]} items of {x.shape[1]} "
+                    f"samples, each shorter than one frame ({self.encoder.downsample_factor} samples): is it "
+                    "(samples, channels)? Pass (batch, samples): mix down with x.mean(axis=1) or transpose with x.T"
+                )
+        else:
+            if not isinstance(x, Tensor):
+                try:
+                    x = torch.as_tensor(np.asarray(x))
+                except (TypeError, ValueError) as exc:
+                    raise InputError(f"{what} must be a tensor or array: {exc}") from None
+            if x.ndim not in (1, 2):
+                raise InputError(f"{what} must be {layout}, got shape {tuple(x.shape)}")
+            if x.numel() == 0:
+                raise InputError(f"{what} is empty (shape {tuple(x.shape)})")
             if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
                 raise InputError(f"{what} must be integers, got {x.dtype}")
-        else:
-            if not (x.dtype.is_floating_point or x.dtype in (torch.int16, torch.int32)):
-                raise InputError(f"{what} must be floating point samples, got {x.dtype}")
-            if x.dtype == torch.int16:
-                x = x.float() / 32768.0
-            elif x.dtype == torch.int32:
-                x = x.float() / 2147483648.0
-            if not torch.isfinite(x).all():
-                raise InputError(f"{what} contains NaN or infinite values; clean the audio before encoding")
-        if not integer and x.ndim == 2 and x.shape[1] < self.encoder.downsample_factor and x.shape[0] > 8 * x.shape[1]:
-            # e.g. soundfile's (N, channels) layout: N "items" of 2 samples would run for minutes
-            raise InputError(
-                f"{what} of shape {tuple(x.shape)} reads as a batch of {x.shape[0]} items of {x.shape[1]} samples, "
-                f"each shorter than one frame ({self.encoder.downsample_factor} samples): is it (samples, channels)? "
-                "Pass (batch, samples): mix down with x.mean(axis=1) or transpose with x.T"
-            )
         one = x.ndim == 1
         return (x[None] if one else x), one
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .audio import SEEKABLE_FORMATS, AudioError, AudioFileSamples, fit_length, load_audio, resample
+from .audio import SEEKABLE_FORMATS, AudioError, AudioFileSamples, check_signal, fit_length, load_audio, resample
 from .bitstream import BitstreamError, CompressedAudio
 from .errors import InputError, OutputError
 from .limits import check_sample_rate
@@ -117,7 +117,7 @@ def _as_signal(source: Source, sample_rate: int | None, model_rate: int) -> tupl
         return sig, rate, frames
     if isinstance(source, (bytes, bytearray)):
         raise InputError("compress takes an audio file path or an array of samples, not bytes")
-    x = source if isinstance(source, Tensor) else torch.as_tensor(np.asarray(source))
+    x = check_signal(source, "audio", (1, 2), "(N,) or (channels, N)")
     rate = check_sample_rate(sample_rate, "sample_rate") if sample_rate is not None else model_rate
     if x.ndim == 2 and x.shape[0] > x.shape[1]:
         raise InputError(
@@ -127,20 +127,8 @@ def _as_signal(source: Source, sample_rate: int | None, model_rate: int) -> tupl
     if x.ndim == 2:  # (C, N) channels first
         if x.shape[0] > 1:
             warnings.warn(f"{x.shape[0]} channels mixed down to mono", stacklevel=3)
-        x = x.float().mean(dim=0) if x.dtype.is_floating_point else x.double().mean(dim=0).to(x.dtype)
-    if x.ndim != 1:
-        raise InputError(f"audio must be (N,) or (channels, N), got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise InputError("audio has no samples")
-    if x.dtype == torch.int16:
-        x = x.float() / 32768.0
-    elif x.dtype == torch.int32:
-        x = x.float() / 2147483648.0
-    elif not x.dtype.is_floating_point:
-        raise InputError(f"samples must be float, int16 or int32, got {x.dtype}")
+        x = x.mean(dim=0)
     x = x.detach().float().cpu()
-    if not torch.isfinite(x).all():
-        raise InputError("audio contains NaN or infinite samples; clean it before encoding")
     frames = x.shape[0]
     if rate != model_rate:
         x = torch.from_numpy(np.ascontiguousarray(resample(x.numpy(), rate, model_rate)))

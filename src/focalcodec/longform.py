@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from .audio import AudioFileSamples, fit_length
+from .audio import AudioFileSamples, check_signal, fit_length
 from .errors import InputError
 from .windowing import DEFAULT, Windowing
 
@@ -70,20 +70,6 @@ def _windows(num_tokens: int, core: int, left: int, right: int) -> list[tuple[in
     return out
 
 
-def _check_signal(sig: Tensor) -> Tensor:
-    if not isinstance(sig, Tensor):
-        sig = torch.as_tensor(sig)
-    if sig.ndim != 1:
-        raise InputError(f"expected one signal of shape (N,), got shape {tuple(sig.shape)}")
-    if sig.numel() == 0:
-        raise InputError("the signal has no samples")
-    if not sig.dtype.is_floating_point:
-        raise InputError(f"samples must be floating point, got {sig.dtype}")
-    if not torch.isfinite(sig).all():
-        raise InputError("the signal contains NaN or infinite samples; clean the audio before encoding")
-    return sig
-
-
 @torch.inference_mode()
 def encode_long(
     codec, sig: Tensor | AudioFileSamples, windowing: Windowing = DEFAULT, progress: Progress | None = None
@@ -104,7 +90,7 @@ def encode_long(
             )
         n = len(sig)
     else:
-        sig = _check_signal(sig)
+        sig = check_signal(sig, "the signal")
         n = sig.shape[0]
     total = int(codec.num_tokens(n))
     if codec.causal:

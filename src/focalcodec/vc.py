@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .audio import AUDIO_EXTENSIONS, load_audio
+from .audio import AUDIO_EXTENSIONS, check_signal, load_audio
 from .errors import InputError
 from .longform import Progress, encode_long, iter_decode, output_length
 from .windowing import DEFAULT, Windowing
@@ -57,6 +57,7 @@ MAX_REFERENCE_SECONDS = 30.0
 KNN_BUDGET_BYTES = 256 * 2**20
 
 PathLike = str | Path
+SOURCE_LAYOUT = "(N,) or (B, N) with N > 0"
 
 
 @dataclass
@@ -198,9 +199,8 @@ def build_speaker_set(
     feats, sources, frames = [], [], []
     for i, item in enumerate(items):
         if isinstance(item, Tensor):
-            sig, name = item.detach().float().reshape(-1), f"<tensor {i}>"
-            if sig.numel() == 0 or not torch.isfinite(sig).all():
-                raise InputError(f"reference {name} is empty or has NaN/inf samples")
+            name = f"<tensor {i}>"
+            sig = check_signal(item.detach().reshape(-1), f"reference {name}").float()
         else:
             sig, name = load_audio(item, model.sample_rate_input), str(item)
         if sig.shape[0] < model.encoder.receptive_field:
@@ -275,9 +275,7 @@ def _source_tokens(
     from .compression import model_signal
 
     if isinstance(source, Tensor):
-        sig = source.detach().float().cpu().reshape(-1) if source.ndim == 1 else None
-        if sig is None or sig.numel() == 0:
-            raise InputError(f"source must be (N,) or (B, N) with N > 0, got shape {tuple(source.shape)}")
+        sig = check_signal(source.detach(), "source", layout=SOURCE_LAYOUT).float().cpu()
         n = sig.shape[0]
     else:
         sig, orig, num = model_signal(source, codec)
@@ -362,12 +360,8 @@ def convert(
     processed window by window (see :func:`iter_convert`); to write a long conversion without
     holding it, use :func:`convert_to_file`.
     """
-    if isinstance(source, Tensor) and source.ndim == 2:
-        if source.shape[0] == 0 or source.shape[1] == 0:
-            raise InputError(f"source must be (N,) or (B, N) with N > 0, got shape {tuple(source.shape)}")
+    if isinstance(source, Tensor) and check_signal(source, "source", (1, 2), SOURCE_LAYOUT).ndim == 2:
         return torch.stack([convert(codec, row, target, topk, num_splits, windowing) for row in source])
-    if isinstance(source, Tensor) and source.ndim != 1:
-        raise InputError(f"source must be (N,) or (B, N) with N > 0, got shape {tuple(source.shape)}")
     return torch.cat(list(iter_convert(codec, source, target, topk, num_splits, windowing)))
 
 

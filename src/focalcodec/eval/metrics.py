@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..audio import resample
+from ..audio import check_signal, resample
 from ..errors import FocalCodecError, InputError
 from ..timing import real_time_factor  # the one RTF definition (processing / audio time)
 from .stats import bootstrap_ci, bootstrap_indices, finite, percentile_interval
@@ -69,16 +69,12 @@ class MetricUnavailable(FocalCodecError, RuntimeError):
 
 def as_mono(x: Signal, what: str) -> np.ndarray:
     """``(N,)`` or ``(1, N)`` tensor/array -> contiguous ``(N,)`` float32 array (finite, non-empty)."""
-    arr = x.detach().cpu().float().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
-    if arr.ndim == 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 1:
-        raise InputError(f"{what} must be a 1-D signal (N,), got shape {tuple(arr.shape)}")
-    if arr.size == 0:
-        raise InputError(f"{what} has no samples")
-    if not np.isfinite(arr).all():
-        raise InputError(f"{what} contains NaN or infinite samples")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    x = check_signal(x.detach().cpu() if isinstance(x, Tensor) else x, what, (1, 2), "a 1-D signal (N,)")
+    if x.ndim == 2:
+        if x.shape[0] != 1:
+            raise InputError(f"{what} must be a 1-D signal (N,), got shape {tuple(x.shape)}")
+        x = x[0]
+    return np.ascontiguousarray(x.float().numpy())
 
 
 class Metric(abc.ABC):
