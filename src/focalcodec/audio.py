@@ -3,10 +3,14 @@ count, validate, mix down, resample (soxr); write WAV/FLAC.
 
 ``load_audio(path, sample_rate) -> (N,) float32 tensor`` at ``sample_rate``;
 ``AudioFileSamples(path)``: the same samples read on demand (``src[a:b]``), for long files.
+
+The signal helpers every part shares, one of each: :func:`check_signal` (samples given in
+memory), :func:`fit_length`, :func:`crossfade` and :func:`mel_filter_bank`.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,8 +31,10 @@ __all__ = [
     "AudioWriter",
     "audio_info",
     "check_signal",
+    "crossfade",
     "fit_length",
     "load_audio",
+    "mel_filter_bank",
     "read_audio",
     "resample",
     "save_audio",
@@ -131,6 +137,56 @@ def fit_length(x: Tensor | np.ndarray, length: int, pad: str = "zeros") -> Tenso
         return torch.cat([x, x.new_zeros(*x.shape[:-1], length - n)], dim=-1)
     widths = [(0, 0)] * (x.ndim - 1) + [(0, length - n)]
     return np.pad(x, widths, mode="edge" if pad == "edge" and n else "constant")
+
+
+def crossfade(tail: Tensor, head: Tensor) -> Tensor:
+    """The one cross-fade: ``tail (..., n)`` fading out over ``head (..., n)`` fading in, with
+    linear weights ``(k + 0.5) / n`` (the two weights sum to 1 at every sample) -> ``(..., n)``."""
+    n = head.shape[-1]
+    ramp = (torch.arange(n, dtype=head.dtype, device=head.device) + 0.5) / max(1, n)
+    return tail * (1.0 - ramp) + head * ramp
+
+
+def _hz_to_mel(f: Tensor, scale: str) -> Tensor:
+    if scale == "htk":
+        return 2595.0 * torch.log10(1.0 + f / 700.0)
+    lin = 3.0 * f / 200.0  # Slaney: linear below 1 kHz, logarithmic above
+    log = 15.0 + torch.log(f.clamp(min=1e-10) / 1000.0) * (27.0 / math.log(6.4))
+    return torch.where(f >= 1000.0, log, lin)
+
+
+def _mel_to_hz(m: Tensor, scale: str) -> Tensor:
+    if scale == "htk":
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    lin = 200.0 * m / 3.0
+    log = 1000.0 * torch.exp((m - 15.0) * (math.log(6.4) / 27.0))
+    return torch.where(m >= 15.0, log, lin)
+
+
+def mel_filter_bank(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    scale: str = "slaney",
+) -> Tensor:
+    """The one mel filter bank: triangular filters with Slaney (area) normalisation on the
+    ``"slaney"`` mel scale (the training recipe's mel loss) or the ``"htk"`` one (the log-mel
+    distance metric), from ``f_min`` to ``f_max`` (default: Nyquist) Hz ->
+    ``(n_fft // 2 + 1, n_mels)`` float32 (``power.T @ bank`` gives mel bands)."""
+    if scale not in ("slaney", "htk"):
+        raise ValueError(f"scale must be 'slaney' or 'htk', got {scale!r}")
+    f_max = sample_rate / 2.0 if f_max is None else f_max
+    freqs = torch.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1, dtype=torch.float64)
+    lo, hi = (_hz_to_mel(torch.tensor(float(f), dtype=torch.float64), scale) for f in (f_min, f_max))
+    hz = _mel_to_hz(torch.linspace(float(lo), float(hi), n_mels + 2, dtype=torch.float64), scale)
+    widths = hz[1:] - hz[:-1]  # (n_mels + 1,)
+    slopes = hz[None, :] - freqs[:, None]  # (F, n_mels + 2)
+    down = -slopes[:, :-2] / widths[:-1]
+    up = slopes[:, 2:] / widths[1:]
+    bank = torch.clamp(torch.minimum(down, up), min=0.0)
+    return (bank * (2.0 / (hz[2:] - hz[:-2]))[None, :]).float()
 
 
 def check_signal(

@@ -43,7 +43,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -52,9 +51,10 @@ from torch import Tensor
 
 from .audio import AUDIO_EXTENSIONS, load_audio
 from .errors import FocalCodecError, InputError
-from .limits import read_text_input
+from .inputs import audio_files, manifest_base, read_rows
 from .longform import encode_long
 from .outputs import output_path, write_text
+from .runtime import Distributed
 from .windowing import DEFAULT, Windowing
 
 __all__ = [
@@ -106,50 +106,11 @@ class CorpusItem:
     duration: float | None = None
 
 
-def _manifest_rows(manifest: Path) -> list[dict[str, str]]:
-    """Rows of a ``.tsv``/``.csv`` (with a header), ``.jsonl`` or plain list (one path a line)."""
-    suffix = manifest.suffix.lower()
-    text = read_text_input(manifest, "manifest")
-    if suffix in (".tsv", ".csv"):
-        reader = csv.DictReader(text.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
-        columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-        if not any(c in columns for c in _PATH_COLUMNS):
-            raise InputError(
-                f"manifest {manifest} has no path column (one of {', '.join(_PATH_COLUMNS)}); "
-                f"its header is: {', '.join(columns) or '(empty)'}"
-            )
-        return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
-    if suffix in (".jsonl", ".ndjson"):
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"manifest {manifest}, line {n}: not JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"manifest {manifest}, line {n}: expected a JSON object")
-            rows.append({str(k).lower(): "" if v is None else str(v) for k, v in row.items()})
-        return rows
-    return [{"path": line.strip()} for line in text.splitlines() if line.strip() and not line.startswith("#")]
-
-
 def _pick(row: Mapping[str, str], names: Sequence[str]) -> str:
     for name in names:
         if row.get(name):
             return row[name]
     return ""
-
-
-def _manifest_base(manifest: Path, first: str) -> Path:
-    """The folder relative paths are read from: the manifest's folder, or the nearest folder
-    above it in which the first relative path exists (manifests often sit in a sub-folder)."""
-    start = manifest.resolve().parent
-    for base in (start, *start.parents):
-        if (base / first).exists():
-            return base
-    return start
 
 
 def list_corpus(data: PathLike, root: PathLike | None = None) -> list[CorpusItem]:
@@ -166,23 +127,24 @@ def list_corpus(data: PathLike, root: PathLike | None = None) -> list[CorpusItem
     data = Path(data)
     items: list[CorpusItem] = []
     if data.is_dir():
-        exts = tuple(e.lower() for e in AUDIO_EXTENSIONS)
-        found = sorted(
-            (p.relative_to(data).as_posix(), p) for p in data.rglob("*") if p.suffix.lower() in exts and p.is_file()
-        )
-        for rel, p in found:
+        for p in audio_files(data):
+            rel = p.relative_to(data).as_posix()
             items.append(CorpusItem(id=rel.rsplit(".", 1)[0], path=rel, file=str(p)))
         if not items:
             raise InputError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found below {data}")
     elif data.is_file():
         if data.suffix.lower() in AUDIO_EXTENSIONS:
             raise InputError(f"{data} is an audio file; pass a folder of audio files or a manifest listing them")
-        rows = _manifest_rows(data)
+        rows = read_rows(data)
         if not rows:
             raise InputError(f"manifest {data} lists no files")
+        if not any(c in rows[0] for c in _PATH_COLUMNS):
+            raise InputError(
+                f"manifest {data} has no path column (one of {', '.join(_PATH_COLUMNS)}); "
+                f"its header is: {', '.join(rows[0]) or '(empty)'}"
+            )
         paths = [_pick(r, _PATH_COLUMNS) for r in rows]
-        first_rel = next((p for p in paths if p and not Path(p).is_absolute()), None)
-        base = Path(root) if root is not None else (_manifest_base(data, first_rel) if first_rel else data.parent)
+        base = Path(root) if root is not None else manifest_base(data, paths)
         for n, (row, path) in enumerate(zip(rows, paths, strict=False), 1):
             if not path:
                 raise InputError(f"manifest {data}, row {n}: empty path")
@@ -261,61 +223,6 @@ def _sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Distributed set-up (torchrun)
-# ---------------------------------------------------------------------------------------------
-class _Dist:
-    """Rank and world size from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK,
-    MASTER_ADDR/PORT). Starts the process group if needed (gloo on CPU, nccl on CUDA) and keeps a
-    gloo group for gathering the shard markers, which are Python objects."""
-
-    def __init__(self, device: str, timeout_hours: float) -> None:
-        import torch.distributed as dist
-
-        self.dist = dist
-        self.owned = False
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if dist.is_available() and dist.is_initialized():
-            self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        elif world > 1:
-            backend = "nccl" if device.startswith("cuda") and dist.is_nccl_available() else "gloo"
-            dist.init_process_group(backend, timeout=timedelta(hours=timeout_hours))
-            self.owned = True
-            self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        else:
-            self.rank, self.world = 0, 1
-        self.group = None
-        if self.world > 1:
-            self.group = dist.new_group(backend="gloo", timeout=timedelta(hours=timeout_hours))
-
-    def all_gather(self, obj: Any) -> list[Any]:
-        if self.world == 1:
-            return [obj]
-        out: list[Any] = [None] * self.world
-        self.dist.all_gather_object(out, obj, group=self.group)
-        return out
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            self.dist.barrier(group=self.group)
-
-    def close(self) -> None:
-        if self.owned:
-            self.dist.destroy_process_group()
-
-
-def _rank_device(device: str) -> str:
-    """``cuda`` under torchrun means this process's GPU, ``cuda:LOCAL_RANK`` (made current)."""
-    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    from .cli.common import check_device
-
-    checked = check_device(device)
-    if checked.type == "cuda":
-        torch.cuda.set_device(checked)
-    return device
 
 
 # ---------------------------------------------------------------------------------------------
@@ -737,8 +644,8 @@ def tokenize_corpus(
     started = time.perf_counter()
     out = Path(out)
     items = list(data) if isinstance(data, (list, tuple)) else list_corpus(data, root)
-    device = _rank_device(str(device))
-    dist = _Dist(device, dist_timeout_hours)
+    dist = Distributed(str(device), timeout_hours=dist_timeout_hours)
+    device = dist.device
     try:
         if isinstance(model, (str, Path)):
             from .codec import FocalCodec

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from .audio import AudioFileSamples, check_signal, fit_length
+from .audio import AudioFileSamples, check_signal, crossfade, fit_length
 from .errors import InputError
 from .windowing import DEFAULT, Windowing
 
@@ -181,8 +181,7 @@ def iter_decode(
     hop = _out_samples_per_token(codec)
     natural = total * hop
     half = int(round(windowing.crossfade * codec.sample_rate_output)) // 2
-    fade = (torch.arange(2 * half, dtype=torch.float32) + 0.5) / max(1, 2 * half)  # rising ramp
-    pending: Tensor | None = None  # fading-out tail of the previous window, at [boundary - half, boundary + half)
+    pending: Tensor | None = None  # the previous window's audio at [boundary - half, boundary + half)
     for start, a, b, end in _windows(total, core, left, right):
         audio = synth(toks[start:end])
         base = start * hop
@@ -190,11 +189,11 @@ def iter_decode(
         hi = b * hop - half if b < total else natural
         block = audio[lo - base : hi - base].clone()
         if pending is not None and half:
-            block[: 2 * half] = block[: 2 * half] * fade + pending
+            block[: 2 * half] = crossfade(pending, block[: 2 * half])
         _report(progress, block.shape[0] / codec.sample_rate_output)
         yield block
         if b < total:
-            pending = audio[hi - base : hi - base + 2 * half] * (1.0 - fade)
+            pending = audio[hi - base : hi - base + 2 * half].clone()
 
 
 def decode_long(codec, tokens: Tensor, num_samples: int | None = None, windowing: Windowing = DEFAULT) -> Tensor:

@@ -31,8 +31,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .audio import AUDIO_EXTENSIONS, check_signal, load_audio
+from .audio import check_signal, load_audio
 from .errors import InputError
+from .inputs import expand_inputs
 from .longform import Progress, encode_long, iter_decode, output_length
 from .windowing import DEFAULT, Windowing
 
@@ -158,9 +159,7 @@ class SpeakerSet:
 
 def reference_files(paths: Sequence[PathLike]) -> list[Path]:
     """Files as given plus, for directories, every audio file below them (sorted)."""
-    from .cli.common import expand_inputs
-
-    return expand_inputs([str(p) for p in paths], AUDIO_EXTENSIONS)
+    return expand_inputs(paths)
 
 
 @torch.inference_mode()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..errors import InputError
+from ..inputs import expand_inputs
 from ..outputs import check_targets
 from . import message
 from .common import (
@@ -19,7 +20,6 @@ from .common import (
     add_output_rate_option,
     add_quiet_option,
     add_window_option,
-    expand_inputs,
 )
 
 Job = tuple[Path, Path]
