@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +32,15 @@ __all__ = [
     "audio_info",
     "check_signal",
     "crossfade",
+    "fit_blocks",
     "fit_length",
     "load_audio",
     "mel_filter_bank",
     "read_audio",
     "resample",
+    "resample_blocks",
     "save_audio",
+    "save_blocks",
 ]
 
 
@@ -354,6 +357,44 @@ class _StreamResampler:
         if self.stream is None:
             return x
         return self.stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
+
+
+def fit_blocks(blocks: Iterable[np.ndarray], length: int) -> Iterator[np.ndarray]:
+    """:func:`fit_length` (``pad="edge"``) for audio that comes in blocks: the first ``length``
+    samples of ``blocks``, extended by repeating the last sample if they run short."""
+    pos, last = 0, np.zeros(1, dtype=np.float32)
+    for block in blocks:
+        block = block[: length - pos]
+        if block.size:
+            yield block
+            pos += block.size
+            last = block[-1:]
+    if pos < length:
+        yield np.repeat(last, length - pos)
+
+
+def resample_blocks(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int, length: int) -> Iterator[np.ndarray]:
+    """Blocks at ``rate_in`` resampled as they come (the same samples as one :func:`resample`
+    call over the whole signal), exactly ``length`` samples at ``rate_out`` (:func:`fit_blocks`)."""
+    resample = _StreamResampler(rate_in, rate_out)
+
+    def resampled() -> Iterator[np.ndarray]:
+        for block in blocks:
+            yield resample(block)
+        yield resample(np.zeros(0, dtype=np.float32), last=True)
+
+    yield from fit_blocks(resampled(), length)
+
+
+def save_blocks(
+    path: str | Path, blocks: Iterable[np.ndarray], sample_rate: int, force: bool = False, inputs: Sequence = ()
+) -> Path:
+    """:func:`save_audio` for audio that comes in blocks (never held whole): one 16-bit
+    WAV/FLAC file through :class:`AudioWriter` (atomic; nothing is left if a block fails)."""
+    with AudioWriter(path, sample_rate, force=force, inputs=inputs) as writer:
+        for block in blocks:
+            writer.write(block)
+    return Path(path)
 
 
 class AudioReader:

@@ -79,9 +79,6 @@ def header_size(name_len: int, version: int = FORMAT_VERSION) -> int:
     return _PREFIX.size + name_len + _FIELDS[version].size + _CRC.size
 
 
-MIN_HEADER_SIZE = header_size(1, 1)
-
-
 class BitstreamError(FocalCodecError, ValueError):
     """A ``.fc`` file (or bytes) that cannot be decoded, or a stream that cannot be written."""
 

@@ -20,12 +20,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .audio import SEEKABLE_FORMATS, AudioError, AudioFileSamples, check_signal, fit_length, load_audio, resample
+from .audio import (
+    SEEKABLE_FORMATS,
+    AudioFileSamples,
+    check_signal,
+    fit_blocks,
+    fit_length,
+    load_audio,
+    resample,
+    resample_blocks,
+    save_blocks,
+)
 from .bitstream import BitstreamError, CompressedAudio
 from .errors import InputError, OutputError
 from .limits import check_sample_rate
 from .longform import DEFAULT, Progress, Windowing, encode_long, iter_decode, output_length
-from .outputs import check_targets, output_path, write_bytes
+from .outputs import check_targets, write_bytes
 
 __all__ = [
     "Decompressed",
@@ -244,30 +254,6 @@ def decode_stream(
     return Decompressed(audio, rate)
 
 
-def exact_blocks(blocks: Iterator[np.ndarray], length: int) -> Iterator[np.ndarray]:
-    """The first ``length`` samples of ``blocks``, extended by repeating the last sample if
-    they run short (the reference's ``output_length`` convention)."""
-    pos, last = 0, np.zeros(1, dtype=np.float32)
-    for block in blocks:
-        block = block[: length - pos]
-        if block.size:
-            yield block
-            pos += block.size
-            last = block[-1:]
-    if pos < length:
-        yield np.repeat(last, length - pos)
-
-
-def resample_blocks(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -> Iterator[np.ndarray]:
-    """Streaming soxr (the same output as one ``resample`` call over the whole signal)."""
-    import soxr
-
-    resampler = soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
-    for block in blocks:
-        yield resampler.resample_chunk(np.ascontiguousarray(block, dtype=np.float32), last=False)
-    yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-
-
 def _prepare_decode(
     stream: CompressedAudio, model: ModelLike | None, output_rate: int | str | None, check_weights: bool
 ) -> tuple[Any, int]:
@@ -285,30 +271,10 @@ def _audio_blocks(
     ``floor(num_samples * rate / original_rate)`` samples in all; one window in memory.
     ``stream`` must have passed :meth:`CompressedAudio.check_model` for ``codec``."""
     model_blocks = (b.numpy() for b in iter_decode(codec, torch.from_numpy(stream.tokens), windowing, progress))
-    blocks = exact_blocks(model_blocks, output_length(codec, stream.model_num_samples))
+    blocks = fit_blocks(model_blocks, output_length(codec, stream.model_num_samples))
     if rate != codec.sample_rate_output:
-        blocks = resample_blocks(blocks, codec.sample_rate_output, rate)
-    yield from exact_blocks(blocks, stream.output_samples(rate))
-
-
-def write_audio_blocks(
-    path: str | Path, blocks: Iterable[np.ndarray], rate: int, force: bool = False, inputs: Sequence[str | Path] = ()
-) -> Path:
-    """Write float32 blocks as one 16-bit WAV / FLAC file (format from the suffix) through
-    :func:`~focalcodec.outputs.output_path`: nothing is left behind if decoding or writing fails."""
-    import soundfile as sf
-
-    path = Path(path)
-    fmt = {".wav": "WAV", ".flac": "FLAC"}.get(path.suffix.lower())
-    if fmt is None:
-        raise AudioError(f"cannot write {path}: use a .wav or .flac file name")
-    with (
-        output_path(path, force, inputs) as tmp,
-        sf.SoundFile(str(tmp), "w", rate, 1, subtype="PCM_16", format=fmt) as f,
-    ):
-        for block in blocks:
-            f.write(np.clip(block, -1.0, 1.0))
-    return path
+        blocks = resample_blocks(blocks, codec.sample_rate_output, rate, stream.output_samples(rate))
+    yield from blocks
 
 
 def decompress_to_file(
@@ -331,7 +297,7 @@ def decompress_to_file(
     stream = _as_stream(source)
     codec, rate = _prepare_decode(stream, model, output_rate, check_weights)
     blocks = _audio_blocks(stream, codec, rate, windowing, progress)
-    write_audio_blocks(path, blocks, rate, force=overwrite, inputs=inputs)
+    save_blocks(path, blocks, rate, force=overwrite, inputs=inputs)
     return path, stream.output_samples(rate), rate
 
 
@@ -358,8 +324,8 @@ def tokens_to_file(
     blocks: Iterable[np.ndarray] = (b.numpy() for b in iter_decode(codec, toks, windowing, progress))
     if rate != native:
         num = num * rate // native
-        blocks = exact_blocks(resample_blocks(blocks, native, rate), num)
-    write_audio_blocks(path, blocks, rate, force=overwrite, inputs=inputs)
+        blocks = resample_blocks(blocks, native, rate, num)
+    save_blocks(path, blocks, rate, force=overwrite, inputs=inputs)
     return path, num, rate
 
 
@@ -383,5 +349,5 @@ def decompress(
     path = _check_output(output, overwrite)
     result = decode_stream(_as_stream(source), model, output_rate, windowing, check_weights, max_bytes)
     if path is not None:
-        write_audio_blocks(path, [result.audio.numpy()], result.sample_rate, force=overwrite)
+        save_blocks(path, [result.audio.numpy()], result.sample_rate, force=overwrite)
     return result

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .audio import check_signal, load_audio
+from .audio import check_signal, fit_blocks, load_audio, resample_blocks, save_blocks
 from .errors import InputError
 from .inputs import expand_inputs
 from .longform import Progress, encode_long, iter_decode, output_length
@@ -303,8 +303,6 @@ class _Conversion:
 
     def blocks(self) -> Iterator:
         """float32 numpy blocks, exactly ``num_samples`` in all."""
-        from .compression import exact_blocks
-
         with torch.inference_mode():
             decoded = iter_decode(
                 self.codec,
@@ -315,7 +313,7 @@ class _Conversion:
                 topk=self.topk,
                 num_splits=self.num_splits,
             )
-            yield from exact_blocks((b.numpy() for b in decoded), self.num_samples)
+            yield from fit_blocks((b.numpy() for b in decoded), self.num_samples)
 
 
 @torch.inference_mode()
@@ -380,7 +378,6 @@ def convert_to_file(
     """:func:`convert` written to a WAV/FLAC file window by window (never held whole), through
     :func:`focalcodec.outputs.output_path` (refuses an existing file without ``overwrite``,
     and the source itself always). Returns ``(path, num_samples, sample_rate)``."""
-    from .compression import exact_blocks, resample_blocks, write_audio_blocks
     from .limits import check_sample_rate
     from .outputs import check_targets
 
@@ -392,5 +389,5 @@ def convert_to_file(
     blocks, num = job.blocks(), job.num_samples
     if rate != native:
         num = num * rate // native
-        blocks = exact_blocks(resample_blocks(blocks, native, rate), num)
-    return write_audio_blocks(output, blocks, rate, force=overwrite, inputs=inputs), num, rate
+        blocks = resample_blocks(blocks, native, rate, num)
+    return save_blocks(output, blocks, rate, force=overwrite, inputs=inputs), num, rate

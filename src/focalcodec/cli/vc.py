@@ -140,8 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _stream(codec, speaker, args: argparse.Namespace) -> tuple[int, int]:
     """Convert through the streaming decoder, one chunk at a time, writing as it goes."""
-    from ..audio import load_audio
-    from ..compression import exact_blocks, resample_blocks, write_audio_blocks
+    from ..audio import fit_blocks, load_audio, resample_blocks, save_blocks
     from ..streaming import StreamCodec
 
     sig = load_audio(args.source, codec.sample_rate_input)
@@ -154,9 +153,9 @@ def _stream(codec, speaker, args: argparse.Namespace) -> tuple[int, int]:
             yield sc.push(sig[s : s + step])[1].numpy()
         yield sc.flush()[1].numpy()
 
-    audio, rate = exact_blocks(blocks(), num), codec.sample_rate_output
+    audio, rate = fit_blocks(blocks(), num), codec.sample_rate_output
     if args.output_rate is not None and args.output_rate != rate:
-        num, audio = num * args.output_rate // rate, resample_blocks(audio, rate, args.output_rate)
-        audio, rate = exact_blocks(audio, num), args.output_rate
-    write_audio_blocks(args.output, audio, rate, force=args.force, inputs=[args.source])
+        num = num * args.output_rate // rate
+        audio, rate = resample_blocks(audio, rate, args.output_rate, num), args.output_rate
+    save_blocks(args.output, audio, rate, force=args.force, inputs=[args.source])
     return num, rate

@@ -88,10 +88,6 @@ def _token(secret: str, *parts: str) -> str:
     return hashlib.sha256("\x00".join((secret, *parts)).encode()).hexdigest()[:16]
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
 @dataclass
 class _Item:
     id: str
