@@ -9,7 +9,7 @@ import torch
 from conftest import FIXTURE_NAMES, FIXTURES, fixture_model
 
 from focalcodec import FocalCodec, InputError
-from focalcodec.longform import Windowing, decode_long, encode_long, iter_decode, output_length
+from focalcodec.longform import Windowing, decode_long, encode_long, iter_decode
 
 SMALL = Windowing(window=1.0, context=0.25, lookahead=0.125, crossfade=0.05, chunk=0.32)
 
@@ -54,7 +54,7 @@ def test_exact_lengths_for_every_config(name: str) -> None:
         toks = encode_long(codec, noise(n), SMALL)
         assert toks.shape == (int(codec.num_tokens(n)),) and toks.dtype == torch.long
         audio = decode_long(codec, toks, n, SMALL)
-        assert audio.shape == (n * codec.sample_rate_output // 16000,) == (output_length(codec, n),)
+        assert audio.shape == (n * codec.sample_rate_output // 16000,) == (codec.num_output_samples(n),)
         assert torch.isfinite(audio).all()
 
 

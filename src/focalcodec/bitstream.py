@@ -289,7 +289,7 @@ class CompressedAudio:
             "bits per token": (self.code_dim, int(model.code_dim)),
             "input sample rate": (self.sample_rate_input, int(model.sample_rate_input)),
             "output sample rate": (self.sample_rate_output, int(model.sample_rate_output)),
-            "samples per token": (self.samples_per_token, int(round(model.sample_rate_input / model.token_rate))),
+            "samples per token": (self.samples_per_token, int(model.hop_length)),
         }
         wrong = [f"{k} {got} (the model has {want})" for k, (got, want) in expected.items() if got != want]
         if wrong:

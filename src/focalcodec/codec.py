@@ -178,6 +178,46 @@ class FocalCodec(nn.Module):
         return self.encoder.chunk_size
 
     @property
+    def hop_length(self) -> int:
+        """Input samples per token (320 / 640 / 1280 for 50 / 25 / 12.5 Hz)."""
+        return self.encoder.downsample_factor * self.compressor.downsample_factor
+
+    @property
+    def output_hop_length(self) -> int:
+        """Output samples per token at ``sample_rate_output`` (320 at 16 kHz, 480 at 24 kHz for 50 Hz)."""
+        return self.decompressor.upsample_factor * self.decoder.upsample_factor
+
+    @property
+    def frames_per_token(self) -> int:
+        """``qfeats`` frames per token (the decompressor's upsampling: 1 / 2 / 4 for 50 / 25 / 12.5 Hz)."""
+        return self.decompressor.upsample_factor
+
+    @property
+    def feature_dim(self) -> int:
+        """Width ``C`` of the continuous features ``feats`` / ``qfeats`` (1024): what a kNN-VC
+        matching set must have."""
+        return self.decoder.backbone.embedding.in_channels
+
+    @property
+    def feature_hop_length(self) -> int:
+        """Input samples per feature frame (320: ``feats`` are 50 Hz)."""
+        return self.encoder.downsample_factor
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples the first feature frame needs (400); non-causal inputs shorter than
+        this are zero-padded to it."""
+        return self.encoder.receptive_field
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.feature_proj.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.feature_proj.weight.dtype
+
+    @property
     def latency(self) -> float | None:
         """Theoretical latency in ms for causal models, else None."""
         return 1000.0 * self.chunk_size / self.sample_rate_input if self.causal else None
@@ -446,7 +486,7 @@ class FocalCodec(nn.Module):
         lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
         codes = self.quantizer.lats_to_codes(lats)
         qfeats, ds = self._decompressor(codes, decompressor_state, stream)
-        output_length = sig.shape[-1] * self.sample_rate_output // self.sample_rate_input
+        output_length = self.num_output_samples(sig.shape[-1])
         rec, gs = self._decoder(qfeats, decoder_state, None, 4, 1, output_length, stream)
         return self._out((self.quantizer.codes_to_toks(codes), codes, rec), [es, cs, ds, gs], return_state)
 
@@ -542,13 +582,10 @@ class FocalCodec(nn.Module):
             raise InputError(f"{what} must lie in [1, {size}], got {lens.tolist()}")
         return lens
 
-    @property
-    def _device(self) -> torch.device:
-        return self.encoder.feature_proj.weight.device
-
-    @property
-    def _dtype(self) -> torch.dtype:
-        return self.encoder.feature_proj.weight.dtype
+    def num_output_samples(self, num_samples: int) -> int:
+        """Samples at ``sample_rate_output`` for ``num_samples`` input samples: ``floor(N * out / in)``
+        (the length ``forward`` and the file API give back)."""
+        return int(num_samples) * self.sample_rate_output // self.sample_rate_input
 
     def num_tokens(self, num_samples: int | Tensor) -> Tensor:
         """Tokens that ``encode`` produces for inputs of ``num_samples`` samples."""
@@ -567,7 +604,7 @@ class FocalCodec(nn.Module):
         sig, one = self._as_batch(wav, "audio")
         B, N = sig.shape
         lens = self._lengths(lengths, B, N, "lengths")
-        sig = sig.to(self._device, self._dtype)
+        sig = sig.to(self.device, self.dtype)
         sig = sig * (torch.arange(N, device=sig.device)[None] < lens.to(sig.device)[:, None])
         frames = self.encoder.num_frames(lens)
         tok_lens = self.compressor.num_frames(frames)
@@ -616,13 +653,12 @@ class FocalCodec(nn.Module):
                 f"tokens must lie in [0, {self.codebook_size}) for this model (D = {self.code_dim}); "
                 f"found {int(toks.cpu()[bad][0])}: were they made by another model?"
             )
-        toks = toks.clamp(0, self.codebook_size - 1).to(self._device)
-        lens_d = lens.to(self._device)
-        codes = self.quantizer.toks_to_codes(toks).to(self._dtype)
+        toks = toks.clamp(0, self.codebook_size - 1).to(self.device)
+        lens_d = lens.to(self.device)
+        codes = self.quantizer.toks_to_codes(toks).to(self.dtype)
         qfeats = self.decompressor(codes, lengths=lens_d)
-        q_lens = lens_d * self.decompressor.upsample_factor
-        audio = self.decoder(qfeats, lengths=q_lens)
-        out_lens = (q_lens * self.decoder.upsample_factor).cpu()
+        audio = self.decoder(qfeats, lengths=lens_d * self.frames_per_token)
+        out_lens = (lens_d * self.output_hop_length).cpu()
         audio = audio.float() * (
             torch.arange(audio.shape[1], device=audio.device)[None] < out_lens.to(audio.device)[:, None]
         )

@@ -34,7 +34,7 @@ from .audio import (
 from .bitstream import BitstreamError, CompressedAudio
 from .errors import InputError, OutputError
 from .limits import check_sample_rate
-from .longform import DEFAULT, Progress, Windowing, encode_long, iter_decode, output_length
+from .longform import DEFAULT, Progress, Windowing, encode_long, iter_decode
 from .outputs import check_targets, write_bytes
 
 __all__ = [
@@ -271,7 +271,7 @@ def _audio_blocks(
     ``floor(num_samples * rate / original_rate)`` samples in all; one window in memory.
     ``stream`` must have passed :meth:`CompressedAudio.check_model` for ``codec``."""
     model_blocks = (b.numpy() for b in iter_decode(codec, torch.from_numpy(stream.tokens), windowing, progress))
-    blocks = fit_blocks(model_blocks, output_length(codec, stream.model_num_samples))
+    blocks = fit_blocks(model_blocks, codec.num_output_samples(stream.model_num_samples))
     if rate != codec.sample_rate_output:
         blocks = resample_blocks(blocks, codec.sample_rate_output, rate, stream.output_samples(rate))
     yield from blocks
@@ -320,7 +320,7 @@ def tokens_to_file(
     toks = torch.as_tensor(np.asarray(tokens)).reshape(-1).long()
     native = int(codec.sample_rate_output)
     rate = native if output_rate is None else check_sample_rate(output_rate, "output rate")
-    num = toks.shape[0] * int(round(native / codec.token_rate))
+    num = toks.shape[0] * codec.output_hop_length
     blocks: Iterable[np.ndarray] = (b.numpy() for b in iter_decode(codec, toks, windowing, progress))
     if rate != native:
         num = num * rate // native

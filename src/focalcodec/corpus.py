@@ -293,13 +293,11 @@ class _AutocastEncoder:
         self.model, self.dtype = model, getattr(torch, dtype)
 
     def encode(self, batch: Tensor, lens: Tensor) -> Any:
-        device = next(self.model.parameters()).device.type
-        with torch.autocast(device, dtype=self.dtype):
+        with torch.autocast(self.model.device.type, dtype=self.dtype):
             return self.model.encode(batch, lens)
 
     def encode_long(self, sig: Tensor, windowing: Windowing) -> Tensor:
-        device = next(self.model.parameters()).device.type
-        with torch.autocast(device, dtype=self.dtype):
+        with torch.autocast(self.model.device.type, dtype=self.dtype):
             return encode_long(self.model, sig, windowing)
 
 
@@ -309,7 +307,7 @@ def _windowed(model: Any, windowing: Windowing) -> int:
     them in one pass too, and causal models give one-pass tokens in any case."""
     codec = model.model if isinstance(model, _AutocastEncoder) else model
     core, left, right = windowing.token_geometry(codec.token_rate)
-    return int(round((core + left + right) * codec.sample_rate_input / codec.token_rate))
+    return (core + left + right) * codec.hop_length
 
 
 def _encode_long(model: Any, sig: Tensor, windowing: Windowing) -> Tensor:

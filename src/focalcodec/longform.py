@@ -30,7 +30,7 @@ from .audio import AudioFileSamples, check_signal, crossfade, fit_length
 from .errors import InputError
 from .windowing import DEFAULT, Windowing
 
-__all__ = ["Windowing", "decode_long", "encode_long", "iter_decode", "output_length"]
+__all__ = ["Windowing", "decode_long", "encode_long", "iter_decode"]
 
 
 Progress = Callable[[float], object]
@@ -39,23 +39,6 @@ Progress = Callable[[float], object]
 def _report(progress: Progress | None, seconds: float) -> None:
     if progress is not None:
         progress(round(seconds, 3))
-
-
-def _samples_per_token(codec) -> int:
-    return int(round(codec.sample_rate_input / codec.token_rate))
-
-
-def _out_samples_per_token(codec) -> int:
-    return int(round(codec.sample_rate_output / codec.token_rate))
-
-
-def _device(codec) -> torch.device:
-    return next(codec.parameters()).device
-
-
-def output_length(codec, num_samples: int) -> int:
-    """Samples at ``sample_rate_output`` for ``num_samples`` input samples: ``floor(N*out/in)``."""
-    return int(num_samples) * codec.sample_rate_output // codec.sample_rate_input
 
 
 def _windows(num_tokens: int, core: int, left: int, right: int) -> list[tuple[int, int, int, int]]:
@@ -111,9 +94,9 @@ def encode_long(
             out = codec.encode(sig[0:n]).tokens.cpu()
             _report(progress, n / codec.sample_rate_input)
             return out
-        spt = _samples_per_token(codec)
+        spt = codec.hop_length
         # Token j depends on samples [spt*j, spt*(j+1) + tail): the last frame's window overhang.
-        tail = codec.encoder.receptive_field - codec.encoder.downsample_factor
+        tail = codec.receptive_field - codec.feature_hop_length
         out = torch.empty(total, dtype=torch.long)
         for start, a, b, end in _windows(total, core, left, right):
             seg = sig[start * spt : min(n, end * spt + tail)]
@@ -152,10 +135,10 @@ def iter_decode(
         )
     knn: dict = {}
     if matching_set is not None:
-        knn = {"matching_set": matching_set.to(_device(codec)), "topk": topk, "num_splits": num_splits}
+        knn = {"matching_set": matching_set.to(codec.device), "topk": topk, "num_splits": num_splits}
     if codec.causal:
         step = 4 * max(1, int(round(windowing.chunk * codec.token_rate / 4)))
-        dev = _device(codec)
+        dev = codec.device
         dec_state: object = ()
         voc_state: object = ()
         for s in range(0, total, step):
@@ -170,7 +153,7 @@ def iter_decode(
     def synth(t: Tensor) -> Tensor:
         if matching_set is None:
             return codec.decode(t).audio.float().cpu()
-        return codec.toks_to_sig(t.to(_device(codec))[None], **knn)[0].float().cpu()
+        return codec.toks_to_sig(t.to(codec.device)[None], **knn)[0].float().cpu()
 
     core, left, right = windowing.token_geometry(codec.token_rate)
     if total <= core + left + right:
@@ -178,7 +161,7 @@ def iter_decode(
         _report(progress, block.shape[0] / codec.sample_rate_output)
         yield block
         return
-    hop = _out_samples_per_token(codec)
+    hop = codec.output_hop_length
     natural = total * hop
     half = int(round(windowing.crossfade * codec.sample_rate_output)) // 2
     pending: Tensor | None = None  # the previous window's audio at [boundary - half, boundary + half)
@@ -204,8 +187,7 @@ def decode_long(codec, tokens: Tensor, num_samples: int | None = None, windowing
     last sample, as the reference's ``output_length``); else its natural length.
     """
     toks = torch.as_tensor(tokens).reshape(-1)
-    hop = _out_samples_per_token(codec)
-    natural = toks.shape[0] * hop
+    natural = toks.shape[0] * codec.output_hop_length
     out = torch.empty(natural, dtype=torch.float32)
     pos = 0
     for block in iter_decode(codec, toks, windowing):
@@ -215,4 +197,4 @@ def decode_long(codec, tokens: Tensor, num_samples: int | None = None, windowing
         raise RuntimeError(f"internal error: decoded {pos} samples, expected {natural}")
     if num_samples is None:
         return out
-    return fit_length(out, output_length(codec, num_samples), "edge")
+    return fit_length(out, codec.num_output_samples(num_samples), "edge")

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .audio import check_signal, fit_blocks, load_audio, resample_blocks, save_blocks
 from .errors import InputError
 from .inputs import expand_inputs
-from .longform import Progress, encode_long, iter_decode, output_length
+from .longform import Progress, encode_long, iter_decode
 from .windowing import DEFAULT, Windowing
 
 __all__ = [
@@ -166,11 +166,11 @@ def reference_files(paths: Sequence[PathLike]) -> list[Path]:
 def _features(model: nn.Module, sig: Tensor) -> Tensor:
     """``(N,) -> (T, C)`` continuous features, long signals in independent windows."""
     window = int(MAX_REFERENCE_SECONDS * model.sample_rate_input)
-    device = next(model.parameters()).device
+    device = model.device
     parts = []
     for start in range(0, sig.shape[0], window):
         piece = sig[start : start + window]
-        if parts and piece.shape[0] < model.encoder.receptive_field:
+        if parts and piece.shape[0] < model.receptive_field:
             break  # a few trailing samples make no frame of their own
         parts.append(model.sig_to_feats(piece[None].to(device))[0].float().cpu())
     return torch.cat(parts, dim=0)
@@ -202,7 +202,7 @@ def build_speaker_set(
             sig = check_signal(item.detach().reshape(-1), f"reference {name}").float()
         else:
             sig, name = load_audio(item, model.sample_rate_input), str(item)
-        if sig.shape[0] < model.encoder.receptive_field:
+        if sig.shape[0] < model.receptive_field:
             raise InputError(f"reference {name} is too short ({sig.shape[0]} samples) to give a feature frame")
         f = _features(model, sig)
         feats.append(f)
@@ -228,7 +228,7 @@ def _matching(codec: nn.Module, target: SpeakerSet | Tensor) -> Tensor:
     feats = target.feats if isinstance(target, SpeakerSet) else target
     if feats.ndim != 2:
         raise InputError(f"matching set must be (M, C), got shape {tuple(feats.shape)}")
-    width = codec.decoder.backbone.embedding.in_channels
+    width = codec.feature_dim
     if feats.shape[1] != width:
         raise InputError(
             f"the speaker set has {feats.shape[1]}-dim features but this model's decoder takes {width}; "
@@ -255,9 +255,9 @@ def convert_tokens(
     if toks.ndim == 1:
         toks = toks[None]
     if num_splits is None:
-        frames = toks.shape[0] * toks.shape[1] * codec.decompressor.upsample_factor
+        frames = toks.shape[0] * toks.shape[1] * codec.frames_per_token
         num_splits = auto_splits(frames, feats.shape[0])
-    device = next(codec.parameters()).device
+    device = codec.device
     return codec.toks_to_sig(
         toks.to(device),
         matching_set=feats.to(device),
@@ -291,13 +291,13 @@ class _Conversion:
             raise InputError("topk must be at least 1")
         self.codec, self.topk, self.windowing, self.progress = codec, topk, windowing, progress
         self.toks, n = _source_tokens(codec, source, windowing, progress)
-        self.num_samples = output_length(codec, n)  # at codec.sample_rate_output
+        self.num_samples = codec.num_output_samples(n)
         if num_splits is None:
             if codec.causal:
                 per_call = 4 * max(1, int(round(windowing.chunk * codec.token_rate / 4)))
             else:
                 per_call = sum(windowing.token_geometry(codec.token_rate))
-            frames = min(self.toks.shape[0], per_call) * codec.decompressor.upsample_factor
+            frames = min(self.toks.shape[0], per_call) * codec.frames_per_token
             num_splits = auto_splits(frames, self.feats.shape[0])
         self.num_splits = num_splits
 

@@ -145,7 +145,7 @@ def _stream(codec, speaker, args: argparse.Namespace) -> tuple[int, int]:
 
     sig = load_audio(args.source, codec.sample_rate_input)
     sc = StreamCodec(codec, matching_set=speaker.feats, topk=args.topk, num_splits=args.num_splits or 1)
-    num = sig.shape[0] * codec.sample_rate_output // codec.sample_rate_input
+    num = codec.num_output_samples(sig.shape[0])
     step = codec.chunk_size * 32
 
     def blocks():
