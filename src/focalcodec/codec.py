@@ -1,19 +1,19 @@
-"""FocalCodec: the five stages composed, with the reference's conversion methods and an
-exactly batch-invariant ``encode``/``decode``.
+"""FocalCodec: the five parts of the pipeline composed, with the reference's conversion
+methods and an exactly batch-invariant ``encode``/``decode``.
 
 Pipeline and tensor names::
 
     sig (B, N) @ 16 kHz
-      -> encoder (WavLM)            -> feats  (B, T, 1024)          50 Hz
-      -> compressor (FocalEncoder)  -> lats   (B, T', D)  unit norm
-      -> quantizer (BSQ)            -> codes  (B, T', D) in ±1/sqrt(D)  <->  toks (B, T') int64
-      -> decompressor (FocalDecoder)-> qfeats (B, T'', 1024)
-      -> decoder (Vocos / WaveNeXt) -> sig    (B, T'' * hop) @ 16 or 24 kHz
+      -> encoder (WavLM)                  -> feats  (B, T, 1024)          50 Hz
+      -> compressor (FocalCompressor)     -> lats   (B, T', D)  unit norm
+      -> quantizer (BSQ)                  -> codes  (B, T', D) in ±1/sqrt(D)  <->  toks (B, T') int64
+      -> decompressor (FocalDecompressor) -> qfeats (B, T'', 1024)
+      -> decoder (Vocos / WaveNeXt)       -> sig    (B, T'' * hop) @ 16 or 24 kHz
 
 The reference-named methods (``sig_to_toks``, ``toks_to_sig``, ...) keep the reference's
 argument order, ``length=`` (relative lengths, encoder only) and streaming-state
 conventions: with a state or ``return_state=True`` a causal model runs as a stream
-(:mod:`focalcodec.streaming`), each stage's state an opaque value that may be passed again
+(:mod:`focalcodec.streaming`), each part's state an opaque value that may be passed again
 (it is never modified: the same state twice gives the same result).
 
 :meth:`FocalCodec.encode` and :meth:`FocalCodec.decode` take per-item lengths and mask padded
@@ -41,7 +41,7 @@ __all__ = ["DecodeOutput", "EncodeOutput", "FocalCodec"]
 
 SAMPLE_RATE = 16000
 ArrayLike = Tensor | np.ndarray | Sequence[float]
-State = Any  # an opaque stage state (focalcodec.streaming.StageState), or () / [] / None: a new stream
+State = Any  # an opaque part state (focalcodec.streaming.StageState), or () / [] / None: a new stream
 
 
 class EncodeOutput(NamedTuple):
@@ -266,7 +266,7 @@ class FocalCodec(nn.Module):
 
     # -- reference-named conversions ---------------------------------------------------------
     # Each method runs offline, or, given a state or return_state=True, as a stream (causal
-    # models; see the module doc). The stages: _encoder, _compressor, _decompressor, _decoder.
+    # models; see the module doc). The parts: _encoder, _compressor, _decompressor, _decoder.
     def _out(self, output: Any, states: list[State], return_state: bool) -> Any:
         if not return_state:
             return output
@@ -278,8 +278,8 @@ class FocalCodec(nn.Module):
     def _streams(return_state: bool, *states: State) -> bool:
         return return_state or any(_state(s) is not None for s in states)
 
-    def _stage(self, name: str, x: Tensor, state: State, stream: bool, **offline: Any) -> tuple[Tensor, State]:
-        """Stage ``name`` over ``x``: offline, or a stream step of a causal model (whole
+    def _part(self, name: str, x: Tensor, state: State, stream: bool, **offline: Any) -> tuple[Tensor, State]:
+        """Part ``name`` over ``x``: offline, or a stream step of a causal model (whole
         1280-sample chunks on the encoder; any length elsewhere)."""
         state = _state(state)
         if not stream:
@@ -293,14 +293,14 @@ class FocalCodec(nn.Module):
         return run_stage(self, name, x, state)
 
     def _encoder(self, sig: Tensor, es: State, length: Tensor | None, stream: bool) -> tuple[Tensor, State]:
-        return self._stage("encoder", sig, es, stream, length=length)
+        return self._part("encoder", sig, es, stream, length=length)
 
     def _compressor(self, feats: Tensor, cs: State, stream: bool) -> tuple[Tensor, State]:
-        lats, cs = self._stage("compressor", feats, cs, stream)
+        lats, cs = self._part("compressor", feats, cs, stream)
         return F.normalize(lats, dim=-1), cs
 
     def _decompressor(self, codes: Tensor, ds: State, stream: bool) -> tuple[Tensor, State]:
-        return self._stage("decompressor", codes.to(self.decompressor.in_proj.weight.dtype), ds, stream)
+        return self._part("decompressor", codes.to(self.decompressor.in_proj.weight.dtype), ds, stream)
 
     def _decoder(
         self, qfeats: Tensor, gs: State, matching_set: Tensor | None, topk: int, num_splits: int,
@@ -308,7 +308,7 @@ class FocalCodec(nn.Module):
     ) -> tuple[Tensor, State]:  # fmt: skip
         if matching_set is not None:
             qfeats = self.knn(qfeats, matching_set.to(qfeats), topk, num_splits).mean(dim=-2)
-        sig, gs = self._stage("decoder", qfeats, gs, stream)
+        sig, gs = self._part("decoder", qfeats, gs, stream)
         return (sig if output_length is None else fit_length(sig, int(output_length), "edge")), gs
 
     def sig_to_feats(

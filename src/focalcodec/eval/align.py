@@ -6,7 +6,7 @@ the same time index, so an uncompensated delay is scored as distortion. The eval
 harness estimates each output's delay with :func:`estimate_delay` and hands intrusive
 metrics the overlapping, delay-compensated pair from :func:`align_pair`.
 
-Estimation works in two stages:
+Estimation works in two steps:
 
 1. *Envelope*: cross-correlation of the mean-removed log-mel trajectories (40 bands, 32 ms
    windows, 1 ms hop), summed over bands, with parabolic interpolation of the peak. Works for
