@@ -40,7 +40,6 @@ __all__ = [
     "resample",
     "resample_blocks",
     "save_audio",
-    "save_blocks",
 ]
 
 
@@ -306,37 +305,22 @@ def _check_file(path: Path) -> None:
 
 def save_audio(
     path: str | Path,
-    sig: Tensor | np.ndarray,
+    audio: Tensor | np.ndarray | Iterable[np.ndarray | Tensor],
     sample_rate: int,
     output_rate: int | None = None,
-    subtype: str | None = None,
     force: bool = True,
     inputs: Sequence[str | Path] = (),
 ) -> Path:
-    """Write ``(N,)`` samples as WAV/FLAC (format from the suffix), optionally resampled to
-    ``output_rate``, through :func:`focalcodec.outputs.output_path` (atomic; ``force=False``
-    refuses to replace an existing file; never replaces one of ``inputs``)."""
-    import soundfile as sf
-
-    path = Path(path)
-    x = sig.detach().cpu().float().numpy() if isinstance(sig, Tensor) else np.asarray(sig, dtype=np.float32)
-    x = np.ascontiguousarray(x.reshape(-1))
-    rate = sample_rate
-    if output_rate is not None and output_rate != sample_rate:
-        x = resample(x, sample_rate, output_rate)
-        rate = output_rate
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower())
-    if fmt is None:
-        raise AudioError(f"cannot write {path}: use a .wav, .flac or .ogg file name")
-    if subtype is None:
-        subtype = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
-    x = np.clip(x, -1.0, 1.0)
-    with output_path(path, force, inputs) as tmp:
-        try:
-            sf.write(str(tmp), x, rate, format=fmt, subtype=subtype)
-        except (RuntimeError, TypeError, ValueError) as exc:  # libsndfile's errors
-            raise AudioError(f"cannot write {path}: {exc}") from None
-    return path
+    """Write ``(N,)`` samples, or an iterable of ``(n,)`` blocks (written as they come, never
+    held whole), as one 16-bit WAV/FLAC file (format from the suffix) through
+    :class:`AudioWriter`: optionally resampled to ``output_rate``, atomic (nothing is left if a
+    block fails), ``force=False`` refuses to replace an existing file, never replaces one of
+    ``inputs``."""
+    blocks = [audio] if isinstance(audio, (Tensor, np.ndarray)) else audio
+    with AudioWriter(path, sample_rate, output_rate, force=force, inputs=inputs) as writer:
+        for block in blocks:
+            writer.write(block)
+    return Path(path)
 
 
 # -- streaming I/O: audio in and out piece by piece (pipes, live streams) ----------------------
@@ -384,17 +368,6 @@ def resample_blocks(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int, l
         yield resample(np.zeros(0, dtype=np.float32), last=True)
 
     yield from fit_blocks(resampled(), length)
-
-
-def save_blocks(
-    path: str | Path, blocks: Iterable[np.ndarray], sample_rate: int, force: bool = False, inputs: Sequence = ()
-) -> Path:
-    """:func:`save_audio` for audio that comes in blocks (never held whole): one 16-bit
-    WAV/FLAC file through :class:`AudioWriter` (atomic; nothing is left if a block fails)."""
-    with AudioWriter(path, sample_rate, force=force, inputs=inputs) as writer:
-        for block in blocks:
-            writer.write(block)
-    return Path(path)
 
 
 class AudioReader:
@@ -511,7 +484,7 @@ class AudioWriter:
                 raise InputError("audio to standard output must be raw PCM: add --raw (a WAV header needs the length)")
             self.format = {".wav": "WAV", ".flac": "FLAC"}.get(Path(self.path).suffix.lower())
             if self.format is None:
-                raise AudioError(f"cannot write {self.path}: use a .wav or .flac file name (or --raw)")
+                raise AudioError(f"cannot write {self.path}: use a .wav or .flac file name (or raw PCM)")
         check_targets([self.path], inputs, force)
         self.force, self.inputs = force, inputs
 

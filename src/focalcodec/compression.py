@@ -29,7 +29,7 @@ from .audio import (
     load_audio,
     resample,
     resample_blocks,
-    save_blocks,
+    save_audio,
 )
 from .bitstream import BitstreamError, CompressedAudio
 from .errors import InputError, OutputError
@@ -297,7 +297,7 @@ def decompress_to_file(
     stream = _as_stream(source)
     codec, rate = _prepare_decode(stream, model, output_rate, check_weights)
     blocks = _audio_blocks(stream, codec, rate, windowing, progress)
-    save_blocks(path, blocks, rate, force=overwrite, inputs=inputs)
+    save_audio(path, blocks, rate, force=overwrite, inputs=inputs)
     return path, stream.output_samples(rate), rate
 
 
@@ -325,7 +325,7 @@ def tokens_to_file(
     if rate != native:
         num = num * rate // native
         blocks = resample_blocks(blocks, native, rate, num)
-    save_blocks(path, blocks, rate, force=overwrite, inputs=inputs)
+    save_audio(path, blocks, rate, force=overwrite, inputs=inputs)
     return path, num, rate
 
 
@@ -349,5 +349,5 @@ def decompress(
     path = _check_output(output, overwrite)
     result = decode_stream(_as_stream(source), model, output_rate, windowing, check_weights, max_bytes)
     if path is not None:
-        save_blocks(path, [result.audio.numpy()], result.sample_rate, force=overwrite)
+        save_audio(path, [result.audio.numpy()], result.sample_rate, force=overwrite)
     return result

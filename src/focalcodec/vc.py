@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .audio import check_signal, fit_blocks, load_audio, resample_blocks, save_blocks
+from .audio import check_signal, fit_blocks, load_audio, resample_blocks, save_audio
 from .errors import InputError
 from .inputs import expand_inputs
 from .longform import Progress, encode_long, iter_decode
@@ -390,4 +390,4 @@ def convert_to_file(
     if rate != native:
         num = num * rate // native
         blocks = resample_blocks(blocks, native, rate, num)
-    return save_blocks(output, blocks, rate, force=overwrite, inputs=inputs), num, rate
+    return save_audio(output, blocks, rate, force=overwrite, inputs=inputs), num, rate

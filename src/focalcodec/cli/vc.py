@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _stream(codec, speaker, args: argparse.Namespace) -> tuple[int, int]:
     """Convert through the streaming decoder, one chunk at a time, writing as it goes."""
-    from ..audio import fit_blocks, load_audio, resample_blocks, save_blocks
+    from ..audio import fit_blocks, load_audio, resample_blocks, save_audio
     from ..streaming import StreamCodec
 
     sig = load_audio(args.source, codec.sample_rate_input)
@@ -157,5 +157,5 @@ def _stream(codec, speaker, args: argparse.Namespace) -> tuple[int, int]:
     if args.output_rate is not None and args.output_rate != rate:
         num = num * args.output_rate // rate
         audio, rate = resample_blocks(audio, rate, args.output_rate, num), args.output_rate
-    save_blocks(args.output, audio, rate, force=args.force, inputs=[args.source])
+    save_audio(args.output, audio, rate, force=args.force, inputs=[args.source])
     return num, rate

@@ -27,7 +27,6 @@ import numpy as np
 
 from ..audio import fit_length, load_audio, resample, save_audio
 from ..errors import FocalCodecError, InputError
-from ..outputs import output_path
 from .align import align_pair, estimate_delay
 from .baselines import Codec, Reconstruction
 from .data import Utterance, VCPair
@@ -335,8 +334,7 @@ def _evaluate_codec(
             result.examples[codec.name] = y
         if opt.audio_dir is not None:
             # the command refused an existing report folder (or was given --force) before any work
-            with output_path(_audio_path(opt.audio_dir, codec, job.audio_name), force=True) as tmp:
-                save_audio(tmp, rec.audio, rec.sample_rate)
+            save_audio(_audio_path(opt.audio_dir, codec, job.audio_name), rec.audio, rec.sample_rate)
             row["audio"] = str(_audio_path(opt.audio_dir, codec, job.audio_name).relative_to(opt.audio_dir))
         _progress(opt.progress, f"[{codec.name}] {i + 1}/{len(jobs)} {job.id}")
     summary = _summarize(codec, rows, metrics, tokens, seconds, audio_s, bits["num_bits"], peak, opt.n_boot)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import load_audio
+from ..audio import load_audio, save_audio
 from ..errors import InputError
 from ..outputs import check_targets, open_output, output_path, write_text
 from .align import compensate
@@ -130,7 +130,6 @@ def build_test(
     with ``seed`` among those at most ``max_duration`` s long). Every stimulus is resampled to
     16 kHz, delay-compensated, cut to the reference's length and set to ``loudness`` LUFS
     (ITU-R BS.1770); a trial whose loudest stimulus would clip is turned down as a whole."""
-    import soundfile as sf
 
     run = Path(run_dir)
     report_path = run / "report.json"
@@ -210,11 +209,9 @@ def build_test(
             trial["trim_db"] = 20 * math.log10(trim)
             trial["reference"] = _token(secret, item.id, "labelled reference")
             trial["stimuli"] = {name: _token(secret, item.id, name) for name in signals}
-            sf.write(str(tmp / "audio" / f"{trial['reference']}.wav"), signals[REFERENCE] * gains[REFERENCE] * trim,
-                     SAMPLE_RATE, subtype="PCM_16")  # fmt: skip
-            for name, x in signals.items():
-                sf.write(str(tmp / "audio" / f"{trial['stimuli'][name]}.wav"), x * gains[name] * trim, SAMPLE_RATE,
-                         subtype="PCM_16")  # fmt: skip
+            names = {trial["reference"]: REFERENCE} | {token: name for name, token in trial["stimuli"].items()}
+            for token, name in names.items():
+                save_audio(tmp / "audio" / f"{token}.wav", signals[name] * gains[name] * trim, SAMPLE_RATE)
             meta["trials"].append(trial)
         (tmp / TEST_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
