@@ -582,6 +582,15 @@ class FocalCodec(nn.Module):
             raise InputError(f"{what} must lie in [1, {size}], got {lens.tolist()}")
         return lens
 
+    def check_tokens(self, toks: Tensor) -> None:
+        """:class:`InputError` unless every token lies in ``[0, codebook_size)``."""
+        bad = (toks < 0) | (toks >= self.codebook_size)
+        if bad.any():
+            raise InputError(
+                f"tokens must lie in [0, {self.codebook_size}) for this model (D = {self.code_dim}); "
+                f"found {int(toks[bad][0])}: were they made by another model?"
+            )
+
     def num_output_samples(self, num_samples: int) -> int:
         """Samples at ``sample_rate_output`` for ``num_samples`` input samples: ``floor(N * out / in)``
         (the length ``forward`` and the file API give back)."""
@@ -646,13 +655,7 @@ class FocalCodec(nn.Module):
         B, T = toks.shape
         lens = self._lengths(token_lengths, B, T, "token_lengths")
         toks = toks.long()
-        valid = torch.arange(T)[None] < lens[:, None]
-        bad = valid & ((toks.cpu() < 0) | (toks.cpu() >= self.codebook_size))
-        if bad.any():
-            raise InputError(
-                f"tokens must lie in [0, {self.codebook_size}) for this model (D = {self.code_dim}); "
-                f"found {int(toks.cpu()[bad][0])}: were they made by another model?"
-            )
+        self.check_tokens(toks.cpu()[torch.arange(T)[None] < lens[:, None]])  # padding may hold anything
         toks = toks.clamp(0, self.codebook_size - 1).to(self.device)
         lens_d = lens.to(self.device)
         codes = self.quantizer.toks_to_codes(toks).to(self.dtype)

@@ -171,10 +171,10 @@ class FocalCodecConfig:
         return {f"{s}_{k}": copy.deepcopy(getattr(self, f"{s}_{k}")) for s in PARTS for k in ("name", "config")}
 
     def to_json(self, path: str | Path, force: bool = True) -> None:
-        """Write the official JSON layout (through :func:`focalcodec.outputs.write_text`)."""
-        from .outputs import write_text
+        """Write the official JSON layout (through :func:`focalcodec.outputs.write_json`)."""
+        from .outputs import write_json
 
-        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", force=force)
+        write_json(path, self.to_dict(), force=force)
 
     @property
     def fingerprint(self) -> str:

@@ -129,10 +129,7 @@ def iter_decode(
     total = toks.shape[0]
     if total == 0:
         raise InputError("no tokens to decode")
-    if (toks < 0).any() or (toks >= codec.codebook_size).any():
-        raise InputError(
-            f"tokens must lie in [0, {codec.codebook_size}) for this model; were they made by another model?"
-        )
+    codec.check_tokens(toks)
     knn: dict = {}
     if matching_set is not None:
         knn = {"matching_set": matching_set.to(codec.device), "topk": topk, "num_splits": num_splits}

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import FocalCodecError, InputError
-from ..outputs import output_path, write_text
+from ..outputs import output_path, write_json, write_text
 from ..windowing import DEFAULT, Windowing
 from .listing import CorpusItem
 
@@ -75,10 +75,6 @@ def make_plan(
     }
     plan["digest"] = digest(plan)
     return plan
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n", force=True)
 
 
 def sha256_file(path: Path) -> str:
@@ -150,7 +146,7 @@ def write_shard(
         "plan": plan["digest"],
         "errors": errors,
     }
-    write_json(out / MARKER_DIR / f"{name}.json", marker)
+    write_json(out / MARKER_DIR / f"{name}.json", marker, force=True, sort_keys=True)
     return marker
 
 
@@ -200,7 +196,7 @@ def prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
         raise InputError(f"{out} holds shards without a plan.json; choose a new -o/--output folder")
     for folder in (SHARD_DIR, MARKER_DIR):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    write_json(plan_path, plan)
+    write_json(plan_path, plan, force=True, sort_keys=True)
 
 
 def _write_errors(path: Path, markers: Sequence[Mapping[str, Any]]) -> int:
@@ -240,5 +236,5 @@ def write_index(
             for m in markers
         ],
     }
-    write_json(out / "index.json", index)
+    write_json(out / "index.json", index, force=True, sort_keys=True)
     return index

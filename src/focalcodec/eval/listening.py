@@ -38,7 +38,7 @@ import numpy as np
 
 from ..audio import load_audio, save_audio
 from ..errors import InputError
-from ..outputs import check_targets, open_output, output_path, write_text
+from ..outputs import check_targets, open_output, output_path, write_json, write_text
 from .align import compensate
 
 __all__ = [
@@ -213,7 +213,7 @@ def build_test(
             for token, name in names.items():
                 save_audio(tmp / "audio" / f"{token}.wav", signals[name] * gains[name] * trim, SAMPLE_RATE)
             meta["trials"].append(trial)
-        (tmp / TEST_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_json(tmp / TEST_FILE, meta)
     return out
 
 
@@ -557,17 +557,7 @@ def write_analysis(
     out = Path(out_dir)
     check_targets([out / f for f in ANALYSIS_FILES], force=force)
     result = analyze(test_dir, db)
-    write_text(out / ANALYSIS_FILES[0], json.dumps(_jsonable(result), indent=2) + "\n", force)
+    write_json(out / ANALYSIS_FILES[0], result, force)
     write_text(out / ANALYSIS_FILES[1], markdown_results(result), force)
     _plot(result, out, force)
     return result
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
