@@ -79,7 +79,7 @@ def encode_long(
     if codec.causal:
         from .streaming import StreamEncoder
 
-        step = codec.chunk_size * max(1, int(round(windowing.chunk * codec.sample_rate_input / codec.chunk_size)))
+        step = windowing.causal_step(codec.chunk_size, codec.sample_rate_input)
         stream = StreamEncoder(codec, optimize=False)
         parts = []
         for s in range(0, n, step):
@@ -134,7 +134,7 @@ def iter_decode(
     if matching_set is not None:
         knn = {"matching_set": matching_set.to(codec.device), "topk": topk, "num_splits": num_splits}
     if codec.causal:
-        step = 4 * max(1, int(round(windowing.chunk * codec.token_rate / 4)))
+        step = windowing.tokens_per_call(codec)
         dev = codec.device
         dec_state: object = ()
         voc_state: object = ()

@@ -72,10 +72,6 @@ class Distributed:
             self.rank, self.world = 0, 1
         self.group = dist.new_group(backend="gloo", **timeout) if self.world > 1 else None
 
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
     def all_gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj`` (picklable), in rank order."""
         if self.world == 1:

@@ -46,7 +46,7 @@ __all__ = [
     "convert_to_file",
     "convert_tokens",
     "iter_convert",
-    "reference_files",
+    "matching_features",
 ]
 
 FORMAT = "focalcodec-speaker-set"
@@ -157,11 +157,6 @@ class SpeakerSet:
         )
 
 
-def reference_files(paths: Sequence[PathLike]) -> list[Path]:
-    """Files as given plus, for directories, every audio file below them (sorted)."""
-    return expand_inputs(paths)
-
-
 @torch.inference_mode()
 def _features(model: nn.Module, sig: Tensor) -> Tensor:
     """``(N,) -> (T, C)`` continuous features, long signals in independent windows."""
@@ -192,7 +187,7 @@ def build_speaker_set(
         if isinstance(ref, Tensor):
             items.append(ref)
         else:
-            items.extend(reference_files([ref]))
+            items.extend(expand_inputs([ref]))
     if not items:
         raise InputError("no reference audio given")
     feats, sources, frames = [], [], []
@@ -224,10 +219,14 @@ def auto_splits(num_queries: int, num_frames: int, budget_bytes: int = KNN_BUDGE
     return max(1, math.ceil(num_queries * num_frames * 4 / budget_bytes))
 
 
-def _matching(codec: nn.Module, target: SpeakerSet | Tensor) -> Tensor:
+def matching_features(codec: nn.Module, target: SpeakerSet | Tensor) -> Tensor:
+    """The one check of a kNN-VC target: ``target``'s features ``(M, codec.feature_dim)``, else
+    :class:`InputError` saying what is wrong."""
     feats = target.feats if isinstance(target, SpeakerSet) else target
     if feats.ndim != 2:
         raise InputError(f"matching set must be (M, C), got shape {tuple(feats.shape)}")
+    if not feats.dtype.is_floating_point or not torch.isfinite(feats).all():
+        raise InputError("the matching set's features must be finite floating-point numbers")
     width = codec.feature_dim
     if feats.shape[1] != width:
         raise InputError(
@@ -251,7 +250,7 @@ def convert_tokens(
     ``num_splits=None`` picks enough splits to bound the similarity block (see
     :func:`auto_splits`). ``output_length`` truncates/pads as ``toks_to_sig`` does.
     """
-    feats = _matching(codec, target)
+    feats = matching_features(codec, target)
     if toks.ndim == 1:
         toks = toks[None]
     if num_splits is None:
@@ -286,18 +285,14 @@ class _Conversion:
     """A source encoded (window by window) and ready to be decoded in the target voice."""
 
     def __init__(self, codec, source, target, topk, num_splits, windowing, progress) -> None:
-        self.feats = _matching(codec, target)
+        self.feats = matching_features(codec, target)
         if topk < 1:
             raise InputError("topk must be at least 1")
         self.codec, self.topk, self.windowing, self.progress = codec, topk, windowing, progress
         self.toks, n = _source_tokens(codec, source, windowing, progress)
         self.num_samples = codec.num_output_samples(n)
         if num_splits is None:
-            if codec.causal:
-                per_call = 4 * max(1, int(round(windowing.chunk * codec.token_rate / 4)))
-            else:
-                per_call = sum(windowing.token_geometry(codec.token_rate))
-            frames = min(self.toks.shape[0], per_call) * codec.frames_per_token
+            frames = min(self.toks.shape[0], windowing.tokens_per_call(codec)) * codec.frames_per_token
             num_splits = auto_splits(frames, self.feats.shape[0])
         self.num_splits = num_splits
 

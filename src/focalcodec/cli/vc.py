@@ -116,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
         from .encode import _seconds
 
         seconds = _seconds(Path(args.source))
-        bar = progress_bar(2 * seconds, args, f"vc {Path(args.source).name}", 2 * win.window)
-        try:
+        with progress_bar(2 * seconds, args, f"vc {Path(args.source).name}", 2 * win.window) as update:
             _, num, rate = convert_to_file(
                 codec,
                 args.source,
@@ -128,11 +127,8 @@ def run(args: argparse.Namespace) -> int:
                 windowing=win,
                 output_rate=args.output_rate,
                 overwrite=args.force,
-                progress=bar.update if bar else None,
+                progress=update,
             )
-        finally:
-            if bar is not None:
-                bar.close()
     if not args.quiet:
         print(f"{args.source} -> {args.output}: {num} samples at {rate} Hz")
     return 0

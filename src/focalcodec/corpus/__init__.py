@@ -31,14 +31,13 @@ Reading back: :class:`TokenCorpus` (iterate, fetch by id), :class:`TokenDataset`
 ``Dataset``) and :func:`collate_tokens` (padding for a ``DataLoader``).
 
 Modules, one concern each: :mod:`.listing` (the file list), :mod:`.shards` (what is on disk and
-how a restart checks it), :mod:`.encoding` (reading and batched encoding), :mod:`.run` (the
-run across ranks), :mod:`.reader` (reading back).
+how a restart checks it), :mod:`.run` (reading, batching and encoding across ranks),
+:mod:`.reader` (reading back).
 """
 
-from .encoding import length_batches
 from .listing import CorpusItem, list_corpus
 from .reader import TokenCorpus, TokenDataset, Utterance, collate_tokens
-from .run import TokenizeSummary, tokenize_corpus
+from .run import TokenizeSummary, length_batches, tokenize_corpus
 from .shards import model_identity
 
 __all__ = [

@@ -158,7 +158,7 @@ class Trainer:
             raise ConfigError("train.device is cuda but no GPU is available")
         self.dist = Distributed(want, self.tcfg["backend"])  # torchrun: cuda is this rank's GPU
         self.device, self.rank, self.world_size = self.dist.device, self.dist.rank, self.dist.world
-        self.local_rank, self.distributed = self.dist.local_rank, self.dist.distributed
+        self.local_rank, self.distributed = self.dist.local_rank, self.dist.world > 1
         precision = self.tcfg["precision"]
         if precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError("train.precision must be fp32, bf16 or fp16")
