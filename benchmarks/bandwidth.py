@@ -9,11 +9,11 @@ and the step cannot be faster than ``bytes of weights / memory bandwidth``. This
 measures, for each thread count:
 
 - ``stream``: plain memory bandwidth (sum of a large float32 tensor, cold cache);
-- the weight throughput of the kernels the streaming copy uses for its linear layers, with 4
+- the weight throughput of the kernels the streaming engine uses for its linear layers, with 4
   rows and weights cycled through a pool larger than the last-level cache (what the model
   sees): ``float32`` (``W @ x^T``), ``float16`` and ``int8`` (fbgemm dynamic linears);
 
-and counts the bytes each variant of :func:`focalcodec.streaming.streaming_model` holds (the
+and counts the bytes each variant of the engine's streaming stages holds (the
 linear layers at their stored precision, everything else float32). It prints, per variant, the
 megabytes read per chunk and two lower bounds on the chunk time: at the plain bandwidth, and at
 the kernels' measured throughput (other weights at the plain bandwidth). The non-matrix work
@@ -40,7 +40,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from focalcodec import FocalCodec  # noqa: E402
-from focalcodec.streaming import PARTS, streaming_model  # noqa: E402
+from focalcodec.streaming.engine import Side  # noqa: E402
+from focalcodec.streaming.layers import StreamingConv  # noqa: E402
 
 VARIANTS = ("float32", "float16", "float16+int8", "int8")
 
@@ -95,14 +96,15 @@ def kernel_throughput(kind: str, pool_mb: int, repeats: int, rows: int = 4) -> f
 
 
 def weight_bytes(model: nn.Module) -> dict[str, int]:
-    """Bytes of weights a streaming copy reads per call: ``{"float32": ..., "float16": ...,
+    """Bytes of weights a streaming stage reads per call: ``{"float32": ..., "float16": ...,
     "int8": ...}`` (quantised linear layers by their stored type, every other parameter and
     buffer as is, each tensor once; a conv run as per-group linear layers counts only those)."""
+    run_by_kernel = {id(m.conv) for m in model.modules() if isinstance(m, StreamingConv) and m.kernel is not None}
     totals = {"float32": 0, "float16": 0, "int8": 0}
     seen = set()
     for module in model.modules():
-        if hasattr(module, "group_linears"):
-            continue  # a conv run as linear layers: its forward reads only those (children)
+        if id(module) in run_by_kernel:
+            continue  # a conv run by a kernel module (linear layers, taps): its forward reads only those
         packed = getattr(module, "_packed_params", None)
         if packed is not None and hasattr(packed, "_weight_bias"):
             weight, bias = packed._weight_bias()
@@ -119,14 +121,12 @@ def weight_bytes(model: nn.Module) -> dict[str, int]:
 
 
 def variant_bytes(codec: FocalCodec, variant: str) -> dict[str, int]:
-    """Bytes per storage type read per chunk by ``variant`` (encoder side + decoder side)."""
+    """Bytes per storage type read per chunk by ``variant`` (encode side + decode side)."""
     enc, _, dec = variant.partition("+")
-    dec = dec or enc
     totals = {"float32": 0, "float16": 0, "int8": 0}
-    for precision, part in ((enc, "encode"), (dec, "decode")):
-        model = streaming_model(codec, precision, part=part)
-        for name in PARTS[part]:
-            for kind, n in weight_bytes(getattr(model, name)).items():
+    for precision, side in ((enc, "encode"), (dec or enc, "decode")):
+        for stage in Side(codec, side, precision=precision).stages:
+            for kind, n in weight_bytes(stage.model).items():
                 totals[kind] += n
     return totals
 

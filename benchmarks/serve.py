@@ -187,9 +187,7 @@ def main() -> None:
         "decoder_precision": args.decoder_precision or args.precision,
         "threads": args.threads,
         "rt_ms": args.rt_ms,
-        "engine": "stand-in (one StreamEncoder/StreamDecoder per stream)"
-        if "engine_standin" in _engine_module()
-        else "batched StreamEngine",
+        "engine": "batched StreamEngine",
         "realtime_capacity": capacity,
         "rows": rows,
         "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -199,12 +197,6 @@ def main() -> None:
 
     write_text(args.out, json.dumps(result, indent=2) + "\n", force=True)
     print(f"-> {args.out}")
-
-
-def _engine_module() -> str:
-    from focalcodec.serve.engine import StreamEngine
-
-    return StreamEngine.__module__
 
 
 if __name__ == "__main__":

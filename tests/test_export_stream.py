@@ -1,7 +1,7 @@
-"""Streaming steps with fixed-shape state (focalcodec.stream_step) and their ONNX / TorchScript
-exports: a loop of steps equals StreamEncoder / StreamDecoder (tokens identical, audio within
-1e-4) past the point where the 508-frame attention cache and the 511-frame contexts are full
-and slide; the zero state, per-row restarts and the errors for non-causal models."""
+"""The engine's step with explicit fixed-shape state (focalcodec.streaming.export.ExportStep) and
+its ONNX / TorchScript exports: a loop of steps equals StreamEncoder / StreamDecoder (tokens
+identical, audio within 1e-4) past the point where the attention window and the 511-frame
+contexts are full and slide; the zero state, per-row restarts and the errors."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from conftest import FIXTURES, ROOT, fixture_io, fixture_model
 from focalcodec import FocalCodec, InputError
 from focalcodec.cli import main
 from focalcodec.export import ExportError, export_onnx, export_torchscript
-from focalcodec.stream_step import DecodeStep, EncodeStep, initial_state, stream_step
 from focalcodec.streaming import StreamDecoder, StreamEncoder
+from focalcodec.streaming.export import ExportStep, initial_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +62,7 @@ def _long_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     sig = F.pad(torch.cat([long_sig, 0.5 * long_sig.flip(1)]), (0, n - long_sig.shape[1]))
     enc, dec = StreamEncoder(codec), StreamDecoder(codec)
     toks = enc.push(sig)
-    assert toks.shape[1] // 4 > 128  # chunks past the 127 that fill the 508-frame cache
+    assert toks.shape[1] // 4 > 129  # chunks past the 129 that fill the 516-slot ring
     assert torch.equal(toks[:1], io["long_stream_toks"])
     return sig, toks, dec.push(toks)
 
@@ -80,7 +80,7 @@ def _check_loops(enc: Step, dec: Step, enc_state: list[torch.Tensor], dec_state:
 
 def test_pytorch_step_loop_matches_streams() -> None:
     codec = fixture_model("tiny_causal_4k")
-    enc, dec = EncodeStep(codec), DecodeStep(codec)
+    enc, dec = ExportStep(codec, "encode"), ExportStep(codec, "decode")
     _check_loops(enc, dec, enc.initial_state(2), dec.initial_state(2))
 
 
@@ -123,22 +123,24 @@ def test_onnx_and_torchscript_step_loops_match_streams(tmp_path: Path) -> None:
 
 def test_initial_state_and_restart() -> None:
     codec = fixture_model("tiny_causal_4k")
-    enc, dec = EncodeStep(codec), DecodeStep(codec)
+    enc, dec = ExportStep(codec, "encode"), ExportStep(codec, "decode")
     state = initial_state(codec, "encode", batch_size=3)
     assert list(state) == enc.state_names and list(initial_state(dec)) == dec.state_names
     assert all(t.shape[0] == 3 and not t.any() for t in state.values())
-    assert state["encoder_frames"].dtype == torch.long and state["encoder_frames"].shape == (3,)
-    assert state["encoder_kv_0"].shape == (3, 2, 4, 512 - 4, 16)
-    assert state["compressor_0_3"].shape == (3, 511, 32)  # the 512-tap global context
-    assert stream_step(codec, "decode").state_names == dec.state_names
-    # a row restarts when its counter is set to 0, whatever the rest of its state holds
+    assert state["encoder.frames"].dtype == torch.long and state["encoder.frames"].shape == (3,)
+    assert state["encoder.encoder.layers.0.attention.keys"].shape == (3, 4, 512 + 4, 16)
+    assert state["compressor.layers.0.focal_block.modulation.layers.2.0.ctx"].shape == (3, 511, 32)
+    # a row restarts when its frame counters are set to 0, whatever the rest of its state holds
     sig = fixture_io("tiny_causal_4k")["sig"][:, : 6 * codec.chunk_size].repeat(2, 1)
     with torch.no_grad():
         _, *es = enc(sig[:, 3 * 1280 : 4 * 1280].flip(0), *enc.initial_state(2))
         _, *ds = dec(torch.randint(0, 4096, (2, 4)), *dec.initial_state(2))
-        es[0][1], ds[0][1] = 0, 0
-        toks = _loop(enc, sig, enc.chunk_size, es)
-        audio = _loop(dec, toks, dec.group, ds)
+        for states, step in ((es, enc), (ds, dec)):
+            for i, name in enumerate(step.state_names):
+                if name.endswith(".frames"):
+                    states[i][1] = 0
+        toks = _loop(enc, sig, 1280, es)
+        audio = _loop(dec, toks, 4, ds)
         fresh = StreamEncoder(codec).push(sig[1])
     assert torch.equal(toks[1], fresh) and not torch.equal(toks[0], fresh)
     torch.testing.assert_close(audio[1], StreamDecoder(codec).push(fresh), atol=SIG_ATOL, rtol=0)
@@ -147,17 +149,17 @@ def test_initial_state_and_restart() -> None:
 def test_4k_preset_state_shapes_and_steps() -> None:
     torch.manual_seed(0)
     codec = FocalCodec.from_config("focalcodec_50hz_4k_causal")
-    enc, dec = EncodeStep(codec), DecodeStep(codec)
-    shapes = dict(zip(enc.state_names + dec.state_names, enc.state_shapes + dec.state_shapes, strict=False))
-    assert shapes["encoder_frames"] == () and shapes["encoder_pos_conv"] == (127, 1024)
-    assert [shapes[f"encoder_kv_{i}"] for i in range(6)] == [(2, 16, 508, 64)] * 6
-    assert shapes["compressor_2_3"] == shapes["decompressor_2_2"] == (511, 1024)
-    assert shapes["decoder_8"] == (6, 1024) and len(dec.state_names) == 1 + 9 + 9
-    assert (enc.chunk_size, enc.chunk_frames, dec.group, dec.samples) == (1280, 4, 4, 1920)
-    sig = 0.1 * torch.randn(1, 2 * enc.chunk_size, generator=torch.Generator().manual_seed(0))
+    enc, dec = ExportStep(codec, "encode"), ExportStep(codec, "decode")
+    shapes = dict(zip(enc.state_names + dec.state_names, enc.state_shapes + dec.state_shapes, strict=True))
+    assert shapes["encoder.frames"] == () and shapes["encoder.encoder.positional_embedding.conv.ctx"] == (127, 1024)
+    assert [shapes[f"encoder.encoder.layers.{i}.attention.values"] for i in range(6)] == [(16, 516, 64)] * 6
+    assert shapes["decompressor.layers.2.focal_block.modulation.layers.2.0.ctx"] == (511, 1024)
+    assert shapes["decoder.backbone.layers.7.dwconv.ctx"] == (6, 1024) and len(dec.state_names) == 2 + 9 + 9
+    assert (enc.input_shape, dec.input_shape) == ((1280,), (4,))
+    sig = 0.1 * torch.randn(1, 2 * 1280, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        toks = _loop(enc, sig, enc.chunk_size, enc.initial_state(1))
-        audio = _loop(dec, toks, dec.group, dec.initial_state(1))
+        toks = _loop(enc, sig, 1280, enc.initial_state(1))
+        audio = _loop(dec, toks, 4, dec.initial_state(1))
     ref = StreamEncoder(codec).push(sig)
     assert torch.equal(toks, ref)
     torch.testing.assert_close(audio, StreamDecoder(codec).push(ref), atol=SIG_ATOL, rtol=0)
@@ -166,13 +168,13 @@ def test_4k_preset_state_shapes_and_steps() -> None:
 def test_errors(tmp_path: Path) -> None:
     codec = fixture_model("tiny_50hz")
     with pytest.raises(InputError, match="causal"):
-        EncodeStep(codec)
+        ExportStep(codec, "encode")
     for graph in ("stream_encode", "stream_decode"):
         with pytest.raises(ExportError, match="not causal"):
             export_onnx(codec, tmp_path / "x.onnx", graph)
     with pytest.raises(InputError, match="side"):
-        stream_step(fixture_model("tiny_causal_4k"), "both")
-    enc = EncodeStep(fixture_model("tiny_causal_4k"))
+        ExportStep(fixture_model("tiny_causal_4k"), "both")
+    enc = ExportStep(fixture_model("tiny_causal_4k"), "encode")
     with pytest.raises(InputError, match=r"\(B, 1280\)"):
         enc(torch.zeros(1, 1000), *enc.initial_state())
     with pytest.raises(InputError, match="state tensors"):

@@ -47,3 +47,29 @@ def test_reduced_precision_snippet_runs() -> None:
         ref = codec.sig_to_toks(sig)
     assert scope["toks"].dtype == torch.int64 and scope["audio"].dtype == torch.float32
     assert (scope["toks"] == ref).float().mean() > 0.9
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_stream_engine_snippet_runs() -> None:
+    """The README's StreamEngine snippet (tiny causal fixture, the example speech): each stream
+    gets what it gets alone."""
+    import torch
+
+    from focalcodec import FocalCodec
+    from focalcodec.streaming import StreamCodec, StreamEncoder
+
+    block = next(b for b in python_blocks() if "StreamEngine(" in b)
+    code = block.replace('"examples/speech.flac"', repr(str(ROOT / "examples" / "speech.flac")))
+    codec = FocalCodec.from_pretrained(str(FIXTURES / "tiny_causal_4k"))
+    scope: dict = {"codec": codec}
+    exec(compile(code, "README.md", "exec"), scope)
+    speech, got, alice, bob = scope["speech"], scope["got"], scope["alice"], scope["bob"]
+    assert got[alice][-1].flushed and not any(out.flushed for out in got[bob])
+    solo = StreamCodec(codec)
+    (t1, a1), (t2, a2) = solo.push(speech), solo.flush()
+    assert torch.equal(torch.cat([out.tokens for out in got[alice]]), torch.cat([t1, t2]))
+    torch.testing.assert_close(torch.cat([out.audio for out in got[alice]]), torch.cat([a1, a2]), atol=1e-5, rtol=0)
+    pushed = speech[: (len(speech) + 1) // 2]
+    bob_toks = torch.cat([out.tokens for out in got[bob]])
+    assert torch.equal(bob_toks, StreamEncoder(codec).push(pushed)[: bob_toks.shape[0]])
+    assert bob_toks.shape[0] == 4 * (len(pushed) // 1280)

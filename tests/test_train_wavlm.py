@@ -45,7 +45,7 @@ def test_encoder_matches_transformers_hidden_state(tmp_path, keep):
     sig = torch.randn(2, 20000) * 0.1
     with torch.no_grad():
         hidden = hf(sig, output_hidden_states=True).hidden_states
-        feats, _ = encoder(sig)
+        feats = encoder(sig)
     # hidden_states[k] (k < num_hidden_layers) is the output of k layers, before any final norm
     assert feats.shape == hidden[keep].shape
     torch.testing.assert_close(feats, hidden[keep], atol=2e-5, rtol=1e-4)
@@ -61,7 +61,7 @@ def test_long_input_uses_the_log_spaced_relative_positions(tmp_path):
     sig = torch.randn(1, 280000) * 0.1
     with torch.no_grad():
         hidden = hf(sig, output_hidden_states=True).hidden_states
-        feats, _ = encoder(sig)
+        feats = encoder(sig)
     assert feats.shape[1] == 874 > 800
     torch.testing.assert_close(feats, hidden[2], atol=5e-5, rtol=1e-4)
 
@@ -80,8 +80,8 @@ def test_padded_batch_matches_transformers_with_an_attention_mask(tmp_path):
     frames = encoder.num_frames(lengths)
     with torch.no_grad():
         hidden = hf(sig, attention_mask=mask, output_hidden_states=True).hidden_states[2]
-        feats, _ = encoder(sig, frame_lengths=frames)
-        alone, _ = encoder(sig[1:, :19200])
+        feats = encoder(sig, frame_lengths=frames)
+        alone = encoder(sig[1:, :19200])
     assert frames.tolist() == [124, 59]
     for b, n in enumerate(frames.tolist()):
         torch.testing.assert_close(feats[b, :n], hidden[b, :n], atol=5e-5, rtol=1e-4)

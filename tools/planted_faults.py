@@ -50,8 +50,8 @@ FAULTS: tuple[Fault, ...] = (
     Fault(
         "unquantised-latents",
         "train/stages.py",
-        "qfeats, _ = self.decompressor(q.codes, lengths=tok_lengths)",
-        "qfeats, _ = self.decompressor(lats, lengths=tok_lengths)",
+        "qfeats = self.decompressor(q.codes, lengths=tok_lengths)",
+        "qfeats = self.decompressor(lats, lengths=tok_lengths)",
         "the decompressor is trained on the continuous latents instead of the binary codes",
     ),
     Fault(

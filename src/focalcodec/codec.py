@@ -12,9 +12,13 @@ Pipeline and tensor names::
 
 The reference-named methods (``sig_to_toks``, ``toks_to_sig``, ...) keep the reference's
 argument order, ``length=`` (relative lengths, encoder only) and streaming-state
-conventions. :meth:`FocalCodec.encode` and :meth:`FocalCodec.decode` take per-item lengths
-and mask padded positions in every layer that mixes time, so a padded item gets exactly
-the tokens and audio it gets alone.
+conventions: with a state or ``return_state=True`` a causal model runs as a stream
+(:mod:`focalcodec.streaming`), each stage's state an opaque value that may be passed again
+(it is never modified: the same state twice gives the same result).
+
+:meth:`FocalCodec.encode` and :meth:`FocalCodec.decode` take per-item lengths and mask padded
+positions in every layer that mixes time, so a padded item gets exactly the tokens and audio
+it gets alone.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ __all__ = ["DecodeOutput", "EncodeOutput", "FocalCodec"]
 
 SAMPLE_RATE = 16000
 ArrayLike = Tensor | np.ndarray | Sequence[float]
-State = Any  # opaque nested lists of tensors
+State = Any  # an opaque stage state (focalcodec.streaming.StageState), or () / [] / None: a new stream
 
 
 class EncodeOutput(NamedTuple):
@@ -230,6 +234,8 @@ class FocalCodec(nn.Module):
         }
 
     # -- reference-named conversions ---------------------------------------------------------
+    # Each method runs offline, or, given a state or return_state=True, as a stream (causal
+    # models; see the module doc). The stages: _encoder, _compressor, _decompressor, _decoder.
     def _out(self, output: Any, states: list[State], return_state: bool) -> Any:
         if not return_state:
             return output
@@ -237,31 +243,69 @@ class FocalCodec(nn.Module):
             return (*output, *states)
         return (output, *states)
 
+    @staticmethod
+    def _streams(return_state: bool, *states: State) -> bool:
+        return return_state or any(_state(s) is not None for s in states)
+
+    def _stage(self, name: str, x: Tensor, state: State, stream: bool, **offline: Any) -> tuple[Tensor, State]:
+        """Stage ``name`` over ``x``: offline, or a stream step of a causal model (whole
+        1280-sample chunks on the encoder; any length elsewhere)."""
+        state = _state(state)
+        if not stream:
+            return getattr(self, name)(x, **offline), None
+        if not self.causal:
+            if state is not None:
+                raise InputError(f"a streaming state was given, but {self.model_id} is not a causal model")
+            return getattr(self, name)(x, **offline), None
+        from .streaming.streams import run_stage
+
+        return run_stage(self, name, x, state)
+
+    def _encoder(self, sig: Tensor, es: State, length: Tensor | None, stream: bool) -> tuple[Tensor, State]:
+        return self._stage("encoder", sig, es, stream, length=length)
+
+    def _compressor(self, feats: Tensor, cs: State, stream: bool) -> tuple[Tensor, State]:
+        lats, cs = self._stage("compressor", feats, cs, stream)
+        return F.normalize(lats, dim=-1), cs
+
+    def _decompressor(self, codes: Tensor, ds: State, stream: bool) -> tuple[Tensor, State]:
+        return self._stage("decompressor", codes.to(self.decompressor.in_proj.weight.dtype), ds, stream)
+
+    def _decoder(
+        self, qfeats: Tensor, gs: State, matching_set: Tensor | None, topk: int, num_splits: int,
+        output_length: int | None, stream: bool,
+    ) -> tuple[Tensor, State]:  # fmt: skip
+        if matching_set is not None:
+            qfeats = self.knn(qfeats, matching_set.to(qfeats), topk, num_splits).mean(dim=-2)
+        sig, gs = self._stage("decoder", qfeats, gs, stream)
+        return (sig if output_length is None else _fit_length(sig, int(output_length))), gs
+
     def sig_to_feats(
         self, sig: Tensor, encoder_state: State = (), length: Tensor | None = None, return_state: bool = False
     ) -> Any:
         """``(B, N) -> (B, T, C)``."""
-        feats, es = self.encoder(sig, _state(encoder_state), length=length)
+        feats, es = self._encoder(sig, encoder_state, length, self._streams(return_state, encoder_state))
         return self._out(feats, [es], return_state)
 
     def feats_to_lats(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
         """``(B, T, C) -> (B, T', D)`` unit-norm latents."""
-        lats, cs = self.compressor(feats, _state(compressor_state))
-        return self._out(F.normalize(lats, dim=-1), [cs], return_state)
+        lats, cs = self._compressor(feats, compressor_state, self._streams(return_state, compressor_state))
+        return self._out(lats, [cs], return_state)
 
     def feats_to_toks(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
-        lats, cs = self.feats_to_lats(feats, compressor_state, return_state=True)
+        lats, cs = self._compressor(feats, compressor_state, self._streams(return_state, compressor_state))
         return self._out(self.quantizer.lats_to_toks(lats), [cs], return_state)
 
     def feats_to_codes(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
-        lats, cs = self.feats_to_lats(feats, compressor_state, return_state=True)
+        lats, cs = self._compressor(feats, compressor_state, self._streams(return_state, compressor_state))
         return self._out(self.quantizer.lats_to_codes(lats), [cs], return_state)
 
     def feats_to_qfeats(
         self, feats: Tensor, compressor_state: State = (), decompressor_state: State = (), return_state: bool = False
     ) -> Any:
-        codes, cs = self.feats_to_codes(feats, compressor_state, return_state=True)
-        qfeats, ds = self.codes_to_qfeats(codes, decompressor_state, return_state=True)
+        stream = self._streams(return_state, compressor_state, decompressor_state)
+        lats, cs = self._compressor(feats, compressor_state, stream)
+        qfeats, ds = self._decompressor(self.quantizer.lats_to_codes(lats), decompressor_state, stream)
         return self._out(qfeats, [cs, ds], return_state)
 
     def feats_to_sig(
@@ -276,11 +320,8 @@ class FocalCodec(nn.Module):
     ) -> Any:
         """``(B, T, C) -> (B, T * hop)``; with ``matching_set (M, C)`` every frame is first
         replaced by the mean of its ``topk`` nearest (cosine) matching frames (kNN-VC)."""
-        if matching_set is not None:
-            feats = self.knn(feats, matching_set.to(feats), topk, num_splits).mean(dim=-2)
-        sig, gs = self.decoder(feats, _state(decoder_state))
-        if output_length is not None:
-            sig = _fit_length(sig, int(output_length))
+        stream = self._streams(return_state, decoder_state)
+        sig, gs = self._decoder(feats, decoder_state, matching_set, topk, num_splits, output_length, stream)
         return self._out(sig, [gs], return_state)
 
     def lats_to_toks(self, lats: Tensor) -> Tensor:
@@ -324,7 +365,7 @@ class FocalCodec(nn.Module):
         return self.quantizer.codes_to_toks(codes)
 
     def codes_to_qfeats(self, codes: Tensor, decompressor_state: State = (), return_state: bool = False) -> Any:
-        qfeats, ds = self.decompressor(codes.to(self.decompressor.in_proj.weight.dtype), _state(decompressor_state))
+        qfeats, ds = self._decompressor(codes, decompressor_state, self._streams(return_state, decompressor_state))
         return self._out(qfeats, [ds], return_state)
 
     def codes_to_sig(
@@ -338,11 +379,16 @@ class FocalCodec(nn.Module):
         output_length: int | None = None,
         return_state: bool = False,
     ) -> Any:
-        qfeats, ds = self.codes_to_qfeats(codes, decompressor_state, return_state=True)
-        sig, gs = self.feats_to_sig(
-            qfeats, decoder_state, matching_set, topk, num_splits, output_length, return_state=True
-        )
+        stream = self._streams(return_state, decompressor_state, decoder_state)
+        qfeats, ds = self._decompressor(codes, decompressor_state, stream)
+        sig, gs = self._decoder(qfeats, decoder_state, matching_set, topk, num_splits, output_length, stream)
         return self._out(sig, [ds, gs], return_state)
+
+    def _lats(self, sig: Tensor, es: State, cs: State, length: Tensor | None, stream: bool) -> tuple[Tensor, ...]:
+        """``(lats, compressor state, encoder state)``."""
+        feats, es = self._encoder(sig, es, length, stream)
+        lats, cs = self._compressor(feats, cs, stream)
+        return lats, cs, es
 
     def sig_to_lats(
         self,
@@ -352,8 +398,8 @@ class FocalCodec(nn.Module):
         length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
-        feats, es = self.sig_to_feats(sig, encoder_state, length, return_state=True)
-        lats, cs = self.feats_to_lats(feats, compressor_state, return_state=True)
+        stream = self._streams(return_state, encoder_state, compressor_state)
+        lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
         return self._out(lats, [es, cs], return_state)
 
     def sig_to_toks(
@@ -364,7 +410,8 @@ class FocalCodec(nn.Module):
         length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
-        lats, es, cs = self.sig_to_lats(sig, encoder_state, compressor_state, length, return_state=True)
+        stream = self._streams(return_state, encoder_state, compressor_state)
+        lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
         return self._out(self.quantizer.lats_to_toks(lats), [es, cs], return_state)
 
     def sig_to_codes(
@@ -375,7 +422,8 @@ class FocalCodec(nn.Module):
         length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
-        lats, es, cs = self.sig_to_lats(sig, encoder_state, compressor_state, length, return_state=True)
+        stream = self._streams(return_state, encoder_state, compressor_state)
+        lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
         return self._out(self.quantizer.lats_to_codes(lats), [es, cs], return_state)
 
     def sig_to_qfeats(
@@ -387,8 +435,9 @@ class FocalCodec(nn.Module):
         length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
-        codes, es, cs = self.sig_to_codes(sig, encoder_state, compressor_state, length, return_state=True)
-        qfeats, ds = self.codes_to_qfeats(codes, decompressor_state, return_state=True)
+        stream = self._streams(return_state, encoder_state, compressor_state, decompressor_state)
+        lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
+        qfeats, ds = self._decompressor(self.quantizer.lats_to_codes(lats), decompressor_state, stream)
         return self._out(qfeats, [es, cs, ds], return_state)
 
     def forward(
@@ -402,13 +451,13 @@ class FocalCodec(nn.Module):
         return_state: bool = False,
     ) -> Any:
         """``(B, N) -> toks (B, T'), codes (B, T', D), rec_sig (B, floor(N * sr_out / sr_in))``."""
-        codes, es, cs = self.sig_to_codes(sig, encoder_state, compressor_state, length, return_state=True)
-        toks = self.quantizer.codes_to_toks(codes)
+        stream = self._streams(return_state, encoder_state, compressor_state, decompressor_state, decoder_state)
+        lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
+        codes = self.quantizer.lats_to_codes(lats)
+        qfeats, ds = self._decompressor(codes, decompressor_state, stream)
         output_length = sig.shape[-1] * self.sample_rate_output // self.sample_rate_input
-        rec, ds, gs = self.codes_to_sig(
-            codes, decompressor_state, decoder_state, output_length=output_length, return_state=True
-        )
-        return self._out((toks, codes, rec), [es, cs, ds, gs], return_state)
+        rec, gs = self._decoder(qfeats, decoder_state, None, 4, 1, output_length, stream)
+        return self._out((self.quantizer.codes_to_toks(codes), codes, rec), [es, cs, ds, gs], return_state)
 
     def sig_to_sig(
         self,
@@ -558,8 +607,8 @@ class FocalCodec(nn.Module):
         return EncodeOutput(toks, tok_lens)
 
     def _encode_batch(self, sig: Tensor, frame_lengths: Tensor | None) -> Tensor:
-        feats, _ = self.encoder(sig, frame_lengths=frame_lengths)
-        lats, _ = self.compressor(feats, lengths=frame_lengths)
+        feats = self.encoder(sig, frame_lengths=frame_lengths)
+        lats = self.compressor(feats, lengths=frame_lengths)
         return self.quantizer.lats_to_toks(F.normalize(lats, dim=-1))
 
     @torch.inference_mode()
@@ -585,9 +634,9 @@ class FocalCodec(nn.Module):
         toks = toks.clamp(0, self.codebook_size - 1).to(self._device)
         lens_d = lens.to(self._device)
         codes = self.quantizer.toks_to_codes(toks).to(self._dtype)
-        qfeats, _ = self.decompressor(codes, lengths=lens_d)
+        qfeats = self.decompressor(codes, lengths=lens_d)
         q_lens = lens_d * self.decompressor.upsample_factor
-        audio, _ = self.decoder(qfeats, lengths=q_lens)
+        audio = self.decoder(qfeats, lengths=q_lens)
         out_lens = (q_lens * self.decoder.upsample_factor).cpu()
         audio = audio.float() * (
             torch.arange(audio.shape[1], device=audio.device)[None] < out_lens.to(audio.device)[:, None]

@@ -11,13 +11,14 @@ Inputs must hold at least 400 samples (the feature extractor's receptive field) 
 non-causal models. Both exports are traced; the tests check onnxruntime and TorchScript
 against PyTorch on the fixtures for lengths other than the tracing example.
 
-Two more for causal models, one streaming step each with explicit fixed-shape state tensors
-(:mod:`focalcodec.stream_step`; dynamic batch axis only):
+Two more for causal models: the streaming engine's step of each side with explicit
+fixed-shape state tensors (:class:`focalcodec.streaming.export.ExportStep`; dynamic batch
+axis only):
 
 - ``stream_encode``: ``chunk (B, chunk_size), *state -> toks (B, chunk_frames), *new_state``;
 - ``stream_decode``: ``toks (B, group), *state -> audio (B, group * samples_per_token), *new_state``.
 
-State inputs are named as ``step.state_names`` (``focalcodec.stream_step.initial_state``
+State inputs are named as ``step.state_names`` (``focalcodec.streaming.export.initial_state``
 gives them with their zero values), the outputs ``new_<name>``.
 """
 
@@ -33,7 +34,7 @@ from torch import Tensor, nn
 
 from .codec import FocalCodec
 from .errors import FocalCodecError
-from .stream_step import stream_step
+from .streaming.export import ExportStep, matmul_istft
 
 __all__ = ["GRAPHS", "ExportError", "export_onnx", "export_torchscript"]
 
@@ -77,9 +78,7 @@ def _graph(codec: FocalCodec, graph: str) -> _Graph:
     if graph.startswith("stream_"):
         return _stream_graph(codec, graph)
     codec = copy.deepcopy(codec).eval()
-    head = getattr(codec.decoder, "head", None)
-    if hasattr(head, "real_idft"):
-        head.real_idft = True
+    matmul_istft(codec)
     device = next(codec.parameters()).device
     n = int(EXAMPLE_SECONDS * codec.sample_rate_input)
     if graph == "encode":
@@ -101,14 +100,14 @@ def _stream_graph(codec: FocalCodec, graph: str) -> _Graph:
             "(export encode/decode instead, or use e.g. focalcodec_50hz_4k_causal)"
         )
     side = graph[len("stream_") :]
-    step = stream_step(codec, side)
+    step = ExportStep(codec, side)
     device = next(codec.parameters()).device
     g = torch.Generator().manual_seed(0)
     if side == "encode":
-        example = 0.1 * torch.randn(2, step.chunk_size, generator=g).to(device)
+        example = 0.1 * torch.randn(2, *step.input_shape, generator=g).to(device)
         in_name, out_name = "chunk", "toks"
     else:
-        example = torch.randint(0, codec.codebook_size, (2, step.group), generator=g).to(device)
+        example = torch.randint(0, codec.codebook_size, (2, *step.input_shape), generator=g).to(device)
         in_name, out_name = "toks", "audio"
     input_names = [in_name] + step.state_names
     output_names = [out_name] + [f"new_{name}" for name in step.state_names]

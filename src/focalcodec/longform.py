@@ -116,17 +116,17 @@ def encode_long(
         n = sig.shape[0]
     total = int(codec.num_tokens(n))
     if codec.causal:
+        from .streaming import StreamEncoder
+
         step = codec.chunk_size * max(1, int(round(windowing.chunk * codec.sample_rate_input / codec.chunk_size)))
-        dev = _device(codec)
-        enc_state: object = ()
-        comp_state: object = ()
+        stream = StreamEncoder(codec, optimize=False)
         parts = []
         for s in range(0, n, step):
-            chunk = sig[s : s + step].to(dev, torch.float32)[None]
-            toks, enc_state, comp_state = codec.sig_to_toks(chunk, enc_state, comp_state, return_state=True)
-            parts.append(toks[0].cpu())
+            chunk = sig[s : s + step].to(torch.float32)
+            parts.append(stream.push(chunk).cpu())
             _report(progress, chunk.shape[-1] / codec.sample_rate_input)
-        out = torch.cat(parts)
+        # the last chunk's padding masked: the tokens of one offline pass
+        out = torch.cat(parts + [stream.flush(pad=False).cpu()])
     else:
         core, left, right = windowing.token_geometry(codec.token_rate)
         if total <= core + left + right:

@@ -3,7 +3,7 @@
 ``x: (B, T, input_dim) -> (B, T, dim)``: embedding conv, LayerNorm, ConvNeXt blocks
 (depthwise conv, LayerNorm, pointwise MLP, layer scale ``gamma``, residual), final LayerNorm.
 Non-causal convs use zero "same" padding; causal convs get ``kernel - 1`` frames of left
-context (zeros or the first frame repeated at stream start, per ``pad_mode``).
+context (zeros or the first frame repeated at the start, per ``pad_mode``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .layers import CausalPad, conv_time_major, zero_padded_frames
+from .layers import Conv
 
 __all__ = ["ConvNeXtBackbone"]
 
@@ -23,29 +23,17 @@ class ConvNeXtBlock(nn.Module):
         self, dim: int, ffn_dim: int, kernel_size: int, layerscale_init: float, causal: bool, pad_mode: str
     ) -> None:
         super().__init__()
-        self.dwconv = nn.Conv1d(dim, dim, kernel_size, groups=dim)
+        padding = "causal" if causal else "same"
+        self.dwconv = Conv(dim, dim, kernel_size, groups=dim, padding=padding, start=pad_mode)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, ffn_dim)
         self.activation = nn.GELU()
         self.pwconv2 = nn.Linear(ffn_dim, dim)
         self.gamma = nn.Parameter(torch.full((dim,), float(layerscale_init)))
-        self.causal = causal
-        self.pad = CausalPad(kernel_size - 1 if causal else 0, pad_mode)
 
-    def forward(
-        self, x: Tensor, context: Tensor | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, Tensor | None]:
-        residual = x
-        new_context = None
-        if self.causal:
-            x, new_context = self.pad(x, context)
-            y = conv_time_major(x, self.dwconv)
-        else:
-            x = zero_padded_frames(x, lengths)
-            half = self.dwconv.kernel_size[0] // 2
-            y = conv_time_major(x, self.dwconv, (half, half))
-        y = self.pwconv2(self.activation(self.pwconv1(self.norm(y))))
-        return residual + self.gamma * y, new_context
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        y = self.pwconv2(self.activation(self.pwconv1(self.norm(self.dwconv(x, lengths)))))
+        return x + self.gamma * y
 
 
 class ConvNeXtBackbone(nn.Module):
@@ -66,29 +54,15 @@ class ConvNeXtBackbone(nn.Module):
         self.causal = causal
         if layerscale_init is None:
             layerscale_init = 1.0 / num_layers
-        self.embedding = nn.Conv1d(input_dim, dim, kernel_size)
-        self.pad = CausalPad(kernel_size - 1 if causal else 0, pad_mode)
+        self.embedding = Conv(input_dim, dim, kernel_size, padding="causal" if causal else "same", start=pad_mode)
         self.input_norm = nn.LayerNorm(dim, eps=1e-6)
         self.layers = nn.ModuleList(
             ConvNeXtBlock(dim, ffn_dim, kernel_size, layerscale_init, causal, pad_mode) for _ in range(num_layers)
         )
         self.output_norm = nn.LayerNorm(dim, eps=1e-6)
 
-    def forward(
-        self, x: Tensor, state: list[Tensor] | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, list[Tensor]]:
-        new_state: list[Tensor] = []
-        if self.causal:
-            x, ctx = self.pad(x, None if not state else state[0])
-            new_state.append(ctx)
-            x = conv_time_major(x, self.embedding)
-        else:
-            x = zero_padded_frames(x, lengths)
-            half = self.embedding.kernel_size[0] // 2
-            x = conv_time_major(x, self.embedding, (half, half))
-        x = self.input_norm(x)
-        for i, layer in enumerate(self.layers):
-            x, ctx = layer(x, None if not state else state[i + 1], lengths)
-            if ctx is not None:
-                new_state.append(ctx)
-        return self.output_norm(x), new_state
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        x = self.input_norm(self.embedding(x, lengths))
+        for layer in self.layers:
+            x = layer(x, lengths)
+        return self.output_norm(x)

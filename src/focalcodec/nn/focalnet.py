@@ -5,11 +5,10 @@ layers then ``out_proj``). ``FocalDecoder``: ``codes: (B, T', D) -> qfeats (B, T
 (``in_proj``, three FocalUpScale layers, and the chunk refiner of causal models).
 
 Non-causal models use LayerNorm, "same" depthwise convs and a global mean context; causal
-models use DynamicTanh, left-context convs (replicate padding at stream start) and a
+models use DynamicTanh, left-context convs (replicate padding at the start) and a
 ``window_size``-tap causal depthwise conv as global context.
 
-Every ``forward`` takes an optional streaming ``state`` (nested lists of context tensors,
-causal only) and optional ``lengths`` (valid frames per item) for exact batch invariance.
+Every ``forward`` takes optional ``lengths`` (valid frames per item) for exact batch invariance.
 """
 
 from __future__ import annotations
@@ -20,20 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import (
-    CausalPad,
-    DynamicTanh,
-    FeedForward,
-    Snake,
-    conv_time_major,
-    in_float32,
-    time_mask,
-    zero_padded_frames,
-)
+from .layers import Conv, DynamicTanh, FeedForward, FrameConvTranspose, Snake, in_float32, time_mask, zero_padded_frames
 
 __all__ = ["FocalDecoder", "FocalEncoder"]
-
-State = list[Tensor]
 
 
 class FocalModulation(nn.Module):
@@ -60,34 +48,20 @@ class FocalModulation(nn.Module):
         if causal:
             kernels.append(window_size)
         self.kernel_sizes = kernels
+        padding = "causal" if causal else "same"
         self.layers = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv1d(dim, dim, k, groups=dim),
-                nn.GELU(),
-            )
-            for k in kernels
+            nn.Sequential(Conv(dim, dim, k, groups=dim, padding=padding), nn.GELU()) for k in kernels
         )
-        self.pads = nn.ModuleList(CausalPad(k - 1 if causal else 0) for k in kernels)
         self.activation = nn.GELU()
-        self.context_proj = nn.Conv1d(dim, dim, 1)
+        self.context_proj = Conv(dim, dim, 1)
         self.out_proj = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         q, ctx, gates = self.in_proj(x).split([self.dim, self.dim, self.focal_level + 1], dim=-1)
         acc = 0.0
-        new_state: State = []
-        for level, (layer, pad) in enumerate(zip(self.layers, self.pads, strict=False)):
-            conv = layer[0]
-            if self.causal:
-                ctx, c = pad(ctx, None if state is None else state[level])
-                new_state.append(c)
-                ctx = conv_time_major(ctx, conv)
-            else:
-                ctx = zero_padded_frames(ctx, lengths)
-                total = conv.kernel_size[0] - 1
-                ctx = conv_time_major(ctx, conv, (total // 2, total - total // 2))
-            ctx = layer[1](ctx)
+        for level, (conv, activation) in enumerate(self.layers):
+            ctx = activation(conv(ctx, lengths))
             acc = acc + ctx * gates[..., level : level + 1]
         if not self.causal:
             if lengths is None:
@@ -98,12 +72,7 @@ class FocalModulation(nn.Module):
             acc = acc + self.activation(pooled) * gates[..., self.focal_level :]
         if self.normalize_modulator:
             acc = acc / (self.focal_level + 1)
-        own = getattr(self.context_proj, "forward_time_major", None)  # streaming copies' fast path
-        if own is not None:
-            modulator = own(acc)
-        else:
-            modulator = F.linear(acc, self.context_proj.weight[:, :, 0], self.context_proj.bias)
-        return self.dropout(self.out_proj(q * modulator)), new_state
+        return self.dropout(self.out_proj(q * self.context_proj(acc)))
 
 
 class FocalBlock(nn.Module):
@@ -144,15 +113,15 @@ class FocalBlock(nn.Module):
             self.modulation_gamma = None
             self.feed_forward_gamma = None
 
-    def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
-        y, new_state = self.modulation(self.modulation_norm(x), state, lengths)
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        y = self.modulation(self.modulation_norm(x), lengths)
         if self.modulation_gamma is not None:
             y = y * self.modulation_gamma
         x = x + y
         y = self.feed_forward(self.feed_forward_norm(x))
         if self.feed_forward_gamma is not None:
             y = y * self.feed_forward_gamma
-        return x + y, new_state
+        return x + y
 
 
 class DownScale(nn.Module):
@@ -166,9 +135,10 @@ class DownScale(nn.Module):
         super().__init__()
         self.factor = factor
         self.causal = causal
-        self.downscale = nn.Conv1d(in_dim, out_dim, factor, factor)
+        # Non-causal: the reference right-pads by (T - f) mod f. For f <= 2 that is the same as
+        # padding by f - 1, which keeps exported graphs shape-independent; larger f crop after.
+        self.downscale = Conv(in_dim, out_dim, factor, factor, padding="causal" if causal else (0, factor - 1))
         self.activation = Snake(out_dim)
-        self.pad = CausalPad(factor - 1 if causal else 0)
 
     def num_frames(self, lengths: Tensor) -> Tensor:
         f = self.factor
@@ -177,20 +147,12 @@ class DownScale(nn.Module):
         padded = lengths + torch.remainder(lengths - f, f)
         return torch.div(padded - f, f, rounding_mode="floor") + 1
 
-    def forward(
-        self, x: Tensor, context: Tensor | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, Tensor | None]:
-        if self.causal:
-            x, new_context = self.pad(x, context)
-            return self.activation(conv_time_major(x, self.downscale)), new_context
-        f = self.factor
-        # The reference right-pads by (T - f) mod f. For f <= 2 that is the same as padding by
-        # f - 1, which keeps exported graphs shape-independent; larger f keep its frame count.
-        y = conv_time_major(zero_padded_frames(x, lengths), self.downscale, (0, f - 1))
-        if f > 2:
-            T = x.shape[1]
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        y = self.downscale(x, lengths)
+        f, T = self.factor, x.shape[1]
+        if f > 2 and not self.causal:
             y = y[:, : (T + (T - f) % f - f) // f + 1]
-        return self.activation(y), None
+        return self.activation(y)
 
 
 class UpScale(nn.Module):
@@ -205,16 +167,10 @@ class UpScale(nn.Module):
         self.factor = factor
         self.causal = causal
         self.activation = Snake(in_dim)
-        self.upscale = nn.ConvTranspose1d(in_dim, out_dim, factor, factor)
+        self.upscale = FrameConvTranspose(in_dim, out_dim, factor)
 
     def forward(self, x: Tensor) -> Tensor:
-        own = getattr(self.upscale, "forward_time_major", None)  # streaming copies' fast path
-        if own is not None:
-            return own(self.activation(x))
-        B, T, _ = x.shape
-        w = self.upscale.weight  # (C_in, C_out, u)
-        y = self.activation(x) @ w.permute(0, 2, 1).reshape(w.shape[0], -1)
-        return y.reshape(B, T * self.factor, w.shape[1]) + self.upscale.bias
+        return self.upscale(self.activation(x))
 
 
 class FocalDownScale(nn.Module):
@@ -225,14 +181,11 @@ class FocalDownScale(nn.Module):
         self.downscale = DownScale(in_dim, out_dim, factor, bool(block["causal"]))
         self.focal_block = FocalBlock(out_dim, **block)  # type: ignore[arg-type]
 
-    def forward(
-        self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, State, Tensor | None]:
-        x, ctx = self.downscale(x, None if state is None else state[0], lengths)
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        x = self.downscale(x, lengths)
         if lengths is not None:
             lengths = self.downscale.num_frames(lengths)
-        x, block_state = self.focal_block(x, None if state is None else state[1:], lengths)
-        return x, ([ctx] + block_state) if ctx is not None else [], lengths
+        return self.focal_block(x, lengths), lengths
 
 
 class FocalUpScale(nn.Module):
@@ -243,14 +196,9 @@ class FocalUpScale(nn.Module):
         self.focal_block = FocalBlock(in_dim, **block)  # type: ignore[arg-type]
         self.upscale = UpScale(in_dim, out_dim, factor, bool(block["causal"]))
 
-    def forward(
-        self, x: Tensor, state: State | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, State, Tensor | None]:
-        x, block_state = self.focal_block(x, state, lengths)
-        x = self.upscale(x)
-        if lengths is not None:
-            lengths = lengths * self.upscale.factor
-        return x, block_state, lengths
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        x = self.upscale(self.focal_block(x, lengths))
+        return x, (None if lengths is None else lengths * self.upscale.factor)
 
 
 class ChunkRefiner(nn.Module):
@@ -335,14 +283,10 @@ class FocalEncoder(nn.Module):
             lengths = layer.downscale.num_frames(lengths)
         return lengths
 
-    def forward(
-        self, x: Tensor, state: list[State] | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, list[State]]:
-        new_state = []
-        for i, layer in enumerate(self.layers):
-            x, s, lengths = layer(x, None if not state else state[i], lengths)
-            new_state.append(s)
-        return in_float32(self.out_proj, self.dropout(x)), new_state  # the tokens are its signs
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        for layer in self.layers:
+            x, lengths = layer(x, lengths)
+        return in_float32(self.out_proj, self.dropout(x))  # the tokens are its signs
 
 
 class FocalDecoder(nn.Module):
@@ -385,14 +329,9 @@ class FocalDecoder(nn.Module):
             self.layers.append(FocalUpScale(dims[i], dims[i + 1], factor, **_block_kwargs(cfg, window)))
         self.refiner = ChunkRefiner(1 + lookahead_size, output_dim, dropout) if causal and lookahead_size > 0 else None
 
-    def forward(
-        self, x: Tensor, state: list[State] | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, list[State]]:
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``lengths (B,)``: valid frames per item; the refiner zero-pads from there to its block."""
         x = self.dropout(self.in_proj(x))
-        new_state = []
-        for i, layer in enumerate(self.layers):
-            x, s, lengths = layer(x, None if not state else state[i], lengths)
-            new_state.append(s)
-        if self.refiner is not None:
-            x = self.refiner(x, lengths)
-        return x, new_state
+        for layer in self.layers:
+            x, lengths = layer(x, lengths)
+        return x if self.refiner is None else self.refiner(x, lengths)

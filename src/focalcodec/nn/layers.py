@@ -2,12 +2,10 @@
 
 - :func:`time_mask` / :func:`zero_padded_frames`: the one masking helper used by every
   layer that mixes time, so that padded batch items behave exactly as if run alone.
-- :func:`conv_time_major`: the one convolution entry point. Every stage keeps activations
-  time-major, ``(B, T, C)``; convolutions run as channels-last 2-D convolutions on a view,
-  so no layer pays for transposed copies (LayerNorm, Linear and GELU then act in place).
-- :class:`CausalPad`: the one left-context helper used by every causal convolution. It
-  prepends the ``k - 1`` frames of context carried over from the previous call (or a
-  replicate/zero padding at stream start) and returns the context for the next call.
+- :class:`Conv`: the one convolution, with every padding the stages use (causal with a
+  replicate or zero start, same, valid, explicit). Every stage keeps activations
+  time-major, ``(B, T, C)``, so no layer pays for transposed copies (LayerNorm, Linear and
+  GELU then act in place). :class:`FrameConvTranspose`: the per-frame transposed conv.
 - :func:`in_float32`: runs a module in float32 inside an autocast region, for the few
   places where precision decides (the latents whose signs are the tokens, the waveform
   heads and their inverse FFT).
@@ -21,13 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "CausalPad",
+    "Conv",
     "DynamicTanh",
     "FeedForward",
+    "FrameConvTranspose",
     "Snake",
-    "conv_time_major",
     "in_float32",
-    "strided_conv_time_major",
     "time_mask",
     "zero_padded_frames",
 ]
@@ -67,68 +64,93 @@ def zero_padded_frames(x: Tensor, lengths: Tensor | None) -> Tensor:
     return x.masked_fill(~time_mask(lengths, x.shape[1])[:, :, None], 0.0)
 
 
-def conv_time_major(
-    x: Tensor,
-    conv: nn.Conv1d,
-    padding: tuple[int, int] = (0, 0),
-) -> Tensor:
-    """Apply ``conv`` (its weights, stride and groups; its own padding is ignored) over time.
+class Conv(nn.Conv1d):
+    """The one convolution of every stage: a ``Conv1d`` over time-major input with its padding.
 
-    ``x: (B, T, C_in) -> (B, T', C_out)`` with ``padding`` zeros added (left, right).
-    A conv module may supply its own ``forward_time_major(x, padding)`` with the same contract
-    (the streaming copies of :mod:`focalcodec.streaming` do, for few-frame inputs).
-    """
-    own = getattr(conv, "forward_time_major", None)
-    if own is not None:
-        return own(x, padding)
-    return strided_conv_time_major(x, conv, padding)
+    ``x: (B, T, C_in) -> (B, T', C_out)``. ``padding``:
 
+    - ``"causal"``: ``k - 1`` frames of left context, at the start the first frame repeated
+      (``start="replicate"``) or zeros (``start="zeros"``);
+    - ``"same"``: ``(k - 1) // 2`` zeros on the left and the rest on the right;
+    - ``"valid"``: none, except that an input shorter than the kernel is zero-padded on the
+      right to one kernel;
+    - ``(left, right)``: that many zeros.
 
-def strided_conv_time_major(x: Tensor, conv: nn.Conv1d, padding: tuple[int, int] = (0, 0)) -> Tensor:
-    """:func:`conv_time_major` through PyTorch's convolution, ignoring any ``forward_time_major``
-    (a channels-last 2-D view, so no transposed copy is made); same contract."""
-    if padding != (0, 0):
-        x = F.pad(x, (0, 0, padding[0], padding[1]))
-    y = F.conv2d(
-        x.transpose(1, 2).unsqueeze(2),
-        conv.weight.unsqueeze(2),
-        conv.bias,
-        stride=(1, conv.stride[0]),
-        groups=conv.groups,
-    )
-    return y.squeeze(2).transpose(1, 2)
-
-
-class CausalPad(nn.Module):
-    """Left context for a causal convolution, carried across calls.
-
-    ``x: (B, T, C)``, ``context: (B, k - 1, C)`` or None
-    ``-> (B, k - 1 + T, C)`` input for a convolution without padding, and the new context
-    (the last ``k - 1`` input steps). At stream start (``context is None``) the context is
-    the first step repeated (``mode="replicate"``) or zeros (``mode="zeros"``).
-    For ``k == 1`` the context is an empty ``(B, 0, C)`` tensor.
+    ``lengths (B,)``: valid frames per item; for the non-causal paddings the frames past them
+    are zeroed first, so a padded item convolves as it would alone. The weights are PyTorch's
+    ``(C_out, C_in / groups, k)`` (checkpoint keys unchanged). Activations stay time-major:
+    the convolution runs as a channels-last 2-D convolution on a view (no transposed copies).
     """
 
-    def __init__(self, size: int, mode: str = "replicate") -> None:
-        super().__init__()
-        if mode not in ("replicate", "zeros"):
-            raise ValueError(f"unknown causal padding mode {mode!r}")
-        self.size = size
-        self.mode = mode
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding: str | tuple[int, int] = (0, 0),
+        start: str = "replicate",
+    ) -> None:
+        super().__init__(in_dim, out_dim, kernel_size, stride, groups=groups, bias=bias)
+        if start not in ("replicate", "zeros"):
+            raise ValueError(f"unknown causal start padding {start!r}")
+        self.causal = padding == "causal"
+        self.mode = padding
+        self.start = start
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.size == 0:
-            return x, x[:, :0]
-        if context is None:
-            if self.mode == "replicate":
-                context = x[:, :1].expand(-1, self.size, -1)
-            else:
-                context = x.new_zeros(x.shape[0], self.size, x.shape[2])
-        x = torch.cat([context.to(x.dtype), x], dim=1)
-        return x, x[:, -self.size :]
+    @property
+    def context(self) -> int:
+        """Frames of left context a causal convolution reads before its input (``k - 1``)."""
+        return self.kernel_size[0] - 1
 
-    def extra_repr(self) -> str:
-        return f"size={self.size}, mode={self.mode!r}"
+    def start_context(self, x: Tensor) -> Tensor:
+        """The context before the first frame of ``x (B, T, C)``: ``(B, k - 1, C)``."""
+        if self.start == "replicate":
+            return x[:, :1].expand(-1, self.context, -1)
+        return x.new_zeros(x.shape[0], self.context, x.shape[2])
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        if self.causal:
+            return self.convolve(torch.cat([self.start_context(x), x], dim=1) if self.context else x)
+        k = self.kernel_size[0]
+        if self.mode == "same":
+            left, right = (k - 1) // 2, k - 1 - (k - 1) // 2
+        elif self.mode == "valid":
+            left, right = 0, max(0, k - x.shape[1])
+        else:
+            left, right = self.mode
+        x = zero_padded_frames(x, lengths)
+        return self.convolve(F.pad(x, (0, 0, left, right)) if left or right else x)
+
+    def convolve(self, x: Tensor) -> Tensor:
+        """The convolution without padding: ``(B, L, C_in) -> (B, (L - k) // stride + 1, C_out)``."""
+        if self.kernel_size[0] == 1 and self.groups == 1 and self.stride[0] == 1:
+            return F.linear(x, self.weight[:, :, 0], self.bias)
+        y = F.conv2d(
+            x.transpose(1, 2).unsqueeze(2),
+            self.weight.unsqueeze(2),
+            self.bias,
+            stride=(1, self.stride[0]),
+            groups=self.groups,
+        )
+        return y.squeeze(2).transpose(1, 2)
+
+
+class FrameConvTranspose(nn.ConvTranspose1d):
+    """A ``ConvTranspose1d`` whose kernel equals its stride ``u``: every input frame makes its
+    own ``u`` output frames (a per-frame linear map, no context). ``(B, T, C_in) -> (B, T * u, C_out)``;
+    weights ``(C_in, C_out, u)`` as PyTorch's."""
+
+    def __init__(self, in_dim: int, out_dim: int, factor: int) -> None:
+        super().__init__(in_dim, out_dim, factor, factor)
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        B, T, _ = x.shape
+        w = self.weight
+        y = x @ w.permute(0, 2, 1).reshape(w.shape[0], -1)
+        return y.reshape(B, T * self.stride[0], w.shape[1]) + self.bias
 
 
 class Snake(nn.Module):

@@ -37,22 +37,26 @@ def overlap_add(frames: Tensor, hop: int, as_conv: bool = False) -> Tensor:
 
 
 class ISTFTHead(nn.Module):
-    """``(B, T, dim) -> (B, T * hop)`` through an inverse STFT ("same" padding)."""
+    """``(B, T, dim) -> (B, T * hop)`` through an inverse STFT ("same" padding).
 
-    def __init__(self, dim: int, n_fft: int, hop_length: int, causal: bool = False) -> None:
+    ``dft="fft"``: ``torch.fft``; ``dft="matmul"``: the same function with the inverse DFT as two
+    real matrices and the overlap-add as a transposed convolution (slower; for exporters, as
+    ONNX has no complex FFT)."""
+
+    def __init__(self, dim: int, n_fft: int, hop_length: int, causal: bool = False, dft: str = "fft") -> None:
         super().__init__()
+        if dft not in ("fft", "matmul"):
+            raise ValueError(f"dft must be 'fft' or 'matmul', got {dft!r}")
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.causal = causal
+        self.dft = dft
         self.proj = nn.Linear(dim, n_fft + 2)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        # For exporters (ONNX has no complex FFT): the inverse DFT as two real matrices and
-        # the overlap-add as a transposed convolution. Same function, slower.
-        self.real_idft = False
 
     def _irfft(self, mag: Tensor, phase: Tensor) -> Tensor:
         """Inverse real FFT of ``mag * exp(i phase)``: ``(B, T, n_fft/2+1) -> (B, T, n_fft)``."""
-        if not self.real_idft:
+        if self.dft == "fft":
             spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
             return torch.fft.irfft(spec, self.n_fft, dim=-1, norm="backward")
         n = self.n_fft
@@ -86,8 +90,9 @@ class ISTFTHead(nn.Module):
             frames = frames * valid
             weights = weights * valid
         trim = (self.n_fft - self.hop_length) // 2
-        signal = overlap_add(frames, self.hop_length, self.real_idft)[:, trim : trim + T * self.hop_length]
-        envelope = overlap_add(weights, self.hop_length, self.real_idft)[:, trim : trim + T * self.hop_length]
+        as_conv = self.dft == "matmul"
+        signal = overlap_add(frames, self.hop_length, as_conv)[:, trim : trim + T * self.hop_length]
+        envelope = overlap_add(weights, self.hop_length, as_conv)[:, trim : trim + T * self.hop_length]
         if lengths is None:
             return signal / envelope
         return torch.where(envelope > 1e-11, signal / envelope.clamp(min=1e-11), torch.zeros_like(signal))
@@ -117,9 +122,6 @@ class Vocos(nn.Module):
         )
         self.head = ISTFTHead(dim, n_fft, hop_length, causal)
 
-    def forward(
-        self, x: Tensor, state: list[Tensor] | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, list[Tensor]]:
-        """``(B, T, input_dim) -> (B, T * hop)`` and the new state (causal)."""
-        x, new_state = self.backbone(x, state, lengths)
-        return self.head(x, lengths), new_state
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``(B, T, input_dim) -> (B, T * hop)``."""
+        return self.head(self.backbone(x, lengths), lengths)

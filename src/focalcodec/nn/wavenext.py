@@ -2,7 +2,7 @@
 
 ``qfeats: (B, T, input_dim) -> sig: (B, T * hop_length)``: each frame is projected to
 ``hop_length`` samples, concatenated and clamped to [-1, 1]. Causal convs zero-pad at
-stream start (unlike every other causal module).
+the start (unlike every other causal module).
 """
 
 from __future__ import annotations
@@ -50,9 +50,6 @@ class WaveNeXt(nn.Module):
         )
         self.head = LinearHead(dim, hop_length)
 
-    def forward(
-        self, x: Tensor, state: list[Tensor] | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, list[Tensor]]:
-        """``(B, T, input_dim) -> (B, T * hop)`` and the new state (causal)."""
-        x, new_state = self.backbone(x, state, lengths)
-        return self.head(x), new_state
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``(B, T, input_dim) -> (B, T * hop)``."""
+        return self.head(self.backbone(x, lengths))

@@ -4,10 +4,9 @@ pre-LN transformer with gated relative position bias).
 ``sig: (B, N) float at 16 kHz -> feats: (B, T, dim)`` at 50 Hz, with
 non-causal ``T = floor((N - 400) / 320) + 1`` and causal ``T = ceil(N / 320)``.
 
-The causal variant uses left-context convolutions (replicate padding at stream start) and
-chunked attention: chunks of ``1 + lookahead`` frames aligned to absolute frame indices, each
-frame seeing its own chunk and the past within ``window_size`` frames. Its streaming state
-(``EncoderState``) holds the absolute frame count, the conv contexts and a key/value cache.
+The causal variant uses left-context convolutions (replicate padding at the start) and
+chunked attention: chunks of ``1 + lookahead`` frames aligned to frame indices, each frame
+seeing its own chunk and the past within ``window_size`` frames.
 """
 
 from __future__ import annotations
@@ -19,13 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import CausalPad, FeedForward, conv_time_major, zero_padded_frames
+from .layers import Conv, FeedForward, zero_padded_frames
 
 __all__ = ["WavLM", "relative_position_bucket"]
-
-# State layout (a plain nested list so that it stays opaque, picklable and scriptable-friendly):
-#   [frames_seen (0-dim int64), conv_contexts (list of 8 tensors), kv_caches (list per layer)]
-EncoderState = list
 
 
 def relative_position_bucket(relative: Tensor, num_buckets: int, max_distance: int) -> Tensor:
@@ -45,22 +40,12 @@ class ConvBlock(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, kernel_size: int, stride: int, causal: bool) -> None:
         super().__init__()
-        self.kernel_size = kernel_size
-        self.causal = causal
-        self.conv = nn.Conv1d(in_dim, out_dim, kernel_size, stride, bias=False)
+        self.conv = Conv(in_dim, out_dim, kernel_size, stride, bias=False, padding="causal" if causal else "valid")
         self.norm = nn.LayerNorm(out_dim)
         self.activation = nn.GELU()
-        self.pad = CausalPad(kernel_size - 1 if causal else 0)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        new_context = None
-        right = 0
-        if self.causal:
-            x, new_context = self.pad(x, context)
-        elif x.shape[1] < self.kernel_size:
-            right = self.kernel_size - x.shape[1]
-        x = conv_time_major(x, self.conv, (0, right))
-        return self.activation(self.norm(x)), new_context
+    def forward(self, x: Tensor) -> Tensor:
+        return self.activation(self.norm(self.conv(x)))
 
 
 class FeatureExtractor(nn.Module):
@@ -76,22 +61,15 @@ class FeatureExtractor(nn.Module):
             for i, o, k, s in zip(in_dims, hidden_dims, kernel_sizes, strides, strict=False)
         )
 
-    def forward(self, sig: Tensor, contexts: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
+    def forward(self, sig: Tensor) -> Tensor:
         if sig.device.type == "cpu" and sig.shape[0] > 1 and sig.shape[1] > 64000 and not torch.jit.is_tracing():
             # On CPU the large early activations of a batch fall out of cache: run items one
             # by one (same numbers, about a third less time per item for 10 s inputs).
-            parts = [
-                self(sig[i : i + 1], None if contexts is None else [c[i : i + 1] for c in contexts])
-                for i in range(sig.shape[0])
-            ]
-            return torch.cat([p[0] for p in parts]), [torch.cat(cs) for cs in zip(*[p[1] for p in parts], strict=False)]
+            return torch.cat([self(sig[i : i + 1]) for i in range(sig.shape[0])])
         x = sig[:, :, None]
-        new_contexts = []
-        for i, layer in enumerate(self.layers):
-            x, ctx = layer(x, None if contexts is None else contexts[i])
-            if ctx is not None:
-                new_contexts.append(ctx)
-        return x, new_contexts
+        for layer in self.layers:
+            x = layer(x)
+        return x
 
 
 class PositionalEmbedding(nn.Module):
@@ -103,29 +81,21 @@ class PositionalEmbedding(nn.Module):
 
     def __init__(self, dim: int, kernel_size: int, groups: int, causal: bool) -> None:
         super().__init__()
-        self.causal = causal
-        self.kernel_size = kernel_size
-        self.conv = nn.Conv1d(dim, dim, kernel_size, groups=groups)
+        # Non-causal: an even kernel gives one extra output frame, which is dropped (one less on the right).
+        padding = "causal" if causal else (kernel_size // 2, kernel_size - 1 - kernel_size // 2)
+        self.conv = Conv(dim, dim, kernel_size, groups=groups, padding=padding)
         self.activation = nn.GELU()
-        self.pad = CausalPad(kernel_size - 1 if causal else 0)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        new_context = None
-        if self.causal:
-            x, new_context = self.pad(x, context)
-            x = conv_time_major(x, self.conv)
-        else:
-            half = self.kernel_size // 2
-            # An even kernel gives one extra output frame, which is dropped: pad one less on the right.
-            x = conv_time_major(x, self.conv, (half, half - 1 + self.kernel_size % 2))
-        return self.activation(x), new_context
+    def forward(self, x: Tensor) -> Tensor:
+        return self.activation(self.conv(x))
 
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention with WavLM's gated relative position bias.
 
-    ``x: (B, T, C)`` (the LayerNorm output), ``keys``/``values``: (B, H, S, d) already projected
-    (cache plus new frames), ``bias: (H, T, S)``, ``mask: (B or 1, 1, T, S)`` additive.
+    ``forward(x, bias, mask)``: ``x: (B, T, C)`` (the LayerNorm output), ``bias: ([B,] H, T, T)``,
+    ``mask: (B or 1, 1, T, T)`` additive or None -> ``(B, T, C)``. :meth:`project` and
+    :meth:`attend` are its two halves (queries may attend to other keys than their own frames').
     """
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
@@ -152,8 +122,13 @@ class SelfAttention(nn.Module):
         gate_a, gate_b = ab[..., 0:1], ab[..., 1:2]
         return gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0
 
-    def forward(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
-        attn_bias = self.gate(x) * bias[None]
+    def forward(self, x: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
+        return self.attend(x, *self.project(x), bias, mask)
+
+    def attend(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
+        """``q (B, H, T, d)`` over keys/values ``(B, H, S, d)`` with ``bias ([B,] H, T, S)`` and
+        ``mask (B or 1, 1, T or 1, S)``; ``x`` is the queries' LayerNorm output (for the gate)."""
+        attn_bias = self.gate(x) * bias
         if mask is not None:
             attn_bias = attn_bias + mask
         out = F.scaled_dot_product_attention(
@@ -174,30 +149,16 @@ class TransformerLayer(nn.Module):
         self.feed_forward = FeedForward(dim, ffn_dim, dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(
-        self, x: Tensor, bias: Tensor, mask: Tensor | None, cache: Tensor | None, keep: int
-    ) -> tuple[Tensor, Tensor | None]:
-        """``cache: (2, B, H, P, d)`` past keys/values; returns the last ``keep`` of them (or None)."""
-        xn = self.attention_norm(x)
-        q, k, v = self.attention.project(xn)
-        k, v, new_cache = self.join_cache(cache, k, v, keep)
-        x = x + self.dropout(self.attention(xn, q, k, v, bias, mask))
-        x = x + self.feed_forward(self.feed_forward_norm(x))
-        return x, new_cache
-
-    def join_cache(self, cache: Tensor | None, k: Tensor, v: Tensor, keep: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Past keys/values ``cache (2, B, H, P, d)`` (or None) and the new ``k, v (B, H, T, d)``
-        -> the keys and values to attend to ``(B, H, P + T, d)`` and the next cache: the last
-        ``keep`` of them (None when ``keep == 0``)."""
-        if cache is not None and cache.shape[3] > 0:
-            # One copy per call: the new cache is a view of the joined keys/values.
-            kv = torch.cat([cache.to(k.dtype), torch.stack([k, v])], dim=3)
-            return kv[0], kv[1], (kv[:, :, :, -keep:] if keep > 0 else None)
-        return k, v, (torch.stack([k[:, :, -keep:], v[:, :, -keep:]]) if keep > 0 else None)
+    def forward(self, x: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
+        x = x + self.dropout(self.attention(self.attention_norm(x), bias, mask))
+        return x + self.feed_forward(self.feed_forward_norm(x))
 
 
 class TransformerEncoder(nn.Module):
-    """Positional conv, shared relative embedding and the transformer layers."""
+    """Positional conv, shared relative embedding and the transformer layers:
+    ``(B, T, dim) -> (B, T, dim)``. Causal: attention in chunks of ``chunk_frames`` frames
+    aligned to frame 0, each frame seeing its chunk and the past within ``window_size`` frames.
+    """
 
     def __init__(
         self,
@@ -211,26 +172,45 @@ class TransformerEncoder(nn.Module):
         conv_pos_groups: int,
         dropout: float,
         causal: bool,
+        window_size: int,
+        chunk_frames: int,
     ) -> None:
         super().__init__()
+        self.causal = causal
+        self.window_size = window_size
+        self.chunk_frames = chunk_frames
         self.num_buckets = num_buckets
         self.max_distance = max_distance
         self.positional_embedding = PositionalEmbedding(dim, conv_pos, conv_pos_groups, causal)
         self.relative_embedding = nn.Embedding(num_buckets, num_heads)
         self.layers = nn.ModuleList(TransformerLayer(dim, ffn_dim, num_heads, dropout) for _ in range(num_layers))
 
-    def position_bias(self, num_queries: int, num_past: int, device: torch.device) -> Tensor:
-        """Bias ``(H, T, P + T)`` for ``T`` queries following ``P`` cached keys.
+    def offset_bias(self, offsets: Tensor) -> Tensor:
+        """Relative position bias of ``key - query`` offsets: ``(...) int64 -> (..., H)``."""
+        return self.relative_embedding(relative_position_bucket(offsets, self.num_buckets, self.max_distance))
 
-        Depends only on ``key - query`` offsets, looked up in a 1-D table of them."""
-        span = num_past + 2 * num_queries - 1
-        offsets = torch.arange(span, device=device) - (num_past + num_queries - 1)
-        table = self.relative_embedding(relative_position_bucket(offsets, self.num_buckets, self.max_distance))
-        index = (
-            torch.arange(num_past + num_queries, device=device)[None, :]
-            - torch.arange(num_queries, device=device)[:, None]
-        )
-        return table[index + (num_queries - 1)].permute(2, 0, 1)
+    def forward(self, x: Tensor, frame_lengths: Tensor | None = None) -> Tensor:
+        """``frame_lengths (B,)``: valid frames per item; later frames are masked as keys."""
+        x = x + self.positional_embedding(x)
+        B, T, _ = x.shape
+        steps = torch.arange(T, device=x.device)
+        table = self.offset_bias(torch.arange(1 - T, T, device=x.device))  # (2T - 1, H)
+        bias = table[steps[None, :] - steps[:, None] + T - 1].permute(2, 0, 1)  # (H, T, T)
+        allowed = None
+        if self.causal and T > self.chunk_frames:
+            # a frame sees the keys in [end - window_size, end), end = its chunk's end capped at T
+            end = ((torch.div(steps, self.chunk_frames, rounding_mode="floor") + 1) * self.chunk_frames).clamp(max=T)
+            allowed = (steps[None, :] < end[:, None]) & (steps[None, :] >= end[:, None] - self.window_size)
+            allowed = allowed[None]
+        if frame_lengths is not None:
+            keys = (steps[None, :] < frame_lengths[:, None])[:, None, :]
+            allowed = keys if allowed is None else allowed & keys
+        mask = None
+        if allowed is not None:
+            mask = torch.zeros(allowed.shape, device=x.device).masked_fill(~allowed, float("-inf"))[:, None]
+        for layer in self.layers:
+            x = layer(x, bias, mask)
+        return x
 
 
 class WavLM(nn.Module):
@@ -274,7 +254,18 @@ class WavLM(nn.Module):
         self.feature_proj = nn.Linear(hidden_dims[-1], dim)
         self.dropout = nn.Dropout(dropout)
         self.encoder = TransformerEncoder(
-            dim, ffn_dim, num_layers, num_heads, num_buckets, max_distance, conv_pos, conv_pos_groups, dropout, causal
+            dim,
+            ffn_dim,
+            num_layers,
+            num_heads,
+            num_buckets,
+            max_distance,
+            conv_pos,
+            conv_pos_groups,
+            dropout,
+            causal,
+            window_size,
+            self.chunk_frames,
         )
 
     # -- length bookkeeping ------------------------------------------------------------------
@@ -288,81 +279,15 @@ class WavLM(nn.Module):
                 n = torch.div(n.clamp(min=k) - k, s, rounding_mode="floor") + 1
         return n
 
-    # -- attention masks ---------------------------------------------------------------------
-    def _causal_mask(self, start: int, num_past: int, num_new: int, device: torch.device) -> Tensor | None:
-        """Additive ``(1, 1, n, P + n)`` chunked-window mask, or None when nothing is masked."""
-        if num_new <= self.chunk_frames:
-            return None
-        q_abs = start + torch.arange(num_new, device=device)
-        k_abs = start - num_past + torch.arange(num_past + num_new, device=device)
-        end = torch.div(q_abs + self.chunk_frames, self.chunk_frames, rounding_mode="floor") * self.chunk_frames
-        end = end.clamp(max=start + num_new)
-        allowed = (k_abs[None, :] < end[:, None]) & (k_abs[None, :] >= end[:, None] - self.window_size)
-        return torch.zeros(allowed.shape, device=device).masked_fill(~allowed, float("-inf"))[None, None]
+    def forward(self, sig: Tensor, length: Tensor | None = None, frame_lengths: Tensor | None = None) -> Tensor:
+        """``sig: (B, N) -> feats: (B, T, dim)``.
 
-    def forward(
-        self,
-        sig: Tensor,
-        state: EncoderState | None = None,
-        length: Tensor | None = None,
-        frame_lengths: Tensor | None = None,
-        past_lengths: Tensor | None = None,
-    ) -> tuple[Tensor, EncoderState | None]:
-        """``sig: (B, N) -> feats: (B, T, dim)`` and the new state (causal) or None.
-
-        ``length``: the reference's relative lengths in [0, 1] (non-causal only): frames past
-        ``ceil(length * T)`` are zeroed before the positional conv and masked as keys.
-        ``frame_lengths``: exact valid frames per item (int, (B,)): the same masking, used by the
-        batch-invariant path. At most one of the two is given.
-        ``past_lengths``: valid cached frames per item (int, (B,); causal state only), the most
-        recent ones: older slots of the key/value cache are masked as keys. Lets a fixed-size
-        cache (the exported stream steps of :mod:`focalcodec.stream_step`) start empty.
+        ``length``: the reference's relative lengths in [0, 1] (non-causal only; the causal
+        reference ignores them): frames past ``ceil(length * T)`` are zeroed before the
+        positional conv and masked as keys. ``frame_lengths``: exact valid frames per item
+        (int, (B,)): the same masking, used by the batch-invariant path. At most one is given.
         """
-        if state is not None and len(state) == 0:
-            state = None
-        if state is not None and not self.causal:
-            raise ValueError("streaming state given to a non-causal encoder")
-        contexts = None if state is None else state[1]
-        x, new_contexts = self.feature_extractor(sig, None if contexts is None else contexts[:-1])
-        x = self.dropout(self.feature_proj(self.norm(x)))
-        B, T, _ = x.shape
-
-        if self.causal and length is not None:
-            length = None  # the causal reference ignores relative lengths
-        if length is not None:
-            frame_lengths = torch.ceil(length.to(torch.float32) * T).long()
-        x = zero_padded_frames(x, frame_lengths)
-
-        pos, pos_context = self.encoder.positional_embedding(x, None if contexts is None else contexts[-1])
-        x = x + pos
-
-        if self.causal:
-            start = 0 if state is None else int(state[0])
-            caches = None if state is None else state[2]
-            num_past = 0 if caches is None else int(caches[0].shape[3])
-            mask = self._causal_mask(start, num_past, T, x.device)
-            keep = min(self.window_size - self.chunk_frames, num_past + T)
-        else:
-            start, caches, num_past, mask, keep = 0, None, 0, None, 0
-        key_ok: Tensor | None = None
-        if frame_lengths is not None or past_lengths is not None:  # key slots, only when masked
-            slots = torch.arange(num_past + T, device=x.device)[None, :]
-        if frame_lengths is not None:
-            key_ok = slots < (num_past + frame_lengths)[:, None]
-        if past_lengths is not None and num_past > 0:
-            past_ok = slots >= (num_past - past_lengths.to(x.device))[:, None]
-            key_ok = past_ok if key_ok is None else key_ok & past_ok
-        if key_ok is not None:
-            key_mask = torch.zeros(key_ok.shape, device=x.device).masked_fill(~key_ok, float("-inf"))[:, None, None]
-            mask = key_mask if mask is None else mask + key_mask
-
-        bias = self.encoder.position_bias(T, num_past, x.device)
-        new_caches = []
-        for i, layer in enumerate(self.encoder.layers):
-            x, cache = layer(x, bias, mask, None if caches is None else caches[i], keep)
-            new_caches.append(cache)
-
-        if not self.causal:
-            return x, None
-        new_state = [torch.tensor(start + T), new_contexts + [pos_context], new_caches]
-        return x, new_state
+        x = self.dropout(self.feature_proj(self.norm(self.feature_extractor(sig))))
+        if length is not None and not self.causal:
+            frame_lengths = torch.ceil(length.to(torch.float32) * x.shape[1]).long()
+        return self.encoder(zero_padded_frames(x, frame_lengths), frame_lengths)

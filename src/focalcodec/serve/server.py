@@ -2,7 +2,7 @@
 
 Map:
 
-- :class:`EngineWorker`: one thread owns the :class:`~focalcodec.serve.engine.StreamEngine`.
+- :class:`EngineWorker`: one thread owns the :class:`~focalcodec.streaming.StreamEngine`.
   It applies the commands the event loop queues (open, push, flush, close), then runs one
   engine step over every stream with a complete chunk (continuous batching: streams join and
   leave between steps) and hands the outputs back to the event loop.
@@ -50,7 +50,7 @@ import torch
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..errors import InputError
-from .engine import EngineFull, StreamEngine, StreamOutput
+from ..streaming import EngineFull, StreamEngine, StreamOutput
 from .protocol import (
     CLOSE_INTERNAL,
     CLOSE_INVALID,

@@ -242,7 +242,7 @@ class FeatureCache:
                 sig = load_audio(e["path"], sample_rate, warn=False)[None].to(device)
             except InputError:  # skipped here; the dataset skips (and reports) it too
                 continue
-            feats, _ = encoder(sig)
+            feats = encoder(sig)
             self.put(e["path"], feats[0].to(dtype))
             done += 1
         return done

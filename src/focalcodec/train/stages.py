@@ -211,12 +211,12 @@ class QuantizerPipeline(nn.Module):
         self.diversity_gamma = diversity_gamma
 
     def forward(self, feats: Tensor, lengths: Tensor | None = None):
-        raw, _ = self.compressor(feats, lengths=lengths)
+        raw = self.compressor(feats, lengths=lengths)
         lats = F.normalize(raw.float(), dim=-1)
         tok_lengths = None if lengths is None else self.compressor.num_frames(lengths)
         mask = None if tok_lengths is None else time_mask(tok_lengths, lats.shape[1])
         q = self.quantizer.quantize_with_losses(lats, mask, self.inv_temperature, self.diversity_gamma)
-        qfeats, _ = self.decompressor(q.codes, lengths=tok_lengths)
+        qfeats = self.decompressor(q.codes, lengths=tok_lengths)
         return qfeats, q, tok_lengths
 
 
@@ -237,7 +237,7 @@ def _encoder_features(encoder: WavLM, batch: dict[str, Tensor]) -> tuple[Tensor,
         return batch["feats"], batch["feat_lengths"]
     lengths = encoder.num_frames(batch["sig_lengths"])
     with torch.no_grad():
-        feats, _ = encoder(batch["sig"], frame_lengths=lengths)
+        feats = encoder(batch["sig"], frame_lengths=lengths)
     return feats.float(), lengths
 
 
@@ -245,7 +245,7 @@ def _layer_outputs(encoder: nn.Module, raw: WavLM, sig: Tensor, frame_lengths: T
     """Every transformer layer's output ``[(B, T, C)] * num_layers`` (forward hooks on
     ``raw``, the unwrapped ``encoder``)."""
     outputs: list[Tensor] = []
-    hooks = [layer.register_forward_hook(lambda m, i, o: outputs.append(o[0])) for layer in raw.encoder.layers]
+    hooks = [layer.register_forward_hook(lambda m, i, o: outputs.append(o)) for layer in raw.encoder.layers]
     try:
         encoder(sig, frame_lengths=frame_lengths)
     finally:
@@ -256,7 +256,7 @@ def _layer_outputs(encoder: nn.Module, raw: WavLM, sig: Tensor, frame_lengths: T
 
 def _encoder_front(encoder: WavLM, sig: Tensor, frame_lengths: Tensor) -> Tensor:
     """The encoder's input to the positional conv: ``(B, N) -> (B, T, C)``, padding zeroed."""
-    x, _ = encoder.feature_extractor(sig)
+    x = encoder.feature_extractor(sig)
     x = encoder.feature_proj(encoder.norm(x))
     return zero_padded_frames(x, frame_lengths)
 
@@ -466,12 +466,12 @@ class DecoderStage(Stage):
         G, D = ctx.nets["generator"], ctx.nets["discriminator"]
         if phase == "discriminator":
             with torch.no_grad():
-                fake, _ = G(feats)
+                fake = G(feats)
             real_scores, _ = D(real)
             fake_scores, _ = D(fake.detach())
             loss = discriminator_hinge_loss(real_scores, fake_scores)
             return {"loss": loss, "d_loss": loss.detach()}
-        fake, _ = G(feats)
+        fake = G(feats)
         # The generator's losses see the discriminator as a fixed function (as the recipe
         # does): no gradient reaches its weights, no DDP hooks or synchronisation fire.
         D_raw = self.nets["discriminator"]
@@ -491,7 +491,7 @@ class DecoderStage(Stage):
     def _full(self, batch: dict[str, Tensor], ctx: StepContext) -> tuple[Tensor, Tensor, Tensor]:
         feats, lengths = _encoder_features(self.frozen["encoder"], batch)
         target, target_lengths = self._target(batch)
-        fake, _ = ctx.nets["generator"](feats, lengths=lengths)
+        fake = ctx.nets["generator"](feats, lengths=lengths)
         return fake.float(), target, torch.minimum(lengths * self.hop, target_lengths)
 
     def validate(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
@@ -542,8 +542,8 @@ class PosConvStage(Stage):
         lengths = teacher.num_frames(batch["sig_lengths"])
         with torch.no_grad():
             x = _encoder_front(teacher, batch["sig"], lengths)
-            target, _ = teacher.encoder.positional_embedding(x)
-        pred, _ = ctx.nets["pos_conv"](x)
+            target = teacher.encoder.positional_embedding(x)
+        pred = ctx.nets["pos_conv"](x)
         loss = masked_mse(pred, target, lengths)
         return {"loss": loss, "mse": loss.detach()}
 
@@ -608,9 +608,9 @@ class JointStage(Stage):
         teacher = self.frozen["teacher"]
         t_lengths = teacher.num_frames(batch["sig_lengths"])
         with torch.no_grad():
-            target, _ = teacher(batch["sig"], frame_lengths=t_lengths)
+            target = teacher(batch["sig"], frame_lengths=t_lengths)
         s_lengths = self.nets["encoder"].num_frames(batch["sig_lengths"])
-        feats, _ = ctx.nets["encoder"](batch["sig"], frame_lengths=s_lengths)
+        feats = ctx.nets["encoder"](batch["sig"], frame_lengths=s_lengths)
         qfeats, q, _ = ctx.nets["pipeline"](feats, s_lengths)
         lengths = torch.minimum(t_lengths, s_lengths)
         mse = masked_mse(qfeats, target, lengths)
