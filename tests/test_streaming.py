@@ -415,8 +415,9 @@ def test_conv_kernels_equal_the_convolution(frames: int) -> None:
 
 def test_reduced_precisions() -> None:
     """float16 weights keep the tokens and the audio close; int8: the decoder side synthesises
-    the same tokens close to float32, the encoder side gives tokens of the right shape and range
-    (which tokens is not promised: random-weight latents sit near the sign boundaries)."""
+    the same tokens close to float32; the encoder side keeps almost every token bit (whole
+    tokens less often: random-weight latents sit near the sign boundaries, and one of 12 bits
+    flipping changes the token)."""
     codec, io = fixture_model(CAUSAL), fixture_io(CAUSAL)
     ref_toks, ref = io["stream_toks"], io["stream_sig"]
 
@@ -427,8 +428,12 @@ def test_reduced_precisions() -> None:
     assert torch.equal(t1, ref_toks[:, : t1.shape[1]]) and snr(torch.cat([a1, ref[:, a1.shape[1] :]], 1)) > 40  # 68.8
     dec = StreamDecoder(codec, precision="int8")
     assert snr(torch.cat([dec.push(ref_toks), dec.flush()], 1)) > 25  # measured 34.6 dB
-    toks = torch.cat([StreamEncoder(codec, precision="int8").push(io["sig"])], 1)
+    toks = StreamEncoder(codec, precision="int8").push(io["sig"])
     assert toks.shape == (1, 116) and 0 <= int(toks.min()) and int(toks.max()) < 4096
+    ref_head = ref_toks[:, :116]
+    bits = torch.arange(11, -1, -1)
+    bit_agreement = ((toks[..., None] >> bits) & 1).eq((ref_head[..., None] >> bits) & 1).float().mean()
+    assert bit_agreement > 0.95 and (toks == ref_head).float().mean() > 0.65  # measured 0.977 and 0.784
     with pytest.raises(InputError, match="precision"):
         StreamEncoder(codec, precision="int4")
 
@@ -492,9 +497,11 @@ def test_chunked_pseudo_streaming_non_causal() -> None:
     out = torch.cat(outs)
     assert out.shape == sig.shape  # 16 kHz in and out, every sample accounted for
     offline = codec.sig_to_sig(sig[None])[0]
-    # Away from the chunk joins the 3 s of context make it very close to the offline pass.
+    # Near, not equal: each chunk sees 3 s of past but only 20 ms of future, which the non-causal
+    # model misses. Relative error measured 0.122 with the default 3 s of context, 0.136 with 1 s,
+    # 0.192 with none and 0.244 without the overlap: the bound fails when the context is lost.
     err = (out - offline).pow(2).mean() / offline.pow(2).mean()
-    assert err < 0.2
+    assert err < 0.15
     # With one chunk covering the whole input it is exactly the offline pass.
     whole = ChunkedStream(codec, chunk_ms=5000)
     torch.testing.assert_close(torch.cat([whole.push(sig), whole.flush()]), offline, atol=SIG_ATOL, rtol=0)
