@@ -1,8 +1,8 @@
 """What windowing long inputs costs and saves: ``tokenize`` (= ``encode``) tokens and ``vc``
-audio, windowed (default 12 s + 3 s + 1 s) against one pass over the whole input, and the
+audio, windowed (the default windows, 60 s + 3 s + 1 s) against one pass over the whole input, and the
 peak memory of each way (docs/longform.md, docs/vc.md).
 
-    python -P benchmarks/windowing.py                      # fixture models, 60 s of speech
+    python -P benchmarks/windowing.py                      # fixture models, 180 s of speech
     python -P benchmarks/windowing.py --models DIR ... --seconds 120 --memory 60 120 240
 
 Agreement: the share of tokens equal to the one-pass tokens (and of those that differ, the
@@ -212,7 +212,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     fixtures = SHARED / "fixtures"
     ap.add_argument("--models", nargs="+", default=[str(fixtures / "tiny_50hz"), str(fixtures / "tiny_causal_4k")])
-    ap.add_argument("--seconds", type=float, default=60.0, help="length of the agreement input")
+    ap.add_argument("--seconds", type=float, default=180.0, help="length of the agreement input")
     ap.add_argument("--memory", nargs="*", type=float, default=[60, 120, 240], help="lengths for the memory runs")
     ap.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/windowing[_one_pass].json)")
     ap.add_argument("--only-memory", action="store_true", help="skip the agreement runs")

@@ -19,7 +19,7 @@ How the work is laid out (so that the output never depends on how it was run):
 - Inside a shard, DataLoader workers read, mix down and resample the audio; the main process
   sorts a window of utterances by length and encodes them in padded batches with per-item
   lengths. :meth:`FocalCodec.encode` is batch-invariant, so each utterance gets exactly the
-  tokens it gets alone. Utterances longer than one window (``windowing``: 16 s by default) are
+  tokens it gets alone. Utterances longer than one window (``windowing``: 64 s by default) are
   encoded alone, window by window (:func:`focalcodec.longform.encode_long`), so memory does not
   grow with the square of a file's duration; every utterance thus gets exactly the tokens
   ``focalcodec encode`` gives its file. Rows are written in the fixed order, not in batch order.
@@ -398,7 +398,7 @@ class _AutocastEncoder:
 
 def _windowed(model: Any, windowing: Windowing) -> int:
     """Samples above which an utterance is encoded alone, window by window: one window with
-    its context (16 s by default). Shorter ones are batched; :func:`encode_long` would encode
+    its context (64 s by default). Shorter ones are batched; :func:`encode_long` would encode
     them in one pass too, and causal models give one-pass tokens in any case."""
     codec = model.model if isinstance(model, _AutocastEncoder) else model
     core, left, right = windowing.token_geometry(codec.token_rate)
@@ -628,8 +628,16 @@ def _prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
             old = {}
         if old.get("digest") != plan["digest"]:
             if not overwrite:
+                hint = ""
+                if old.get("windowing") and old.get("windowing") != plan["windowing"]:
+                    window, context, lookahead = old["windowing"]
+                    hint = (
+                        f" (its window was {window:g} s + {context:g} s + {lookahead:g} s, this one's "
+                        f"{plan['windowing'][0]:g} s; the default was 12 s before 60 s: pass --window {window:g} "
+                        "to resume it)"
+                    )
                 raise InputError(
-                    f"{out} holds another tokenization run (different files, shard size, model or window); "
+                    f"{out} holds another tokenization run (different files, shard size, model or window){hint}; "
                     "choose a new -o/--output folder or pass -f/--force (Python: overwrite=True) to replace it"
                 )
             for folder in (SHARD_DIR, MARKER_DIR):
