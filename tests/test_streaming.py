@@ -6,6 +6,8 @@ of non-causal models keeps lengths and stays close to offline."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -173,9 +175,22 @@ def test_counters_and_errors() -> None:
 
 
 # -- the engine ----------------------------------------------------------------------------------
-def _solo(codec, mode: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """What one utterance gives alone: (tokens, audio)."""
-    none = torch.zeros(0)
+def _sources() -> list[torch.Tensor]:
+    io = fixture_io(CAUSAL)
+    return [io["sig"][0], io["batch_sig"][1], 0.5 * io["sig"][0].flip(0)[:21000], io["batch_sig"][0][:9001]]
+
+
+@functools.cache
+def _utterance(mode: str, source: int) -> torch.Tensor:
+    """What a stream of ``mode`` is given for source ``source``: audio, or its stream tokens."""
+    sig = _sources()[source]
+    return sig if mode != "decode" else StreamEncoder(fixture_model(CAUSAL)).push(sig)
+
+
+@functools.cache
+def _solo(mode: str, source: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What one utterance gives alone: (tokens, audio) (cached: the schedules share them)."""
+    codec, x, none = fixture_model(CAUSAL), _utterance(mode, source), torch.zeros(0)
     if mode == "encode":
         enc = StreamEncoder(codec)
         return torch.cat([enc.push(x), enc.flush()]), none
@@ -193,17 +208,14 @@ def test_engine_join_leave_schedule(seed: int, graph: str | None) -> None:
     and close at random while others run (one is abandoned half-way); every utterance's output
     equals its solo run: tokens identical, audio within 1e-5. ``graph="fixed"``: the fixed-shape
     step (every row at every step, tensor-only control) as compiled and graphed steps run it."""
-    codec, io = fixture_model(CAUSAL), fixture_io(CAUSAL)
+    codec = fixture_model(CAUSAL)
     g = torch.Generator().manual_seed(seed)
-    sources = [io["sig"][0], io["batch_sig"][1], 0.5 * io["sig"][0].flip(0)[:21000], io["batch_sig"][0][:9001]]
     modes = ["resynth", "encode", "decode", "resynth", "resynth", "decode"]
-    plans = []  # per stream: mode and its utterances (inputs)
+    plans, plan_sources = [], []  # per stream: mode and its utterances (inputs), their sources
     for k, mode in enumerate(modes):
-        utts = []
-        for u in range(1 + int(torch.randint(0, 2, (1,), generator=g))):
-            sig = sources[(k + u) % len(sources)]
-            utts.append(sig if mode != "decode" else StreamEncoder(codec).push(sig))
-        plans.append((mode, utts))
+        picked = [(k + u) % len(_sources()) for u in range(1 + int(torch.randint(0, 2, (1,), generator=g)))]
+        plans.append((mode, [_utterance(mode, s) for s in picked]))
+        plan_sources.append(picked)
     engine = StreamEngine(codec, max_streams=3, graph=graph)
     got: dict[int, list] = {}  # stream -> per utterance [token pieces, audio pieces]
     state: dict[int, list] = {}  # stream -> [sid, utterance pushing, position in it]
@@ -249,8 +261,8 @@ def test_engine_join_leave_schedule(seed: int, graph: str | None) -> None:
         if k == abandoned:
             continue
         assert receiving[k] == len(utts)
-        for u, x in enumerate(utts):
-            toks, audio = _solo(codec, mode, x)
+        for u, source in enumerate(plan_sources[k]):
+            toks, audio = _solo(mode, source)
             assert torch.equal(torch.cat(got[k][u][0]), toks), f"stream {k} ({mode}) utterance {u}: tokens"
             torch.testing.assert_close(torch.cat(got[k][u][1]), audio, atol=1e-5, rtol=0)
 
