@@ -21,14 +21,13 @@ the next one starts):
    memory growth over batches; all rows in one process (``--in-process``: no start per row).
 5. ``precision``: benchmarks/precision.py, token agreement with float32 on all of
    ../shared/speech/eval, and float32 on the device against float32 on the CPU.
-6. ``streaming``: benchmarks/streaming.py on the 4k causal model, p50/p99 per 80 ms chunk and
-   streams kept in real time at batch 1 to 256.
-7. ``stream_graphs``: the fixed-shape streaming step (:mod:`focalcodec.stream_step`) per chunk,
-   eager and replayed as a CUDA graph, at batch 1 to 256 (CUDA graphs need CUDA: the CPU
-   rehearsal runs the eager rows only).
-8. ``tokenize``: benchmarks/tokenization.py, one hour of real speech, hours of audio per hour,
+6. ``streaming``: benchmarks/streaming.py on the 4k causal model: 1 to 1024 streams through
+   one :class:`focalcodec.streaming.StreamEngine`, one 80 ms chunk each per step, eagerly and
+   replayed as CUDA graphs (``graph="cuda"``; CUDA only), step p50/p99 and whether the
+   streams are kept in real time.
+7. ``tokenize``: benchmarks/tokenization.py, one hour of real speech, hours of audio per hour,
    length-bucketed batches against one file at a time, float32 and autocast bfloat16.
-9. ``train``: benchmarks/training.py, 50 steps of stage Q and stage D, throughput and memory.
+8. ``train``: benchmarks/training.py, 50 steps of stage Q and stage D, throughput and memory.
 
 Every model has random weights (``FocalCodec.from_config("focalcodec_50hz")`` and the other
 presets): the official weights are not available offline; speed does not depend on them, and
@@ -40,9 +39,7 @@ four files, rewritten after every step so that a run cut short keeps what it fin
 ``gpu_suite.json`` (everything), ``gpu_suite.md`` (every table and the targets of issue 18),
 ``gpu_suite.log`` (each step's full output) and ``pytest.xml``.
 
-Streaming goes through :func:`streaming_plan` alone: today it measures the stream classes of
-``focalcodec.streaming`` and the fixed-shape ``stream_step``; the streaming engine (issue 13)
-replaces both there when it lands.
+Streaming goes through :func:`streaming_plan` alone.
 """
 
 from __future__ import annotations
@@ -191,34 +188,26 @@ def precision_command(ctx: Context) -> list[str]:
     )
 
 
-def streaming_plan(ctx: Context) -> dict[str, list[str]]:
-    """The streaming measurements: ``{"streaming": command, "stream_graphs": command}``.
-
-    Today: benchmarks/streaming.py times :class:`focalcodec.streaming.StreamCodec` (the
-    model's own loop as ``reference``, the streaming copy as ``float32``) per 80 ms chunk and
-    counts the streams kept in real time per batch size; ``--run-part stream_graphs`` times
-    the fixed-shape step of :mod:`focalcodec.stream_step` eagerly and as a CUDA graph. When the
-    streaming engine of issue 13 lands, its benchmarks/streaming.py measures the engine (with
-    and without CUDA graphs, streams in real time): change the two commands here.
-    """
+def streaming_plan(ctx: Context) -> list[str]:
+    """The streaming measurement: benchmarks/streaming.py's engine table (streams in real time
+    through one :class:`focalcodec.streaming.StreamEngine`; on CUDA eagerly and as CUDA graphs).
+    The CPU's per-chunk latency table (against the authors' loop) is measured on its own
+    machine, not here."""
     if ctx.quick:
         model = str(ctx.fixtures / "tiny_causal_4k")
-        sizes = ["--batches", "1", "2", "--chunks", "4", "--warmup", "1"]
-        graph_sizes = ["--batches", "1", "2", "--chunks", "3", "--warmup", "1"]
+        sizes = ["--engine-chunks", "3", "--warmup", "1", "--engine-precisions", "float32"]
+        streams = ["--streams", "1", "2"] if not ctx.cuda else ["--streams", "--gpu-streams", "1", "2"]
     else:
         model = "focalcodec_50hz_4k_causal"
-        sizes = ["--batches", "1", "64", "256", "--chunks", "100", "--warmup", "10"]
-        graph_sizes = ["--batches", "1", "64", "256", "--chunks", "100", "--warmup", "5"]
-    variants = ["float32"] if ctx.quick else ["float32", "reference"]
+        sizes = ["--engine-chunks", "50", "--warmup", "5"]
+        streams = (
+            ["--streams", "1", "4", "16"] if not ctx.cuda else ["--streams", "--gpu-streams", "1", "64", "256", "1024"]
+        )
     threads = ["--threads", "1"] if not ctx.cuda else []
-    return {
-        "streaming": _script(ctx, "streaming.py", "--model", model, "--devices", ctx.device, "--variants", *variants)
-        + sizes
-        + threads
-        + ["--out", str(ctx.json("streaming"))],
-        "stream_graphs": [ctx.python, str(Path(__file__).resolve()), "--run-part", "stream_graphs"]
-        + ["--model", model, "--device", ctx.device, *graph_sizes, *threads, "--json", str(ctx.json("stream_graphs"))],
-    }
+    return _script(ctx, "streaming.py", "--model", model, "--skip-latency", *streams, *sizes, *threads) + [
+        "--out",
+        str(ctx.json("streaming")),
+    ]
 
 
 def tokenize_command(ctx: Context) -> list[str]:
@@ -347,30 +336,20 @@ def streaming_tables(data: Any, ctx: Context):
     if not isinstance(data, dict):
         return []
     rows = [
-        [r["device"], r["variant"], r["batch"], _f(r["p50_ms"], 2), _f(r["p99_ms"], 2), r["streams_realtime"]]
-        for r in data["rows"]
-    ]
-    title = f"Streaming {data['meta']['model']}: per 80 ms chunk, encode + decode (streaming.py, StreamCodec)"
-    return [(title, ["device", "variant", "batch", "p50 ms", "p99 ms", "streams in real time"], rows)]
-
-
-def graph_tables(data: Any, ctx: Context):
-    if not isinstance(data, dict):
-        return []
-    rows = [
         [
-            r["mode"],
-            r["batch"],
-            _f(r.get("p50_ms"), 2),
-            _f(r.get("p99_ms"), 2),
-            _f(r.get("streams_realtime")),
-            _f(r.get("tokens_equal_eager")),
-            r.get("error") or "",
+            r["device"],
+            r["variant"],
+            r["graph"] or "eager",
+            r["streams"],
+            _f(r["p50_ms"], 2),
+            _f(r["p99_ms"], 2),
+            "yes" if r["realtime"] else "no",
         ]
-        for r in data["rows"]
+        for r in data.get("engine", [])
     ]
-    cols = ["mode", "batch", "p50 ms", "p99 ms", "streams in real time", "tokens = eager", "note"]
-    return [(f"Fixed-shape streaming step of {data['model']} (stream_step): eager and CUDA graph", cols, rows)]
+    title = f"Streaming {data['meta']['model']}: streams through one StreamEngine, one 80 ms chunk each per step"
+    cols = ["device", "variant", "graph", "streams", "step p50 ms", "step p99 ms", "real time"]
+    return [(title, cols, rows)]
 
 
 def tokenize_tables(data: Any, ctx: Context):
@@ -414,15 +393,13 @@ def train_tables(data: Any, ctx: Context):
 
 
 def plan(ctx: Context) -> list[Step]:
-    stream = streaming_plan(ctx)
     return [
         Step("env", 20, 20, env_command, env_tables),
         Step("install", 40, 20, lambda c: [], lambda d, c: []),
         Step("tests", 85, 40, tests_command, tests_tables),
         Step("speed", 95, 40, speed_command, speed_tables),
         Step("precision", 45, 30, precision_command, precision_tables),
-        Step("streaming", 45, 30, lambda c: stream["streaming"], streaming_tables),
-        Step("stream_graphs", 40, 30, lambda c: stream["stream_graphs"], graph_tables),
+        Step("streaming", 85, 40, streaming_plan, streaming_tables),
         Step("tokenize", 45, 30, tokenize_command, tokenize_tables),
         Step("train", 55, 40, train_command, train_tables),
     ]
@@ -566,8 +543,7 @@ def targets(results: dict) -> list[dict]:
     """The targets of issue 18 against what this run measured."""
     speed = [r for r in _rows(results, "speed") or [] if "error" not in r]
     precision = (_rows(results, "precision") or {}).get("rows", [])
-    streaming = (_rows(results, "streaming") or {}).get("rows", [])
-    graphs = [r for r in (_rows(results, "stream_graphs") or {}).get("rows", []) if r.get("p99_ms") is not None]
+    streaming = (_rows(results, "streaming") or {}).get("engine", [])
     tests = _rows(results, "tests") or {"tests": []}
     out = []
 
@@ -601,25 +577,20 @@ def targets(results: dict) -> list[dict]:
         text += f"; batch invariance tests: {'passed' if inv_ok else 'not passed'}"
         met = fp32["rtf_x"] >= 2500 and cross is not None and cross["token_agreement"] == 1.0 and inv_ok
         add("float32: >= 2,500x real time at batch 32 with identical tokens", text, met)
-    batch1 = [r for r in streaming if r["batch"] == 1 and r["variant"] != "reference"] + [
-        r for r in graphs if r["batch"] == 1
-    ]
-    if batch1:
-        best = min(batch1, key=lambda r: r["p99_ms"])
-        label = best.get("variant") or best.get("mode")
-        add(
-            "streaming 4k causal: p99 <= 5 ms per 80 ms chunk at batch 1",
-            f"{best['p99_ms']:.2f} ms ({label})",
-            best["p99_ms"] <= 5,
-        )
+    solo = [r for r in streaming if r["streams"] == 1]
+    goal = "streaming 4k causal: p99 <= 5 ms per 80 ms chunk at batch 1"
+    if solo:
+        best = min(solo, key=lambda r: r["p99_ms"])
+        add(goal, f"{best['p99_ms']:.2f} ms ({best['variant']}, {best['graph'] or 'eager'})", best["p99_ms"] <= 5)
     else:
-        add("streaming 4k causal: p99 <= 5 ms per 80 ms chunk at batch 1", "not measured", None)
-    counts = [(r["streams_realtime"], r.get("variant") or r.get("mode"), r["batch"]) for r in streaming + graphs]
-    if counts:
-        n, label, batch = max(counts)
-        add(">= 1,000 concurrent streams kept in real time", f"{n} ({label}, batch {batch})", n >= 1000)
+        add(goal, "not measured", None)
+    goal = ">= 1,000 concurrent streams kept in real time"
+    if streaming:
+        kept = [(r["streams"], r["variant"], r["graph"] or "eager") for r in streaming if r["realtime"]]
+        n, variant, graph = max(kept, default=(0, "", ""))
+        add(goal, f"{n} ({variant}, {graph}; step p99 <= 80 ms)" if n else "0 (no row kept in real time)", n >= 1000)
     else:
-        add(">= 1,000 concurrent streams kept in real time", "not measured", None)
+        add(goal, "not measured", None)
     if speed:
         worst = max(speed, key=lambda r: abs(r["growth_mb"]))
         add(
@@ -773,118 +744,6 @@ def commit() -> str:
     return "unknown"
 
 
-def stream_graphs_part(
-    model_name: str, device: str, batches: list[int], chunks: int, warmup: int, json_path: Path
-) -> dict:
-    """Per-chunk latency of the fixed-shape streaming step (encode step + decode step per
-    80 ms chunk, random input), eager and replayed as a CUDA graph (state copied back into
-    the graph's inputs after each replay, inside the timing); the graph's tokens must equal
-    the eager ones. A capture that fails is recorded as such. ``json_path`` is rewritten
-    after every row."""
-    import math
-
-    import numpy as np
-    import torch
-
-    from focalcodec import FocalCodec
-    from focalcodec.stream_step import DecodeStep, EncodeStep
-
-    torch.manual_seed(0)
-    codec = FocalCodec.from_config(model_name).eval().to(device)
-    enc, dec = EncodeStep(codec), DecodeStep(codec)
-    cuda = device.startswith("cuda")
-    chunk = enc.chunk_size
-    chunk_ms = 1000.0 * chunk / codec.sample_rate_input
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
-    def summary(times: list[float], batch: int) -> dict:
-        a = np.asarray(times[warmup:])
-        p99 = float(np.percentile(a, 99))
-        return {
-            "p50_ms": float(np.percentile(a, 50)),
-            "p99_ms": p99,
-            "mean_ms": float(a.mean()),
-            "streams_realtime": int(math.floor(chunk_ms / p99)) * batch,
-        }
-
-    result = {
-        "model": codec.model_id,
-        "weights": "random",
-        "device": device,
-        "card": torch.cuda.get_device_name(torch.device(device)) if cuda else None,
-        "chunk_ms": chunk_ms,
-        "chunks": chunks,
-        "rows": [],
-    }
-    rows = result["rows"]
-
-    def add(row: dict) -> None:
-        rows.append(row)
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
-
-    for batch in batches:
-        sig = 0.1 * torch.randn(batch, chunk * (chunks + warmup), generator=torch.Generator().manual_seed(batch))
-        sig = sig.to(device)
-        pieces = [sig[:, i * chunk : (i + 1) * chunk] for i in range(chunks + warmup)]
-        times, eager_toks = [], []
-        try:
-            with torch.no_grad():
-                es, ds = enc.initial_state(batch), dec.initial_state(batch)
-                for x in pieces:
-                    sync()
-                    t0 = time.perf_counter()
-                    toks, *es = enc(x, *es)
-                    audio, *ds = dec(toks, *ds)
-                    sync()
-                    times.append(1000.0 * (time.perf_counter() - t0))
-                    eager_toks.append(toks)
-        except Exception as exc:  # e.g. out of memory at a large batch: the next rows still run
-            add({"mode": "eager", "batch": batch, "error": f"failed: {exc!r}"[:300]})
-            continue
-        add({"mode": "eager", "batch": batch, **summary(times, batch)})
-        if not cuda:
-            add({"mode": "cuda graph", "batch": batch, "error": "CUDA graphs need a CUDA device"})
-            continue
-        try:
-            with torch.no_grad():
-                x_in = torch.zeros(batch, chunk, device=device)
-                es_in, ds_in = enc.initial_state(batch), dec.initial_state(batch)
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    for _ in range(3):
-                        toks, *_ = enc(x_in, *es_in)
-                        dec(toks, *ds_in)
-                torch.cuda.current_stream().wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    g_toks, *g_es = enc(x_in, *es_in)
-                    g_audio, *g_ds = dec(g_toks, *ds_in)
-                times, same = [], True
-                for i, x in enumerate(pieces):
-                    sync()
-                    t0 = time.perf_counter()
-                    x_in.copy_(x)
-                    graph.replay()
-                    for dst, src in zip(es_in + ds_in, g_es + g_ds, strict=True):
-                        dst.copy_(src)
-                    sync()
-                    times.append(1000.0 * (time.perf_counter() - t0))
-                    same = same and torch.equal(g_toks, eager_toks[i])
-            add({"mode": "cuda graph", "batch": batch, **summary(times, batch), "tokens_equal_eager": same})
-        except Exception as exc:  # a step that cannot be captured is a result, not a crash
-            add({"mode": "cuda graph", "batch": batch, "error": f"capture failed: {exc!r}"[:300]})
-        del sig, pieces, eager_toks
-        torch.cuda.empty_cache()
-    return result
-
-
-# ---------------------------------------------------------------------------------------------
-# --pack: everything a machine without network needs, in one folder to carry
-# ---------------------------------------------------------------------------------------------
 def pack(dest: Path, wheels: bool) -> None:
     shared = find_shared()
     if dest.exists() and any(dest.iterdir()) and not (dest / PACK_MARKER).exists():
@@ -937,12 +796,7 @@ def main() -> None:
     ap.add_argument("--plan", action="store_true", help="print the commands and budgets, run nothing")
     ap.add_argument("--pack", metavar="DIR", default=None, help="write the folder to carry (repo, shared, wheels)")
     ap.add_argument("--no-wheels", action="store_true", help="--pack without downloading wheels")
-    ap.add_argument("--run-part", choices=["env", "stream_graphs"], help=argparse.SUPPRESS)
-    ap.add_argument("--model", default="focalcodec_50hz_4k_causal", help=argparse.SUPPRESS)
-    ap.add_argument("--batches", nargs="+", type=int, default=[1], help=argparse.SUPPRESS)
-    ap.add_argument("--chunks", type=int, default=100, help=argparse.SUPPRESS)
-    ap.add_argument("--warmup", type=int, default=10, help=argparse.SUPPRESS)
-    ap.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--run-part", choices=["env"], help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -950,14 +804,7 @@ def main() -> None:
         pack(Path(args.pack), wheels=not args.no_wheels)
         return
     if args.run_part:
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        if args.run_part == "env":
-            data = env_part(args.device)
-        else:
-            data = stream_graphs_part(args.model, args.device, args.batches, args.chunks, args.warmup, Path(args.json))
+        data = env_part(args.device)
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
         print(json.dumps(data, indent=2))
         return

@@ -26,7 +26,7 @@ from test_batching import _batch, _signals
 from test_fixtures import ALL, _stream, assert_same
 
 from focalcodec.audio import load_audio
-from focalcodec.streaming import StreamCodec, StreamDecoder, StreamEncoder
+from focalcodec.streaming import StreamCodec, StreamDecoder, StreamEncoder, StreamEngine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -146,22 +146,10 @@ def test_batch_of_streams_equals_single_streams(device: str) -> None:
         _close(audio[row], a)
 
 
-def _stream_engine():
-    """The streaming engine of issue 13 when this branch has it (None before it lands)."""
-    try:
-        from focalcodec.streaming import StreamEngine
-    except ImportError:
-        return None
-    return StreamEngine
-
-
 def test_engine_streams_join_and_leave(device: str) -> None:
-    engine_class = _stream_engine()
-    if engine_class is None:
-        pytest.skip("focalcodec.streaming.StreamEngine is not on this branch yet (issue 13)")
     codec, io = device_model(CAUSAL, device), _io(CAUSAL, device)
     sigs = [io["sig"][0], io["batch_sig"][1], 0.5 * io["sig"][0].flip(0)[:30000]]
-    engine = engine_class(codec, max_streams=4)
+    engine = StreamEngine(codec, max_streams=4)
     gen = torch.Generator().manual_seed(0)
     got: dict[int, list] = {}
     sid_of: dict[int, int] = {}
@@ -202,7 +190,7 @@ def test_exports_from_the_device_model(device: str, tmp_path: Path) -> None:
     import onnxruntime as ort
 
     from focalcodec.export import export_onnx, export_torchscript
-    from focalcodec.stream_step import initial_state
+    from focalcodec.streaming.export import initial_state
 
     codec, io = device_model(CAUSAL, device), _io(CAUSAL, device)
     providers = ["CPUExecutionProvider"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,16 +17,22 @@ import soundfile as sf
 import torch
 from conftest import FIXTURES, ROOT, speech_files
 
-from focalcodec import CompressedAudio
+from focalcodec import CompressedAudio, FocalCodec
 from focalcodec.audio import load_audio
-from focalcodec.bitstream import CorruptFileError, CorruptHeaderError, ForeignFileError, TruncatedFileError
+from focalcodec.bitstream import (
+    CorruptFileError,
+    CorruptHeaderError,
+    ForeignFileError,
+    ModelMismatchError,
+    TruncatedFileError,
+)
 from focalcodec.cli import main
 from focalcodec.streamfile import FrameReader, FrameWriter, StreamHeader
 from focalcodec.streaming import StreamDecoder, StreamEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CAUSAL = str(FIXTURES / "tiny_causal_4k")
-HEADER = 38 + len("tiny_causal_4k")  # the streamable header: 38 + n bytes
+HEADER = 46 + len("tiny_causal_4k")  # the streamable header (version 2): 46 + n bytes
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +166,47 @@ def test_streamfile_frames_and_damage() -> None:
             FrameReader(io.BytesIO(bytes(bad)))
     with pytest.raises(ForeignFileError):
         FrameReader(io.BytesIO(b"RIFF" + b"\x00" * 60))
+
+
+def test_stream_identity_is_the_weights(codec, clip, tmp_path, capsys) -> None:
+    """Version 2 carries the weights digest: the same weights in a renamed folder decode, other
+    weights in a folder of the same name are refused unless --allow-other-weights; version-1
+    streams (no digest) are still read and checked by name."""
+    fcs = tmp_path / "a.fcs"
+    assert main(["stream-encode", str(clip), "-o", str(fcs), "--model", CAUSAL, "--quiet"]) == 0
+    header = StreamHeader.read(io.BytesIO(fcs.read_bytes()))
+    assert header.version == 2 and header.weights == codec.weights_sha256[:16]
+    assert header.info()["weights_digest"] == header.weights
+    renamed = tmp_path / "renamed_copy"
+    shutil.copytree(CAUSAL, renamed)
+    assert main(["stream-decode", str(fcs), "-o", str(tmp_path / "r.wav"), "--model", str(renamed), "-q"]) == 0
+    other = FocalCodec.from_pretrained(CAUSAL)
+    with torch.no_grad():
+        other.decoder.backbone.embedding.weight.mul_(1.5)
+    other.save_pretrained(tmp_path / "other" / "tiny_causal_4k")
+    argv = [
+        "stream-decode",
+        str(fcs),
+        "-o",
+        str(tmp_path / "o.wav"),
+        "--model",
+        str(tmp_path / "other" / "tiny_causal_4k"),
+    ]
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other weights" in err[0] and "--allow-other-weights" in err[0]
+    assert not (tmp_path / "o.wav").exists()
+    assert main([*argv, "--allow-other-weights", "-q"]) == 0 and (tmp_path / "o.wav").is_file()
+    v1 = StreamHeader(*[getattr(header, f) for f in list(header.__dataclass_fields__)[:-1]])  # no digest
+    data = v1.to_bytes()
+    assert v1.version == 1 and data[4] == 1 and len(data) == header.size - 8
+    back = StreamHeader.read(io.BytesIO(data))
+    assert back == v1 and back.weights == ""
+    back.check_model(codec)  # same name: accepted
+    with pytest.raises(ModelMismatchError, match="version-1 stream names model"):
+        back.check_model(FocalCodec.from_pretrained(renamed))
+    back.check_model(FocalCodec.from_pretrained(renamed), check_weights=False)
 
 
 def test_bad_streams_and_options_are_one_line_errors(codec, clip, tmp_path, capsys) -> None:

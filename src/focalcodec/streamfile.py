@@ -5,7 +5,8 @@ its header, so it can only be written once the utterance is over. The streamable
 written as the audio arrives, for pipes and sockets (``focalcodec stream-encode`` /
 ``stream-decode``)::
 
-    header  (the .fc prefix with flags bit 0 set, the model's identity, rates, K; CRC32)
+    header  (the .fc prefix with flags bit 1 set, the model's identity: name, config fingerprint
+             and (version 2) weights digest; rates, K; CRC32)
     frame 0 (K tokens of D bits, most significant bit first, zero-padded to whole bytes)
     frame 1
     ...
@@ -57,10 +58,13 @@ from .bitstream import (
 __all__ = ["STREAM_SUFFIX", "STREAM_VERSION", "FrameReader", "FrameWriter", "StreamHeader"]
 
 STREAM_SUFFIX = ".fcs"
-STREAM_VERSION = 1
-# After the name: config fingerprint, rate in, rate out, samples per token, original rate,
-# tokens per frame; then the header CRC32.
-_STREAM_FIELDS = struct.Struct(f"<{FINGERPRINT_BYTES}sIIIIH")
+STREAM_VERSION = 2
+# After the name: config fingerprint, (version >= 2) weights digest, rate in, rate out, samples
+# per token, original rate, tokens per frame; then the header CRC32.
+_STREAM_FIELDS = {
+    1: struct.Struct(f"<{FINGERPRINT_BYTES}sIIIIH"),
+    2: struct.Struct(f"<{FINGERPRINT_BYTES}s{FINGERPRINT_BYTES}sIIIIH"),
+}
 MAX_TOKENS_PER_FRAME = 256
 
 
@@ -76,6 +80,12 @@ class StreamHeader:
     samples_per_token: int
     original_rate: int
     tokens_per_frame: int
+    weights: str = ""  # hex, the first 8 bytes of the weights' SHA-256 (version 2); "" in version 1
+
+    @property
+    def version(self) -> int:
+        """2 when the header carries the weights digest, else 1."""
+        return 2 if self.weights else 1
 
     @classmethod
     def for_model(cls, model: Any, original_rate: int | None = None) -> StreamHeader:
@@ -92,6 +102,7 @@ class StreamHeader:
             samples_per_token=int(round(spt)),
             original_rate=int(original_rate or model.sample_rate_input),
             tokens_per_frame=int(model.chunk_size) // int(round(spt)),
+            weights=_fingerprint_bytes(model.weights_sha256).hex(),
         )
 
     @property
@@ -110,15 +121,16 @@ class StreamHeader:
 
     @property
     def size(self) -> int:
-        return _PREFIX.size + len(self.model_name.encode("utf-8")) + _STREAM_FIELDS.size + _CRC.size
+        return _PREFIX.size + len(self.model_name.encode("utf-8")) + _STREAM_FIELDS[self.version].size + _CRC.size
 
     def to_bytes(self) -> bytes:
         name = self.model_name.encode("utf-8")
         if not 1 <= len(name) <= 255:
             raise BitstreamError(f"model name must be 1-255 UTF-8 bytes, got {len(name)}; rename the checkpoint folder")
-        head = _PREFIX.pack(MAGIC, STREAM_VERSION, FLAG_STREAM, self.code_dim, len(name)) + name
-        head += _STREAM_FIELDS.pack(
-            bytes.fromhex(self.fingerprint),
+        head = _PREFIX.pack(MAGIC, self.version, FLAG_STREAM, self.code_dim, len(name)) + name
+        identity = [bytes.fromhex(self.fingerprint)] + ([bytes.fromhex(self.weights)] if self.weights else [])
+        head += _STREAM_FIELDS[self.version].pack(
+            *identity,
             self.sample_rate_input,
             self.sample_rate_output,
             self.samples_per_token,
@@ -156,13 +168,15 @@ class StreamHeader:
             )
         if version < 1:
             raise CorruptHeaderError(f"{source}: invalid format version {version}; the header is damaged")
-        rest = _read_exact(f, name_len + _STREAM_FIELDS.size + _CRC.size)
-        if len(rest) < name_len + _STREAM_FIELDS.size + _CRC.size:
+        fields = _STREAM_FIELDS[version]
+        rest = _read_exact(f, name_len + fields.size + _CRC.size)
+        if len(rest) < name_len + fields.size + _CRC.size:
             raise TruncatedFileError(f"{source} ended inside the stream header")
         head, (crc,) = prefix + rest[: -_CRC.size], _CRC.unpack(rest[-_CRC.size :])
         if zlib.crc32(head) != crc:
             raise CorruptHeaderError(f"{source}: stream header checksum mismatch; the stream is damaged")
-        fp, rate_in, rate_out, spt, orig_rate, per_frame = _STREAM_FIELDS.unpack_from(head, _PREFIX.size + name_len)
+        *identity, rate_in, rate_out, spt, orig_rate, per_frame = fields.unpack_from(head, _PREFIX.size + name_len)
+        fp, weights = identity[0], (identity[1] if len(identity) > 1 else b"")
         try:
             name = head[_PREFIX.size : _PREFIX.size + name_len].decode("utf-8")
         except UnicodeDecodeError:
@@ -178,24 +192,45 @@ class StreamHeader:
             problems.append(f"tokens per frame {per_frame} not in [1, {MAX_TOKENS_PER_FRAME}]")
         if problems:
             raise CorruptHeaderError(f"{source}: invalid stream header ({'; '.join(problems)})")
-        return cls(name, fp.hex(), code_dim, rate_in, rate_out, spt, orig_rate, per_frame)
+        return cls(name, fp.hex(), code_dim, rate_in, rate_out, spt, orig_rate, per_frame, weights.hex())
 
-    def check_model(self, model: Any) -> None:
-        """Raise :class:`ModelMismatchError` unless ``model`` (a FocalCodec) made this stream."""
+    def check_model(self, model: Any, check_weights: bool = True) -> None:
+        """Raise :class:`ModelMismatchError` unless ``model`` (a FocalCodec) made this stream: the
+        same architecture (config fingerprint) and, unless ``check_weights=False`` (CLI
+        ``--allow-other-weights``), the same weights (version 2: the weights digest; version 1:
+        the model name), as :meth:`focalcodec.bitstream.CompressedAudio.check_model`."""
         name = getattr(model, "model_id", "?")
         fp = _fingerprint_bytes(getattr(model, "fingerprint", "00" * FINGERPRINT_BYTES)).hex()
-        if name != self.model_name or fp != self.fingerprint:
+        if fp != self.fingerprint:
             raise ModelMismatchError(
-                f"this stream was made by model {self.model_name!r} (config {self.fingerprint}) but is being "
-                f"decoded with {name!r} (config {fp}); decode it with --model set to the {self.model_name!r} model"
+                f"this stream was made by model {self.model_name!r} (architecture {self.fingerprint}) but is being "
+                f"decoded with {name!r} (architecture {fp}); decode it with --model set to the {self.model_name!r} "
+                "checkpoint"
+            )
+        if not check_weights:
+            return
+        if self.weights:
+            mine = _fingerprint_bytes(model.weights_sha256).hex()
+            if mine != self.weights:
+                raise ModelMismatchError(
+                    f"this stream was made by other weights ({self.model_name!r}, weights {self.weights}) than "
+                    f"{name!r} (weights {mine}); decode it with --model set to the checkpoint that made it, or "
+                    "pass --allow-other-weights (Python: check_weights=False) to decode it with these weights anyway"
+                )
+        elif name != self.model_name:
+            raise ModelMismatchError(
+                f"this version-1 stream names model {self.model_name!r} but is being decoded with {name!r}; "
+                f"decode it with --model set to the {self.model_name!r} checkpoint, or pass --allow-other-weights "
+                "(Python: check_weights=False) if these are the same weights"
             )
 
     def info(self) -> dict:
         return {
             "format": "streamable",
-            "format_version": STREAM_VERSION,
+            "format_version": self.version,
             "model": self.model_name,
             "config_fingerprint": self.fingerprint,
+            "weights_digest": self.weights or None,
             "code_dim": self.code_dim,
             "sample_rate_input": self.sample_rate_input,
             "sample_rate_output": self.sample_rate_output,

@@ -33,6 +33,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN", help="bitstream file, or - for standard input")
     add_output_option(p, "audio file (.wav/.flac), or with --raw a file or - (stdout)")
     add_model_options(p, default=None)
+    p.add_argument(
+        "--allow-other-weights",
+        action="store_true",
+        help="decode a stream made by other weights of the same architecture with --model anyway (the audio "
+        "will differ from what the encoder's model gives)",
+    )
     add_pipe_options(p, "out")
     p.add_argument(
         "--output-rate",
@@ -65,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             reader = FrameReader(stack.enter_context(open(args.input, "rb")), args.input)
         header = reader.header
         codec = resolve_model(args.model, header).to(device)
-        header.check_model(codec)
+        header.check_model(codec, check_weights=not args.allow_other_weights)
         out_rate = args.output_rate
         rate = None if out_rate is None else header.original_rate if out_rate == "input" else out_rate
         decoder = StreamDecoder(codec, precision=args.precision)
