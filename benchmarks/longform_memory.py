@@ -80,6 +80,7 @@ def main() -> None:
     import focalcodec
     from focalcodec import FocalCodec
 
+    torch.manual_seed(0)  # the same random weights in the encode and the decode process
     codec = FocalCodec.from_config("focalcodec_50hz")
     print(f"model loaded: peak RSS {peak_mb():.0f} MB", flush=True)
     instrument(codec, args.every)

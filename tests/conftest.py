@@ -18,7 +18,11 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread, here and in the processes tests start: the fixture models are tiny, and on two
+# shared cores a second intra-op thread mostly spins (measured on this suite's CPU-bound files:
+# 80 s with 2 threads, 39 s with 1, half the CPU time; no file was faster with 2).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FOCALCODEC_SHARED", ROOT.parent / "shared"))
@@ -171,8 +175,8 @@ def tiny_causal():
 
 @pytest.fixture
 def one_thread():
-    """Tiny models and streaming steps run far faster on one thread on busy shared cores
-    (thread hand-off stalls); use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    """One thread for the test, whatever the process was set to (the suite runs on one thread,
+    see the top of this file; tests that change it restore it through this fixture)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -39,13 +39,18 @@ def test_autocast_tokens_and_signal(name: str, dtype: torch.dtype) -> None:
             sig = codec.toks_to_sig(toks)
     assert lats.dtype == torch.float32 and sig.dtype == torch.float32
     torch.testing.assert_close(lats.norm(dim=-1), torch.ones(lats.shape[:-1]), atol=1e-5, rtol=0)
-    assert (auto_toks == toks).float().mean() > 0.9
+    # measured over the three fixtures: bfloat16 tokens 94-97 % equal, SNR 38-46 dB; float16
+    # tokens 98-100 % equal, SNR 57-66 dB (float16 keeps 3 more mantissa bits than bfloat16)
+    min_tokens, min_snr = (0.9, 33) if dtype == torch.bfloat16 else (0.97, 50)
+    assert (auto_toks == toks).float().mean() > min_tokens
     snr = 10 * torch.log10(ref.pow(2).sum() / (sig - ref).pow(2).sum())
-    assert sig.shape == ref.shape and snr > 25
+    assert sig.shape == ref.shape and snr > min_snr, f"SNR {float(snr):.1f} dB"
 
 
 def test_half_model_under_autocast_runs() -> None:
-    """A model cast to bfloat16 still runs inside autocast (its float32 islands step aside)."""
+    """A model cast to bfloat16 still runs inside autocast (its float32 islands step aside) and
+    stays close to float32: most tokens equal, the synthesis of the reference tokens near the
+    reference audio."""
     import copy
 
     codec, io = fixture_model("tiny_causal_4k"), fixture_io("tiny_causal_4k")
@@ -54,5 +59,8 @@ def test_half_model_under_autocast_runs() -> None:
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert in_float32(linear, torch.randn(3, 4, dtype=torch.bfloat16)).dtype == torch.bfloat16
         toks = half.sig_to_toks(io["sig"].bfloat16())
-        sig = half.toks_to_sig(toks)
-    assert toks.shape == io["toks"].shape and torch.isfinite(sig.float()).all()
+        sig = half.toks_to_sig(io["toks"]).float()
+    assert toks.shape == io["toks"].shape and (toks == io["toks"]).float().mean() > 0.9  # measured 0.966
+    ref = io["toks_sig"]
+    assert sig.shape == ref.shape
+    assert 10 * torch.log10(ref.pow(2).sum() / (sig - ref).pow(2).sum()) > 36  # measured 43.3 dB

@@ -397,7 +397,7 @@ def test_autocast_run_is_its_own_run(reference, corpus_dir, tmp_path):
         assert a.shape == b.shape
         same += int((a == b).sum())
         total += a.numel()
-    assert same / total > 0.9
+    assert same / total > 0.97  # measured 0.994 (1 of 171 tokens)
     with pytest.raises(InputError, match="another tokenization run"):
         tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), shard_size=SHARD_SIZE, progress=False)
     with pytest.raises(InputError, match="autocast"):

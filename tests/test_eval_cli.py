@@ -286,35 +286,30 @@ def test_manifest_formats_and_vc_pair_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_all_default_metrics_and_baselines(tmp_path):
-    """Every available metric on every baseline (slow: Whisper, DNSMOS, speaker model)."""
+def test_evaluate_all_default_metrics_end_to_end(tmp_path):
+    """Every default metric available here (slow: Whisper, DNSMOS, Distill-MOS, the speaker
+    model) through the command on the identity codec, which scores perfectly, and on one
+    baseline of each family (every baseline alone: tests/test_eval_baselines.py; every metric
+    alone: tests/test_eval_metrics.py; the plots: test_evaluate_resynthesis_end_to_end)."""
+    from focalcodec.eval.harness import DEFAULT_METRICS
+    from focalcodec.eval.metrics import available_metrics
+
     out = tmp_path / "all"
+    codecs = ["codec2-700c", "opus-6", "identity"]
     rc = main(
-        [
-            "evaluate",
-            "--codec",
-            "focalcodec",
-            "codec2-700c",
-            "codec2-1200",
-            "codec2-2400",
-            "codec2-3200",
-            "opus-6",
-            "opus-8",
-            "identity",
-            "--model",
-            TINY,
-            "--data",
-            str(EVAL),
-            *SHORT_EN,
-            "--limit",
-            "3",
-            "-o",
-            str(out),
-            "--quiet",
-        ]
+        ["evaluate", "--codec", *codecs, "--data", str(EVAL), *SHORT_EN, "--limit", "2", "-o", str(out)]
+        + ["--quiet", "--no-plots"]
     )
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
+    metrics = available_metrics(DEFAULT_METRICS["resynth"])
+    assert set(report["metrics"]) == set(metrics) and set(report["codecs"]) == set(codecs)
+    for name in codecs:
+        s = report["codecs"][name]["summary"]
+        assert s["utterances"] == 2 and s["failed"] == 0
+        for metric, keys in report["metrics"].items():
+            key = next(iter(keys))  # the headline value (wer, beside dwer, needs transcripts)
+            assert s[key] is not None and math.isfinite(s[key]), (name, metric, key)
     ident = report["codecs"]["identity"]["summary"]
     assert (
         ident["stoi"] == pytest.approx(1.0) and ident["dwer"] == 0.0 and ident["sim"] == pytest.approx(100.0, abs=0.01)

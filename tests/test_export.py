@@ -22,8 +22,10 @@ def test_onnx_and_torchscript_match_pytorch(name: str, tmp_path: Path) -> None:
     codec = fixture_model(name)
     sig = fixture_io(name)["sig"]
     cases = [sig, torch.cat([sig[:, :20001], 0.5 * sig[:, 5000:25001]]), 0.1 * torch.randn(3, 16640)]
-    enc = ort.InferenceSession(str(export_onnx(codec, tmp_path / "e.onnx", "encode")))
-    dec = ort.InferenceSession(str(export_onnx(codec, tmp_path / "d.onnx", "decode")))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1  # tiny graphs (tests/conftest.py)
+    enc = ort.InferenceSession(str(export_onnx(codec, tmp_path / "e.onnx", "encode")), options)
+    dec = ort.InferenceSession(str(export_onnx(codec, tmp_path / "d.onnx", "decode")), options)
     jenc = torch.jit.load(str(export_torchscript(codec, tmp_path / "e.pt", "encode")))
     jdec = torch.jit.load(str(export_torchscript(codec, tmp_path / "d.pt", "decode")))
     for x in cases:

@@ -66,7 +66,7 @@ def test_same_flag_for_the_same_idea() -> None:
 
 def test_help_shows_defaults_and_imports_no_torch() -> None:
     encode_help = subcommands()["encode"].format_help()
-    assert "(default: 12.0)" in encode_help and "(default: lucadellalib/focalcodec_50hz)" in encode_help
+    assert "(default: 60.0)" in encode_help and "(default: lucadellalib/focalcodec_50hz)" in encode_help
     assert "(default: 1000)" in subcommands()["tokenize"].format_help()
     script = (
         "import sys\n"
@@ -210,7 +210,7 @@ def test_tokenize_force_and_window_are_part_of_the_run(tmp_path, capsys) -> None
     assert main(base) == 0
     capsys.readouterr()
     line = one_error_line(capsys, [*base, "--window", "5"])  # another geometry: another run
-    assert "--force" in line
+    assert "--force" in line and "its window was 60 s" in line and "pass --window 60 to resume it" in line
     assert main([*base, "--window", "5", "--force"]) == 0
 
 

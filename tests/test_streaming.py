@@ -6,6 +6,8 @@ of non-causal models keeps lengths and stays close to offline."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -173,9 +175,22 @@ def test_counters_and_errors() -> None:
 
 
 # -- the engine ----------------------------------------------------------------------------------
-def _solo(codec, mode: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """What one utterance gives alone: (tokens, audio)."""
-    none = torch.zeros(0)
+def _sources() -> list[torch.Tensor]:
+    io = fixture_io(CAUSAL)
+    return [io["sig"][0], io["batch_sig"][1], 0.5 * io["sig"][0].flip(0)[:21000], io["batch_sig"][0][:9001]]
+
+
+@functools.cache
+def _utterance(mode: str, source: int) -> torch.Tensor:
+    """What a stream of ``mode`` is given for source ``source``: audio, or its stream tokens."""
+    sig = _sources()[source]
+    return sig if mode != "decode" else StreamEncoder(fixture_model(CAUSAL)).push(sig)
+
+
+@functools.cache
+def _solo(mode: str, source: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What one utterance gives alone: (tokens, audio) (cached: the schedules share them)."""
+    codec, x, none = fixture_model(CAUSAL), _utterance(mode, source), torch.zeros(0)
     if mode == "encode":
         enc = StreamEncoder(codec)
         return torch.cat([enc.push(x), enc.flush()]), none
@@ -193,17 +208,14 @@ def test_engine_join_leave_schedule(seed: int, graph: str | None) -> None:
     and close at random while others run (one is abandoned half-way); every utterance's output
     equals its solo run: tokens identical, audio within 1e-5. ``graph="fixed"``: the fixed-shape
     step (every row at every step, tensor-only control) as compiled and graphed steps run it."""
-    codec, io = fixture_model(CAUSAL), fixture_io(CAUSAL)
+    codec = fixture_model(CAUSAL)
     g = torch.Generator().manual_seed(seed)
-    sources = [io["sig"][0], io["batch_sig"][1], 0.5 * io["sig"][0].flip(0)[:21000], io["batch_sig"][0][:9001]]
     modes = ["resynth", "encode", "decode", "resynth", "resynth", "decode"]
-    plans = []  # per stream: mode and its utterances (inputs)
+    plans, plan_sources = [], []  # per stream: mode and its utterances (inputs), their sources
     for k, mode in enumerate(modes):
-        utts = []
-        for u in range(1 + int(torch.randint(0, 2, (1,), generator=g))):
-            sig = sources[(k + u) % len(sources)]
-            utts.append(sig if mode != "decode" else StreamEncoder(codec).push(sig))
-        plans.append((mode, utts))
+        picked = [(k + u) % len(_sources()) for u in range(1 + int(torch.randint(0, 2, (1,), generator=g)))]
+        plans.append((mode, [_utterance(mode, s) for s in picked]))
+        plan_sources.append(picked)
     engine = StreamEngine(codec, max_streams=3, graph=graph)
     got: dict[int, list] = {}  # stream -> per utterance [token pieces, audio pieces]
     state: dict[int, list] = {}  # stream -> [sid, utterance pushing, position in it]
@@ -249,8 +261,8 @@ def test_engine_join_leave_schedule(seed: int, graph: str | None) -> None:
         if k == abandoned:
             continue
         assert receiving[k] == len(utts)
-        for u, x in enumerate(utts):
-            toks, audio = _solo(codec, mode, x)
+        for u, source in enumerate(plan_sources[k]):
+            toks, audio = _solo(mode, source)
             assert torch.equal(torch.cat(got[k][u][0]), toks), f"stream {k} ({mode}) utterance {u}: tokens"
             torch.testing.assert_close(torch.cat(got[k][u][1]), audio, atol=1e-5, rtol=0)
 
@@ -415,8 +427,9 @@ def test_conv_kernels_equal_the_convolution(frames: int) -> None:
 
 def test_reduced_precisions() -> None:
     """float16 weights keep the tokens and the audio close; int8: the decoder side synthesises
-    the same tokens close to float32, the encoder side gives tokens of the right shape and range
-    (which tokens is not promised: random-weight latents sit near the sign boundaries)."""
+    the same tokens close to float32; the encoder side keeps almost every token bit (whole
+    tokens less often: random-weight latents sit near the sign boundaries, and one of 12 bits
+    flipping changes the token)."""
     codec, io = fixture_model(CAUSAL), fixture_io(CAUSAL)
     ref_toks, ref = io["stream_toks"], io["stream_sig"]
 
@@ -427,8 +440,12 @@ def test_reduced_precisions() -> None:
     assert torch.equal(t1, ref_toks[:, : t1.shape[1]]) and snr(torch.cat([a1, ref[:, a1.shape[1] :]], 1)) > 40  # 68.8
     dec = StreamDecoder(codec, precision="int8")
     assert snr(torch.cat([dec.push(ref_toks), dec.flush()], 1)) > 25  # measured 34.6 dB
-    toks = torch.cat([StreamEncoder(codec, precision="int8").push(io["sig"])], 1)
+    toks = StreamEncoder(codec, precision="int8").push(io["sig"])
     assert toks.shape == (1, 116) and 0 <= int(toks.min()) and int(toks.max()) < 4096
+    ref_head = ref_toks[:, :116]
+    bits = torch.arange(11, -1, -1)
+    bit_agreement = ((toks[..., None] >> bits) & 1).eq((ref_head[..., None] >> bits) & 1).float().mean()
+    assert bit_agreement > 0.95 and (toks == ref_head).float().mean() > 0.65  # measured 0.977 and 0.784
     with pytest.raises(InputError, match="precision"):
         StreamEncoder(codec, precision="int4")
 
@@ -492,9 +509,11 @@ def test_chunked_pseudo_streaming_non_causal() -> None:
     out = torch.cat(outs)
     assert out.shape == sig.shape  # 16 kHz in and out, every sample accounted for
     offline = codec.sig_to_sig(sig[None])[0]
-    # Away from the chunk joins the 3 s of context make it very close to the offline pass.
+    # Near, not equal: each chunk sees 3 s of past but only 20 ms of future, which the non-causal
+    # model misses. Relative error measured 0.122 with the default 3 s of context, 0.136 with 1 s,
+    # 0.192 with none and 0.244 without the overlap: the bound fails when the context is lost.
     err = (out - offline).pow(2).mean() / offline.pow(2).mean()
-    assert err < 0.2
+    assert err < 0.15
     # With one chunk covering the whole input it is exactly the offline pass.
     whole = ChunkedStream(codec, chunk_ms=5000)
     torch.testing.assert_close(torch.cat([whole.push(sig), whole.flush()]), offline, atol=SIG_ATOL, rtol=0)

@@ -90,10 +90,31 @@ def test_vc_short_sources_are_one_pass_as_before() -> None:
     assert torch.equal(batch[1], one_pass)
 
 
-def test_vc_cli_writes_window_by_window(long_wav, tmp_path, capsys) -> None:
+def test_vc_cli_writes_window_by_window(long_wav, tmp_path, monkeypatch) -> None:
+    """``focalcodec vc --window 2`` hands the writer one window of audio at a time, and writes
+    what ``vc.convert`` gives with the same windows."""
+    import focalcodec.compression
     from focalcodec.cli import main
 
+    blocks = []
+    write = focalcodec.compression.write_audio_blocks
+
+    def spy(path, parts, *a, **k):
+        def recorded():
+            for part in parts:
+                blocks.append(len(part))
+                yield part
+
+        return write(path, recorded(), *a, **k)
+
+    monkeypatch.setattr(focalcodec.compression, "write_audio_blocks", spy)
     out = tmp_path / "vc.wav"
     argv = ["vc", str(long_wav), "--reference", str(CLIP), "-o", str(out), "--model", str(FIXTURES / "tiny_50hz")]
     assert main([*argv, "--window", "2"]) == 0
-    assert sf.info(str(out)).frames == sf.info(str(long_wav)).frames
+    n = sf.info(str(long_wav)).frames
+    assert sf.info(str(out)).frames == n == sum(blocks)
+    assert len(blocks) >= 6 and max(blocks) <= 2 * 16000 + 640  # 12 s in windows of about 2 s
+    codec = fixture_model("tiny_50hz")
+    expected = convert(codec, long_wav, build_speaker_set(codec, [CLIP]), windowing=Windowing(window=2.0))
+    written, _ = sf.read(str(out), dtype="float32")
+    np.testing.assert_allclose(written, np.clip(expected.numpy(), -1, 1), atol=1 / 32768 + 1e-6)

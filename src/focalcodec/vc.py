@@ -328,7 +328,7 @@ def iter_convert(
     :mod:`focalcodec.longform` (a 16 kHz WAV/FLAC is even read window by window), and the kNN
     search holds one window's frames against the matching set (``num_splits=None`` picks the
     splits for one window, see :func:`auto_splits`). Sources up to one window
-    (16 s by default) are converted in one pass, exactly as without windowing; see
+    (64 s by default) are converted in one pass, exactly as without windowing; see
     docs/vc.md for the effect of windows on longer ones. ``progress(seconds)`` is called for
     encoding and then for decoding.
     """

@@ -20,7 +20,7 @@ class Windowing:
     windows (at most twice the smaller context); ``chunk`` seconds per causal call.
     """
 
-    window: float = 12.0
+    window: float = 60.0
     context: float = 3.0
     lookahead: float = 1.0
     crossfade: float = 0.1

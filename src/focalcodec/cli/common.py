@@ -71,7 +71,9 @@ def add_window_option(parser: argparse.ArgumentParser) -> None:
         type=window_seconds,
         default=Windowing().window,
         metavar="SECONDS",
-        help="seconds of audio per window for long inputs (non-causal models; bounds memory, see docs/longform.md)",
+        help="seconds of audio per window for long inputs (non-causal models): inputs up to the window + 4 s of "
+        "context go in one pass; memory grows with its square (60: about 3 GB on CPU with the full-size models; "
+        "lower it to save memory, see docs/longform.md)",
     )
 
 

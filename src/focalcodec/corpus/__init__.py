@@ -19,7 +19,7 @@ How the work is laid out (so that the output never depends on how it was run):
 - Inside a shard, DataLoader workers read, mix down and resample the audio; the main process
   sorts a window of utterances by length and encodes them in padded batches with per-item
   lengths. :meth:`FocalCodec.encode` is batch-invariant, so each utterance gets exactly the
-  tokens it gets alone. Utterances longer than one window (``windowing``: 16 s by default) are
+  tokens it gets alone. Utterances longer than one window (``windowing``: 64 s by default) are
   encoded alone, window by window (:func:`focalcodec.longform.encode_long`), so memory does not
   grow with the square of a file's duration; every utterance thus gets exactly the tokens
   ``focalcodec encode`` gives its file. Rows are written in the fixed order, not in batch order.

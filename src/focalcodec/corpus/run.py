@@ -420,7 +420,7 @@ def _encode_window(
     autocast: str | None = None,
 ) -> tuple[dict[int, Tensor], dict[int, str]]:
     """Encode ``{index: (N,) signal}`` in length-sorted batches. Utterances longer than one
-    window with its context (16 s by default) are encoded alone, window by window (shorter
+    window with its context (64 s by default) are encoded alone, window by window (shorter
     ones would be one pass there too, and causal models give one-pass tokens in any case). A
     batch that fails is retried item by item, so only the items that fail alone are reported
     (as ``{index: reason}``). ``autocast``: a dtype of :data:`AUTOCAST_DTYPES` to run under

@@ -182,8 +182,16 @@ def prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
             old = {}
         if old.get("digest") != plan["digest"]:
             if not overwrite:
+                hint = ""
+                if old.get("windowing") and old.get("windowing") != plan["windowing"]:
+                    window, context, lookahead = old["windowing"]
+                    hint = (
+                        f" (its window was {window:g} s + {context:g} s + {lookahead:g} s, this one's "
+                        f"{plan['windowing'][0]:g} s; the default was 12 s before 60 s: pass --window {window:g} "
+                        "to resume it)"
+                    )
                 raise InputError(
-                    f"{out} holds another tokenization run (different files, shard size, model or window); "
+                    f"{out} holds another tokenization run (different files, shard size, model or window){hint}; "
                     "choose a new -o/--output folder or pass -f/--force (Python: overwrite=True) to replace it"
                 )
             for folder in (SHARD_DIR, MARKER_DIR):
