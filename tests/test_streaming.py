@@ -18,7 +18,7 @@ from focalcodec.nn.layers import Conv
 from focalcodec.streaming import (
     ChunkedStream,
     EngineFull,
-    StageState,
+    PartState,
     StreamCodec,
     StreamDecoder,
     StreamEncoder,
@@ -26,7 +26,7 @@ from focalcodec.streaming import (
 )
 from focalcodec.streaming.kernels import FewRowsLinear, PointwiseConv, UnfoldConv, WindowSumConv
 from focalcodec.streaming.layers import Control, StreamingConv
-from focalcodec.streaming.state import Stage
+from focalcodec.streaming.state import PartStream
 
 SIG_ATOL = 1e-4
 CAUSAL = "tiny_causal_4k"
@@ -306,7 +306,7 @@ def test_engine_api_and_errors() -> None:
         engine.open("both")
 
 
-def _rows_state(stage: Stage, rows: list[int]) -> dict:
+def _rows_state(stage: PartStream, rows: list[int]) -> dict:
     snap = stage.snapshot(stage.capacity)
     return {k: v[rows].clone() for k, v in snap.tensors.items()}
 
@@ -318,7 +318,7 @@ def test_inactive_rows_bit_identical_and_reset_rows_new() -> None:
     codec, io = fixture_model(CAUSAL), fixture_io(CAUSAL)
     sig = io["sig"][0].repeat(2)[: 40 * 1280].reshape(40, 1280)
     for optimize in (False, True):
-        stage = Stage(codec, "encoder", capacity=3, fast=optimize)
+        stage = PartStream(codec, "encoder", capacity=3, fast=optimize)
         with torch.no_grad():
             for i in range(20):  # 3 rows; row 1 sits out steps 5-14
                 x = torch.stack([sig[i], sig[(i + 7) % 40], 0.5 * sig[i]])
@@ -328,7 +328,10 @@ def test_inactive_rows_bit_identical_and_reset_rows_new() -> None:
                     after = _rows_state(stage, [1])
                     assert all(torch.equal(before[k], after[k]) for k in before), f"step {i}"
             stage.reset([2])
-            fresh, alone = Stage(codec, "encoder", capacity=3, fast=optimize), Stage(codec, "encoder", fast=optimize)
+            fresh, alone = (
+                PartStream(codec, "encoder", capacity=3, fast=optimize),
+                PartStream(codec, "encoder", fast=optimize),
+            )
             for i in range(20, 30):
                 y = stage.run(torch.stack([sig[i], sig[i - 20], sig[i]]), [4, 4, 4])
                 assert torch.equal(y[2], fresh.run(torch.stack([-sig[i], sig[i], sig[i]]), [4, 4, 4])[2])
@@ -371,7 +374,7 @@ def test_positional_state_api_is_functional() -> None:
     codec, io = fixture_model(CAUSAL), fixture_io(CAUSAL)
     chunks = io["sig"][:, : 3 * 1280].reshape(1, 3, 1280)
     _, es, cs = codec.sig_to_toks(chunks[:, 0], return_state=True)
-    assert isinstance(es, StageState) and es.stage == "encoder"
+    assert isinstance(es, PartState) and es.part == "encoder"
     kept = {k: v.clone() for k, v in es.tensors.items()}
     t1, es1, cs1 = codec.sig_to_toks(chunks[:, 1], es, cs, return_state=True)
     t2, _, _ = codec.sig_to_toks(chunks[:, 1], es, cs, return_state=True)  # the same state again

@@ -41,7 +41,7 @@ __all__ = ["DecodeOutput", "EncodeOutput", "FocalCodec"]
 
 SAMPLE_RATE = 16000
 ArrayLike = Tensor | np.ndarray | Sequence[float]
-State = Any  # an opaque part state (focalcodec.streaming.StageState), or () / [] / None: a new stream
+State = Any  # an opaque part state (focalcodec.streaming.PartState), or () / [] / None: a new stream
 
 
 class EncodeOutput(NamedTuple):
@@ -288,9 +288,9 @@ class FocalCodec(nn.Module):
             if state is not None:
                 raise InputError(f"a streaming state was given, but {self.model_id} is not a causal model")
             return getattr(self, name)(x, **offline), None
-        from .streaming.streams import run_stage
+        from .streaming.streams import run_part
 
-        return run_stage(self, name, x, state)
+        return run_part(self, name, x, state)
 
     def _encoder(self, sig: Tensor, es: State, length: Tensor | None, stream: bool) -> tuple[Tensor, State]:
         return self._part("encoder", sig, es, stream, length=length)

@@ -10,7 +10,7 @@ streaming loop (SPEC §3.5). Map, from the bottom up:
   per-row reset and per-row valid frames (0: the row is left exactly as it was);
 - :mod:`.kernels` - few-frame CPU kernels and reduced precisions (float16 / int8 weights),
   built as new modules sharing the weights;
-- :mod:`.state` - :class:`~.state.Stage`: one streaming part of a codec (encoder, compressor,
+- :mod:`.state` - :class:`~.state.PartStream`: one streaming part of a codec (encoder, compressor,
   decompressor, decoder) with its state and row operations (run, reset, move, resize,
   snapshot / load);
 - :mod:`.engine` - :class:`StreamEngine`: streams open, push any amount, flush and close at
@@ -38,14 +38,14 @@ streaming loop (SPEC §3.5). Map, from the bottom up:
 
 from .chunked import ChunkedStream
 from .engine import EngineFull, StreamEngine, StreamOutput
-from .state import PRECISIONS, StageState
+from .state import PRECISIONS, PartState
 from .streams import StreamCodec, StreamDecoder, StreamEncoder
 
 __all__ = [
     "PRECISIONS",
     "ChunkedStream",
     "EngineFull",
-    "StageState",
+    "PartState",
     "StreamCodec",
     "StreamDecoder",
     "StreamEncoder",

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .state import PRECISIONS, Stage
+from .state import PRECISIONS, PartStream
 
 __all__ = ["MODES", "EngineFull", "Side", "StreamEngine", "StreamOutput"]
 
@@ -62,7 +62,7 @@ class StreamOutput:
 class _Graph:
     """A stage's step at its full capacity with fixed input buffers: compiled or CUDA-graphed."""
 
-    def __init__(self, stage: Stage, kind: str) -> None:
+    def __init__(self, stage: PartStream, kind: str) -> None:
         self.stage, c = stage, stage.control
         dtype = torch.float32 if stage.part != "decompressor" else stage.model.in_proj.weight.dtype
         self.x = torch.zeros((stage.capacity,) + stage.input_shape, dtype=dtype, device=stage.device)
@@ -121,7 +121,7 @@ class Side:
     ) -> None:
         parts = ("encoder", "compressor") if side == "encode" else ("decompressor", "decoder")
         capturable = graph is not None or not inplace
-        self.stages = [Stage(codec, p, capacity, precision, fast, capturable, inplace) for p in parts]
+        self.stages = [PartStream(codec, p, capacity, precision, fast, capturable, inplace) for p in parts]
         self.side, self.quantizer = side, codec.quantizer
         self.upsample = int(codec.frames_per_token)
         self.graphs = [_Graph(stage, graph) for stage in self.stages] if graph else None

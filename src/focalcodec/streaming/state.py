@@ -1,12 +1,12 @@
 """A stage that streams: one part of a causal codec with the streaming state of ``capacity`` rows.
 
-:class:`Stage` owns a streaming copy of one part (``"encoder"``, ``"compressor"``,
-``"decompressor"`` or ``"decoder"``, built once per codec and kind by :func:`stage_template`
+:class:`PartStream` owns a streaming copy of one part (``"encoder"``, ``"compressor"``,
+``"decompressor"`` or ``"decoder"``, built once per codec and kind by :func:`part_template`
 and copied per stage, sharing the weights), its :class:`~focalcodec.streaming.layers.Control`
-and the row operations the engine needs: :meth:`Stage.run` (one step of every row),
-:meth:`Stage.reset` (rows start new streams), :meth:`Stage.move` (a row takes another's
-state), :meth:`Stage.resize`, and :meth:`Stage.snapshot` / :meth:`Stage.load`
-(:class:`StageState`, the opaque states of the positional API).
+and the row operations the engine needs: :meth:`PartStream.run` (one step of every row),
+:meth:`PartStream.reset` (rows start new streams), :meth:`PartStream.move` (a row takes another's
+state), :meth:`PartStream.resize`, and :meth:`PartStream.snapshot` / :meth:`PartStream.load`
+(:class:`PartState`, the opaque states of the positional API).
 """
 
 from __future__ import annotations
@@ -24,17 +24,17 @@ from ..errors import InputError
 from .kernels import fast_kernels, finish_linears, reduce_precision
 from .layers import Control, StreamingLayer, StreamingTransformer, streaming_tree
 
-__all__ = ["PARTS", "PRECISIONS", "Stage", "StageState", "stage_template"]
+__all__ = ["PARTS", "PRECISIONS", "PartStream", "PartState", "part_template"]
 
 PARTS = ("encoder", "compressor", "decompressor", "decoder")
 PRECISIONS = ("float32", "float16", "int8")
 
 
-class StageState(NamedTuple):
-    """The streaming state of one stage for a batch of streams (opaque to callers): ``stage``
+class PartState(NamedTuple):
+    """The streaming state of one part for a batch of streams (opaque to callers): ``part``
     names it, ``tensors`` hold every row's state (never modified once made)."""
 
-    stage: str
+    part: str
     batch_size: int
     tensors: dict[str, Tensor]
 
@@ -65,7 +65,7 @@ class _Template(nn.Module):
 _TEMPLATES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Template]] = weakref.WeakKeyDictionary()
 
 
-def stage_template(codec: nn.Module, part: str, precision: str, fast: bool, capturable: bool) -> _Template:
+def part_template(codec: nn.Module, part: str, precision: str, fast: bool, capturable: bool) -> _Template:
     """The streaming copy of ``codec.<part>`` (cached per codec): weights shared with ``codec``
     (except reduced-precision layers, which hold their own), the few-frame CPU kernels when
     ``fast``, streaming layers without state yet."""
@@ -92,7 +92,7 @@ def _stateful(module: nn.Module) -> bool:
     return any(isinstance(m, (StreamingLayer, StreamingTransformer)) for m in module.modules())
 
 
-class Stage:
+class PartStream:
     """One streaming part of a codec for ``capacity`` rows (see the module doc).
 
     ``run(x, valid)``: ``x (rows, step_inputs, ...)`` for rows ``[0, rows)`` (every live row),
@@ -114,7 +114,7 @@ class Stage:
         device = codec.device
         if precision != "float32" and device.type != "cpu":
             raise InputError(f"{precision} streaming runs on CPU only; use precision='float32' on {device.type}")
-        template = stage_template(codec, part, precision, fast, capturable)
+        template = part_template(codec, part, precision, fast, capturable)
         memo = {id(t): t for t in list(template.parameters()) + list(template.buffers())}
         memo.update({id(m): m for m in template.modules() if not _stateful(m)})
         own = copy.deepcopy(template, memo)
@@ -166,21 +166,21 @@ class Stage:
         self.control.frames[dst] = self.control.frames[src]
         self.frames_host[dst] = self.frames_host[src]
 
-    def snapshot(self, rows: int) -> StageState:
+    def snapshot(self, rows: int) -> PartState:
         """A copy of the state of rows ``[0, rows)``."""
         tensors = {"frames": self.control.frames[:rows].clone()}
         for layer in self.layers:
             for name, view in layer.state_views(rows).items():
                 tensors[f"{self.names[id(layer)]}.{name}"] = view.clone()
-        return StageState(self.part, rows, tensors)
+        return PartState(self.part, rows, tensors)
 
-    def load(self, state: StageState) -> None:
+    def load(self, state: PartState) -> None:
         """Rows ``[0, batch)`` take the state ``state`` (copied: ``state`` is not kept)."""
-        if not isinstance(state, StageState) or state.stage != self.part:
+        if not isinstance(state, PartState) or state.part != self.part:
             raise InputError(
                 f"the {self.part} state must be one returned for the {self.part} by a previous call "
                 f"(or () for a new stream), got {type(state).__name__}"
-                + (f" of the {state.stage}" if isinstance(state, StageState) else "")
+                + (f" of the {state.part}" if isinstance(state, PartState) else "")
             )
         rows = state.batch_size
         self.reset(range(rows))

@@ -2,9 +2,9 @@
 
 - :class:`StreamEncoder` / :class:`StreamDecoder` / :class:`StreamCodec`: a ``(B, n)`` push drives
   ``B`` streams of a :class:`~focalcodec.streaming.engine.StreamEngine` in lock step;
-- :func:`run_stage`: one stage of ``codec.sig_to_toks(chunk, enc_state, comp_state,
-  return_state=True)`` and the other reference-named methods, on a :class:`~focalcodec.streaming.state.Stage`
-  kept per codec. States are :class:`~focalcodec.streaming.state.StageState` values, copied in
+- :func:`run_part`: one stage of ``codec.sig_to_toks(chunk, enc_state, comp_state,
+  return_state=True)`` and the other reference-named methods, on a :class:`~focalcodec.streaming.state.PartStream`
+  kept per codec. States are :class:`~focalcodec.streaming.state.PartState` values, copied in
   and out of the stage: the same state passed twice gives the same result.
 """
 
@@ -18,9 +18,9 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .engine import StreamEngine
-from .state import Stage, StageState, out_length
+from .state import PartState, PartStream, out_length
 
-__all__ = ["StreamCodec", "StreamDecoder", "StreamEncoder", "as_batch", "run_stage"]
+__all__ = ["StreamCodec", "StreamDecoder", "StreamEncoder", "as_batch", "run_part"]
 
 
 def as_batch(x: Tensor, what: str, batch_size: int | None) -> tuple[Tensor, bool]:
@@ -240,23 +240,23 @@ class StreamCodec(_Lockstep):
 
 
 # -- the positional-state API ------------------------------------------------------------------
-_STAGES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Stage]] = weakref.WeakKeyDictionary()
+_PARTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, PartStream]] = weakref.WeakKeyDictionary()
 
 
 @torch.no_grad()
-def run_stage(codec: nn.Module, part: str, x: Tensor, state: StageState | None) -> tuple[Tensor, StageState]:
+def run_part(codec: nn.Module, part: str, x: Tensor, state: PartState | None) -> tuple[Tensor, PartState]:
     """``codec.<part>`` over ``x (B, ...)`` continuing the streams of ``state`` (None: new
     streams) -> the output and the new state. The encoder takes whole chunks; the other stages
     any number of frames (the decompressor's refiner blocks start at the call, as the reference's)."""
-    stages = _STAGES.setdefault(codec, {})
+    stages = _PARTS.setdefault(codec, {})
     # one stage per mode: state made in inference mode can only be changed in it
     key = (part, codec.device, torch.is_inference_mode_enabled())
     stage = stages.get(key)
     if stage is None:
-        stage = stages[key] = Stage(codec, part, fast=False)
+        stage = stages[key] = PartStream(codec, part, fast=False)
     B = x.shape[0]
     if state is not None:
-        if isinstance(state, StageState) and state.batch_size != B:
+        if isinstance(state, PartState) and state.batch_size != B:
             raise InputError(f"the {part} state holds {state.batch_size} streams, the input {B}")
     if stage.capacity < B:
         stage.resize(B)
