@@ -22,7 +22,7 @@ def test_presets_equal_the_official_files(name: str) -> None:
 def test_json_round_trip_keeps_legacy_fields(tmp_path: Path) -> None:
     cfg = FocalCodecConfig.load(FIXTURES / "tiny_50hz")
     assert cfg.decoder_config["input_channels"] == 64 and cfg.decoder_config["padding"] == 3
-    assert cfg.stage_kwargs("decoder")["input_dim"] == 64 and "padding" not in cfg.stage_kwargs("decoder")
+    assert cfg.part_kwargs("decoder")["input_dim"] == 64 and "padding" not in cfg.part_kwargs("decoder")
     cfg.to_json(tmp_path / "c.json")
     assert FocalCodecConfig.from_json(tmp_path / "c.json") == cfg
     # The fingerprint identifies the architecture, not the spelling of legacy fields.

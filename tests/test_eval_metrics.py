@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from conftest import SPEECH
 
 from focalcodec.audio import load_audio
@@ -104,10 +105,13 @@ def test_pesq_of_silence_is_nan_with_warning(clean):
     assert np.isnan(out["pesq_wb"]) and out["skip"].startswith("PESQ undefined")
 
 
-def test_mel_filterbank_shape_and_coverage():
-    fb = M.mel_filterbank(16000, 1024, 80)
-    assert tuple(fb.shape) == (80, 513)
-    assert (fb >= 0).all() and (fb.sum(dim=1) > 0).all()
+def test_htk_mel_filter_bank_shape_and_coverage():
+    from focalcodec.audio import mel_filter_bank
+
+    fb = mel_filter_bank(16000, 1024, 80, scale="htk")
+    assert tuple(fb.shape) == (513, 80)
+    assert (fb >= 0).all() and (fb.sum(dim=0) > 0).all()
+    assert not torch.allclose(fb, mel_filter_bank(16000, 1024, 80))  # not the Slaney scale
 
 
 # -- registry ----------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 from conftest import FIXTURE_NAMES, FIXTURES, fixture_model
 
 from focalcodec import FocalCodec, InputError
-from focalcodec.longform import Windowing, decode_long, encode_long, iter_decode, output_length
+from focalcodec.longform import Windowing, decode_long, encode_long, iter_decode
 
 SMALL = Windowing(window=1.0, context=0.25, lookahead=0.125, crossfade=0.05, chunk=0.32)
 
@@ -54,7 +54,7 @@ def test_exact_lengths_for_every_config(name: str) -> None:
         toks = encode_long(codec, noise(n), SMALL)
         assert toks.shape == (int(codec.num_tokens(n)),) and toks.dtype == torch.long
         audio = decode_long(codec, toks, n, SMALL)
-        assert audio.shape == (n * codec.sample_rate_output // 16000,) == (output_length(codec, n),)
+        assert audio.shape == (n * codec.sample_rate_output // 16000,) == (codec.num_output_samples(n),)
         assert torch.isfinite(audio).all()
 
 
@@ -109,6 +109,22 @@ def test_causal_chunks_equal_one_offline_pass() -> None:
     audio = decode_long(codec, toks, n, SMALL)
     offline = codec.decode(toks).audio[: n * 3 // 2]
     np.testing.assert_allclose(audio, offline, atol=1e-5)
+
+
+def test_fit_length_cuts_or_pads_as_asked() -> None:
+    """The one fit-to-length helper: zeros or the last sample repeated, tensors and arrays alike."""
+    from focalcodec.audio import fit_length
+
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert torch.equal(fit_length(x, 2), x[:, :2])
+    assert torch.equal(fit_length(x, 5), torch.tensor([[1.0, 2, 3, 0, 0], [4, 5, 6, 0, 0]]))
+    assert torch.equal(fit_length(x, 5, "edge"), torch.tensor([[1.0, 2, 3, 3, 3], [4, 5, 6, 6, 6]]))
+    assert torch.equal(fit_length(torch.zeros(0), 3, "edge"), torch.zeros(3))
+    np.testing.assert_array_equal(fit_length(np.arange(3.0), 5, "edge"), [0, 1, 2, 2, 2])
+    np.testing.assert_array_equal(fit_length(np.arange(3.0), 4), [0, 1, 2, 0])
+    np.testing.assert_array_equal(fit_length(np.zeros(0), 2, "edge"), [0, 0])
+    with pytest.raises(ValueError, match="pad"):
+        fit_length(x, 4, "reflect")
 
 
 def test_windowing_validation() -> None:

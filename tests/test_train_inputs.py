@@ -206,7 +206,7 @@ def test_a_manifest_line_without_a_usable_duration_is_skipped_with_a_warning(tmp
     good = {"path": str(_speech(1)[0]), "duration": 1.65}
     path = tmp_path / "m.jsonl"
     path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "duration": float("nan")}) + "\n")
-    with pytest.warns(UserWarning, match=r"m\.jsonl:2: duration nan"):
+    with pytest.warns(UserWarning, match=r"m\.jsonl, entry 2: duration nan"):
         assert len(read_manifest(path)) == 1
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from focalcodec.audio import mel_filter_bank
 from focalcodec.nn import BinarySphericalQuantizer
 from focalcodec.train.data import BucketBatchSampler
 from focalcodec.train.discriminators import CombinedDiscriminator
@@ -18,7 +19,6 @@ from focalcodec.train.losses import (
     feature_matching_loss,
     generator_hinge_loss,
     masked_mse,
-    mel_filter_bank,
 )
 
 

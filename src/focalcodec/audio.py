@@ -3,12 +3,16 @@ count, validate, mix down, resample (soxr); write WAV/FLAC.
 
 ``load_audio(path, sample_rate) -> (N,) float32 tensor`` at ``sample_rate``;
 ``AudioFileSamples(path)``: the same samples read on demand (``src[a:b]``), for long files.
+
+The signal helpers every part shares, one of each: :func:`check_signal` (samples given in
+memory), :func:`fit_length`, :func:`crossfade` and :func:`mel_filter_bank`.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +31,14 @@ __all__ = [
     "AudioWriter",
     "audio_info",
     "check_signal",
+    "crossfade",
+    "fit_blocks",
+    "fit_length",
     "load_audio",
+    "mel_filter_bank",
     "read_audio",
     "resample",
+    "resample_blocks",
     "save_audio",
 ]
 
@@ -114,13 +123,104 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return soxr.resample(x, rate_in, rate_out, quality="HQ").astype(np.float32, copy=False)
 
 
-def check_signal(sig: Tensor, what: str = "audio") -> Tensor:
-    """Raise :class:`InputError` for empty or non-finite signals; return ``sig`` unchanged."""
-    if sig.numel() == 0:
-        raise InputError(f"{what} has no samples")
-    if not torch.isfinite(sig).all():
-        raise InputError(f"{what} contains NaN or infinite samples")
-    return sig
+def fit_length(x: Tensor | np.ndarray, length: int, pad: str = "zeros") -> Tensor | np.ndarray:
+    """``x (..., N)`` (tensor or array) cut or extended to ``(..., length)`` along its last axis.
+
+    ``pad="zeros"`` extends with zeros; ``pad="edge"`` repeats the last sample (zeros for an
+    empty input), the reference's ``output_length`` convention for decoded audio."""
+    if pad not in ("zeros", "edge"):
+        raise ValueError(f"pad must be 'zeros' or 'edge', got {pad!r}")
+    n = x.shape[-1]
+    if n >= length:
+        return x[..., :length]
+    if isinstance(x, Tensor):
+        if pad == "edge" and n:
+            return torch.cat([x, x[..., -1:].expand(*x.shape[:-1], length - n)], dim=-1)
+        return torch.cat([x, x.new_zeros(*x.shape[:-1], length - n)], dim=-1)
+    widths = [(0, 0)] * (x.ndim - 1) + [(0, length - n)]
+    return np.pad(x, widths, mode="edge" if pad == "edge" and n else "constant")
+
+
+def crossfade(tail: Tensor, head: Tensor) -> Tensor:
+    """The one cross-fade: ``tail (..., n)`` fading out over ``head (..., n)`` fading in, with
+    linear weights ``(k + 0.5) / n`` (the two weights sum to 1 at every sample) -> ``(..., n)``."""
+    n = head.shape[-1]
+    ramp = (torch.arange(n, dtype=head.dtype, device=head.device) + 0.5) / max(1, n)
+    return tail * (1.0 - ramp) + head * ramp
+
+
+def _hz_to_mel(f: Tensor, scale: str) -> Tensor:
+    if scale == "htk":
+        return 2595.0 * torch.log10(1.0 + f / 700.0)
+    lin = 3.0 * f / 200.0  # Slaney: linear below 1 kHz, logarithmic above
+    log = 15.0 + torch.log(f.clamp(min=1e-10) / 1000.0) * (27.0 / math.log(6.4))
+    return torch.where(f >= 1000.0, log, lin)
+
+
+def _mel_to_hz(m: Tensor, scale: str) -> Tensor:
+    if scale == "htk":
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    lin = 200.0 * m / 3.0
+    log = 1000.0 * torch.exp((m - 15.0) * (math.log(6.4) / 27.0))
+    return torch.where(m >= 15.0, log, lin)
+
+
+def mel_filter_bank(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    scale: str = "slaney",
+) -> Tensor:
+    """The one mel filter bank: triangular filters with Slaney (area) normalisation on the
+    ``"slaney"`` mel scale (the training recipe's mel loss) or the ``"htk"`` one (the log-mel
+    distance metric), from ``f_min`` to ``f_max`` (default: Nyquist) Hz ->
+    ``(n_fft // 2 + 1, n_mels)`` float32 (``power.T @ bank`` gives mel bands)."""
+    if scale not in ("slaney", "htk"):
+        raise ValueError(f"scale must be 'slaney' or 'htk', got {scale!r}")
+    f_max = sample_rate / 2.0 if f_max is None else f_max
+    freqs = torch.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1, dtype=torch.float64)
+    lo, hi = (_hz_to_mel(torch.tensor(float(f), dtype=torch.float64), scale) for f in (f_min, f_max))
+    hz = _mel_to_hz(torch.linspace(float(lo), float(hi), n_mels + 2, dtype=torch.float64), scale)
+    widths = hz[1:] - hz[:-1]  # (n_mels + 1,)
+    slopes = hz[None, :] - freqs[:, None]  # (F, n_mels + 2)
+    down = -slopes[:, :-2] / widths[:-1]
+    up = slopes[:, 2:] / widths[1:]
+    bank = torch.clamp(torch.minimum(down, up), min=0.0)
+    return (bank * (2.0 / (hz[2:] - hz[:-2]))[None, :]).float()
+
+
+def check_signal(
+    x: Tensor | np.ndarray | Sequence[float],
+    what: str = "audio",
+    ndim: tuple[int, ...] = (1,),
+    layout: str = "(N,)",
+    allow_empty: bool = False,
+) -> Tensor:
+    """The one validator of samples given in memory: ``x`` (tensor, array or sequence) as a
+    float tensor. Float samples keep their dtype; int16 / int32 PCM is scaled to [-1, 1)
+    (float32). :class:`InputError` naming ``what`` when ``x`` is not numbers, its number of
+    dimensions is not in ``ndim`` (``layout`` says which shapes are accepted), it has no samples
+    (unless ``allow_empty``) or it holds NaN / infinite samples."""
+    if not isinstance(x, Tensor):
+        try:
+            x = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"{what} must be a tensor or array of samples: {exc}") from None
+    if x.ndim not in ndim:
+        raise InputError(f"{what} must be {layout}, got shape {tuple(x.shape)}")
+    if x.numel() == 0 and not allow_empty:
+        raise InputError(f"{what} is empty: no samples (shape {tuple(x.shape)})")
+    if x.dtype == torch.int16:
+        x = x.float() / 32768.0
+    elif x.dtype == torch.int32:
+        x = x.float() / 2147483648.0
+    elif not x.dtype.is_floating_point:
+        raise InputError(f"{what} must be floating point samples (or int16 / int32 PCM), got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise InputError(f"{what} contains NaN or infinite samples; clean the audio first")
+    return x
 
 
 def load_audio(path: str | Path, sample_rate: int = 16000, warn: bool = True) -> Tensor:
@@ -205,37 +305,22 @@ def _check_file(path: Path) -> None:
 
 def save_audio(
     path: str | Path,
-    sig: Tensor | np.ndarray,
+    audio: Tensor | np.ndarray | Iterable[np.ndarray | Tensor],
     sample_rate: int,
     output_rate: int | None = None,
-    subtype: str | None = None,
     force: bool = True,
     inputs: Sequence[str | Path] = (),
 ) -> Path:
-    """Write ``(N,)`` samples as WAV/FLAC (format from the suffix), optionally resampled to
-    ``output_rate``, through :func:`focalcodec.outputs.output_path` (atomic; ``force=False``
-    refuses to replace an existing file; never replaces one of ``inputs``)."""
-    import soundfile as sf
-
-    path = Path(path)
-    x = sig.detach().cpu().float().numpy() if isinstance(sig, Tensor) else np.asarray(sig, dtype=np.float32)
-    x = np.ascontiguousarray(x.reshape(-1))
-    rate = sample_rate
-    if output_rate is not None and output_rate != sample_rate:
-        x = resample(x, sample_rate, output_rate)
-        rate = output_rate
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower())
-    if fmt is None:
-        raise AudioError(f"cannot write {path}: use a .wav, .flac or .ogg file name")
-    if subtype is None:
-        subtype = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
-    x = np.clip(x, -1.0, 1.0)
-    with output_path(path, force, inputs) as tmp:
-        try:
-            sf.write(str(tmp), x, rate, format=fmt, subtype=subtype)
-        except (RuntimeError, TypeError, ValueError) as exc:  # libsndfile's errors
-            raise AudioError(f"cannot write {path}: {exc}") from None
-    return path
+    """Write ``(N,)`` samples, or an iterable of ``(n,)`` blocks (written as they come, never
+    held whole), as one 16-bit WAV/FLAC file (format from the suffix) through
+    :class:`AudioWriter`: optionally resampled to ``output_rate``, atomic (nothing is left if a
+    block fails), ``force=False`` refuses to replace an existing file, never replaces one of
+    ``inputs``."""
+    blocks = [audio] if isinstance(audio, (Tensor, np.ndarray)) else audio
+    with AudioWriter(path, sample_rate, output_rate, force=force, inputs=inputs) as writer:
+        for block in blocks:
+            writer.write(block)
+    return Path(path)
 
 
 # -- streaming I/O: audio in and out piece by piece (pipes, live streams) ----------------------
@@ -256,6 +341,33 @@ class _StreamResampler:
         if self.stream is None:
             return x
         return self.stream.resample_chunk(np.ascontiguousarray(x, dtype=np.float32), last=last)
+
+
+def fit_blocks(blocks: Iterable[np.ndarray], length: int) -> Iterator[np.ndarray]:
+    """:func:`fit_length` (``pad="edge"``) for audio that comes in blocks: the first ``length``
+    samples of ``blocks``, extended by repeating the last sample if they run short."""
+    pos, last = 0, np.zeros(1, dtype=np.float32)
+    for block in blocks:
+        block = block[: length - pos]
+        if block.size:
+            yield block
+            pos += block.size
+            last = block[-1:]
+    if pos < length:
+        yield np.repeat(last, length - pos)
+
+
+def resample_blocks(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int, length: int) -> Iterator[np.ndarray]:
+    """Blocks at ``rate_in`` resampled as they come (the same samples as one :func:`resample`
+    call over the whole signal), exactly ``length`` samples at ``rate_out`` (:func:`fit_blocks`)."""
+    resample = _StreamResampler(rate_in, rate_out)
+
+    def resampled() -> Iterator[np.ndarray]:
+        for block in blocks:
+            yield resample(block)
+        yield resample(np.zeros(0, dtype=np.float32), last=True)
+
+    yield from fit_blocks(resampled(), length)
 
 
 class AudioReader:
@@ -372,7 +484,7 @@ class AudioWriter:
                 raise InputError("audio to standard output must be raw PCM: add --raw (a WAV header needs the length)")
             self.format = {".wav": "WAV", ".flac": "FLAC"}.get(Path(self.path).suffix.lower())
             if self.format is None:
-                raise AudioError(f"cannot write {self.path}: use a .wav or .flac file name (or --raw)")
+                raise AudioError(f"cannot write {self.path}: use a .wav or .flac file name (or raw PCM)")
         check_targets([self.path], inputs, force)
         self.force, self.inputs = force, inputs
 

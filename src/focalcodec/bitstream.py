@@ -79,9 +79,6 @@ def header_size(name_len: int, version: int = FORMAT_VERSION) -> int:
     return _PREFIX.size + name_len + _FIELDS[version].size + _CRC.size
 
 
-MIN_HEADER_SIZE = header_size(1, 1)
-
-
 class BitstreamError(FocalCodecError, ValueError):
     """A ``.fc`` file (or bytes) that cannot be decoded, or a stream that cannot be written."""
 
@@ -292,7 +289,7 @@ class CompressedAudio:
             "bits per token": (self.code_dim, int(model.code_dim)),
             "input sample rate": (self.sample_rate_input, int(model.sample_rate_input)),
             "output sample rate": (self.sample_rate_output, int(model.sample_rate_output)),
-            "samples per token": (self.samples_per_token, int(round(model.sample_rate_input / model.token_rate))),
+            "samples per token": (self.samples_per_token, int(model.hop_length)),
         }
         wrong = [f"{k} {got} (the model has {want})" for k, (got, want) in expected.items() if got != want]
         if wrong:

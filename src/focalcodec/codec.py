@@ -1,19 +1,19 @@
-"""FocalCodec: the five stages composed, with the reference's conversion methods and an
-exactly batch-invariant ``encode``/``decode``.
+"""FocalCodec: the five parts of the pipeline composed, with the reference's conversion
+methods and an exactly batch-invariant ``encode``/``decode``.
 
 Pipeline and tensor names::
 
     sig (B, N) @ 16 kHz
-      -> encoder (WavLM)            -> feats  (B, T, 1024)          50 Hz
-      -> compressor (FocalEncoder)  -> lats   (B, T', D)  unit norm
-      -> quantizer (BSQ)            -> codes  (B, T', D) in ±1/sqrt(D)  <->  toks (B, T') int64
-      -> decompressor (FocalDecoder)-> qfeats (B, T'', 1024)
-      -> decoder (Vocos / WaveNeXt) -> sig    (B, T'' * hop) @ 16 or 24 kHz
+      -> encoder (WavLM)                  -> feats  (B, T, 1024)          50 Hz
+      -> compressor (FocalCompressor)     -> lats   (B, T', D)  unit norm
+      -> quantizer (BSQ)                  -> codes  (B, T', D) in ±1/sqrt(D)  <->  toks (B, T') int64
+      -> decompressor (FocalDecompressor) -> qfeats (B, T'', 1024)
+      -> decoder (Vocos / WaveNeXt)       -> sig    (B, T'' * hop) @ 16 or 24 kHz
 
 The reference-named methods (``sig_to_toks``, ``toks_to_sig``, ...) keep the reference's
 argument order, ``length=`` (relative lengths, encoder only) and streaming-state
 conventions: with a state or ``return_state=True`` a causal model runs as a stream
-(:mod:`focalcodec.streaming`), each stage's state an opaque value that may be passed again
+(:mod:`focalcodec.streaming`), each part's state an opaque value that may be passed again
 (it is never modified: the same state twice gives the same result).
 
 :meth:`FocalCodec.encode` and :meth:`FocalCodec.decode` take per-item lengths and mask padded
@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .audio import check_signal, fit_length
 from .config import MAX_PARAMS, FocalCodecConfig
 from .errors import ConfigError, InputError
 from .hub import load_state_dict, load_weights_file, resolve_checkpoint, save_checkpoint, state_dict_sha256
@@ -40,7 +41,7 @@ __all__ = ["DecodeOutput", "EncodeOutput", "FocalCodec"]
 
 SAMPLE_RATE = 16000
 ArrayLike = Tensor | np.ndarray | Sequence[float]
-State = Any  # an opaque stage state (focalcodec.streaming.StageState), or () / [] / None: a new stream
+State = Any  # an opaque part state (focalcodec.streaming.StageState), or () / [] / None: a new stream
 
 
 class EncodeOutput(NamedTuple):
@@ -64,16 +65,6 @@ def _state(state: State) -> State | None:
     if state is None or (isinstance(state, (tuple, list)) and len(state) == 0):
         return None
     return state
-
-
-def _fit_length(sig: Tensor, length: int) -> Tensor:
-    """Truncate, or right-pad by repeating the last sample, to ``length`` samples."""
-    n = sig.shape[-1]
-    if n >= length:
-        return sig[..., :length]
-    if n == 0:
-        return sig.new_zeros(*sig.shape[:-1], length)
-    return torch.cat([sig, sig[..., -1:].expand(*sig.shape[:-1], length - n)], dim=-1)
 
 
 class FocalCodec(nn.Module):
@@ -187,6 +178,46 @@ class FocalCodec(nn.Module):
         return self.encoder.chunk_size
 
     @property
+    def hop_length(self) -> int:
+        """Input samples per token (320 / 640 / 1280 for 50 / 25 / 12.5 Hz)."""
+        return self.encoder.downsample_factor * self.compressor.downsample_factor
+
+    @property
+    def output_hop_length(self) -> int:
+        """Output samples per token at ``sample_rate_output`` (320 at 16 kHz, 480 at 24 kHz for 50 Hz)."""
+        return self.decompressor.upsample_factor * self.decoder.upsample_factor
+
+    @property
+    def frames_per_token(self) -> int:
+        """``qfeats`` frames per token (the decompressor's upsampling: 1 / 2 / 4 for 50 / 25 / 12.5 Hz)."""
+        return self.decompressor.upsample_factor
+
+    @property
+    def feature_dim(self) -> int:
+        """Width ``C`` of the continuous features ``feats`` / ``qfeats`` (1024): what a kNN-VC
+        matching set must have."""
+        return self.decoder.backbone.embedding.in_channels
+
+    @property
+    def feature_hop_length(self) -> int:
+        """Input samples per feature frame (320: ``feats`` are 50 Hz)."""
+        return self.encoder.downsample_factor
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples the first feature frame needs (400); non-causal inputs shorter than
+        this are zero-padded to it."""
+        return self.encoder.receptive_field
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.feature_proj.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.feature_proj.weight.dtype
+
+    @property
     def latency(self) -> float | None:
         """Theoretical latency in ms for causal models, else None."""
         return 1000.0 * self.chunk_size / self.sample_rate_input if self.causal else None
@@ -235,7 +266,7 @@ class FocalCodec(nn.Module):
 
     # -- reference-named conversions ---------------------------------------------------------
     # Each method runs offline, or, given a state or return_state=True, as a stream (causal
-    # models; see the module doc). The stages: _encoder, _compressor, _decompressor, _decoder.
+    # models; see the module doc). The parts: _encoder, _compressor, _decompressor, _decoder.
     def _out(self, output: Any, states: list[State], return_state: bool) -> Any:
         if not return_state:
             return output
@@ -247,8 +278,8 @@ class FocalCodec(nn.Module):
     def _streams(return_state: bool, *states: State) -> bool:
         return return_state or any(_state(s) is not None for s in states)
 
-    def _stage(self, name: str, x: Tensor, state: State, stream: bool, **offline: Any) -> tuple[Tensor, State]:
-        """Stage ``name`` over ``x``: offline, or a stream step of a causal model (whole
+    def _part(self, name: str, x: Tensor, state: State, stream: bool, **offline: Any) -> tuple[Tensor, State]:
+        """Part ``name`` over ``x``: offline, or a stream step of a causal model (whole
         1280-sample chunks on the encoder; any length elsewhere)."""
         state = _state(state)
         if not stream:
@@ -262,14 +293,14 @@ class FocalCodec(nn.Module):
         return run_stage(self, name, x, state)
 
     def _encoder(self, sig: Tensor, es: State, length: Tensor | None, stream: bool) -> tuple[Tensor, State]:
-        return self._stage("encoder", sig, es, stream, length=length)
+        return self._part("encoder", sig, es, stream, length=length)
 
     def _compressor(self, feats: Tensor, cs: State, stream: bool) -> tuple[Tensor, State]:
-        lats, cs = self._stage("compressor", feats, cs, stream)
+        lats, cs = self._part("compressor", feats, cs, stream)
         return F.normalize(lats, dim=-1), cs
 
     def _decompressor(self, codes: Tensor, ds: State, stream: bool) -> tuple[Tensor, State]:
-        return self._stage("decompressor", codes.to(self.decompressor.in_proj.weight.dtype), ds, stream)
+        return self._part("decompressor", codes.to(self.decompressor.in_proj.weight.dtype), ds, stream)
 
     def _decoder(
         self, qfeats: Tensor, gs: State, matching_set: Tensor | None, topk: int, num_splits: int,
@@ -277,8 +308,8 @@ class FocalCodec(nn.Module):
     ) -> tuple[Tensor, State]:  # fmt: skip
         if matching_set is not None:
             qfeats = self.knn(qfeats, matching_set.to(qfeats), topk, num_splits).mean(dim=-2)
-        sig, gs = self._stage("decoder", qfeats, gs, stream)
-        return (sig if output_length is None else _fit_length(sig, int(output_length))), gs
+        sig, gs = self._part("decoder", qfeats, gs, stream)
+        return (sig if output_length is None else fit_length(sig, int(output_length), "edge")), gs
 
     def sig_to_feats(
         self, sig: Tensor, encoder_state: State = (), length: Tensor | None = None, return_state: bool = False
@@ -455,7 +486,7 @@ class FocalCodec(nn.Module):
         lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
         codes = self.quantizer.lats_to_codes(lats)
         qfeats, ds = self._decompressor(codes, decompressor_state, stream)
-        output_length = sig.shape[-1] * self.sample_rate_output // self.sample_rate_input
+        output_length = self.num_output_samples(sig.shape[-1])
         rec, gs = self._decoder(qfeats, decoder_state, None, 4, 1, output_length, stream)
         return self._out((self.quantizer.codes_to_toks(codes), codes, rec), [es, cs, ds, gs], return_state)
 
@@ -510,34 +541,28 @@ class FocalCodec(nn.Module):
 
     # -- batch-invariant interface -----------------------------------------------------------
     def _as_batch(self, x: ArrayLike, what: str, integer: bool = False) -> tuple[Tensor, bool]:
-        if isinstance(x, np.ndarray) or not isinstance(x, Tensor):
-            try:
-                x = torch.as_tensor(np.asarray(x))
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"{what} must be a tensor or array: {exc}") from None
-        if x.ndim not in (1, 2):
-            raise InputError(f"{what} must be 1-D (one item) or 2-D (batch, time), got shape {tuple(x.shape)}")
-        if x.shape[-1] == 0 or x.shape[0] == 0:
-            raise InputError(f"{what} is empty (shape {tuple(x.shape)})")
-        if integer:
+        layout = "1-D (one item) or 2-D (batch, time)"
+        if not integer:
+            x = check_signal(x, what, (1, 2), layout)
+            if x.ndim == 2 and x.shape[1] < self.encoder.downsample_factor and x.shape[0] > 8 * x.shape[1]:
+                # e.g. soundfile's (N, channels) layout: N "items" of 2 samples would run for minutes
+                raise InputError(
+                    f"{what} of shape {tuple(x.shape)} reads as a batch of {x.shape[0]} items of {x.shape[1]} "
+                    f"samples, each shorter than one frame ({self.encoder.downsample_factor} samples): is it "
+                    "(samples, channels)? Pass (batch, samples): mix down with x.mean(axis=1) or transpose with x.T"
+                )
+        else:
+            if not isinstance(x, Tensor):
+                try:
+                    x = torch.as_tensor(np.asarray(x))
+                except (TypeError, ValueError) as exc:
+                    raise InputError(f"{what} must be a tensor or array: {exc}") from None
+            if x.ndim not in (1, 2):
+                raise InputError(f"{what} must be {layout}, got shape {tuple(x.shape)}")
+            if x.numel() == 0:
+                raise InputError(f"{what} is empty (shape {tuple(x.shape)})")
             if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
                 raise InputError(f"{what} must be integers, got {x.dtype}")
-        else:
-            if not (x.dtype.is_floating_point or x.dtype in (torch.int16, torch.int32)):
-                raise InputError(f"{what} must be floating point samples, got {x.dtype}")
-            if x.dtype == torch.int16:
-                x = x.float() / 32768.0
-            elif x.dtype == torch.int32:
-                x = x.float() / 2147483648.0
-            if not torch.isfinite(x).all():
-                raise InputError(f"{what} contains NaN or infinite values; clean the audio before encoding")
-        if not integer and x.ndim == 2 and x.shape[1] < self.encoder.downsample_factor and x.shape[0] > 8 * x.shape[1]:
-            # e.g. soundfile's (N, channels) layout: N "items" of 2 samples would run for minutes
-            raise InputError(
-                f"{what} of shape {tuple(x.shape)} reads as a batch of {x.shape[0]} items of {x.shape[1]} samples, "
-                f"each shorter than one frame ({self.encoder.downsample_factor} samples): is it (samples, channels)? "
-                "Pass (batch, samples): mix down with x.mean(axis=1) or transpose with x.T"
-            )
         one = x.ndim == 1
         return (x[None] if one else x), one
 
@@ -557,13 +582,19 @@ class FocalCodec(nn.Module):
             raise InputError(f"{what} must lie in [1, {size}], got {lens.tolist()}")
         return lens
 
-    @property
-    def _device(self) -> torch.device:
-        return self.encoder.feature_proj.weight.device
+    def check_tokens(self, toks: Tensor) -> None:
+        """:class:`InputError` unless every token lies in ``[0, codebook_size)``."""
+        bad = (toks < 0) | (toks >= self.codebook_size)
+        if bad.any():
+            raise InputError(
+                f"tokens must lie in [0, {self.codebook_size}) for this model (D = {self.code_dim}); "
+                f"found {int(toks[bad][0])}: were they made by another model?"
+            )
 
-    @property
-    def _dtype(self) -> torch.dtype:
-        return self.encoder.feature_proj.weight.dtype
+    def num_output_samples(self, num_samples: int) -> int:
+        """Samples at ``sample_rate_output`` for ``num_samples`` input samples: ``floor(N * out / in)``
+        (the length ``forward`` and the file API give back)."""
+        return int(num_samples) * self.sample_rate_output // self.sample_rate_input
 
     def num_tokens(self, num_samples: int | Tensor) -> Tensor:
         """Tokens that ``encode`` produces for inputs of ``num_samples`` samples."""
@@ -582,7 +613,7 @@ class FocalCodec(nn.Module):
         sig, one = self._as_batch(wav, "audio")
         B, N = sig.shape
         lens = self._lengths(lengths, B, N, "lengths")
-        sig = sig.to(self._device, self._dtype)
+        sig = sig.to(self.device, self.dtype)
         sig = sig * (torch.arange(N, device=sig.device)[None] < lens.to(sig.device)[:, None])
         frames = self.encoder.num_frames(lens)
         tok_lens = self.compressor.num_frames(frames)
@@ -624,20 +655,13 @@ class FocalCodec(nn.Module):
         B, T = toks.shape
         lens = self._lengths(token_lengths, B, T, "token_lengths")
         toks = toks.long()
-        valid = torch.arange(T)[None] < lens[:, None]
-        bad = valid & ((toks.cpu() < 0) | (toks.cpu() >= self.codebook_size))
-        if bad.any():
-            raise InputError(
-                f"tokens must lie in [0, {self.codebook_size}) for this model (D = {self.code_dim}); "
-                f"found {int(toks.cpu()[bad][0])}: were they made by another model?"
-            )
-        toks = toks.clamp(0, self.codebook_size - 1).to(self._device)
-        lens_d = lens.to(self._device)
-        codes = self.quantizer.toks_to_codes(toks).to(self._dtype)
+        self.check_tokens(toks.cpu()[torch.arange(T)[None] < lens[:, None]])  # padding may hold anything
+        toks = toks.clamp(0, self.codebook_size - 1).to(self.device)
+        lens_d = lens.to(self.device)
+        codes = self.quantizer.toks_to_codes(toks).to(self.dtype)
         qfeats = self.decompressor(codes, lengths=lens_d)
-        q_lens = lens_d * self.decompressor.upsample_factor
-        audio = self.decoder(qfeats, lengths=q_lens)
-        out_lens = (q_lens * self.decoder.upsample_factor).cpu()
+        audio = self.decoder(qfeats, lengths=lens_d * self.frames_per_token)
+        out_lens = (lens_d * self.output_hop_length).cpu()
         audio = audio.float() * (
             torch.arange(audio.shape[1], device=audio.device)[None] < out_lens.to(audio.device)[:, None]
         )

@@ -20,12 +20,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .audio import SEEKABLE_FORMATS, AudioError, AudioFileSamples, load_audio, resample
+from .audio import (
+    SEEKABLE_FORMATS,
+    AudioFileSamples,
+    check_signal,
+    fit_blocks,
+    fit_length,
+    load_audio,
+    resample,
+    resample_blocks,
+    save_audio,
+)
 from .bitstream import BitstreamError, CompressedAudio
 from .errors import InputError, OutputError
 from .limits import check_sample_rate
-from .longform import DEFAULT, Progress, Windowing, encode_long, iter_decode, output_length
-from .outputs import check_targets, output_path, write_bytes
+from .longform import DEFAULT, Progress, Windowing, encode_long, iter_decode
+from .outputs import check_targets, write_bytes
 
 __all__ = [
     "Decompressed",
@@ -117,7 +127,7 @@ def _as_signal(source: Source, sample_rate: int | None, model_rate: int) -> tupl
         return sig, rate, frames
     if isinstance(source, (bytes, bytearray)):
         raise InputError("compress takes an audio file path or an array of samples, not bytes")
-    x = source if isinstance(source, Tensor) else torch.as_tensor(np.asarray(source))
+    x = check_signal(source, "audio", (1, 2), "(N,) or (channels, N)")
     rate = check_sample_rate(sample_rate, "sample_rate") if sample_rate is not None else model_rate
     if x.ndim == 2 and x.shape[0] > x.shape[1]:
         raise InputError(
@@ -127,31 +137,12 @@ def _as_signal(source: Source, sample_rate: int | None, model_rate: int) -> tupl
     if x.ndim == 2:  # (C, N) channels first
         if x.shape[0] > 1:
             warnings.warn(f"{x.shape[0]} channels mixed down to mono", stacklevel=3)
-        x = x.float().mean(dim=0) if x.dtype.is_floating_point else x.double().mean(dim=0).to(x.dtype)
-    if x.ndim != 1:
-        raise InputError(f"audio must be (N,) or (channels, N), got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise InputError("audio has no samples")
-    if x.dtype == torch.int16:
-        x = x.float() / 32768.0
-    elif x.dtype == torch.int32:
-        x = x.float() / 2147483648.0
-    elif not x.dtype.is_floating_point:
-        raise InputError(f"samples must be float, int16 or int32, got {x.dtype}")
+        x = x.mean(dim=0)
     x = x.detach().float().cpu()
-    if not torch.isfinite(x).all():
-        raise InputError("audio contains NaN or infinite samples; clean it before encoding")
     frames = x.shape[0]
     if rate != model_rate:
         x = torch.from_numpy(np.ascontiguousarray(resample(x.numpy(), rate, model_rate)))
     return x, rate, frames
-
-
-def _fit(sig: Tensor, length: int) -> Tensor:
-    """Truncate or zero-pad ``(N,)`` to ``length`` samples (resampler rounding)."""
-    if sig.shape[0] >= length:
-        return sig[:length]
-    return torch.cat([sig, sig.new_zeros(length - sig.shape[0])])
 
 
 def model_signal(
@@ -169,7 +160,7 @@ def model_signal(
             f"audio is too short: {num_samples} samples at {orig_rate} Hz is less than one sample at {rate_in} Hz"
         )
     if isinstance(sig, Tensor):
-        sig = _fit(sig, n_model)
+        sig = fit_length(sig, n_model)  # the resampler's rounding
     return sig, orig_rate, num_samples
 
 
@@ -263,30 +254,6 @@ def decode_stream(
     return Decompressed(audio, rate)
 
 
-def exact_blocks(blocks: Iterator[np.ndarray], length: int) -> Iterator[np.ndarray]:
-    """The first ``length`` samples of ``blocks``, extended by repeating the last sample if
-    they run short (the reference's ``output_length`` convention)."""
-    pos, last = 0, np.zeros(1, dtype=np.float32)
-    for block in blocks:
-        block = block[: length - pos]
-        if block.size:
-            yield block
-            pos += block.size
-            last = block[-1:]
-    if pos < length:
-        yield np.repeat(last, length - pos)
-
-
-def resample_blocks(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int) -> Iterator[np.ndarray]:
-    """Streaming soxr (the same output as one ``resample`` call over the whole signal)."""
-    import soxr
-
-    resampler = soxr.ResampleStream(rate_in, rate_out, 1, dtype="float32", quality="HQ")
-    for block in blocks:
-        yield resampler.resample_chunk(np.ascontiguousarray(block, dtype=np.float32), last=False)
-    yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-
-
 def _prepare_decode(
     stream: CompressedAudio, model: ModelLike | None, output_rate: int | str | None, check_weights: bool
 ) -> tuple[Any, int]:
@@ -304,30 +271,10 @@ def _audio_blocks(
     ``floor(num_samples * rate / original_rate)`` samples in all; one window in memory.
     ``stream`` must have passed :meth:`CompressedAudio.check_model` for ``codec``."""
     model_blocks = (b.numpy() for b in iter_decode(codec, torch.from_numpy(stream.tokens), windowing, progress))
-    blocks = exact_blocks(model_blocks, output_length(codec, stream.model_num_samples))
+    blocks = fit_blocks(model_blocks, codec.num_output_samples(stream.model_num_samples))
     if rate != codec.sample_rate_output:
-        blocks = resample_blocks(blocks, codec.sample_rate_output, rate)
-    yield from exact_blocks(blocks, stream.output_samples(rate))
-
-
-def write_audio_blocks(
-    path: str | Path, blocks: Iterable[np.ndarray], rate: int, force: bool = False, inputs: Sequence[str | Path] = ()
-) -> Path:
-    """Write float32 blocks as one 16-bit WAV / FLAC file (format from the suffix) through
-    :func:`~focalcodec.outputs.output_path`: nothing is left behind if decoding or writing fails."""
-    import soundfile as sf
-
-    path = Path(path)
-    fmt = {".wav": "WAV", ".flac": "FLAC"}.get(path.suffix.lower())
-    if fmt is None:
-        raise AudioError(f"cannot write {path}: use a .wav or .flac file name")
-    with (
-        output_path(path, force, inputs) as tmp,
-        sf.SoundFile(str(tmp), "w", rate, 1, subtype="PCM_16", format=fmt) as f,
-    ):
-        for block in blocks:
-            f.write(np.clip(block, -1.0, 1.0))
-    return path
+        blocks = resample_blocks(blocks, codec.sample_rate_output, rate, stream.output_samples(rate))
+    yield from blocks
 
 
 def decompress_to_file(
@@ -350,7 +297,7 @@ def decompress_to_file(
     stream = _as_stream(source)
     codec, rate = _prepare_decode(stream, model, output_rate, check_weights)
     blocks = _audio_blocks(stream, codec, rate, windowing, progress)
-    write_audio_blocks(path, blocks, rate, force=overwrite, inputs=inputs)
+    save_audio(path, blocks, rate, force=overwrite, inputs=inputs)
     return path, stream.output_samples(rate), rate
 
 
@@ -373,12 +320,12 @@ def tokens_to_file(
     toks = torch.as_tensor(np.asarray(tokens)).reshape(-1).long()
     native = int(codec.sample_rate_output)
     rate = native if output_rate is None else check_sample_rate(output_rate, "output rate")
-    num = toks.shape[0] * int(round(native / codec.token_rate))
+    num = toks.shape[0] * codec.output_hop_length
     blocks: Iterable[np.ndarray] = (b.numpy() for b in iter_decode(codec, toks, windowing, progress))
     if rate != native:
         num = num * rate // native
-        blocks = exact_blocks(resample_blocks(blocks, native, rate), num)
-    write_audio_blocks(path, blocks, rate, force=overwrite, inputs=inputs)
+        blocks = resample_blocks(blocks, native, rate, num)
+    save_audio(path, blocks, rate, force=overwrite, inputs=inputs)
     return path, num, rate
 
 
@@ -402,5 +349,5 @@ def decompress(
     path = _check_output(output, overwrite)
     result = decode_stream(_as_stream(source), model, output_rate, windowing, check_weights, max_bytes)
     if path is not None:
-        write_audio_blocks(path, [result.audio.numpy()], result.sample_rate, force=overwrite)
+        save_audio(path, [result.audio.numpy()], result.sample_rate, force=overwrite)
     return result

@@ -1,6 +1,6 @@
 """Configs are data: the official ``config.json`` format, the six presets, and validation.
 
-A config names a class and its constructor arguments for each stage::
+A config names a class and its constructor arguments for each part::
 
     {"encoder_name": "WavLM", "encoder_config": {...}, "compressor_name": "FocalEncoder", ...,
      "decoder_name": "Vocos", "decoder_config": {...}}
@@ -24,16 +24,18 @@ from typing import Any
 from torch import nn
 
 from .errors import ConfigError
-from .nn import BinarySphericalQuantizer, FocalDecoder, FocalEncoder, Vocos, WaveNeXt, WavLM
+from .nn import BinarySphericalQuantizer, FocalCompressor, FocalDecompressor, Vocos, WaveNeXt, WavLM
 
-__all__ = ["FocalCodecConfig", "PRESETS", "STAGES", "preset_name"]
+__all__ = ["FocalCodecConfig", "PRESETS", "PARTS", "preset_name"]
 
-STAGES = ("encoder", "compressor", "quantizer", "decompressor", "decoder")
+PARTS = ("encoder", "compressor", "quantizer", "decompressor", "decoder")
+# Class names as the official config.json files write them (the authors' names for the
+# compressor and decompressor classes are FocalEncoder and FocalDecoder).
 REGISTRY: dict[str, type] = {
     "WavLM": WavLM,
-    "FocalEncoder": FocalEncoder,
+    "FocalEncoder": FocalCompressor,
     "BinarySphericalQuantizer": BinarySphericalQuantizer,
-    "FocalDecoder": FocalDecoder,
+    "FocalDecoder": FocalDecompressor,
     "Vocos": Vocos,
     "WaveNeXt": WaveNeXt,
 }
@@ -88,7 +90,7 @@ def preset_name(name: str) -> str | None:
 
 @dataclass
 class FocalCodecConfig:
-    """One FocalCodec architecture: a class name and constructor arguments per stage."""
+    """One FocalCodec architecture: a class name and constructor arguments per part."""
 
     encoder_name: str
     encoder_config: dict[str, Any]
@@ -107,7 +109,7 @@ class FocalCodecConfig:
     def from_dict(cls, data: Mapping[str, Any], name: str | None = None) -> FocalCodecConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"a FocalCodec config must be a JSON object, got {type(data).__name__}")
-        expected = {f"{s}_{k}" for s in STAGES for k in ("name", "config")}
+        expected = {f"{s}_{k}" for s in PARTS for k in ("name", "config")}
         missing = sorted(expected - set(data))
         unknown = sorted(set(data) - expected)
         if missing or unknown:
@@ -117,8 +119,8 @@ class FocalCodecConfig:
                 + (f"; unknown fields: {', '.join(unknown)}" if unknown else "")
             )
         config = cls(**copy.deepcopy({k: data[k] for k in expected}), name=name)
-        for stage in STAGES:
-            config.stage_kwargs(stage)  # validates names and fields
+        for part in PARTS:
+            config.part_kwargs(part)  # validates names and fields
         config.validate()
         return config
 
@@ -166,18 +168,18 @@ class FocalCodecConfig:
     # -- writing -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The official JSON layout (legacy fields kept as read)."""
-        return {f"{s}_{k}": copy.deepcopy(getattr(self, f"{s}_{k}")) for s in STAGES for k in ("name", "config")}
+        return {f"{s}_{k}": copy.deepcopy(getattr(self, f"{s}_{k}")) for s in PARTS for k in ("name", "config")}
 
     def to_json(self, path: str | Path, force: bool = True) -> None:
-        """Write the official JSON layout (through :func:`focalcodec.outputs.write_text`)."""
-        from .outputs import write_text
+        """Write the official JSON layout (through :func:`focalcodec.outputs.write_json`)."""
+        from .outputs import write_json
 
-        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", force=force)
+        write_json(path, self.to_dict(), force=force)
 
     @property
     def fingerprint(self) -> str:
         """SHA-256 of the canonical JSON of the architecture (legacy fields normalised)."""
-        canonical = {s: [getattr(self, f"{s}_name"), self.stage_kwargs(s)] for s in STAGES}
+        canonical = {s: [getattr(self, f"{s}_name"), self.part_kwargs(s)] for s in PARTS}
         blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -201,27 +203,27 @@ class FocalCodecConfig:
         """Refuse, with a :class:`ConfigError` naming the field, configs that cannot run: integer
         fields out of :data:`_BOUNDS` (zero strides, 10^9 widths), a codebook size that is not
         a power of two, attention widths not divisible by the head count, lists of different
-        lengths, and stages whose widths do not connect."""
-        kw = {s: self.stage_kwargs(s) for s in STAGES}
-        for stage, args in kw.items():
+        lengths, and parts whose widths do not connect."""
+        kw = {s: self.part_kwargs(s) for s in PARTS}
+        for part, args in kw.items():
             for key, value in args.items():
                 if key not in _BOUNDS:
                     continue
                 lo, hi = _BOUNDS[key]
                 values = value if isinstance(value, (list, tuple)) else [value]
                 if isinstance(value, (list, tuple)) and not value:
-                    raise ConfigError(f"{stage}_config.{key} is an empty list")
+                    raise ConfigError(f"{part}_config.{key} is an empty list")
                 for v in values:
                     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                         raise ConfigError(
-                            f"{stage}_config.{key} must be {'whole numbers' if len(values) > 1 else 'a whole number'} "
+                            f"{part}_config.{key} must be {'whole numbers' if len(values) > 1 else 'a whole number'} "
                             f"in [{lo}, {hi}], got {value!r}"
                         )
 
-        def get(stage: str, *names: str, default: Any = None) -> Any:
+        def get(part: str, *names: str, default: Any = None) -> Any:
             for n in names:
-                if n in kw[stage]:
-                    return kw[stage][n]
+                if n in kw[part]:
+                    return kw[part][n]
             return default
 
         size = get("quantizer", "codebook_size")
@@ -234,15 +236,15 @@ class FocalCodecConfig:
         groups = get("encoder", "conv_pos_groups")
         if isinstance(dim, int) and isinstance(groups, int) and dim % groups:
             raise ConfigError(f"encoder_config.dim ({dim}) must be divisible by conv_pos_groups ({groups})")
-        for stage, names in (
+        for part, names in (
             ("encoder", ("hidden_dims", "kernel_sizes", "strides")),
             ("compressor", ("hidden_dims", "downscale_factors")),
             ("decompressor", ("hidden_dims", "upscale_factors")),
         ):
-            lists = {n: kw[stage][n] for n in names if isinstance(kw[stage].get(n), (list, tuple))}
+            lists = {n: kw[part][n] for n in names if isinstance(kw[part].get(n), (list, tuple))}
             if len({len(v) for v in lists.values()}) > 1:
                 sizes = ", ".join(f"{n} has {len(v)}" for n, v in lists.items())
-                raise ConfigError(f"{stage}_config lists must have one entry per layer: {sizes}")
+                raise ConfigError(f"{part}_config lists must have one entry per layer: {sizes}")
         links = [
             ("encoder_config.dim", dim, "compressor_config.input_dim", get("compressor", "input_dim")),
             ("log2(codebook_size)", bits, "compressor_config.output_dim", get("compressor", "output_dim")),
@@ -256,28 +258,28 @@ class FocalCodecConfig:
         ]
         for a, va, b, vb in links:
             if va is not None and vb is not None and va != vb:
-                raise ConfigError(f"{b} ({vb}) must equal {a} ({va}): the stages do not connect")
+                raise ConfigError(f"{b} ({vb}) must equal {a} ({va}): the parts do not connect")
         n_fft, hop = get("decoder", "n_fft"), get("decoder", "hop_length")
         if isinstance(n_fft, int) and isinstance(hop, int) and n_fft < hop:
             raise ConfigError(f"decoder_config.n_fft ({n_fft}) must be at least hop_length ({hop})")
 
     def num_parameters(self) -> int:
         """Parameters of the model this config builds, counted without allocating them (the
-        stages are built on PyTorch's ``meta`` device)."""
+        parts are built on PyTorch's ``meta`` device)."""
         import torch
 
         with torch.device("meta"):
-            return sum(p.numel() for s in STAGES for p in self.build(s).parameters())
+            return sum(p.numel() for s in PARTS for p in self.build(s).parameters())
 
     # -- building ----------------------------------------------------------------------------
-    def stage_kwargs(self, stage: str) -> dict[str, Any]:
-        """Validated constructor arguments of one stage, legacy fields translated."""
-        cls_name = getattr(self, f"{stage}_name")
+    def part_kwargs(self, part: str) -> dict[str, Any]:
+        """Validated constructor arguments of one part, legacy fields translated."""
+        cls_name = getattr(self, f"{part}_name")
         if cls_name not in REGISTRY:
-            raise ConfigError(f"{stage}_name {cls_name!r} is not one of: {', '.join(REGISTRY)}")
-        raw = getattr(self, f"{stage}_config")
+            raise ConfigError(f"{part}_name {cls_name!r} is not one of: {', '.join(REGISTRY)}")
+        raw = getattr(self, f"{part}_config")
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"{stage}_config must be a JSON object")
+            raise ConfigError(f"{part}_config must be a JSON object")
         kwargs: dict[str, Any] = {}
         for key, value in raw.items():
             if key in LEGACY_IGNORED:
@@ -287,13 +289,13 @@ class FocalCodecConfig:
         accepted = set(inspect.signature(REGISTRY[cls_name].__init__).parameters) - {"self"}
         unknown = sorted(set(kwargs) - accepted)
         if unknown:
-            raise ConfigError(f"{stage}_config has fields that {cls_name} does not take: {', '.join(unknown)}")
+            raise ConfigError(f"{part}_config has fields that {cls_name} does not take: {', '.join(unknown)}")
         return kwargs
 
-    def build(self, stage: str) -> nn.Module:
-        """Instantiate one stage with random weights."""
-        kwargs = self.stage_kwargs(stage)
+    def build(self, part: str) -> nn.Module:
+        """Instantiate one part with random weights."""
+        kwargs = self.part_kwargs(part)
         try:
-            return REGISTRY[getattr(self, f"{stage}_name")](**kwargs)
+            return REGISTRY[getattr(self, f"{part}_name")](**kwargs)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"cannot build the {stage} from its config: {exc}") from None
+            raise ConfigError(f"cannot build the {part} from its config: {exc}") from None

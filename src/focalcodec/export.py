@@ -79,7 +79,7 @@ def _graph(codec: FocalCodec, graph: str) -> _Graph:
         return _stream_graph(codec, graph)
     codec = copy.deepcopy(codec).eval()
     matmul_istft(codec)
-    device = next(codec.parameters()).device
+    device = codec.device
     n = int(EXAMPLE_SECONDS * codec.sample_rate_input)
     if graph == "encode":
         example = 0.1 * torch.randn(2, n, generator=torch.Generator().manual_seed(0)).to(device)
@@ -101,7 +101,7 @@ def _stream_graph(codec: FocalCodec, graph: str) -> _Graph:
         )
     side = graph[len("stream_") :]
     step = ExportStep(codec, side)
-    device = next(codec.parameters()).device
+    device = codec.device
     g = torch.Generator().manual_seed(0)
     if side == "encode":
         example = 0.1 * torch.randn(2, *step.input_shape, generator=g).to(device)

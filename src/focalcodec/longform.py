@@ -26,11 +26,11 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from .audio import AudioFileSamples
+from .audio import AudioFileSamples, check_signal, crossfade, fit_length
 from .errors import InputError
 from .windowing import DEFAULT, Windowing
 
-__all__ = ["Windowing", "decode_long", "encode_long", "iter_decode", "output_length"]
+__all__ = ["Windowing", "decode_long", "encode_long", "iter_decode"]
 
 
 Progress = Callable[[float], object]
@@ -39,31 +39,6 @@ Progress = Callable[[float], object]
 def _report(progress: Progress | None, seconds: float) -> None:
     if progress is not None:
         progress(round(seconds, 3))
-
-
-def _samples_per_token(codec) -> int:
-    return int(round(codec.sample_rate_input / codec.token_rate))
-
-
-def _out_samples_per_token(codec) -> int:
-    return int(round(codec.sample_rate_output / codec.token_rate))
-
-
-def _device(codec) -> torch.device:
-    return next(codec.parameters()).device
-
-
-def output_length(codec, num_samples: int) -> int:
-    """Samples at ``sample_rate_output`` for ``num_samples`` input samples: ``floor(N*out/in)``."""
-    return int(num_samples) * codec.sample_rate_output // codec.sample_rate_input
-
-
-def _fit(sig: Tensor, length: int) -> Tensor:
-    """Truncate, or extend by repeating the last sample, to ``length`` samples."""
-    n = sig.shape[-1]
-    if n >= length:
-        return sig[:length]
-    return torch.cat([sig, sig[-1:].expand(length - n)])
 
 
 def _windows(num_tokens: int, core: int, left: int, right: int) -> list[tuple[int, int, int, int]]:
@@ -76,20 +51,6 @@ def _windows(num_tokens: int, core: int, left: int, right: int) -> list[tuple[in
         out.append((max(0, a - left), a, b, min(num_tokens, b + right)))
         a = b
     return out
-
-
-def _check_signal(sig: Tensor) -> Tensor:
-    if not isinstance(sig, Tensor):
-        sig = torch.as_tensor(sig)
-    if sig.ndim != 1:
-        raise InputError(f"expected one signal of shape (N,), got shape {tuple(sig.shape)}")
-    if sig.numel() == 0:
-        raise InputError("the signal has no samples")
-    if not sig.dtype.is_floating_point:
-        raise InputError(f"samples must be floating point, got {sig.dtype}")
-    if not torch.isfinite(sig).all():
-        raise InputError("the signal contains NaN or infinite samples; clean the audio before encoding")
-    return sig
 
 
 @torch.inference_mode()
@@ -112,13 +73,13 @@ def encode_long(
             )
         n = len(sig)
     else:
-        sig = _check_signal(sig)
+        sig = check_signal(sig, "the signal")
         n = sig.shape[0]
     total = int(codec.num_tokens(n))
     if codec.causal:
         from .streaming import StreamEncoder
 
-        step = codec.chunk_size * max(1, int(round(windowing.chunk * codec.sample_rate_input / codec.chunk_size)))
+        step = windowing.causal_step(codec.chunk_size, codec.sample_rate_input)
         stream = StreamEncoder(codec, optimize=False)
         parts = []
         for s in range(0, n, step):
@@ -133,9 +94,9 @@ def encode_long(
             out = codec.encode(sig[0:n]).tokens.cpu()
             _report(progress, n / codec.sample_rate_input)
             return out
-        spt = _samples_per_token(codec)
+        spt = codec.hop_length
         # Token j depends on samples [spt*j, spt*(j+1) + tail): the last frame's window overhang.
-        tail = codec.encoder.receptive_field - codec.encoder.downsample_factor
+        tail = codec.receptive_field - codec.feature_hop_length
         out = torch.empty(total, dtype=torch.long)
         for start, a, b, end in _windows(total, core, left, right):
             seg = sig[start * spt : min(n, end * spt + tail)]
@@ -168,16 +129,13 @@ def iter_decode(
     total = toks.shape[0]
     if total == 0:
         raise InputError("no tokens to decode")
-    if (toks < 0).any() or (toks >= codec.codebook_size).any():
-        raise InputError(
-            f"tokens must lie in [0, {codec.codebook_size}) for this model; were they made by another model?"
-        )
+    codec.check_tokens(toks)
     knn: dict = {}
     if matching_set is not None:
-        knn = {"matching_set": matching_set.to(_device(codec)), "topk": topk, "num_splits": num_splits}
+        knn = {"matching_set": matching_set.to(codec.device), "topk": topk, "num_splits": num_splits}
     if codec.causal:
-        step = 4 * max(1, int(round(windowing.chunk * codec.token_rate / 4)))
-        dev = _device(codec)
+        step = windowing.tokens_per_call(codec)
+        dev = codec.device
         dec_state: object = ()
         voc_state: object = ()
         for s in range(0, total, step):
@@ -192,7 +150,7 @@ def iter_decode(
     def synth(t: Tensor) -> Tensor:
         if matching_set is None:
             return codec.decode(t).audio.float().cpu()
-        return codec.toks_to_sig(t.to(_device(codec))[None], **knn)[0].float().cpu()
+        return codec.toks_to_sig(t.to(codec.device)[None], **knn)[0].float().cpu()
 
     core, left, right = windowing.token_geometry(codec.token_rate)
     if total <= core + left + right:
@@ -200,11 +158,10 @@ def iter_decode(
         _report(progress, block.shape[0] / codec.sample_rate_output)
         yield block
         return
-    hop = _out_samples_per_token(codec)
+    hop = codec.output_hop_length
     natural = total * hop
     half = int(round(windowing.crossfade * codec.sample_rate_output)) // 2
-    fade = (torch.arange(2 * half, dtype=torch.float32) + 0.5) / max(1, 2 * half)  # rising ramp
-    pending: Tensor | None = None  # fading-out tail of the previous window, at [boundary - half, boundary + half)
+    pending: Tensor | None = None  # the previous window's audio at [boundary - half, boundary + half)
     for start, a, b, end in _windows(total, core, left, right):
         audio = synth(toks[start:end])
         base = start * hop
@@ -212,11 +169,11 @@ def iter_decode(
         hi = b * hop - half if b < total else natural
         block = audio[lo - base : hi - base].clone()
         if pending is not None and half:
-            block[: 2 * half] = block[: 2 * half] * fade + pending
+            block[: 2 * half] = crossfade(pending, block[: 2 * half])
         _report(progress, block.shape[0] / codec.sample_rate_output)
         yield block
         if b < total:
-            pending = audio[hi - base : hi - base + 2 * half] * (1.0 - fade)
+            pending = audio[hi - base : hi - base + 2 * half].clone()
 
 
 def decode_long(codec, tokens: Tensor, num_samples: int | None = None, windowing: Windowing = DEFAULT) -> Tensor:
@@ -227,8 +184,7 @@ def decode_long(codec, tokens: Tensor, num_samples: int | None = None, windowing
     last sample, as the reference's ``output_length``); else its natural length.
     """
     toks = torch.as_tensor(tokens).reshape(-1)
-    hop = _out_samples_per_token(codec)
-    natural = toks.shape[0] * hop
+    natural = toks.shape[0] * codec.output_hop_length
     out = torch.empty(natural, dtype=torch.float32)
     pos = 0
     for block in iter_decode(codec, toks, windowing):
@@ -238,4 +194,4 @@ def decode_long(codec, tokens: Tensor, num_samples: int | None = None, windowing
         raise RuntimeError(f"internal error: decoded {pos} samples, expected {natural}")
     if num_samples is None:
         return out
-    return _fit(out, output_length(codec, num_samples))
+    return fit_length(out, codec.num_output_samples(num_samples), "edge")

@@ -13,7 +13,7 @@
   next time anything is written into that folder.
 - :func:`open_output` is the same for code that streams into a file object; ``"-"`` is
   standard output.
-- :func:`write_bytes` / :func:`write_text`: one-call versions.
+- :func:`write_bytes` / :func:`write_text` / :func:`write_json`: one-call versions.
 
 Files the package manages itself (checkpoints, caches, manifests it keeps up to date) pass
 ``force=True``: they are still written atomically and cleaned up.
@@ -24,6 +24,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import json
+import math
 import os
 import signal
 import socket
@@ -35,7 +37,7 @@ from typing import IO
 
 from .errors import OutputError
 
-__all__ = ["check_targets", "check_writable", "open_output", "output_path", "write_bytes", "write_text"]
+__all__ = ["check_targets", "check_writable", "open_output", "output_path", "write_bytes", "write_json", "write_text"]
 
 STDOUT = "-"
 _TAG = ".focalcodec-tmp"
@@ -285,3 +287,24 @@ def write_text(path: str | Path, text: str, force: bool = False, inputs: Sequenc
     with open_output(path, "w", force, inputs) as f:
         f.write(text)
     return Path(path)
+
+
+def write_json(
+    path: str | Path, obj: object, force: bool = False, inputs: Sequence[str | Path] = (), sort_keys: bool = False
+) -> Path:
+    """``obj`` as indented UTF-8 JSON (see :func:`write_text`) that any reader takes: NaN and
+    infinities become ``null``, numpy / torch scalars plain numbers, paths strings."""
+    text = json.dumps(_plain(obj), indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n"
+    return write_text(path, text, force, inputs)
+
+
+def _plain(obj: object) -> object:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return str(obj) if isinstance(obj, Path) else obj

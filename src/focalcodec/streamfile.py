@@ -27,7 +27,6 @@ docs/bitstream.md has the byte layout.
 
 from __future__ import annotations
 
-import math
 import struct
 import zlib
 from collections.abc import Iterator
@@ -90,18 +89,16 @@ class StreamHeader:
     @classmethod
     def for_model(cls, model: Any, original_rate: int | None = None) -> StreamHeader:
         """The header of a stream of ``model``'s tokens, one frame per streaming chunk."""
-        spt = model.sample_rate_input / model.token_rate
-        if not math.isclose(spt, round(spt)):
-            raise BitstreamError(f"the model's token hop {spt} is not a whole number of samples")
+        spt = int(model.hop_length)
         return cls(
             model_name=model.model_id,
             fingerprint=_fingerprint_bytes(model.fingerprint).hex(),
             code_dim=int(model.code_dim),
             sample_rate_input=int(model.sample_rate_input),
             sample_rate_output=int(model.sample_rate_output),
-            samples_per_token=int(round(spt)),
+            samples_per_token=spt,
             original_rate=int(original_rate or model.sample_rate_input),
-            tokens_per_frame=int(model.chunk_size) // int(round(spt)),
+            tokens_per_frame=int(model.chunk_size) // spt,
             weights=_fingerprint_bytes(model.weights_sha256).hex(),
         )
 

@@ -31,9 +31,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .audio import AUDIO_EXTENSIONS, load_audio
+from .audio import check_signal, fit_blocks, load_audio, resample_blocks, save_audio
 from .errors import InputError
-from .longform import Progress, encode_long, iter_decode, output_length
+from .inputs import expand_inputs
+from .longform import Progress, encode_long, iter_decode
 from .windowing import DEFAULT, Windowing
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
     "convert_to_file",
     "convert_tokens",
     "iter_convert",
-    "reference_files",
+    "matching_features",
 ]
 
 FORMAT = "focalcodec-speaker-set"
@@ -57,6 +58,7 @@ MAX_REFERENCE_SECONDS = 30.0
 KNN_BUDGET_BYTES = 256 * 2**20
 
 PathLike = str | Path
+SOURCE_LAYOUT = "(N,) or (B, N) with N > 0"
 
 
 @dataclass
@@ -155,22 +157,15 @@ class SpeakerSet:
         )
 
 
-def reference_files(paths: Sequence[PathLike]) -> list[Path]:
-    """Files as given plus, for directories, every audio file below them (sorted)."""
-    from .cli.common import expand_inputs
-
-    return expand_inputs([str(p) for p in paths], AUDIO_EXTENSIONS)
-
-
 @torch.inference_mode()
 def _features(model: nn.Module, sig: Tensor) -> Tensor:
     """``(N,) -> (T, C)`` continuous features, long signals in independent windows."""
     window = int(MAX_REFERENCE_SECONDS * model.sample_rate_input)
-    device = next(model.parameters()).device
+    device = model.device
     parts = []
     for start in range(0, sig.shape[0], window):
         piece = sig[start : start + window]
-        if parts and piece.shape[0] < model.encoder.receptive_field:
+        if parts and piece.shape[0] < model.receptive_field:
             break  # a few trailing samples make no frame of their own
         parts.append(model.sig_to_feats(piece[None].to(device))[0].float().cpu())
     return torch.cat(parts, dim=0)
@@ -192,18 +187,17 @@ def build_speaker_set(
         if isinstance(ref, Tensor):
             items.append(ref)
         else:
-            items.extend(reference_files([ref]))
+            items.extend(expand_inputs([ref]))
     if not items:
         raise InputError("no reference audio given")
     feats, sources, frames = [], [], []
     for i, item in enumerate(items):
         if isinstance(item, Tensor):
-            sig, name = item.detach().float().reshape(-1), f"<tensor {i}>"
-            if sig.numel() == 0 or not torch.isfinite(sig).all():
-                raise InputError(f"reference {name} is empty or has NaN/inf samples")
+            name = f"<tensor {i}>"
+            sig = check_signal(item.detach().reshape(-1), f"reference {name}").float()
         else:
             sig, name = load_audio(item, model.sample_rate_input), str(item)
-        if sig.shape[0] < model.encoder.receptive_field:
+        if sig.shape[0] < model.receptive_field:
             raise InputError(f"reference {name} is too short ({sig.shape[0]} samples) to give a feature frame")
         f = _features(model, sig)
         feats.append(f)
@@ -225,11 +219,15 @@ def auto_splits(num_queries: int, num_frames: int, budget_bytes: int = KNN_BUDGE
     return max(1, math.ceil(num_queries * num_frames * 4 / budget_bytes))
 
 
-def _matching(codec: nn.Module, target: SpeakerSet | Tensor) -> Tensor:
+def matching_features(codec: nn.Module, target: SpeakerSet | Tensor) -> Tensor:
+    """The one check of a kNN-VC target: ``target``'s features ``(M, codec.feature_dim)``, else
+    :class:`InputError` saying what is wrong."""
     feats = target.feats if isinstance(target, SpeakerSet) else target
     if feats.ndim != 2:
         raise InputError(f"matching set must be (M, C), got shape {tuple(feats.shape)}")
-    width = codec.decoder.backbone.embedding.in_channels
+    if not feats.dtype.is_floating_point or not torch.isfinite(feats).all():
+        raise InputError("the matching set's features must be finite floating-point numbers")
+    width = codec.feature_dim
     if feats.shape[1] != width:
         raise InputError(
             f"the speaker set has {feats.shape[1]}-dim features but this model's decoder takes {width}; "
@@ -252,13 +250,13 @@ def convert_tokens(
     ``num_splits=None`` picks enough splits to bound the similarity block (see
     :func:`auto_splits`). ``output_length`` truncates/pads as ``toks_to_sig`` does.
     """
-    feats = _matching(codec, target)
+    feats = matching_features(codec, target)
     if toks.ndim == 1:
         toks = toks[None]
     if num_splits is None:
-        frames = toks.shape[0] * toks.shape[1] * codec.decompressor.upsample_factor
+        frames = toks.shape[0] * toks.shape[1] * codec.frames_per_token
         num_splits = auto_splits(frames, feats.shape[0])
-    device = next(codec.parameters()).device
+    device = codec.device
     return codec.toks_to_sig(
         toks.to(device),
         matching_set=feats.to(device),
@@ -275,9 +273,7 @@ def _source_tokens(
     from .compression import model_signal
 
     if isinstance(source, Tensor):
-        sig = source.detach().float().cpu().reshape(-1) if source.ndim == 1 else None
-        if sig is None or sig.numel() == 0:
-            raise InputError(f"source must be (N,) or (B, N) with N > 0, got shape {tuple(source.shape)}")
+        sig = check_signal(source.detach(), "source", layout=SOURCE_LAYOUT).float().cpu()
         n = sig.shape[0]
     else:
         sig, orig, num = model_signal(source, codec)
@@ -289,25 +285,19 @@ class _Conversion:
     """A source encoded (window by window) and ready to be decoded in the target voice."""
 
     def __init__(self, codec, source, target, topk, num_splits, windowing, progress) -> None:
-        self.feats = _matching(codec, target)
+        self.feats = matching_features(codec, target)
         if topk < 1:
             raise InputError("topk must be at least 1")
         self.codec, self.topk, self.windowing, self.progress = codec, topk, windowing, progress
         self.toks, n = _source_tokens(codec, source, windowing, progress)
-        self.num_samples = output_length(codec, n)  # at codec.sample_rate_output
+        self.num_samples = codec.num_output_samples(n)
         if num_splits is None:
-            if codec.causal:
-                per_call = 4 * max(1, int(round(windowing.chunk * codec.token_rate / 4)))
-            else:
-                per_call = sum(windowing.token_geometry(codec.token_rate))
-            frames = min(self.toks.shape[0], per_call) * codec.decompressor.upsample_factor
+            frames = min(self.toks.shape[0], windowing.tokens_per_call(codec)) * codec.frames_per_token
             num_splits = auto_splits(frames, self.feats.shape[0])
         self.num_splits = num_splits
 
     def blocks(self) -> Iterator:
         """float32 numpy blocks, exactly ``num_samples`` in all."""
-        from .compression import exact_blocks
-
         with torch.inference_mode():
             decoded = iter_decode(
                 self.codec,
@@ -318,7 +308,7 @@ class _Conversion:
                 topk=self.topk,
                 num_splits=self.num_splits,
             )
-            yield from exact_blocks((b.numpy() for b in decoded), self.num_samples)
+            yield from fit_blocks((b.numpy() for b in decoded), self.num_samples)
 
 
 @torch.inference_mode()
@@ -362,12 +352,8 @@ def convert(
     processed window by window (see :func:`iter_convert`); to write a long conversion without
     holding it, use :func:`convert_to_file`.
     """
-    if isinstance(source, Tensor) and source.ndim == 2:
-        if source.shape[0] == 0 or source.shape[1] == 0:
-            raise InputError(f"source must be (N,) or (B, N) with N > 0, got shape {tuple(source.shape)}")
+    if isinstance(source, Tensor) and check_signal(source, "source", (1, 2), SOURCE_LAYOUT).ndim == 2:
         return torch.stack([convert(codec, row, target, topk, num_splits, windowing) for row in source])
-    if isinstance(source, Tensor) and source.ndim != 1:
-        raise InputError(f"source must be (N,) or (B, N) with N > 0, got shape {tuple(source.shape)}")
     return torch.cat(list(iter_convert(codec, source, target, topk, num_splits, windowing)))
 
 
@@ -387,7 +373,6 @@ def convert_to_file(
     """:func:`convert` written to a WAV/FLAC file window by window (never held whole), through
     :func:`focalcodec.outputs.output_path` (refuses an existing file without ``overwrite``,
     and the source itself always). Returns ``(path, num_samples, sample_rate)``."""
-    from .compression import exact_blocks, resample_blocks, write_audio_blocks
     from .limits import check_sample_rate
     from .outputs import check_targets
 
@@ -399,5 +384,5 @@ def convert_to_file(
     blocks, num = job.blocks(), job.num_samples
     if rate != native:
         num = num * rate // native
-        blocks = exact_blocks(resample_blocks(blocks, native, rate), num)
-    return write_audio_blocks(output, blocks, rate, force=overwrite, inputs=inputs), num, rate
+        blocks = resample_blocks(blocks, native, rate, num)
+    return save_audio(output, blocks, rate, force=overwrite, inputs=inputs), num, rate

@@ -40,6 +40,17 @@ class Windowing:
                 f"lookahead ({self.lookahead} s) or half the window ({self.window} s)"
             )
 
+    def causal_step(self, chunk_size: int, sample_rate: int) -> int:
+        """Input samples per causal call: ``chunk`` seconds as a whole number (at least one) of
+        ``chunk_size``-sample chunks."""
+        return chunk_size * max(1, int(round(self.chunk * sample_rate / chunk_size)))
+
+    def tokens_per_call(self, codec) -> int:
+        """The most tokens one call decodes: a causal call's, or one window with its context."""
+        if codec.causal:
+            return self.causal_step(codec.chunk_size, codec.sample_rate_input) // codec.hop_length
+        return sum(self.token_geometry(codec.token_rate))
+
     def token_geometry(self, token_rate: float) -> tuple[int, int, int]:
         """(core, left, right) window sizes in tokens."""
         core = max(1, int(round(self.window * token_rate)))

@@ -6,11 +6,13 @@ modules named in ``COMMANDS``.)"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import InputError
+from ..inputs import expand_inputs
 from ..outputs import check_targets
 from . import message
 from .common import (
@@ -19,7 +21,6 @@ from .common import (
     add_output_rate_option,
     add_quiet_option,
     add_window_option,
-    expand_inputs,
 )
 
 Job = tuple[Path, Path]
@@ -71,13 +72,22 @@ def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: 
     return jobs
 
 
-def progress_bar(total_seconds: float, args: argparse.Namespace, desc: str, threshold: float = 0.0):
-    """A tqdm bar counting audio seconds for one long file (None when quiet or short)."""
-    if getattr(args, "quiet", False) or total_seconds <= threshold:
-        return None
+@contextlib.contextmanager
+def progress_bar(
+    total_seconds: float, args: argparse.Namespace, desc: str, threshold: float = 0.0, show: bool = True
+) -> Iterator[Callable[[float], object] | None]:
+    """A tqdm bar counting audio seconds for one long file: yields its ``update`` (None when
+    quiet, not ``show``n or at most ``threshold`` seconds long) and closes it afterwards."""
+    if not show or getattr(args, "quiet", False) or total_seconds <= threshold:
+        yield None
+        return
     from tqdm import tqdm
 
-    return tqdm(total=round(total_seconds, 1), desc=desc, unit="s", unit_scale=False, file=sys.stderr, leave=False)
+    bar = tqdm(total=round(total_seconds, 1), desc=desc, unit="s", unit_scale=False, file=sys.stderr, leave=False)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
 
 
 def run_jobs(jobs: list[Job], work: Callable[[Path, Path], str | None], args: argparse.Namespace, desc: str) -> int:

@@ -17,11 +17,10 @@ This module imports neither torch nor numpy at import time, so ``focalcodec --he
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
-from pathlib import Path
 
 from ..errors import InputError
-from ..limits import AUDIO_EXTENSIONS, SAMPLE_RATE_RANGE, check_sample_rate, check_seconds
+from ..limits import SAMPLE_RATE_RANGE, check_sample_rate, check_seconds
+from ..runtime import check_device  # the --device check (commands import it from here)
 from ..windowing import Windowing
 
 DEFAULT_MODEL = "lucadellalib/focalcodec_50hz"
@@ -148,25 +147,6 @@ def add_model_options(parser: argparse.ArgumentParser, default: str | None = DEF
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1")
 
 
-def check_device(name: str):
-    """``--device`` as a ``torch.device`` that exists on this machine, else an
-    :class:`~focalcodec.errors.InputError` saying what is available."""
-    import torch
-
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f"--device {name!r} is not a torch device ({exc}); use e.g. cpu or cuda") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {name}: no CUDA device is available here; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"--device {name}: MPS is not available here; use --device cpu")
-    return device
-
-
 def load_model(args: argparse.Namespace, source: str | None = None):
     """The model named by ``source`` (default ``--model``) on ``--device``, in eval mode."""
     from ..codec import FocalCodec
@@ -181,19 +161,3 @@ def require(module: str, extra: str, what: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise InputError(f"{what} needs the optional package {module!r}: pip install 'focalcodec[{extra}]'")
-
-
-def expand_inputs(paths: Iterable[str], extensions: Iterable[str] = AUDIO_EXTENSIONS) -> list[Path]:
-    """Files as given plus, for directories, every file below them with a matching suffix (sorted)."""
-    exts = tuple(e.lower() for e in extensions)
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts))
-        elif p.exists():
-            out.append(p)
-        else:
-            raise InputError(f"input not found: {p}")
-    if not out:
-        raise InputError("no input files found")
-    return out

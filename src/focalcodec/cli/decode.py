@@ -87,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
             if stream.model_name not in models:
                 models[stream.model_name] = resolve_model(None, stream).to(device)
             codec = models[stream.model_name]
-        bar = progress_bar(stream.duration, args, f"decode {src.name}", win.window) if len(jobs) == 1 else None
-        try:
+        with progress_bar(stream.duration, args, f"decode {src.name}", win.window, len(jobs) == 1) as update:
             _, num, rate = decompress_to_file(
                 stream,
                 codec,
@@ -98,11 +97,8 @@ def run(args: argparse.Namespace) -> int:
                 windowing=win,
                 check_weights=not args.allow_other_weights,
                 inputs=(src,),
-                progress=bar.update if bar else None,
+                progress=update,
             )
-        finally:
-            if bar is not None:
-                bar.close()
         return f"{src} -> {dst}: {num} samples at {rate} Hz ({stream.duration:.2f} s)"
 
     return run_jobs(jobs, work, args, "decode")

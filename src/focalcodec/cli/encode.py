@@ -54,12 +54,8 @@ def run(args: argparse.Namespace) -> int:
     codec = load_model(args)
 
     def work(src: Path, dst: Path) -> str:
-        bar = progress_bar(_seconds(src), args, f"encode {src.name}", win.window) if len(jobs) == 1 else None
-        try:
-            stream = encode_audio(src, codec, windowing=win, progress=bar.update if bar else None)
-        finally:
-            if bar is not None:
-                bar.close()
+        with progress_bar(_seconds(src), args, f"encode {src.name}", win.window, len(jobs) == 1) as update:
+            stream = encode_audio(src, codec, windowing=win, progress=update)
         if fmt == "npy":
             save_tokens(dst, stream.tokens, args.force, (src,))
             return f"{src} -> {dst}: {stream.duration:.2f} s, {stream.num_tokens} tokens"

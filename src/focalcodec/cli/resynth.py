@@ -37,9 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     def work(src: Path, dst: Path) -> str:
         seconds = _seconds(src)
-        bar = progress_bar(2 * seconds, args, f"resynth {src.name}", 2 * win.window) if len(jobs) == 1 else None
-        update = bar.update if bar else None
-        try:
+        with progress_bar(2 * seconds, args, f"resynth {src.name}", 2 * win.window, len(jobs) == 1) as update:
             stream = encode_audio(src, codec, windowing=win, progress=update)
             _, num, rate = decompress_to_file(
                 stream,
@@ -51,9 +49,6 @@ def run(args: argparse.Namespace) -> int:
                 inputs=(src,),
                 progress=update,
             )
-        finally:
-            if bar is not None:
-                bar.close()
         return f"{src} -> {dst}: {num} samples at {rate} Hz ({stream.bitrate:.0f} bit/s as a file)"
 
     return run_jobs(jobs, work, args, "resynth")

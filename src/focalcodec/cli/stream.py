@@ -126,7 +126,7 @@ def _percentile(values: list[float], q: float) -> float:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..audio import load_audio, save_audio
+    from ..audio import load_audio
     from ..outputs import check_targets
     from ..streaming import ChunkedStream, StreamCodec
     from ..timing import real_time_factor
@@ -197,21 +197,26 @@ def run(args: argparse.Namespace) -> int:
         "rtf": real_time_factor(processing_seconds=processing, audio_seconds=duration),
         "wall_seconds": wall,
     }
+    return _finish(
+        args,
+        report,
+        audio,
+        codec.sample_rate_output,
+        f"{report['mode']} of {duration:.2f} s with {codec.model_id} ({args.precision}, {report['threads']} "
+        f"thread(s)): {len(times)} chunks, latency p50 {report['latency_p50_ms']:.1f} ms / p99 "
+        f"{report['latency_p99_ms']:.1f} ms (+{latency_ms:.0f} ms algorithmic), RTF {report['rtf']:.3f}",
+    )
+
+
+def _finish(args: argparse.Namespace, report: dict, audio, rate: int, line: str) -> int:
+    """Write the audio (``-o``) and print the report: JSON (``--json``) or ``line``."""
+    from ..audio import save_audio
+
     if args.output:
         inputs = [args.input] if args.input else []
-        save_audio(args.output, audio, codec.sample_rate_output, args.output_rate, force=args.force, inputs=inputs)
+        save_audio(args.output, audio, rate, args.output_rate, force=args.force, inputs=inputs)
         report["output"] = str(args.output)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(
-            f"{report['mode']} of {duration:.2f} s with {codec.model_id} "
-            f"({args.precision}, {report['threads']} thread(s)): "
-            f"{len(times)} chunks, latency p50 {report['latency_p50_ms']:.1f} ms "
-            f"/ p99 {report['latency_p99_ms']:.1f} ms "
-            f"(+{latency_ms:.0f} ms algorithmic), RTF {report['rtf']:.3f}"
-            + (f" -> {args.output}" if args.output else "")
-        )
+    print(json.dumps(report, indent=2) if args.json else line + (f" -> {args.output}" if args.output else ""))
     return 0
 
 
@@ -219,9 +224,7 @@ def run_remote(args: argparse.Namespace) -> int:
     """``--server URL``: the same stream and report, through a ``focalcodec serve`` server."""
     import asyncio
 
-    import torch
-
-    from ..audio import load_audio, save_audio
+    from ..audio import load_audio
     from ..serve.client import health, paced, run_stream
 
     if args.precision != "float32" or args.decoder_precision:
@@ -256,17 +259,12 @@ def run_remote(args: argparse.Namespace) -> int:
         "audio_seconds": duration,
         "wall_seconds": busy,
     }
-    if args.output:
-        inputs = [args.input] if args.input else []
-        rate_out = int(info["sample_rate_out"])
-        save_audio(args.output, torch.from_numpy(audio), rate_out, args.output_rate, force=args.force, inputs=inputs)
-        report["output"] = str(args.output)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(
-            f"stream of {duration:.2f} s through {args.server} ({info['model']}): {len(times)} chunks, "
-            f"latency p50 {report['latency_p50_ms']:.1f} ms / p99 {report['latency_p99_ms']:.1f} ms "
-            f"(+{info['latency_ms']:.0f} ms algorithmic)" + (f" -> {args.output}" if args.output else "")
-        )
-    return 0
+    return _finish(
+        args,
+        report,
+        audio,
+        int(info["sample_rate_out"]),
+        f"stream of {duration:.2f} s through {args.server} ({info['model']}): {len(times)} chunks, "
+        f"latency p50 {report['latency_p50_ms']:.1f} ms / p99 {report['latency_p99_ms']:.1f} ms "
+        f"(+{info['latency_ms']:.0f} ms algorithmic)",
+    )

@@ -116,8 +116,7 @@ def run(args: argparse.Namespace) -> int:
         from .encode import _seconds
 
         seconds = _seconds(Path(args.source))
-        bar = progress_bar(2 * seconds, args, f"vc {Path(args.source).name}", 2 * win.window)
-        try:
+        with progress_bar(2 * seconds, args, f"vc {Path(args.source).name}", 2 * win.window) as update:
             _, num, rate = convert_to_file(
                 codec,
                 args.source,
@@ -128,11 +127,8 @@ def run(args: argparse.Namespace) -> int:
                 windowing=win,
                 output_rate=args.output_rate,
                 overwrite=args.force,
-                progress=bar.update if bar else None,
+                progress=update,
             )
-        finally:
-            if bar is not None:
-                bar.close()
     if not args.quiet:
         print(f"{args.source} -> {args.output}: {num} samples at {rate} Hz")
     return 0
@@ -140,13 +136,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _stream(codec, speaker, args: argparse.Namespace) -> tuple[int, int]:
     """Convert through the streaming decoder, one chunk at a time, writing as it goes."""
-    from ..audio import load_audio
-    from ..compression import exact_blocks, resample_blocks, write_audio_blocks
+    from ..audio import fit_blocks, load_audio, resample_blocks, save_audio
     from ..streaming import StreamCodec
 
     sig = load_audio(args.source, codec.sample_rate_input)
     sc = StreamCodec(codec, matching_set=speaker.feats, topk=args.topk, num_splits=args.num_splits or 1)
-    num = sig.shape[0] * codec.sample_rate_output // codec.sample_rate_input
+    num = codec.num_output_samples(sig.shape[0])
     step = codec.chunk_size * 32
 
     def blocks():
@@ -154,9 +149,9 @@ def _stream(codec, speaker, args: argparse.Namespace) -> tuple[int, int]:
             yield sc.push(sig[s : s + step])[1].numpy()
         yield sc.flush()[1].numpy()
 
-    audio, rate = exact_blocks(blocks(), num), codec.sample_rate_output
+    audio, rate = fit_blocks(blocks(), num), codec.sample_rate_output
     if args.output_rate is not None and args.output_rate != rate:
-        num, audio = num * args.output_rate // rate, resample_blocks(audio, rate, args.output_rate)
-        audio, rate = exact_blocks(audio, num), args.output_rate
-    write_audio_blocks(args.output, audio, rate, force=args.force, inputs=[args.source])
+        num = num * args.output_rate // rate
+        audio, rate = resample_blocks(audio, rate, args.output_rate, num), args.output_rate
+    save_audio(args.output, audio, rate, force=args.force, inputs=[args.source])
     return num, rate

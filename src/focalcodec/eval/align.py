@@ -6,7 +6,7 @@ the same time index, so an uncompensated delay is scored as distortion. The eval
 harness estimates each output's delay with :func:`estimate_delay` and hands intrusive
 metrics the overlapping, delay-compensated pair from :func:`align_pair`.
 
-Estimation works in two stages:
+Estimation works in two steps:
 
 1. *Envelope*: cross-correlation of the mean-removed log-mel trajectories (40 bands, 32 ms
    windows, 1 ms hop), summed over bands, with parabolic interpolation of the peak. Works for
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..audio import fit_length
 from ..errors import InputError
 
 __all__ = ["Delay", "align_pair", "compensate", "estimate_delay"]
@@ -129,4 +130,4 @@ def align_pair(ref: np.ndarray, hyp: np.ndarray, delay: int) -> tuple[np.ndarray
 def compensate(hyp: np.ndarray, delay: int, length: int) -> np.ndarray:
     """``hyp`` advanced by ``delay`` samples, cut or zero-padded to ``length`` samples."""
     y = hyp[delay:] if delay >= 0 else np.concatenate([np.zeros(-delay, hyp.dtype), hyp])
-    return y[:length] if y.shape[0] >= length else np.pad(y, (0, length - y.shape[0]))
+    return fit_length(y, length)

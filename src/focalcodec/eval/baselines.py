@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio import resample
+from ..audio import check_signal, fit_length, resample
 from ..errors import FocalCodecError, InputError
 
 __all__ = [
@@ -92,15 +92,6 @@ class Codec(abc.ABC):
         return {"name": self.name, "nominal_bitrate": self.nominal_bitrate, "codebook_size": self.codebook_size}
 
 
-def _check_input(audio: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(-1))
-    if x.size == 0:
-        raise InputError("cannot encode an empty signal")
-    if not np.isfinite(x).all():
-        raise InputError("signal contains NaN or infinite samples")
-    return x
-
-
 def _to_int16(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, -1.0, 32767 / 32768) * 32768.0).round().astype(np.int16)
 
@@ -112,7 +103,7 @@ class IdentityCodec(Codec):
     nominal_bitrate = 16.0 * SAMPLE_RATE
 
     def roundtrip(self, audio: np.ndarray) -> Reconstruction:
-        x = _check_input(audio)
+        x = check_signal(audio).float().numpy()
         return Reconstruction(x.copy(), SAMPLE_RATE, num_bits=16 * x.shape[0], file_bits=16 * x.shape[0] + 8 * 44)
 
 
@@ -144,7 +135,7 @@ class Codec2Codec(Codec):
         self.backend = backend
 
     def roundtrip(self, audio: np.ndarray) -> Reconstruction:
-        x8 = _to_int16(resample(_check_input(audio), SAMPLE_RATE, 8000))
+        x8 = _to_int16(resample(check_signal(audio).float().numpy(), SAMPLE_RATE, 8000))
         if self.backend == "pycodec2":
             return self._pycodec2(x8)
         return self._cli(x8)
@@ -178,7 +169,7 @@ class Codec2Codec(Codec):
             _run(["c2dec", self.mode, str(bit), str(dec)])
             y = np.frombuffer(dec.read_bytes(), dtype="<i2").astype(np.float32) / 32768.0
             num_bits = bit.stat().st_size * 8
-        y = np.pad(y, (0, max(0, x8.shape[0] - y.shape[0])))[: x8.shape[0]]
+        y = fit_length(y, x8.shape[0])
         return Reconstruction(
             y, 8000, num_bits=num_bits, file_bits=num_bits, extra={"note": "bits include byte padding per frame"}
         )
@@ -236,7 +227,7 @@ class OpusCodec(Codec):
     def roundtrip(self, audio: np.ndarray) -> Reconstruction:
         import soundfile as sf
 
-        x = _check_input(audio)
+        x = check_signal(audio).float().numpy()
         with tempfile.TemporaryDirectory(prefix="focalcodec-opus-") as tmp:
             wav, enc, dec = Path(tmp, "in.wav"), Path(tmp, "out.opus"), Path(tmp, "out.wav")
             sf.write(str(wav), _to_int16(x), SAMPLE_RATE, subtype="PCM_16")
@@ -257,7 +248,7 @@ class OpusCodec(Codec):
             y, rate = sf.read(str(dec), dtype="float32", always_2d=True)
         packets = ogg_packet_sizes(data)[2:]  # skip OpusHead and OpusTags
         y = y[:, 0]
-        y = np.pad(y, (0, max(0, x.shape[0] - y.shape[0])))[: x.shape[0]]
+        y = fit_length(y, x.shape[0])
         return Reconstruction(
             y, int(rate), num_bits=8 * sum(packets), file_bits=8 * len(data), extra={"packets": len(packets)}
         )
@@ -308,7 +299,7 @@ class FocalCodecCodec(Codec):
 
     @torch.inference_mode()
     def roundtrip(self, audio: np.ndarray) -> Reconstruction:
-        x = torch.from_numpy(_check_input(audio))
+        x = check_signal(audio).float()
         toks, _ = self.model.encode(x)
         y, _ = self.model.decode(toks)
         return self._result(toks, y, x.shape[0])
@@ -330,7 +321,7 @@ class FocalCodecCodec(Codec):
 
         if not references:
             raise InputError("voice conversion needs at least one reference utterance of the target speaker")
-        refs = [torch.from_numpy(_check_input(r)) for r in references]
+        refs = [check_signal(r).float() for r in references]
         return build_speaker_set(self.matching_model, refs).feats
 
     @torch.inference_mode()
@@ -338,7 +329,7 @@ class FocalCodecCodec(Codec):
         from ..vc import convert_tokens
 
         ms = self.matching_set(references)
-        x = torch.from_numpy(_check_input(source))
+        x = check_signal(source).float()
         toks, _ = self.model.encode(x)
         y = convert_tokens(self.model, toks[None], ms, topk=self.topk)[0]
         return self._result(toks, y, x.shape[0])
@@ -383,7 +374,7 @@ class ReferenceFocalCodec(Codec):
 
     @torch.inference_mode()
     def roundtrip(self, audio: np.ndarray) -> Reconstruction:
-        x = torch.from_numpy(_check_input(audio))[None].to(self.device)
+        x = check_signal(audio).float()[None].to(self.device)
         toks = self.model.sig_to_toks(x)
         y = self.model.toks_to_sig(toks)
         n = toks.numel()
@@ -398,10 +389,8 @@ class ReferenceFocalCodec(Codec):
 
     @torch.inference_mode()
     def convert(self, source: np.ndarray, references: Sequence[np.ndarray]) -> Reconstruction:
-        feats = [
-            self.model.sig_to_feats(torch.from_numpy(_check_input(r))[None].to(self.device))[0] for r in references
-        ]
-        toks = self.model.sig_to_toks(torch.from_numpy(_check_input(source))[None].to(self.device))
+        feats = [self.model.sig_to_feats(check_signal(r).float()[None].to(self.device))[0] for r in references]
+        toks = self.model.sig_to_toks(check_signal(source).float()[None].to(self.device))
         y = self.model.toks_to_sig(toks, matching_set=torch.cat(feats, dim=0))
         return Reconstruction(
             y[0].cpu().float().numpy(),

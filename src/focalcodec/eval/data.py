@@ -2,9 +2,10 @@
 
 ``load_utterances(source)`` accepts
 
-- a manifest file: ``.tsv`` / ``.csv`` with a header row, or ``.jsonl``; a ``path`` column
-  (relative to the manifest's folder) and optional ``id``, ``text``, ``lang``, ``speaker``
-  columns (any other column is kept in ``meta``);
+- a manifest file: ``.tsv`` / ``.csv`` with a header row, or ``.jsonl``
+  (:func:`focalcodec.inputs.read_rows`); a ``path`` column (relative to the manifest's folder
+  or the nearest folder above it holding the first path) and optional ``id``, ``text``,
+  ``lang``, ``speaker`` columns (any other column is kept in ``meta``);
 - a folder holding ``manifest.tsv`` (used as above);
 - any other folder: every audio file below it. Transcripts are read from LibriSpeech
   ``*.trans.txt`` files and Multilingual LibriSpeech ``transcripts.txt``; the speaker is the
@@ -14,8 +15,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from ..audio import AUDIO_EXTENSIONS
 from ..errors import InputError
-from ..limits import read_text_input
+from ..inputs import audio_files, manifest_base, read_rows
 
 __all__ = ["Utterance", "VCPair", "filter_utterances", "load_utterances", "make_vc_pairs", "read_vc_pairs"]
 
@@ -63,40 +62,21 @@ class VCPair:
         return self.references[0].speaker if self.references else None
 
 
-def _read_table(path: Path) -> list[dict[str, str]]:
-    text = read_text_input(path, "manifest")
-    if path.suffix.lower() == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append({k: "" if v is None else str(v) for k, v in json.loads(line).items()})
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-        return rows
-    delim = "," if path.suffix.lower() == ".csv" else "\t"
-    return [dict(r) for r in csv.DictReader(text.splitlines(), delimiter=delim)]
-
-
 def _from_manifest(path: Path) -> list[Utterance]:
-    rows = _read_table(path)
+    rows = read_rows(path)
     if not rows:
         raise InputError(f"manifest {path} has no rows")
     if "path" not in rows[0]:
         raise InputError(f"manifest {path} needs a 'path' column (found: {', '.join(rows[0])})")
+    base = manifest_base(path, [row.get("path", "") for row in rows])
     out = []
     for n, row in enumerate(rows, 2):
-        rel = (row.get("path") or "").strip()
+        rel = row.get("path", "")
         if not rel:
             raise InputError(f"{path}:{n}: empty path")
-        audio = Path(rel) if Path(rel).is_absolute() else path.parent / rel
+        audio = base / rel
         if not audio.is_file():
-            # manifests written relative to the parent of their folder (e.g. "eval/x.flac")
-            alt = path.parent.parent / rel
-            if alt.is_file():
-                audio = alt
-            else:
-                raise InputError(f"{path}:{n}: audio file not found: {audio}")
+            raise InputError(f"{path}:{n}: audio file not found: {audio}")
         meta = {
             k: v for k, v in row.items() if k not in ("id", "path", "text", "lang", "speaker") and v not in (None, "")
         }
@@ -124,7 +104,7 @@ def _transcripts(root: Path) -> dict[str, str]:
 
 
 def _from_folder(root: Path) -> list[Utterance]:
-    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
+    files = audio_files(root)
     if not files:
         raise InputError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found below {root}")
     texts = _transcripts(root)
@@ -232,7 +212,7 @@ def read_vc_pairs(path: str | Path) -> list[VCPair]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"voice-conversion pair file not found: {path}")
-    rows = _read_table(path)
+    rows = read_rows(path, "voice-conversion pair file")
     if not rows or "source" not in rows[0] or "target" not in rows[0]:
         raise InputError(f"{path} needs 'source' and 'target' columns")
 

@@ -25,9 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import load_audio, resample, save_audio
+from ..audio import fit_length, load_audio, resample, save_audio
 from ..errors import FocalCodecError, InputError
-from ..outputs import output_path
 from .align import align_pair, estimate_delay
 from .baselines import Codec, Reconstruction
 from .data import Utterance, VCPair
@@ -93,11 +92,6 @@ class EvalResult:
 def _audio_path(root: Path, codec: Codec, name: str) -> Path:
     folder = Path(root) / "".join(c if c.isalnum() or c in "-_." else "_" for c in codec.name)
     return folder / name.replace("/", "_")
-
-
-def _fit(y: np.ndarray, n: int) -> np.ndarray:
-    """Cut or zero-pad a reconstruction to the reference's ``n`` samples."""
-    return y[:n] if y.shape[0] >= n else np.pad(y, (0, n - y.shape[0]))
 
 
 def _to_16k(rec: Reconstruction) -> np.ndarray:
@@ -307,7 +301,7 @@ def _evaluate_codec(
             with ResourceMeter(opt.device) as meter:
                 rec = job.run()
             y_full = _to_16k(rec)
-            y = _fit(y_full, job.x.shape[0])
+            y = fit_length(y_full, job.x.shape[0])
         except FocalCodecError as exc:
             row["error"] = str(exc)
             rows.append(row)
@@ -340,8 +334,7 @@ def _evaluate_codec(
             result.examples[codec.name] = y
         if opt.audio_dir is not None:
             # the command refused an existing report folder (or was given --force) before any work
-            with output_path(_audio_path(opt.audio_dir, codec, job.audio_name), force=True) as tmp:
-                save_audio(tmp, rec.audio, rec.sample_rate)
+            save_audio(_audio_path(opt.audio_dir, codec, job.audio_name), rec.audio, rec.sample_rate)
             row["audio"] = str(_audio_path(opt.audio_dir, codec, job.audio_name).relative_to(opt.audio_dir))
         _progress(opt.progress, f"[{codec.name}] {i + 1}/{len(jobs)} {job.id}")
     summary = _summarize(codec, rows, metrics, tokens, seconds, audio_s, bits["num_bits"], peak, opt.n_boot)

@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import load_audio
+from ..audio import load_audio, save_audio
 from ..errors import InputError
-from ..outputs import check_targets, open_output, output_path, write_text
+from ..outputs import check_targets, open_output, output_path, write_json, write_text
+from .align import compensate
 
 __all__ = [
     "ANCHORS",
@@ -87,14 +88,6 @@ def _token(secret: str, *parts: str) -> str:
     return hashlib.sha256("\x00".join((secret, *parts)).encode()).hexdigest()[:16]
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _fit(y: np.ndarray, n: int) -> np.ndarray:
-    return y[:n] if y.shape[0] >= n else np.pad(y, (0, n - y.shape[0]))
-
-
 @dataclass
 class _Item:
     id: str
@@ -137,7 +130,6 @@ def build_test(
     with ``seed`` among those at most ``max_duration`` s long). Every stimulus is resampled to
     16 kHz, delay-compensated, cut to the reference's length and set to ``loudness`` LUFS
     (ITU-R BS.1770); a trial whose loudest stimulus would clip is turned down as a whole."""
-    import soundfile as sf
 
     run = Path(run_dir)
     report_path = run / "report.json"
@@ -204,9 +196,7 @@ def build_test(
             for s in systems:
                 row = item.rows[s]
                 y = load_audio(run / "audio" / row["audio"], SAMPLE_RATE).numpy()
-                d = int(row.get("delay_samples", 0))
-                y = y[d:] if d >= 0 else np.concatenate([np.zeros(-d, np.float32), y])
-                signals[s] = _fit(y, ref.shape[0])
+                signals[s] = compensate(y, int(row.get("delay_samples", 0)), ref.shape[0])
             gains = {}
             for name, x in signals.items():
                 level = _loudness(x)
@@ -219,13 +209,11 @@ def build_test(
             trial["trim_db"] = 20 * math.log10(trim)
             trial["reference"] = _token(secret, item.id, "labelled reference")
             trial["stimuli"] = {name: _token(secret, item.id, name) for name in signals}
-            sf.write(str(tmp / "audio" / f"{trial['reference']}.wav"), signals[REFERENCE] * gains[REFERENCE] * trim,
-                     SAMPLE_RATE, subtype="PCM_16")  # fmt: skip
-            for name, x in signals.items():
-                sf.write(str(tmp / "audio" / f"{trial['stimuli'][name]}.wav"), x * gains[name] * trim, SAMPLE_RATE,
-                         subtype="PCM_16")  # fmt: skip
+            names = {trial["reference"]: REFERENCE} | {token: name for name, token in trial["stimuli"].items()}
+            for token, name in names.items():
+                save_audio(tmp / "audio" / f"{token}.wav", signals[name] * gains[name] * trim, SAMPLE_RATE)
             meta["trials"].append(trial)
-        (tmp / TEST_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_json(tmp / TEST_FILE, meta)
     return out
 
 
@@ -569,17 +557,7 @@ def write_analysis(
     out = Path(out_dir)
     check_targets([out / f for f in ANALYSIS_FILES], force=force)
     result = analyze(test_dir, db)
-    write_text(out / ANALYSIS_FILES[0], json.dumps(_jsonable(result), indent=2) + "\n", force)
+    write_json(out / ANALYSIS_FILES[0], result, force)
     write_text(out / ANALYSIS_FILES[1], markdown_results(result), force)
     _plot(result, out, force)
     return result
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

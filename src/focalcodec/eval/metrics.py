@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..audio import resample
+from ..audio import check_signal, mel_filter_bank, resample
 from ..errors import FocalCodecError, InputError
 from ..timing import real_time_factor  # the one RTF definition (processing / audio time)
 from .stats import bootstrap_ci, bootstrap_indices, finite, percentile_interval
@@ -54,7 +54,6 @@ __all__ = [
     "available_metrics",
     "build_metric",
     "measured_bitrate",
-    "mel_filterbank",
     "metric_names",
     "register_metric",
     "real_time_factor",
@@ -69,16 +68,12 @@ class MetricUnavailable(FocalCodecError, RuntimeError):
 
 def as_mono(x: Signal, what: str) -> np.ndarray:
     """``(N,)`` or ``(1, N)`` tensor/array -> contiguous ``(N,)`` float32 array (finite, non-empty)."""
-    arr = x.detach().cpu().float().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
-    if arr.ndim == 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 1:
-        raise InputError(f"{what} must be a 1-D signal (N,), got shape {tuple(arr.shape)}")
-    if arr.size == 0:
-        raise InputError(f"{what} has no samples")
-    if not np.isfinite(arr).all():
-        raise InputError(f"{what} contains NaN or infinite samples")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    x = check_signal(x.detach().cpu() if isinstance(x, Tensor) else x, what, (1, 2), "a 1-D signal (N,)")
+    if x.ndim == 2:
+        if x.shape[0] != 1:
+            raise InputError(f"{what} must be a 1-D signal (N,), got shape {tuple(x.shape)}")
+        x = x[0]
+    return np.ascontiguousarray(x.float().numpy())
 
 
 class Metric(abc.ABC):
@@ -329,28 +324,6 @@ class EstoiMetric(StoiMetric):
 
 
 # -- log-mel distance -------------------------------------------------------------------------------
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + f / 700.0)
-
-
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
-    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
-    """Triangular filters on the HTK mel scale, ``(n_mels, n_fft // 2 + 1)`` float32, each
-    normalised to unit area (Slaney style)."""
-    f_max = sample_rate / 2 if f_max is None else f_max
-    bins = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array(f_min)), _hz_to_mel(np.array(f_max)), n_mels + 2))
-    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    up = (bins[None] - lower) / (centre - lower)
-    down = (upper - bins[None]) / (upper - centre)
-    fb = np.maximum(0.0, np.minimum(up, down))
-    fb *= 2.0 / (upper - lower)
-    return torch.from_numpy(fb.astype(np.float32))
-
-
 def log_mel_spectrogram(
     sig: Signal, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 256, n_mels: int = 80
 ) -> Tensor:
@@ -360,7 +333,7 @@ def log_mel_spectrogram(
         x = torch.nn.functional.pad(x, (0, n_fft - x.shape[0]))
     spec = torch.stft(x, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True, return_complex=True)
     power = spec.abs() ** 2
-    mel = mel_filterbank(sample_rate, n_fft, n_mels) @ power
+    mel = mel_filter_bank(sample_rate, n_fft, n_mels, scale="htk").T @ power
     return torch.log(mel.clamp_min(1e-5))
 
 

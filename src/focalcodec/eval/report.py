@@ -10,13 +10,12 @@ different speakers of the original audio; and the same table per language and pe
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..outputs import write_text
+from ..outputs import write_json, write_text
 from .harness import EvalResult
 
 __all__ = ["COLUMN_TITLES", "markdown_report", "markdown_table", "ordered_codecs", "write_report"]
@@ -289,20 +288,6 @@ def markdown_report(result: EvalResult, title: str = "FocalCodec evaluation") ->
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_report(
     result: EvalResult, out_dir: str | Path, title: str = "FocalCodec evaluation", force: bool = False
 ) -> dict[str, Path]:
@@ -310,8 +295,6 @@ def write_report(
     :mod:`focalcodec.outputs`: refused when they exist, unless ``force``); returns their paths.
     Non-finite numbers become ``null`` in JSON and ``-`` in Markdown."""
     out = Path(out_dir)
-    js = write_text(
-        out / "report.json", json.dumps(_jsonable(result.to_dict()), indent=2, ensure_ascii=False) + "\n", force
-    )
+    js = write_json(out / "report.json", result.to_dict(), force)
     md = write_text(out / "report.md", markdown_report(result, title), force)
     return {"json": js, "markdown": md}

@@ -67,10 +67,7 @@ def single_thread() -> Iterator[None]:
 
 
 class SpeakerEmbedder:
-    """``embed(audio (N,) float32 @ 16 kHz) -> (E,) float32`` with the chosen backend.
-
-    ``embed_many`` averages the (unit-norm) embeddings of several utterances, which is how a
-    voice-conversion target speaker is represented."""
+    """``embed(audio (N,) float32 @ 16 kHz) -> (E,) float32`` with the chosen backend."""
 
     def __init__(self, backend: str = "auto", model: str | None = None, device: str = "cpu") -> None:
         if backend not in ("auto", "wavlm", "resemblyzer"):
@@ -151,11 +148,6 @@ class SpeakerEmbedder:
             y = x / max(peak, 1e-8)
         with single_thread():
             return self.model.embed_utterance(y).astype(np.float32)
-
-    def embed_many(self, audios: Sequence[np.ndarray]) -> np.ndarray:
-        embs = np.stack([self.embed(a) for a in audios])
-        embs = embs / np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
-        return embs.mean(axis=0)
 
 
 _SHARED: dict[Any, SpeakerEmbedder] = {}

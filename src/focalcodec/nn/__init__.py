@@ -1,13 +1,13 @@
-"""The five stages of FocalCodec, one module per concept.
+"""The five parts of FocalCodec, one module per concept.
 
 encoder (:mod:`.wavlm`) -> compressor (:mod:`.focalnet`) -> quantizer (:mod:`.bsq`)
 -> decompressor (:mod:`.focalnet`) -> decoder (:mod:`.vocos` or :mod:`.wavenext`).
 """
 
 from .bsq import BinarySphericalQuantizer
-from .focalnet import FocalDecoder, FocalEncoder
+from .focalnet import FocalCompressor, FocalDecompressor
 from .vocos import Vocos
 from .wavenext import WaveNeXt
 from .wavlm import WavLM
 
-__all__ = ["BinarySphericalQuantizer", "FocalDecoder", "FocalEncoder", "Vocos", "WaveNeXt", "WavLM"]
+__all__ = ["BinarySphericalQuantizer", "FocalCompressor", "FocalDecompressor", "Vocos", "WaveNeXt", "WavLM"]

@@ -1,7 +1,7 @@
 """Compressor and decompressor: focal-modulation blocks with down/up-scaling.
 
-``FocalEncoder``: ``feats: (B, T, C_in) -> raw latents (B, T', D)`` (three FocalDownScale
-layers then ``out_proj``). ``FocalDecoder``: ``codes: (B, T', D) -> qfeats (B, T'', C_out)``
+``FocalCompressor``: ``feats: (B, T, C_in) -> raw latents (B, T', D)`` (three FocalDownScale
+layers then ``out_proj``). ``FocalDecompressor``: ``codes: (B, T', D) -> qfeats (B, T'', C_out)``
 (``in_proj``, three FocalUpScale layers, and the chunk refiner of causal models).
 
 Non-causal models use LayerNorm, "same" depthwise convs and a global mean context; causal
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .layers import Conv, DynamicTanh, FeedForward, FrameConvTranspose, Snake, in_float32, time_mask, zero_padded_frames
 
-__all__ = ["FocalDecoder", "FocalEncoder"]
+__all__ = ["FocalCompressor", "FocalDecompressor"]
 
 
 class FocalModulation(nn.Module):
@@ -241,7 +241,7 @@ def _block_kwargs(cfg: dict, window_size: int) -> dict:
     )
 
 
-class FocalEncoder(nn.Module):
+class FocalCompressor(nn.Module):
     """Compressor: ``(B, T, input_dim) -> (B, T', output_dim)`` (not yet L2-normalised)."""
 
     def __init__(
@@ -289,7 +289,7 @@ class FocalEncoder(nn.Module):
         return in_float32(self.out_proj, self.dropout(x))  # the tokens are its signs
 
 
-class FocalDecoder(nn.Module):
+class FocalDecompressor(nn.Module):
     """Decompressor: ``(B, T', input_dim) -> (B, T'', output_dim)``, plus the causal refiner."""
 
     def __init__(

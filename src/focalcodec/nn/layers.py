@@ -1,9 +1,9 @@
-"""Small building blocks shared by every stage.
+"""Small building blocks shared by every part of the pipeline.
 
 - :func:`time_mask` / :func:`zero_padded_frames`: the one masking helper used by every
   layer that mixes time, so that padded batch items behave exactly as if run alone.
-- :class:`Conv`: the one convolution, with every padding the stages use (causal with a
-  replicate or zero start, same, valid, explicit). Every stage keeps activations
+- :class:`Conv`: the one convolution, with every padding the parts use (causal with a
+  replicate or zero start, same, valid, explicit). Every part keeps activations
   time-major, ``(B, T, C)``, so no layer pays for transposed copies (LayerNorm, Linear and
   GELU then act in place). :class:`FrameConvTranspose`: the per-frame transposed conv.
 - :func:`in_float32`: runs a module in float32 inside an autocast region, for the few
@@ -65,7 +65,7 @@ def zero_padded_frames(x: Tensor, lengths: Tensor | None) -> Tensor:
 
 
 class Conv(nn.Conv1d):
-    """The one convolution of every stage: a ``Conv1d`` over time-major input with its padding.
+    """The one convolution of every part: a ``Conv1d`` over time-major input with its padding.
 
     ``x: (B, T, C_in) -> (B, T', C_out)``. ``padding``:
 

@@ -771,7 +771,7 @@ def create_app(
 def load_speaker_sets(folder: str | Path, codec: Any) -> dict[str, torch.Tensor]:
     """Every ``*.safetensors`` speaker set in ``folder`` (named by file stem) whose features
     fit ``codec``'s decoder; :class:`~focalcodec.errors.InputError` otherwise."""
-    from ..vc import SpeakerSet, _matching
+    from ..vc import SpeakerSet, matching_features
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -780,7 +780,7 @@ def load_speaker_sets(folder: str | Path, codec: Any) -> dict[str, torch.Tensor]
     for path in sorted(folder.glob("*.safetensors")):
         speaker = SpeakerSet.load(path)
         try:
-            sets[path.stem] = _matching(codec, speaker).float()
+            sets[path.stem] = matching_features(codec, speaker).float()
         except InputError as exc:
             raise InputError(f"speaker set {path}: {exc}") from None
     if not sets:

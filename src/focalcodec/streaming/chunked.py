@@ -40,7 +40,7 @@ class ChunkedStream:
     ) -> None:
         self.codec = codec
         sr = codec.sample_rate_input
-        hop = codec.encoder.downsample_factor * codec.compressor.downsample_factor
+        hop = codec.hop_length
         # Whole token hops keep every window aligned to the same frame grid.
         self.chunk = max(hop, int(round(chunk_ms * sr / 1000 / hop)) * hop)
         self.context = int(round(context_ms * sr / 1000 / hop)) * hop
@@ -108,7 +108,7 @@ class ChunkedStream:
         x, one = as_batch(sig, "audio", self.batch_size)
         if self.batch_size is None:
             self.batch_size, self._one = x.shape[0], one
-        x = x.to(self.codec.encoder.feature_proj.weight.device, torch.float32)
+        x = x.to(self.codec.device, torch.float32)
         self._history = x if self._history is None else torch.cat([self._history, x], dim=1)
         total = self._hist_start + self._history.shape[1]
         outs = [self._history.new_zeros(x.shape[0], 0)]

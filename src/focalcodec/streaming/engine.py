@@ -123,7 +123,7 @@ class Side:
         capturable = graph is not None or not inplace
         self.stages = [Stage(codec, p, capacity, precision, fast, capturable, inplace) for p in parts]
         self.side, self.quantizer = side, codec.quantizer
-        self.upsample = int(codec.decompressor.upsample_factor)
+        self.upsample = int(codec.frames_per_token)
         self.graphs = [_Graph(stage, graph) for stage in self.stages] if graph else None
 
     @property
@@ -216,10 +216,10 @@ class StreamEngine:
             raise InputError(f"max_streams must be at least 1, got {max_streams}")
         if graph not in GRAPHS:
             raise InputError(f"graph must be one of {GRAPHS}, got {graph!r}")
-        if graph == "cuda" and next(codec.parameters()).device.type != "cuda":
+        if graph == "cuda" and codec.device.type != "cuda":
             raise InputError("graph='cuda' needs the codec on a CUDA device")
         self.decoder_precision = decoder_precision or precision
-        device = next(codec.parameters()).device
+        device = codec.device
         for p in (precision, self.decoder_precision):
             if p not in PRECISIONS:
                 raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {p!r}")
@@ -230,10 +230,10 @@ class StreamEngine:
         self.chunk_samples = int(codec.chunk_size)
         self.sample_rate_in = int(codec.sample_rate_input)
         self.sample_rate_out = int(codec.sample_rate_output)
-        self.tokens_per_chunk = int(codec.encoder.chunk_frames)
+        self.tokens_per_chunk = int(codec.chunk_size // codec.hop_length)
         refiner = getattr(codec.decompressor, "refiner", None)
         self.group = int(refiner.chunk) if refiner is not None else self.tokens_per_chunk
-        self.samples_per_token = int(codec.decompressor.upsample_factor * codec.decoder.upsample_factor)
+        self.samples_per_token = int(codec.output_hop_length)
         self.samples_per_chunk_out = self.tokens_per_chunk * self.samples_per_token
         self.codebook_size = int(codec.codebook_size)
         self.latency_ms = 1000.0 * self.chunk_samples / self.sample_rate_in
@@ -275,7 +275,7 @@ class StreamEngine:
     def check_matching_set(self, feats: Tensor, topk: int) -> Tensor:
         """``feats`` as a matching set on the codec's device; InputError when it cannot be one."""
         feats = torch.as_tensor(feats)
-        width = int(self.codec.decoder.backbone.embedding.in_channels)
+        width = int(self.codec.feature_dim)
         if feats.ndim != 2 or feats.shape[1] != width or feats.shape[0] < topk or not feats.dtype.is_floating_point:
             raise InputError(
                 f"matching_set must be float (M, {width}) with M >= topk={topk}, got {feats.dtype} {tuple(feats.shape)}"

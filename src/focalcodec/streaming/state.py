@@ -51,8 +51,8 @@ def step_shape(codec: nn.Module, part: str) -> tuple[tuple[int, ...], int]:
         return (chunk, int(codec.encoder.dim)), chunk
     if part == "decompressor":
         return (group, int(codec.code_dim)), group
-    frames = group * int(codec.decompressor.upsample_factor)
-    return (frames, int(codec.decoder.backbone.embedding.in_channels)), frames
+    frames = group * int(codec.frames_per_token)
+    return (frames, int(codec.feature_dim)), frames
 
 
 class _Template(nn.Module):
@@ -69,7 +69,7 @@ def stage_template(codec: nn.Module, part: str, precision: str, fast: bool, capt
     """The streaming copy of ``codec.<part>`` (cached per codec): weights shared with ``codec``
     (except reduced-precision layers, which hold their own), the few-frame CPU kernels when
     ``fast``, streaming layers without state yet."""
-    device = next(codec.parameters()).device
+    device = codec.device
     key = (part, precision, fast, capturable, device)
     per_codec = _TEMPLATES.setdefault(codec, {})
     if key not in per_codec:
@@ -111,7 +111,7 @@ class Stage:
     ) -> None:
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        device = next(codec.parameters()).device
+        device = codec.device
         if precision != "float32" and device.type != "cpu":
             raise InputError(f"{precision} streaming runs on CPU only; use precision='float32' on {device.type}")
         template = stage_template(codec, part, precision, fast, capturable)
@@ -126,7 +126,7 @@ class Stage:
         self.names = {id(m): name for name, m in self.model.named_modules()}
         self.frames_host: list[int] = []
         self.resize(capacity)
-        dtype = next(codec.parameters()).dtype
+        dtype = codec.dtype
         with torch.no_grad():  # allocates every layer's state; a step with no valid frame changes nothing
             self.run(torch.zeros((1,) + self.input_shape, dtype=dtype, device=device), [0])
 

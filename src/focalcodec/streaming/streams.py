@@ -250,7 +250,7 @@ def run_stage(codec: nn.Module, part: str, x: Tensor, state: StageState | None) 
     any number of frames (the decompressor's refiner blocks start at the call, as the reference's)."""
     stages = _STAGES.setdefault(codec, {})
     # one stage per mode: state made in inference mode can only be changed in it
-    key = (part, next(codec.parameters()).device, torch.is_inference_mode_enabled())
+    key = (part, codec.device, torch.is_inference_mode_enabled())
     stage = stages.get(key)
     if stage is None:
         stage = stages[key] = Stage(codec, part, fast=False)

@@ -18,7 +18,6 @@ an uninterrupted one, whatever the number of loader workers.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -36,6 +35,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..audio import AUDIO_EXTENSIONS, load_audio, read_audio
 from ..errors import InputError
+from ..inputs import audio_files, manifest_base, read_rows
 from ..outputs import output_path, write_text
 
 __all__ = [
@@ -67,17 +67,12 @@ def _tsv_metadata(root: Path) -> dict[str, dict[str, str]]:
     """``manifest.tsv`` files under ``root`` (columns ``path``, optional ``speaker``, ``text``),
     keyed by resolved audio path."""
     out: dict[str, dict[str, str]] = {}
-    for tsv in root.rglob("manifest.tsv"):
-        with open(tsv, encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh, delimiter="\t"):
-                rel = row.get("path")
-                if not rel:
-                    continue
-                for base in (tsv.parent, tsv.parent.parent):
-                    p = (base / rel).resolve()
-                    if p.is_file():
-                        out[str(p)] = row
-                        break
+    for tsv in sorted(root.rglob("manifest.tsv")):
+        rows = read_rows(tsv)
+        base = manifest_base(tsv, [row.get("path", "") for row in rows])
+        for row in rows:
+            if row.get("path"):
+                out[str((base / row["path"]).resolve())] = row
     return out
 
 
@@ -122,12 +117,11 @@ def build_manifest(
     """
     if isinstance(roots, (str, Path)):
         roots = [roots]
-    exts = tuple(e.lower() for e in extensions)
     entries: list[Entry] = []
     for root in map(Path, roots):
         if not root.is_dir():
             raise InputError(f"data folder not found: {root}")
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+        files = audio_files(root, extensions)
         meta = _tsv_metadata(root)
         with ThreadPoolExecutor(max(1, num_workers)) as pool:
             probes = list(pool.map(lambda f: _probe(f, verify), files))
@@ -164,33 +158,32 @@ def write_manifest(entries: Sequence[Entry], path: str | Path, force: bool = Fal
 def read_manifest(
     path: str | Path, min_duration: float = 0.0, max_duration: float = float("inf"), limit: int | None = None
 ) -> list[Entry]:
-    """Read a JSON-lines manifest (relative paths resolved against its folder), keeping
+    """Read a manifest (JSON lines, or any :func:`focalcodec.inputs.read_rows` format with
+    ``path`` and ``duration``; relative paths as :func:`~focalcodec.inputs.manifest_base` says), keeping
     utterances within ``[min_duration, max_duration]`` seconds (and the first ``limit``)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest not found: {path} (build one with `focalcodec prepare DATA_DIR -o {path}`)")
     out: list[Entry] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                e = json.loads(line)
-                dur = float(e["duration"])
-                audio = Path(e["path"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise InputError(f"{path}:{n}: not a manifest line (needs 'path' and 'duration')") from None
-            if not math.isfinite(dur) or dur <= 0:
-                warnings.warn(
-                    f"{path}:{n}: duration {e['duration']!r} is not a positive number: line skipped", stacklevel=2
-                )
-                continue
-            if not audio.is_absolute():
-                e["path"] = str((path.parent / audio).resolve())
-            if min_duration <= dur <= max_duration:
-                out.append(e)
-            if limit is not None and len(out) >= limit:
-                break
+    rows = read_rows(path, other="jsonl", strings=False)
+    base = manifest_base(path, [str(e.get("path", "")) for e in rows])
+    for n, e in enumerate(rows, 1):
+        try:
+            dur = float(e["duration"])
+            audio = Path(e["path"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{path}, entry {n}: not a manifest entry (needs 'path' and 'duration')") from None
+        if not math.isfinite(dur) or dur <= 0:
+            warnings.warn(
+                f"{path}, entry {n}: duration {e['duration']!r} is not a positive number: skipped", stacklevel=2
+            )
+            continue
+        if not audio.is_absolute():
+            e["path"] = str((base / audio).resolve())
+        if min_duration <= dur <= max_duration:
+            out.append(e)
+        if limit is not None and len(out) >= limit:
+            break
     if not out:
         raise InputError(f"{path}: no utterance between {min_duration} and {max_duration} s")
     return out

@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..audio import mel_filter_bank
 from ..nn.layers import time_mask
 
 __all__ = [
@@ -26,7 +26,6 @@ __all__ = [
     "generator_hinge_loss",
     "layer_weighted_mse",
     "masked_mse",
-    "mel_filter_bank",
     "mel_l1",
 ]
 
@@ -60,38 +59,6 @@ def layer_weighted_mse(
     for p, t, w in zip(preds, targets, weights, strict=True):
         total = total + float(w) * masked_mse(p, t, lengths)
     return total / len(preds)
-
-
-def _hz_to_mel(f: Tensor) -> Tensor:
-    """Slaney mel scale: linear below 1 kHz, logarithmic above."""
-    lin = 3.0 * f / 200.0
-    log = 15.0 + torch.log(f.clamp(min=1e-10) / 1000.0) * (27.0 / math.log(6.4))
-    return torch.where(f >= 1000.0, log, lin)
-
-
-def _mel_to_hz(m: Tensor) -> Tensor:
-    lin = 200.0 * m / 3.0
-    log = 1000.0 * torch.exp((m - 15.0) * (math.log(6.4) / 27.0))
-    return torch.where(m >= 15.0, log, lin)
-
-
-def mel_filter_bank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> Tensor:
-    """Triangular Slaney-scale filters with Slaney (area) normalisation: ``(n_fft//2+1, n_mels)``."""
-    freqs = torch.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1, dtype=torch.float64)
-    mel_points = torch.linspace(
-        float(_hz_to_mel(torch.tensor(float(f_min), dtype=torch.float64))),
-        float(_hz_to_mel(torch.tensor(float(f_max), dtype=torch.float64))),
-        n_mels + 2,
-        dtype=torch.float64,
-    )
-    hz = _mel_to_hz(mel_points)
-    widths = hz[1:] - hz[:-1]  # (n_mels + 1,)
-    slopes = hz[None, :] - freqs[:, None]  # (F, n_mels + 2)
-    down = -slopes[:, :-2] / widths[:-1]
-    up = slopes[:, 2:] / widths[1:]
-    fb = torch.clamp(torch.minimum(down, up), min=0.0)
-    fb = fb * (2.0 / (hz[2:] - hz[:-2]))[None, :]
-    return fb.float()
 
 
 class MelSpectrogram(nn.Module):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import shutil
 import sys
@@ -35,13 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..errors import CheckpointError, ConfigError
 from ..outputs import output_path, write_text
+from ..runtime import Distributed
 from .config import load_train_config
 from .data import AudioDataset, BucketBatchSampler, FeatureCache, collate, read_manifest
 from .stages import Stage, StepContext, build_stage
@@ -150,27 +149,16 @@ class Trainer:
         self.cfg = cfg
         self.tcfg = cfg["train"]
         self.output_dir = Path(cfg["output_dir"])
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.distributed = self.world_size > 1
         if self.tcfg["num_threads"]:
             torch.set_num_threads(int(self.tcfg["num_threads"]))
         want = self.tcfg["device"]
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"
-        if want == "cuda":
-            if not torch.cuda.is_available():
-                raise ConfigError("train.device is cuda but no GPU is available")
-            torch.cuda.set_device(self.local_rank)
-            self.device = torch.device("cuda", self.local_rank)
-        else:
-            self.device = torch.device(want)
-        if self.distributed and not dist.is_initialized():
-            backend = self.tcfg["backend"]
-            if backend == "auto":
-                backend = "nccl" if self.device.type == "cuda" else "gloo"
-            dist.init_process_group(backend, init_method="env://", world_size=self.world_size, rank=self.rank)
+        if want == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("train.device is cuda but no GPU is available")
+        self.dist = Distributed(want, self.tcfg["backend"])  # torchrun: cuda is this rank's GPU
+        self.device, self.rank, self.world_size = self.dist.device, self.dist.rank, self.dist.world
+        self.local_rank, self.distributed = self.dist.local_rank, self.dist.world > 1
         precision = self.tcfg["precision"]
         if precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError("train.precision must be fp32, bf16 or fp16")
@@ -251,8 +239,7 @@ class Trainer:
         cache = FeatureCache(directory, h.hexdigest()[:16])
         todo = (train_entries + valid_entries)[self.rank :: self.world_size]
         cache.fill(encoder, todo, self.cfg["data"]["sample_rate"], str(self.device))
-        if self.distributed:
-            dist.barrier()
+        self.dist.barrier()
         return cache
 
     def _build_data(self) -> None:
@@ -316,8 +303,7 @@ class Trainer:
         if not self.distributed or not values:
             return values
         keys = sorted(values)
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
+        t = self.dist.all_reduce(torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device))
         return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist(), strict=False)}
 
     def _autocast(self):
@@ -385,9 +371,7 @@ class Trainer:
             net.train()
         if self.distributed:
             for k in sorted(sums):
-                t = sums[k].to(self.device)
-                dist.all_reduce(t)
-                sums[k] = t.cpu()
+                sums[k] = self.dist.all_reduce(sums[k].to(self.device)).cpu()
         metrics = self.stage.summarize(sums)
         self.num_validations += 1
         for sched in self.schedules.values():
@@ -425,11 +409,7 @@ class Trainer:
 
     def save_checkpoint(self, is_best: bool = False) -> Path | None:
         """Write ``checkpoints/step_XXXXXXXX`` atomically (rank 0); every rank's RNG is kept."""
-        rngs = [_rng_state()]
-        if self.distributed:
-            gathered: list[Any] = [None] * self.world_size
-            dist.all_gather_object(gathered, rngs[0])
-            rngs = gathered
+        rngs = self.dist.all_gather(_rng_state())
         final = None
         if self.rank == 0:
             state = {
@@ -459,8 +439,7 @@ class Trainer:
             if is_best:
                 write_text(self.checkpoint_dir / "best", name + "\n", force=True)
             self._prune()
-        if self.distributed:
-            dist.barrier()
+        self.dist.barrier()
         return final
 
     def _prune(self) -> None:
@@ -655,8 +634,7 @@ class Trainer:
         return self.last_logs
 
     def close(self) -> None:
-        if self.distributed and dist.is_initialized():
-            dist.destroy_process_group()
+        self.dist.close()
 
 
 def train(cfg: dict[str, Any]) -> dict[str, float]:
