@@ -93,21 +93,17 @@ def test_vc_short_sources_are_one_pass_as_before() -> None:
 def test_vc_cli_writes_window_by_window(long_wav, tmp_path, monkeypatch) -> None:
     """``focalcodec vc --window 2`` hands the writer one window of audio at a time, and writes
     what ``vc.convert`` gives with the same windows."""
-    import focalcodec.compression
+    from focalcodec.audio import AudioWriter
     from focalcodec.cli import main
 
     blocks = []
-    write = focalcodec.compression.write_audio_blocks
+    write = AudioWriter.write
 
-    def spy(path, parts, *a, **k):
-        def recorded():
-            for part in parts:
-                blocks.append(len(part))
-                yield part
+    def spy(self, x):
+        blocks.append(len(x))
+        return write(self, x)
 
-        return write(path, recorded(), *a, **k)
-
-    monkeypatch.setattr(focalcodec.compression, "write_audio_blocks", spy)
+    monkeypatch.setattr(AudioWriter, "write", spy)
     out = tmp_path / "vc.wav"
     argv = ["vc", str(long_wav), "--reference", str(CLIP), "-o", str(out), "--model", str(FIXTURES / "tiny_50hz")]
     assert main([*argv, "--window", "2"]) == 0
