@@ -557,3 +557,10 @@ def test_link_rooms_are_bounded_and_paced(server, monkeypatch) -> None:
 
     asyncio.run(takes())
     assert slept == pytest.approx([0.3, 0.1])
+
+
+def test_engine_threads_leave_a_core_to_the_event_loop() -> None:
+    from focalcodec.cli.serve import engine_threads
+
+    assert engine_threads(None, 2) == 1 and engine_threads(None, 16) == 15 and engine_threads(None, 1) == 1
+    assert engine_threads(3, 2) == 3  # --threads wins
