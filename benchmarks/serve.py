@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--precision", default="float32", choices=("float32", "float16", "int8"))
     ap.add_argument("--decoder-precision", default=None, choices=("float32", "float16", "int8"))
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None, help="server's torch threads (default: the server's, one per core less one)")
+    ap.add_argument("--threads", type=int, default=None, help="server's torch threads (default: one per core less one)")
     ap.add_argument("--rt-ms", type=float, default=200.0, help="p99 latency bound of a real-time stream")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "focalcodec-bench"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
