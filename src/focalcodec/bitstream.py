@@ -162,6 +162,39 @@ def _fingerprint_bytes(fingerprint: str | bytes) -> bytes:
     return raw[:FINGERPRINT_BYTES]
 
 
+def check_architecture(model: Any, model_name: str, fingerprint: str) -> str:
+    """The model's name; :class:`ModelMismatchError` unless ``model`` has the architecture
+    (config fingerprint, hex) a header names. Shared by ``.fc`` and streamable headers."""
+    name = getattr(model, "model_id", "?")
+    fp = _fingerprint_bytes(getattr(model, "fingerprint", "00" * FINGERPRINT_BYTES)).hex()
+    if fp != fingerprint:
+        raise ModelMismatchError(
+            f"this stream was made by model {model_name!r} (architecture {fingerprint}) but is being "
+            f"decoded with {name!r} (architecture {fp}); decode it with --model set to the {model_name!r} checkpoint"
+        )
+    return name
+
+
+def check_weights_digest(model: Any, model_name: str, weights: str) -> None:
+    """:class:`ModelMismatchError` unless ``model`` has the weights a header names: its digest
+    (``weights``, hex; version 2) or, in version 1 (``weights == ""``), its model name."""
+    name = getattr(model, "model_id", "?")
+    if weights:
+        mine = _fingerprint_bytes(model.weights_sha256).hex()
+        if mine != weights:
+            raise ModelMismatchError(
+                f"this stream was made by other weights ({model_name!r}, weights {weights}) than "
+                f"{name!r} (weights {mine}); decode it with --model set to the checkpoint that made it, or "
+                "pass --allow-other-weights (Python: check_weights=False) to decode it with these weights anyway"
+            )
+    elif name != model_name:
+        raise ModelMismatchError(
+            f"this version-1 stream names model {model_name!r} but is being decoded with {name!r}; "
+            f"decode it with --model set to the {model_name!r} checkpoint, or pass --allow-other-weights "
+            "(Python: check_weights=False) if these are the same weights"
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class CompressedAudio:
     """One compressed utterance: what a ``.fc`` file holds.
@@ -277,14 +310,7 @@ class CompressedAudio:
           token count other than the model's for the stated duration): :class:`CorruptHeaderError`.
           These bound what decoding produces: the output length follows from the tokens.
         """
-        name = getattr(model, "model_id", "?")
-        fp = _fingerprint_bytes(getattr(model, "fingerprint", "00" * FINGERPRINT_BYTES)).hex()
-        if fp != self.fingerprint:
-            raise ModelMismatchError(
-                f"this stream was made by model {self.model_name!r} (architecture {self.fingerprint}) but is being "
-                f"decoded with {name!r} (architecture {fp}); decode it with --model set to the {self.model_name!r} "
-                "checkpoint"
-            )
+        name = check_architecture(model, self.model_name, self.fingerprint)
         expected = {
             "bits per token": (self.code_dim, int(model.code_dim)),
             "input sample rate": (self.sample_rate_input, int(model.sample_rate_input)),
@@ -300,22 +326,8 @@ class CompressedAudio:
                 f"the header says {self.num_samples} samples at {self.original_rate} Hz, which take {tokens} tokens "
                 f"with model {name!r}, but the stream holds {self.num_tokens}; the file is damaged"
             )
-        if not check_weights:
-            return
-        if self.weights:
-            mine = _fingerprint_bytes(model.weights_sha256).hex()
-            if mine != self.weights:
-                raise ModelMismatchError(
-                    f"this stream was made by other weights ({self.model_name!r}, weights {self.weights}) than "
-                    f"{name!r} (weights {mine}); decode it with --model set to the checkpoint that made it, or "
-                    "pass --allow-other-weights (Python: check_weights=False) to decode it with these weights anyway"
-                )
-        elif name != self.model_name:
-            raise ModelMismatchError(
-                f"this version-1 stream names model {self.model_name!r} but is being decoded with {name!r}; "
-                f"decode it with --model set to the {self.model_name!r} checkpoint, or pass --allow-other-weights "
-                "(Python: check_weights=False) if these are the same weights"
-            )
+        if check_weights:
+            check_weights_digest(model, self.model_name, self.weights)
 
     def info(self) -> dict:
         """Header fields and derived facts, for ``focalcodec info``."""

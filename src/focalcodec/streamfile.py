@@ -46,10 +46,11 @@ from .bitstream import (
     CorruptFileError,
     CorruptHeaderError,
     ForeignFileError,
-    ModelMismatchError,
     TruncatedFileError,
     UnsupportedVersionError,
     _fingerprint_bytes,
+    check_architecture,
+    check_weights_digest,
     pack_tokens,
     unpack_tokens,
 )
@@ -196,30 +197,9 @@ class StreamHeader:
         same architecture (config fingerprint) and, unless ``check_weights=False`` (CLI
         ``--allow-other-weights``), the same weights (version 2: the weights digest; version 1:
         the model name), as :meth:`focalcodec.bitstream.CompressedAudio.check_model`."""
-        name = getattr(model, "model_id", "?")
-        fp = _fingerprint_bytes(getattr(model, "fingerprint", "00" * FINGERPRINT_BYTES)).hex()
-        if fp != self.fingerprint:
-            raise ModelMismatchError(
-                f"this stream was made by model {self.model_name!r} (architecture {self.fingerprint}) but is being "
-                f"decoded with {name!r} (architecture {fp}); decode it with --model set to the {self.model_name!r} "
-                "checkpoint"
-            )
-        if not check_weights:
-            return
-        if self.weights:
-            mine = _fingerprint_bytes(model.weights_sha256).hex()
-            if mine != self.weights:
-                raise ModelMismatchError(
-                    f"this stream was made by other weights ({self.model_name!r}, weights {self.weights}) than "
-                    f"{name!r} (weights {mine}); decode it with --model set to the checkpoint that made it, or "
-                    "pass --allow-other-weights (Python: check_weights=False) to decode it with these weights anyway"
-                )
-        elif name != self.model_name:
-            raise ModelMismatchError(
-                f"this version-1 stream names model {self.model_name!r} but is being decoded with {name!r}; "
-                f"decode it with --model set to the {self.model_name!r} checkpoint, or pass --allow-other-weights "
-                "(Python: check_weights=False) if these are the same weights"
-            )
+        check_architecture(model, self.model_name, self.fingerprint)
+        if check_weights:
+            check_weights_digest(model, self.model_name, self.weights)
 
     def info(self) -> dict:
         return {
