@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, SPEECH
+from conftest import BROWSER_ARGS, CHROMIUM, ROOT, SPEECH
 
 from focalcodec.audio import load_audio
 from focalcodec.cli import main
@@ -36,16 +36,6 @@ from focalcodec.eval.listening import (
 )
 
 CODECS = ("codec2-1200", "opus-6")
-CHROMIUM = "/usr/bin/chromium"
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 
 @pytest.fixture(scope="module")

@@ -7,30 +7,22 @@ hear each other through tokens alone."""
 from __future__ import annotations
 
 import base64
-import shutil
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import speech_files
+from conftest import BROWSER_ARGS, CHROMIUM, speech_files
 
 from focalcodec.audio import load_audio
 from focalcodec.serve.client import health, stream
 from focalcodec.serve.server import BackgroundServer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WAIT_MS = 120_000  # generous: the machine may be shared; every wait is for an event
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
+FAKE_MIC_ARGS = [
+    *BROWSER_ARGS,
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
 ]
 
 
@@ -49,7 +41,7 @@ def browser(speech, tmp_path_factory):
     sf.write(str(wav), load_audio(speech[0], 48000).numpy(), 48000, subtype="PCM_16")
     with sync_playwright() as p:
         b = p.chromium.launch(
-            executable_path=CHROMIUM, args=[*BROWSER_ARGS, f"--use-file-for-fake-audio-capture={wav}"]
+            executable_path=CHROMIUM, args=[*FAKE_MIC_ARGS, f"--use-file-for-fake-audio-capture={wav}"]
         )
         yield b
         b.close()
