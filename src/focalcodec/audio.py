@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .errors import InputError
-from .limits import AUDIO_EXTENSIONS, SAMPLE_RATE_RANGE, check_sample_rate
+from .limits import AUDIO_EXTENSIONS, SAMPLE_RATE_RANGE, check_input_file, check_sample_rate
 from .outputs import output_path
 
 __all__ = [
@@ -297,8 +297,7 @@ class AudioFileSamples:
 
 def _check_file(path: Path) -> None:
     """:class:`AudioError` for a missing or empty file (before libsndfile sees it)."""
-    if not path.is_file():
-        raise AudioError(f"audio file not found: {path}")
+    check_input_file(path, "audio file", AudioError)
     if path.stat().st_size == 0:
         raise AudioError(f"audio file is empty (0 bytes): {path}")
 

@@ -486,9 +486,9 @@ class CompressedAudio:
     @classmethod
     def load(cls, path: str | Path) -> CompressedAudio:
         """Read and validate a ``.fc`` file."""
-        path = Path(path)
-        if not path.is_file():
-            raise BitstreamError(f"bitstream file not found: {path}")
+        from .limits import check_input_file
+
+        path = check_input_file(path, "bitstream file", BitstreamError)
         return cls.from_bytes(path.read_bytes(), source=str(path))
 
     @classmethod

@@ -44,6 +44,17 @@ def check_seconds(value: object, what: str, minimum: float = 0.0, strict: bool =
     return x
 
 
+def check_input_file(path: str | Path, what: str = "file", error: type[Exception] = InputError) -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it is an existing file; else ``error`` saying
+    that it is missing or that it is a folder (where one file is expected)."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path} is a folder, not a {what}; give a {what}")
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    return path
+
+
 def read_text_input(path: str | Path, what: str = "file") -> str:
     """The UTF-8 text of an input file (a manifest, a list of ids), else :class:`InputError`
     naming the file and, for other encodings, where the first bad byte is."""

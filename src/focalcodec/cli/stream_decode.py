@@ -17,6 +17,7 @@ import contextlib
 import sys
 import warnings
 
+from ..limits import check_input_file
 from ..outputs import STDOUT
 from .common import add_command, add_model_options, add_output_option, check_device, output_rate
 from .pipes import add_pipe_options, broken_pipe
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         if stdin:
             reader = FrameReader(sys.stdin.buffer, "standard input")
         else:
-            reader = FrameReader(stack.enter_context(open(args.input, "rb")), args.input)
+            path = check_input_file(args.input, "stream file")
+            reader = FrameReader(stack.enter_context(open(path, "rb")), args.input)
         header = reader.header
         codec = resolve_model(args.model, header).to(device)
         header.check_model(codec, check_weights=not args.allow_other_weights)
