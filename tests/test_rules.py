@@ -236,6 +236,17 @@ def test_cuda_without_cuda_is_one_line(argv, short_wav, tmp_path, capsys) -> Non
     assert "CUDA" in one_error_line(capsys, [*argv, "--device", "cuda"])
 
 
+@pytest.mark.parametrize("device", ["meta", "xla", "hpu", "tpu"])
+def test_devices_that_cannot_run_the_model_are_one_line(device, short_wav, tmp_path, capsys) -> None:
+    """torch knows "meta" (no data) and "xla" (needs torch_xla) as device names, but neither runs
+    the codec here: refused by the --device check, before any work, like an unknown name."""
+    line = one_error_line(
+        capsys, ["encode", str(short_wav), "-o", str(tmp_path / "x.fc"), "--model", TINY, "--device", device]
+    )
+    assert line.startswith(f"error: --device {device}") or line.startswith(f"error: --device {device!r}"), line
+    assert "internal error" not in line and list(tmp_path.iterdir()) == []
+
+
 def test_missing_optional_packages_are_named_before_work(monkeypatch, tmp_path, capsys) -> None:
     import importlib.util
 
