@@ -398,7 +398,10 @@ class AudioReader:
         else:
             if not isinstance(source, (str, Path)):
                 raise InputError("audio from standard input must be raw PCM (--raw)")
-            self.rate = int(audio_info(source).samplerate)
+            meta = audio_info(source)
+            self.rate = int(meta.samplerate)
+            if meta.channels > 1:
+                warnings.warn(f"{source}: {meta.channels} channels mixed down to mono", stacklevel=2)
         self.samples_read = 0  # at the input's own rate
 
     def _pieces(self) -> Iterator[np.ndarray]:

@@ -9,7 +9,14 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["AUDIO_EXTENSIONS", "SAMPLE_RATE_RANGE", "check_sample_rate", "check_seconds", "read_text_input"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "SAMPLE_RATE_RANGE",
+    "check_input_file",
+    "check_sample_rate",
+    "check_seconds",
+    "read_text_input",
+]
 
 # Suffixes of the audio files that folders are searched for.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf")
