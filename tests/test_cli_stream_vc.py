@@ -94,3 +94,24 @@ def test_vc_errors(short_files, tmp_path, capsys) -> None:
         )
         == 1
     )
+
+
+def test_vc_saved_voice_uses_model_as_when_converting(short_files, tmp_path) -> None:
+    """Without SOURCE, --model still makes the features (a non-causal model is its own features
+    model), so saving a voice alone gives the set a conversion with --reference builds."""
+    src, ref = short_files
+    alone, with_source = tmp_path / "alone.safetensors", tmp_path / "with.safetensors"
+    assert main(["vc", "--reference", str(ref), "--save-speaker-set", str(alone), "--model", OFFLINE, "-q"]) == 0
+    argv = [
+        "vc",
+        str(src),
+        "--reference",
+        str(ref),
+        "--save-speaker-set",
+        str(with_source),
+        "-o",
+        str(tmp_path / "x.wav"),
+    ]
+    assert main([*argv, "--model", OFFLINE, "-q"]) == 0
+    a, b = SpeakerSet.load(alone), SpeakerSet.load(with_source)
+    assert a.model_weights == b.model_weights and (a.feats == b.feats).all()
