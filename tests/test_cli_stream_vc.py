@@ -115,3 +115,12 @@ def test_vc_saved_voice_uses_model_as_when_converting(short_files, tmp_path) -> 
     assert main([*argv, "--model", OFFLINE, "-q"]) == 0
     a, b = SpeakerSet.load(alone), SpeakerSet.load(with_source)
     assert a.model_weights == b.model_weights and (a.feats == b.feats).all()
+
+
+def test_vc_topk_above_the_voice_is_one_actionable_line(short_files, tmp_path, capsys) -> None:
+    src, ref = short_files
+    argv = ["vc", str(src), "--reference", str(ref), "-o", str(tmp_path / "x.wav"), "--model", OFFLINE]
+    assert main([*argv, "--topk", "100000", "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fewer than topk=100000" in err[0] and "--topk" in err[0], err
+    assert list(tmp_path.iterdir()) == []
