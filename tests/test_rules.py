@@ -61,6 +61,10 @@ def test_same_flag_for_the_same_idea() -> None:
             rate = options["--output-rate"].type
             with pytest.raises(argparse.ArgumentTypeError):
                 rate("0")
+            assert options["--output-rate"].metavar in ("HZ", "HZ|input"), name  # cli.common's option
+        for action in p._actions:  # every option says what it is for in --help
+            if action.option_strings and action.help != argparse.SUPPRESS:
+                assert action.help, f"{name} {action.option_strings[-1]} has no help text"
     assert "--force" in {s for a in subcommands()["train"]._actions for s in a.option_strings}
 
 

@@ -30,7 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_model_options(p)
     add_output_option(p, "output folder")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument(
+        "--format",
+        choices=("onnx", "torchscript"),
+        default="onnx",
+        help="ONNX (GRAPH.onnx, for onnxruntime) or TorchScript (GRAPH.pt, for torch.jit.load)",
+    )
     p.add_argument(
         "--graphs",
         "--graph",
