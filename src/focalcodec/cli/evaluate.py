@@ -42,8 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         nargs="+",
         default=["focalcodec"],
         metavar="NAME",
-        help="codecs: focalcodec (uses --model), focalcodec:MODEL, codec2-700c/1200/1300/1400/1600/2400/3200, opus-6, opus-8, "
-        "opus-KBPS, identity, reference:CONFIG, package.module:factory (default: focalcodec)",
+        help="codecs: focalcodec (uses --model), focalcodec:MODEL, codec2-700c/1200/1300/1400/1600/2400/3200, "
+        "opus-6, opus-8, opus-KBPS, identity, reference:CONFIG, package.module:factory (default: focalcodec)",
     )
     add_model_options(p)
     p.add_argument(
