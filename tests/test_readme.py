@@ -147,6 +147,32 @@ def test_the_command_line_check_catches_a_wrong_option() -> None:
 
 
 # -- README ---------------------------------------------------------------------------------------
+def _commands(text: str) -> list[str]:
+    """Shell commands of ``text`` split at ``&&`` and lines, without ``python -m``, quiet flags
+    and output redirections (what CI adds to the README's command)."""
+    out = []
+    for line in text.splitlines():
+        for cmd in line.split(" && "):
+            words = [w for w in shlex.split(cmd) if w not in ("-q", "-qq", ">/dev/null")]
+            if words[:2] == ["python", "-m"] and words[2:3] == ["pip"]:
+                words = words[2:]
+            out.append(" ".join(words))
+    return out
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    """The README's install-and-test line and .ci/run are the same commands in the same order."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)[0].splitlines()
+    line = block[block.index(next(b for b in block if b.startswith("# Install and run the tests"))) + 1]
+    ci = [x for x in (ROOT / ".ci" / "run").read_text().splitlines() if x and not x.startswith(("#", "set ", "cd "))]
+    assert _commands(line) == _commands("\n".join(ci))
+    assert _commands("python -m pip install -q torch && ruff check . >/dev/null") == [
+        "pip install torch",
+        "ruff check .",
+    ]
+
+
 def test_quick_start_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     scope = run_snippet("README.md", "codec.decode(tokens, n_tokens)", files={"examples/speech.flac": EXAMPLE})
