@@ -147,6 +147,32 @@ def test_the_command_line_check_catches_a_wrong_option() -> None:
 
 
 # -- README ---------------------------------------------------------------------------------------
+def test_every_documented_dotted_name_exists() -> None:
+    """``focalcodec.x.y`` names in README.md and docs/*.md import (modules, classes, functions)."""
+    import importlib
+
+    def resolve(name: str) -> None:
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+            return
+
+    problems, seen = [], 0
+    for doc in DOCS:
+        for name in set(re.findall(r"`[^`\n]*?\b(focalcodec(?:\.\w+)+)", (ROOT / doc).read_text())):
+            seen += 1
+            try:
+                resolve(name)
+            except AttributeError as exc:
+                problems.append(f"{doc}: {name}: {exc}")
+    assert seen > 20 and not problems, "\n".join(problems)
+
+
 def _commands(text: str) -> list[str]:
     """Shell commands of ``text`` split at ``&&`` and lines, without ``python -m``, quiet flags
     and output redirections (what CI adds to the README's command)."""
