@@ -123,7 +123,10 @@ def test_stoi_of_too_little_speech_is_nan_with_a_reason(name, clean):
 
 def test_si_sdr_of_silence_is_nan_with_a_reason(clean):
     m = build_metric("si_sdr")
-    for ref, hyp, reason in ((np.zeros_like(clean), clean, "silent reference"), (clean, 0 * clean, "silent")):
+    for ref, hyp, reason in (
+        (np.zeros_like(clean), clean, "silent (or constant) reference"),
+        (clean, 0 * clean, "reconstruction"),
+    ):
         out = m(ref, hyp, 16000)
         assert np.isnan(out["si_sdr"]) and reason in out["skip"], out
 

@@ -410,7 +410,8 @@ class SISDRMetric(Metric):
         assert ref is not None
         value = si_sdr(ref, hyp)
         if math.isnan(value):
-            what = "silent reference" if not np.any(ref - ref.mean()) else "silent reconstruction"
+            what = "reference" if not np.any(ref - ref.mean()) else "reconstruction"
+            what = f"silent (or constant) {what}"
             return {"si_sdr": value, "skip": f"{what}: SI-SDR undefined"}
         return {"si_sdr": value}
 
