@@ -159,3 +159,11 @@ class _Cut(Codec):
 
     def roundtrip(self, audio: np.ndarray) -> Reconstruction:
         return Reconstruction(np.asarray(audio, np.float32)[: self.n], 16000, num_bits=1)
+
+
+def test_an_empty_output_fails_its_item_not_the_run():
+    utts = [Utterance("a", CLIP), Utterance("b", CLIP)]
+    result = evaluate_resynthesis([_Cut(0)], utts, {"mel_distance": build_metric("mel_distance")}, n_boot=0)
+    rows = result.codecs["cut"]["utterances"]
+    assert [r["error"] for r in rows] == ["codec produced no samples"] * 2
+    assert result.codecs["cut"]["summary"]["failed"] == 2

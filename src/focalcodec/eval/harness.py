@@ -96,6 +96,8 @@ def _audio_path(root: Path, codec: Codec, name: str) -> Path:
 
 def _to_16k(rec: Reconstruction) -> np.ndarray:
     y = np.ascontiguousarray(rec.audio, dtype=np.float32).reshape(-1)
+    if y.size == 0:
+        raise FocalCodecError("codec produced no samples")
     if not np.isfinite(y).all():
         raise FocalCodecError("codec produced NaN or infinite samples")
     return resample(y, rec.sample_rate, SAMPLE_RATE)
