@@ -16,7 +16,7 @@ import torch
 from conftest import FIXTURES, SPEECH
 
 from focalcodec.cli import main
-from focalcodec.errors import ConfigError, HubError
+from focalcodec.errors import ConfigError, HubError, OutputError
 from focalcodec.train.config import load_train_config
 from focalcodec.train.data import read_manifest, write_manifest
 from focalcodec.train.stages import build_stage, run_checkpoint
@@ -283,3 +283,34 @@ def test_run_checkpoint_choice_follows_the_recipes(tmp_path):
     assert run_checkpoint(quantizer, "latest").name == "step_00000002"
     with pytest.raises(ConfigError, match="auto, best or latest"):
         run_checkpoint(decoder, "newest")
+
+
+# -- the run folder ---------------------------------------------------------------------------------
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_folder_is_never_written_into_silently(tmp_path, capsys):
+    manifest = write_manifest([{"path": str(p), "duration": 2.0} for p in _speech(2)], tmp_path / "m.jsonl")
+    run = tmp_path / "run"
+    Trainer(load_train_config(STAGE_Q, _overrides(manifest, run, "train.max_steps=2"))).fit()
+    before = _snapshot(run)
+    # starting over in it, or training another stage in it (e.g. two recipes left at one output_dir)
+    with pytest.raises(OutputError, match=r"already holds a training run .*train.resume=none.*--force"):
+        Trainer(load_train_config(STAGE_Q, _overrides(manifest, run, "train.max_steps=1", "train.resume=none")))
+    decoder = {**STAGE_Q, "stage": "decoder"}
+    with pytest.raises(ConfigError, match=r"holds a run of the quantizer stage, not decoder"):
+        Trainer(load_train_config(decoder, _overrides(manifest, run, "data.crop_frames=8")))
+    assert _snapshot(run) == before  # config.yaml still says quantizer: --export picks its best checkpoint
+    # a file where the run folder should be: one line, before any work
+    recipe = tmp_path / "q.yaml"
+    recipe.write_text(json.dumps(STAGE_Q))
+    assert main(["train", "--config", str(recipe), *_overrides(manifest, manifest, "train.max_steps=1")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: output_dir: {manifest} is a file; give a folder"], err
+    # --force replaces the earlier run: nothing of it is left
+    args = ["train", "--config", str(recipe), *_overrides(manifest, run, "train.max_steps=1", "train.resume=none")]
+    assert main(args) == 1 and "--force" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 0
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_00000001"]
