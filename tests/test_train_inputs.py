@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -314,3 +315,28 @@ def test_a_run_folder_is_never_written_into_silently(tmp_path, capsys):
     assert main([*args, "--force"]) == 0
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_00000001"]
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    """A run killed between checkpoints has logged steps that its resume runs again: the log
+    is cut back to the checkpoint, so metrics.jsonl (and TensorBoard) read as one run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    manifest = write_manifest([{"path": str(p), "duration": 2.0} for p in _speech(4)], tmp_path / "m.jsonl")
+    extra = ("train.max_steps=4", "train.ckpt_every=2", "train.tensorboard=true")
+    full, run = tmp_path / "full", tmp_path / "run"
+    Trainer(load_train_config(STAGE_Q, _overrides(manifest, full, *extra))).fit()
+    Trainer(load_train_config(STAGE_Q, _overrides(manifest, run, *extra))).fit()
+    # as if killed after logging step 4, before its checkpoint
+    shutil.rmtree(run / "checkpoints" / "step_00000004")
+    (run / "checkpoints" / "latest").write_text("step_00000002\n")
+    Trainer(load_train_config(STAGE_Q, _overrides(manifest, run, *extra))).fit()
+
+    def rows(folder: Path) -> list[tuple]:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["loss"]) for r in map(json.loads, lines)]
+
+    assert rows(run) == rows(full) and [s for s, _ in rows(run)] == [1, 2, 3, 4]
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]

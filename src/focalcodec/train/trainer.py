@@ -5,7 +5,8 @@ exact resume.
 Run layout (``output_dir``)::
 
     config.yaml               the resolved configuration
-    metrics.jsonl             one JSON object per logged step / validation
+    metrics.jsonl             one JSON object per logged step / validation (a resumed run
+                              first cuts it back to its checkpoint, so no step appears twice)
     tb/                       TensorBoard events (losses, LR, gradient norms, audio, mels)
     checkpoints/step_XXXXXXXX/state.pt   model, optimisers, schedulers, scalers, step,
                                           data position, RNG of every rank
@@ -182,6 +183,7 @@ class Trainer:
         self._pending_n = 0
         self._pending_resumed = 0
         self._skipped_seen: set[str] = set()
+        self._resumed_metrics_bytes: int | None = None
 
         seed = int(cfg["seed"])
         torch.manual_seed(seed)  # identical initial weights on every rank
@@ -426,6 +428,7 @@ class Trainer:
                 "best": self.best,
                 "num_validations": self.num_validations,
                 "pending_logs": {"values": dict(self._pending), "count": self._pending_n},
+                "metrics_bytes": self._metrics_bytes(),
                 "stage": self.stage.name,
                 "nets": {n: m.state_dict() for n, m in self.stage.nets.items()},
                 "optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
@@ -555,16 +558,28 @@ class Trainer:
         self._pending_n = self._pending_resumed = int(state["pending_logs"]["count"])
         rngs = state["rng"]
         _set_rng_state(rngs[self.rank % len(rngs)])
+        self._resumed_metrics_bytes = state.get("metrics_bytes")
+
+    def _metrics_bytes(self) -> int:
+        path = self.output_dir / "metrics.jsonl"
+        return path.stat().st_size if path.is_file() else 0
 
     # -- main loop ---------------------------------------------------------------------------
     def _setup_output(self) -> None:
-        """Rank 0: replace an earlier run (``force``), write config.yaml, open TensorBoard."""
+        """Rank 0: replace an earlier run (``force``), or cut the log of the run being resumed
+        back to its checkpoint (the steps after it are logged again, so none appears twice),
+        then write config.yaml and open TensorBoard."""
         if self.rank != 0:
             return
         for name in self._replace:
             path = self.output_dir / name
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        metrics = self.output_dir / "metrics.jsonl"
+        keep = self._resumed_metrics_bytes
+        if keep is not None and metrics.is_file() and metrics.stat().st_size > keep:
+            with open(metrics, "r+b") as fh:
+                fh.truncate(keep)
         import yaml
 
         write_text(self.output_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False), force=True)
@@ -577,7 +592,9 @@ class Trainer:
                     stacklevel=2,
                 )
             else:
-                self.writer = SummaryWriter(str(self.output_dir / "tb"))
+                # a resumed run drops the events logged after its checkpoint
+                purge = self.step + 1 if self.resume_from is not None else None
+                self.writer = SummaryWriter(str(self.output_dir / "tb"), purge_step=purge)
 
     def _batches(self) -> Iterator[dict[str, Tensor]]:
         for batch in self._train_loader():
