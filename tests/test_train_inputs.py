@@ -236,6 +236,19 @@ def test_prepare_leaves_unusable_files_out(tmp_path, capsys):
     assert names == ["good.wav", "inf.wav"]  # headers only: bad samples are not seen
 
 
+def test_prepare_to_stdout_writes_only_the_manifest_there(tmp_path, capsys):
+    """``-o -`` pipes the manifest (``prepare DIR -o - > m.jsonl``): the summary goes to stderr."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for p in _speech(2):
+        shutil.copy(p, data / p.name)
+    assert main(["prepare", str(data), "-o", "-"]) == 0
+    captured = capsys.readouterr()
+    (tmp_path / "m.jsonl").write_text(captured.out)
+    assert len(read_manifest(tmp_path / "m.jsonl")) == 2
+    assert "2 utterances" in captured.err
+
+
 # -- checkpoints ----------------------------------------------------------------------------------
 def test_truncated_state_gives_one_clear_error(tmp_path, capsys):
     manifest = write_manifest([{"path": str(p), "duration": 2.0} for p in _speech(2)], tmp_path / "m.jsonl")
