@@ -613,6 +613,15 @@ class Trainer:
             tqdm.write(f"warning: skipped a training utterance: {msg}", file=sys.stderr)
             self._log({"skipped": msg})
 
+    def planned_steps(self) -> int:
+        """The steps the run will end at: ``train.max_steps``, or fewer when ``train.max_epochs``
+        epochs end first (the recipes bound stage Q by epochs; exact for fixed-size batches, an
+        estimate with ``data.max_batch_seconds``). The progress bar's total."""
+        accum = max(1, int(self.tcfg["grad_accum"]))
+        batches = len(self.train_sampler._batches())  # this rank's batches of one epoch
+        per_epoch = max(1, math.ceil(batches / accum))
+        return min(int(self.tcfg["max_steps"]), int(self.tcfg["max_epochs"]) * per_epoch)
+
     def fit(self) -> dict[str, float]:
         # the checkpoint is read before anything is written: a run that cannot resume leaves
         # the folder as it was
@@ -630,7 +639,7 @@ class Trainer:
         if self.rank == 0 and self.tcfg["progress"]:
             from tqdm import tqdm
 
-            pbar = tqdm(total=max_steps, initial=self.step, desc=f"{self.stage.name}", dynamic_ncols=True)
+            pbar = tqdm(total=self.planned_steps(), initial=self.step, desc=f"{self.stage.name}", dynamic_ncols=True)
         if self.tcfg["validate_first"] and self.step == 0:
             self.validate()
         t0 = time.perf_counter()
