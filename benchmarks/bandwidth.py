@@ -125,8 +125,8 @@ def variant_bytes(codec: FocalCodec, variant: str) -> dict[str, int]:
     enc, _, dec = variant.partition("+")
     totals = {"float32": 0, "float16": 0, "int8": 0}
     for precision, side in ((enc, "encode"), (dec or enc, "decode")):
-        for stage in Side(codec, side, precision=precision).stages:
-            for kind, n in weight_bytes(stage.model).items():
+        for part in Side(codec, side, precision=precision).parts:
+            for kind, n in weight_bytes(part.model).items():
                 totals[kind] += n
     return totals
 
