@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BROWSER_ARGS, CHROMIUM, ROOT, SPEECH
+from browser import BROWSER_ARGS, CHROMIUM
+from conftest import ROOT, SPEECH
 
 from focalcodec.audio import load_audio
 from focalcodec.cli import main

@@ -43,7 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="CPU only: engine weights in float16 or int8",
     )
     p.add_argument(
-        "--decode-precision", choices=PRECISIONS, default=None, help="decode side: decompressor + decoder (default: --precision)"
+        "--decode-precision",
+        choices=PRECISIONS,
+        default=None,
+        help="decode side: decompressor + decoder (default: --precision)",
     )
     p.add_argument(
         "--speaker-sets",
