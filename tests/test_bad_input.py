@@ -140,7 +140,7 @@ def test_stereo_and_six_channels(channels: int, tmp_path) -> None:
 @pytest.mark.parametrize("minutes", [pytest.param(60, marks=pytest.mark.slow), 10])
 def test_one_hour_file(minutes: int, tmp_path) -> None:
     """A real 1-hour (and, in the fast suite, 10-minute) WAV through the whole file path, with
-    the model's stages replaced by cheap stand-ins that record how much they are given at
+    the model's parts replaced by cheap stand-ins that record how much they are given at
     once: windows stay bounded."""
     codec = FocalCodec.from_pretrained(FIXTURES / "tiny_50hz")
     seen = {"encode": 0, "decode": 0}

@@ -43,17 +43,17 @@ def test_stream_non_causal_and_int8(short_files, tmp_path, capsys) -> None:
     assert sf.info(str(tmp_path / "a.wav")).frames == sf.info(str(src)).frames
     assert main(["stream", str(src), "--model", CAUSAL, "--precision", "int8"]) == 0
     assert "int8" in capsys.readouterr().out
-    args = ["stream", str(src), "--model", CAUSAL, "--precision", "float16", "--decoder-precision", "int8", "--json"]
+    args = ["stream", str(src), "--model", CAUSAL, "--precision", "float16", "--decode-precision", "int8", "--json"]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["precision"] == "float16" and report["decoder_precision"] == "int8"
+    assert report["precision"] == "float16" and report["decode_precision"] == "int8"
 
 
 def test_stream_errors(short_files, capsys) -> None:
     assert main(["stream", "--model", CAUSAL]) == 1
     assert "--mic" in capsys.readouterr().err
     assert main(["stream", str(short_files[0]), "--model", OFFLINE, "--precision", "int8"]) == 1
-    assert main(["stream", str(short_files[0]), "--model", OFFLINE, "--decoder-precision", "int8"]) == 1
+    assert main(["stream", str(short_files[0]), "--model", OFFLINE, "--decode-precision", "int8"]) == 1
 
 
 def test_vc_reference_save_and_reload(short_files, tmp_path) -> None:

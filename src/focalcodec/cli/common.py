@@ -52,8 +52,8 @@ def add_force_option(parser: argparse.ArgumentParser, what: str = "existing outp
     parser.add_argument("-f", "--force", action="store_true", help=f"replace {what} (inputs are never replaced)")
 
 
-def add_quiet_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-file lines")
+def add_quiet_option(parser: argparse.ArgumentParser, help: str = "no progress bar and no per-file lines") -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help=help)
     parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)  # old name
 
 
