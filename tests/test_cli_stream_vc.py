@@ -124,3 +124,34 @@ def test_vc_topk_above_the_voice_is_one_actionable_line(short_files, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fewer than topk=100000" in err[0] and "--topk" in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_vc_speaker_set_from_another_features_model_is_refused(short_files, tmp_path, capsys) -> None:
+    """--speaker-set is checked against the features model (--features-model, or --model): before,
+    a set built by another model converted silently into garbage."""
+    import torch
+
+    from focalcodec import FocalCodec
+
+    src, ref = short_files
+    spk = tmp_path / "voice.safetensors"
+    assert main(["vc", "--reference", str(ref), "--save-speaker-set", str(spk), "--model", OFFLINE, "-q"]) == 0
+    capsys.readouterr()
+    argv = ["vc", str(src), "--speaker-set", str(spk), "-o", str(tmp_path / "x.wav"), "--model", CAUSAL, "-q"]
+    # The causal model's features differ from the 50 Hz model that built the set.
+    assert main([*argv, "--features-model", CAUSAL]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: speaker set") and "architecture" in err[0], err
+    assert "tiny_causal_4k" in err[0] and "tiny_50hz" in err[0] and "--save-speaker-set" in err[0]
+    # Same architecture, other weights: refused unless --allow-other-weights.
+    model = FocalCodec.from_pretrained(OFFLINE)
+    with torch.no_grad():
+        model.decoder.backbone.embedding.weight.mul_(1.5)
+    other = tmp_path / "other" / "tiny_50hz"
+    model.save_pretrained(other)
+    assert main([*argv, "--features-model", str(other)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other weights" in err[0] and "--allow-other-weights" in err[0], err
+    assert not (tmp_path / "x.wav").exists()
+    assert main([*argv, "--features-model", str(other), "--allow-other-weights"]) == 0
+    assert (tmp_path / "x.wav").is_file()

@@ -84,7 +84,7 @@ def test_speaker_set_roundtrip(tmp_path) -> None:
     g = torch.Generator().manual_seed(3)
     speaker = build_speaker_set(model, [0.1 * torch.randn(9000, generator=g), 0.1 * torch.randn(4000, generator=g)])
     path = speaker.save(tmp_path / "voice.safetensors")
-    again = SpeakerSet.load(path, expect_fingerprint=model.fingerprint)
+    again = SpeakerSet.load(path, model=model)
     assert torch.equal(again.feats, speaker.feats)
     assert (again.model_id, again.model_fingerprint, again.sources, again.frames) == (
         speaker.model_id,
@@ -94,8 +94,43 @@ def test_speaker_set_roundtrip(tmp_path) -> None:
     )
     src = fixture_io("tiny_50hz")["sig"]
     assert torch.equal(convert(model, src, again), convert(model, src, speaker))
-    with pytest.raises(InputError, match="expected"):
-        SpeakerSet.load(path, expect_fingerprint="0" * 64)
+
+
+def test_speaker_set_is_checked_against_its_feature_model(tmp_path) -> None:
+    """A set is used only with the feature model that built it (architecture and weights), as a
+    .fc file only with its decoder; older sets without that identity load with one warning."""
+    import copy
+    import warnings
+
+    from safetensors.torch import save_file
+
+    model = fixture_model("tiny_50hz")
+    speaker = build_speaker_set(model, [0.1 * torch.randn(9000, generator=torch.Generator().manual_seed(3))])
+    path = speaker.save(tmp_path / "voice.safetensors")
+    with pytest.raises(InputError, match="architecture") as exc:
+        SpeakerSet.load(path, model=fixture_model("tiny_25hz"))
+    assert "tiny_50hz" in str(exc.value) and "tiny_25hz" in str(exc.value) and "--save-speaker-set" in str(exc.value)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.decoder.backbone.embedding.weight.mul_(1.5)
+    with pytest.raises(InputError, match="other weights") as exc:
+        SpeakerSet.load(path, model=other)
+    assert "--allow-other-weights" in str(exc.value) and "--features-model" in str(exc.value)
+    assert torch.equal(SpeakerSet.load(path, model=other, check_weights=False).feats, speaker.feats)
+    # An older set: no weights digest (or no identity at all) -> one warning, then it loads.
+    for dropped in (("model_weights_sha256",), ("model_fingerprint", "model_weights_sha256")):
+        meta = {"format": "focalcodec-speaker-set", "model_id": "tiny_50hz", "model_fingerprint": model.fingerprint}
+        for key in dropped:
+            meta.pop(key, None)
+        old = tmp_path / f"old{len(dropped)}.safetensors"
+        save_file({"feats": speaker.feats}, str(old), metadata=meta)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert torch.equal(SpeakerSet.load(old, model=model).feats, speaker.feats)
+        assert len(caught) == 1 and "older speaker set" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SpeakerSet.load(path, model=model)  # a set with its identity: no warning
 
 
 def test_errors(tmp_path) -> None:

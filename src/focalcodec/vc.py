@@ -11,19 +11,21 @@
    :class:`~focalcodec.streaming.StreamCodec` with ``matching_set=speaker.feats``).
 
 A :class:`SpeakerSet` is saved as safetensors (tensor ``feats``) with metadata naming the
-feature model (``model_id`` and ``model_fingerprint``) and the source files, so a voice is
-computed once::
+feature model (``model_id``, its architecture ``model_fingerprint`` and its weights
+``model_weights_sha256``) and the source files, so a voice is computed once; loading it with the
+feature model checks that this model built it (as ``.fc`` files are checked)::
 
     feat_model = FocalCodec.from_pretrained("lucadellalib/focalcodec_50hz")
     speaker = build_speaker_set(feat_model, ["ref1.wav", "ref2.wav"])
     speaker.save("alice.safetensors")
-    out = convert(codec, source_wav, SpeakerSet.load("alice.safetensors"))
+    out = convert(codec, source_wav, SpeakerSet.load("alice.safetensors", model=feat_model))
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,10 +114,47 @@ class SpeakerSet:
             save_file({"feats": self.feats.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=meta)
         return path
 
+    def check_model(self, model: nn.Module, check_weights: bool = True, name: str = "the speaker set") -> None:
+        """Check, before any conversion, that ``model`` (a FocalCodec) is the feature model
+        that built this set, as ``.fc`` files are checked against their decoder
+        (:func:`focalcodec.bitstream.check_architecture` / ``check_weights_digest``):
+
+        - another architecture (config fingerprint): :class:`InputError`;
+        - other weights (``weights_sha256``): :class:`InputError`, unless ``check_weights=False``
+          (CLI ``--allow-other-weights``), which uses the set anyway;
+        - a set saved without this identity (older files): one warning, then it is used.
+        """
+        mine = str(getattr(model, "model_id", "?"))
+        fix = (
+            "pass the model that built it with --features-model (or --model), or rebuild the set from the "
+            "reference audio with `focalcodec vc --reference REF... --save-speaker-set FILE`"
+        )
+        if not self.model_fingerprint or not self.model_weights:
+            missing = "model" if not self.model_fingerprint else "weights"
+            warnings.warn(
+                f"{name} does not record the {missing} that built it (an older speaker set), so it cannot be "
+                f"checked against features model {mine!r}; rebuild it with `focalcodec vc --reference REF... "
+                "--save-speaker-set FILE` to make it checkable",
+                stacklevel=2,
+            )
+        if self.model_fingerprint and self.model_fingerprint != model.fingerprint:
+            raise InputError(
+                f"{name} was built from the features of model {self.model_id!r} (architecture "
+                f"{self.model_fingerprint[:16]}) but the features model is {mine!r} (architecture "
+                f"{model.fingerprint[:16]}); {fix}"
+            )
+        if check_weights and self.model_weights and self.model_weights != model.weights_sha256:
+            raise InputError(
+                f"{name} was built by other weights ({self.model_id!r}, weights {self.model_weights[:16]}) than "
+                f"features model {mine!r} (weights {model.weights_sha256[:16]}); {fix}, or pass "
+                "--allow-other-weights (Python: check_weights=False) to use it with these weights anyway"
+            )
+
     @classmethod
-    def load(cls, path: PathLike, expect_fingerprint: str | None = None) -> SpeakerSet:
-        """Read a file written by :meth:`save`. With ``expect_fingerprint``, a set made by a
-        different feature model raises :class:`InputError`."""
+    def load(cls, path: PathLike, model: nn.Module | None = None, check_weights: bool = True) -> SpeakerSet:
+        """Read a file written by :meth:`save`. With ``model`` (the feature model the set is
+        to match), :meth:`check_model` checks that it built the set: another architecture, or
+        other weights unless ``check_weights=False``, raises :class:`InputError`."""
         from safetensors import safe_open
 
         path = Path(path)
@@ -133,12 +172,6 @@ class SpeakerSet:
             raise InputError(f"cannot read speaker set {path} (not a safetensors file?): {exc}") from None
         if meta.get("format") != FORMAT:
             raise InputError(f"{path} is not a FocalCodec speaker set (format {meta.get('format')!r})")
-        fingerprint = meta.get("model_fingerprint", "")
-        if expect_fingerprint is not None and fingerprint != expect_fingerprint:
-            raise InputError(
-                f"{path} was made with feature model {meta.get('model_id')!r} (fingerprint {fingerprint[:12]}), "
-                f"not the expected one ({expect_fingerprint[:12]}); rebuild it from the reference audio"
-            )
         if not feats.dtype.is_floating_point or not torch.isfinite(feats).all():
             raise InputError(f"{path}: the features are not finite floating-point numbers; rebuild the speaker set")
         try:
@@ -147,14 +180,17 @@ class SpeakerSet:
             raise InputError(
                 f"{path}: damaged metadata (sources/frames are not JSON); rebuild the speaker set"
             ) from None
-        return cls(
+        speaker = cls(
             feats=feats.float(),
             model_id=meta.get("model_id", ""),
-            model_fingerprint=fingerprint,
+            model_fingerprint=meta.get("model_fingerprint", ""),
             model_weights=meta.get("model_weights_sha256", ""),
             sources=sources,
             frames=frames,
         )
+        if model is not None:
+            speaker.check_model(model, check_weights, f"speaker set {path}")
+        return speaker
 
 
 @torch.inference_mode()

@@ -2,7 +2,8 @@
 
 The target voice comes from reference audio (files or folders), encoded with ``--model`` (the
 non-causal 50 Hz model when ``--model`` is causal; ``--features-model`` overrides), or from a
-speaker set saved earlier (``--speaker-set``); ``--save-speaker-set`` writes it for reuse
+speaker set saved earlier (``--speaker-set``, which must have been built by that same features
+model: architecture and weights, unless ``--allow-other-weights``); ``--save-speaker-set`` writes it for reuse
 (SOURCE may then be omitted). Long sources are converted window by window (bounded memory);
 every output is checked before any work.
 """
@@ -51,6 +52,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help=f"model whose continuous features make the matching set (default: --model, or {FEATURES_MODEL} "
         "when --model is causal)",
     )
+    p.add_argument(
+        "--allow-other-weights",
+        action="store_true",
+        help="use --speaker-set even if it was built by other weights than the features model",
+    )
     p.add_argument("--topk", type=positive_int, default=4, help="nearest reference frames averaged per frame")
     p.add_argument(
         "--num-splits",
@@ -92,18 +98,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..vc import SpeakerSet, build_speaker_set
 
+    feat_model = _features_model(args, codec)
     if args.speaker_set:
-        speaker = SpeakerSet.load(args.speaker_set)
+        # The set must come from the features model a --reference would use now (same
+        # architecture and weights), as a .fc file must come from its decoder.
+        speaker = SpeakerSet.load(args.speaker_set, model=feat_model, check_weights=not args.allow_other_weights)
     else:
-        if args.features_model in (None, args.model):
-            # --model makes the features unless it is causal (then the 50 Hz model does),
-            # whether or not a SOURCE is converted in this run: a voice saved alone equals one
-            # built while converting.
-            feat_model = codec if codec is not None else load_model(args)
-            if feat_model.causal:
-                feat_model = load_model(args, args.features_model or FEATURES_MODEL)
-        else:
-            feat_model = load_model(args, args.features_model)
         speaker = build_speaker_set(feat_model, args.reference)
         if not args.quiet:
             print(f"target voice: {len(speaker.sources)} file(s), {speaker.seconds:.1f} s, {speaker.num_frames} frames")
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             speaker.save(args.save_speaker_set, force=args.force, inputs=inputs)
             if not args.quiet:
                 print(f"speaker set -> {args.save_speaker_set}")
+    del feat_model  # not needed for the conversion (unless it is the codec itself)
     if codec is None:
         return 0
     if args.stream:
@@ -137,6 +138,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{args.source} -> {args.output}: {num} samples at {rate} Hz")
     return 0
+
+
+def _features_model(args: argparse.Namespace, codec):
+    """The model whose features make (or made) the target voice: ``--features-model``, else
+    ``--model`` unless it is causal (then the 50 Hz model), whether or not a SOURCE is converted
+    in this run, so a voice saved alone equals one built while converting."""
+    if args.features_model not in (None, args.model):
+        return load_model(args, args.features_model)
+    model = codec if codec is not None else load_model(args)
+    if model.causal:
+        model = load_model(args, args.features_model or FEATURES_MODEL)
+    return model
 
 
 def _stream(codec, speaker, args: argparse.Namespace) -> tuple[int, int]:
