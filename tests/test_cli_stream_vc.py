@@ -155,3 +155,25 @@ def test_vc_speaker_set_from_another_features_model_is_refused(short_files, tmp_
     assert not (tmp_path / "x.wav").exists()
     assert main([*argv, "--features-model", str(other), "--allow-other-weights"]) == 0
     assert (tmp_path / "x.wav").is_file()
+
+
+def test_info_describes_a_speaker_set(short_files, tmp_path, capsys) -> None:
+    """`info SET.safetensors` describes the set (before: 'cannot read ... as audio')."""
+    from focalcodec import FocalCodec
+
+    _, ref = short_files
+    spk = tmp_path / "voice.safetensors"
+    assert main(["vc", "--reference", str(ref), "--save-speaker-set", str(spk), "--model", OFFLINE, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(spk)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    speaker, model = SpeakerSet.load(spk), FocalCodec.from_pretrained(OFFLINE)
+    assert info["type"] == "speaker set" and info["num_frames"] == speaker.num_frames > 0
+    assert info["feature_dim"] == speaker.dim == model.feature_dim
+    assert info["model_id"] == "tiny_50hz" and info["model_fingerprint"] == model.fingerprint
+    assert info["model_weights_sha256"] == model.weights_sha256
+    assert info["sources"] == [str(ref)] and info["frames_per_source"] == [speaker.num_frames]
+    model_file = FIXTURES / "tiny_50hz" / "model.safetensors"  # a safetensors file that is not a set
+    assert main(["info", str(model_file)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a speaker set" in err[0], err

@@ -47,6 +47,7 @@ __all__ = [
     "convert",
     "convert_to_file",
     "convert_tokens",
+    "describe_speaker_set",
     "iter_convert",
     "matching_features",
 ]
@@ -155,31 +156,11 @@ class SpeakerSet:
         """Read a file written by :meth:`save`. With ``model`` (the feature model the set is
         to match), :meth:`check_model` checks that it built the set: another architecture, or
         other weights unless ``check_weights=False``, raises :class:`InputError`."""
-        from safetensors import safe_open
-
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"speaker set not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                if "feats" not in f.keys():
-                    raise InputError(f"{path} has no 'feats' tensor: not a speaker set")
-                feats = f.get_tensor("feats")
-        except InputError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"cannot read speaker set {path} (not a safetensors file?): {exc}") from None
-        if meta.get("format") != FORMAT:
-            raise InputError(f"{path} is not a FocalCodec speaker set (format {meta.get('format')!r})")
+        meta, feats = _read(path, tensor=True)
         if not feats.dtype.is_floating_point or not torch.isfinite(feats).all():
             raise InputError(f"{path}: the features are not finite floating-point numbers; rebuild the speaker set")
-        try:
-            sources, frames = json.loads(meta.get("sources", "[]")), json.loads(meta.get("frames", "[]"))
-        except ValueError:
-            raise InputError(
-                f"{path}: damaged metadata (sources/frames are not JSON); rebuild the speaker set"
-            ) from None
+        sources, frames = _provenance(path, meta)
         speaker = cls(
             feats=feats.float(),
             model_id=meta.get("model_id", ""),
@@ -191,6 +172,56 @@ class SpeakerSet:
         if model is not None:
             speaker.check_model(model, check_weights, f"speaker set {path}")
         return speaker
+
+
+def _read(path: Path, tensor: bool) -> tuple[dict[str, str], Tensor | list[int]]:
+    """A speaker set's metadata and its ``feats`` tensor (``tensor=True``) or only its shape."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise InputError(f"speaker set not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if "feats" not in f.keys():
+                raise InputError(f"{path} has no 'feats' tensor: not a speaker set")
+            feats = f.get_tensor("feats") if tensor else list(f.get_slice("feats").get_shape())
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"cannot read speaker set {path} (not a safetensors file?): {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{path} is not a FocalCodec speaker set (format {meta.get('format')!r})")
+    return meta, feats
+
+
+def _provenance(path: Path, meta: dict[str, str]) -> tuple[list, list]:
+    try:
+        return json.loads(meta.get("sources", "[]")), json.loads(meta.get("frames", "[]"))
+    except ValueError:
+        raise InputError(f"{path}: damaged metadata (sources/frames are not JSON); rebuild the speaker set") from None
+
+
+def describe_speaker_set(path: PathLike) -> dict:
+    """Facts about a saved speaker set (``focalcodec info``), read from its header without
+    loading the features: frames, feature width, the feature model's identity, the sources."""
+    path = Path(path)
+    meta, shape = _read(path, tensor=False)
+    sources, frames = _provenance(path, meta)
+    num = int(shape[0]) if shape else 0
+    return {
+        "file": str(path),
+        "type": "speaker set",
+        "format_version": meta.get("format_version", ""),
+        "num_frames": num,
+        "feature_dim": int(shape[1]) if len(shape) == 2 else None,
+        "seconds": round(num / 50.0, 2),
+        "model_id": meta.get("model_id", ""),
+        "model_fingerprint": meta.get("model_fingerprint", ""),
+        "model_weights_sha256": meta.get("model_weights_sha256", ""),
+        "sources": sources,
+        "frames_per_source": frames,
+    }
 
 
 @torch.inference_mode()

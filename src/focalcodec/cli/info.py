@@ -1,6 +1,6 @@
 """``focalcodec info [FILE]``: what a ``.fc`` bitstream holds (header fields, duration,
-bitrate), what a ``.npy`` token file or an audio file holds, or (no FILE) a model's rates,
-bitrate and size. Prints JSON."""
+bitrate), what a ``.npy`` token file, a speaker set (``.safetensors``) or an audio file holds,
+or (no FILE) a model's rates, bitrate and size. Prints JSON."""
 
 from __future__ import annotations
 
@@ -18,13 +18,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = add_command(
         sub,
         "info",
-        help="describe a .fc file, a token or audio file, or a model",
+        help="describe a .fc file, a token, speaker-set or audio file, or a model",
         description="Print, as JSON, the header fields of a .fc bitstream (fully validated), the dtype and shape of "
-        "a .npy token file, the format of an audio file, or (without FILE) a model's rates, bitrate, size and "
-        "weights digest.",
+        "a .npy token file, the frames, feature width and features model of a speaker set (.safetensors), the "
+        "format of an audio file, or (without FILE) a model's rates, bitrate, size and weights digest.",
     )
     p.add_argument(
-        "file", nargs="?", metavar="FILE", help=".fc bitstream, .npy tokens or audio file (omit for --model)"
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help=".fc bitstream, .npy tokens, speaker set (.safetensors) or audio file (omit for --model)",
     )
     add_model_options(p)
     p.set_defaults(func=run)
@@ -32,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def describe_file(path: Path) -> dict[str, Any]:
-    """Facts about a .fc, .npy or audio file; a bitstream is fully validated."""
+    """Facts about a .fc, .npy, speaker-set or audio file; a bitstream is fully validated."""
     from ..audio import audio_info
     from ..bitstream import FLAG_STREAM, MAGIC, CompressedAudio
 
@@ -52,6 +55,10 @@ def describe_file(path: Path) -> dict[str, Any]:
         except (ValueError, OSError, EOFError) as exc:
             raise InputError(f"{path} is not a readable .npy array (truncated or damaged?): {exc}") from None
         return {"file": str(path), "type": "token array", "dtype": str(toks.dtype), "shape": list(toks.shape)}
+    if path.suffix.lower() == ".safetensors":
+        from ..vc import describe_speaker_set
+
+        return describe_speaker_set(path)
     meta = audio_info(path)
     return {
         "file": str(path),
