@@ -160,3 +160,26 @@ def test_stdout_refused_where_it_cannot_work(speech_dir, tmp_path, capsys) -> No
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "standard output" in err[0] and "add --raw" not in err[0], (argv, err)
     assert not (tmp_path / "-").exists() and not (speech_dir / "-").exists()
+
+
+def test_several_inputs_refuse_an_output_named_like_a_file(speech_dir, tmp_path, capsys) -> None:
+    """With several inputs (or a folder), -o is a folder: `-o out/x.fc` used to create a folder
+    named x.fc silently. Every batch command decides this in one place (cli/batch.plan)."""
+    a, b = str(speech_dir / CLIPS[0]), str(speech_dir / CLIPS[1])
+    enc = tmp_path / "enc"
+    assert main(["encode", a, b, "-o", str(enc), "--model", TINY, "-q"]) == 0
+    fcs = sorted(map(str, enc.glob("*.fc")))
+    for argv in (
+        ["encode", a, b, "-o", str(tmp_path / "out" / "x.fc")],
+        ["encode", str(speech_dir), "-o", str(tmp_path / "out" / "x.NPY")],
+        ["decode", *fcs, "-o", str(tmp_path / "out" / "x.wav")],
+        ["resynth", a, b, "-o", str(tmp_path / "out" / "x.flac")],
+    ):
+        assert main([*argv, "--model", TINY]) == 1, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "-o is a folder" in err[0] and "named like a" in err[0], err
+        assert not (tmp_path / "out").exists()
+    existing = tmp_path / "old.fc"  # a folder that already has such a name is still a folder
+    existing.mkdir()
+    assert main(["encode", a, b, "-o", str(existing), "--model", TINY, "-q"]) == 0
+    assert len(list(existing.glob("*.fc"))) == 2

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..inputs import expand_inputs
+from ..limits import AUDIO_EXTENSIONS
 from ..outputs import STDOUT, check_targets
 from . import message
 from .common import (
@@ -24,6 +25,8 @@ from .common import (
 )
 
 Job = tuple[Path, Path]
+# Names that say "a file": a folder -o with one of these suffixes is refused unless it exists.
+FILE_SUFFIXES = frozenset((".fc", ".fcs", ".npy", ".safetensors", *AUDIO_EXTENSIONS))
 
 
 def add_batch_options(parser: argparse.ArgumentParser, what: str, stdout: bool = False) -> None:
@@ -52,7 +55,8 @@ def audio_suffix(args: argparse.Namespace) -> str:
 
 def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: str, force: bool) -> list[Job]:
     """(input, output) pairs. One input file and an output that is not a folder: that file.
-    Otherwise ``output`` is a folder; files found under an input folder keep their relative
+    Otherwise ``output`` is a folder (one that does not exist yet may not be named like a file,
+    e.g. ``x.fc`` or ``x.wav``: a typo for one output file, not a folder to create); files found under an input folder keep their relative
     sub-folders. ``-`` (standard output) takes one input's ``.fc`` / ``.npy`` bytes. Every
     output is checked before any work (exists without ``force``, is an input, collides with
     another, cannot be written)."""
@@ -74,6 +78,11 @@ def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: 
     else:
         if out.exists() and not out.is_dir():
             raise InputError(f"{out} is a file; with several inputs or a folder, -o must be a folder")
+        if not out.exists() and out.suffix.lower() in FILE_SUFFIXES:
+            raise InputError(
+                f"-o {output}: with several inputs or a folder, -o is a folder, and {out.name!r} is named like a "
+                f"{out.suffix} file; give a folder name (it is created), or one input file for one output file"
+            )
         jobs = []
         for given in map(Path, inputs):
             if given.is_dir():
