@@ -56,8 +56,8 @@ def audio_suffix(args: argparse.Namespace) -> str:
 def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: str, force: bool) -> list[Job]:
     """(input, output) pairs. One input file and an output that is not a folder: that file.
     Otherwise ``output`` is a folder (one that does not exist yet may not be named like a file,
-    e.g. ``x.fc`` or ``x.wav``: a typo for one output file, not a folder to create); files found under an input folder keep their relative
-    sub-folders. ``-`` (standard output) takes one input's ``.fc`` / ``.npy`` bytes. Every
+    e.g. ``x.fc`` or ``x.wav``: a typo for one output file, not a folder to create); files found
+    under an input folder keep their relative sub-folders. ``-`` (standard output) takes one input's ``.fc`` / ``.npy`` bytes. Every
     output is checked before any work (exists without ``force``, is an input, collides with
     another, cannot be written)."""
     files = expand_inputs(inputs, extensions)
