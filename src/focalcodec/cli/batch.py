@@ -57,9 +57,9 @@ def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: 
     """(input, output) pairs. One input file and an output that is not a folder: that file.
     Otherwise ``output`` is a folder (one that does not exist yet may not be named like a file,
     e.g. ``x.fc`` or ``x.wav``: a typo for one output file, not a folder to create); files found
-    under an input folder keep their relative sub-folders. ``-`` (standard output) takes one input's ``.fc`` / ``.npy`` bytes. Every
-    output is checked before any work (exists without ``force``, is an input, collides with
-    another, cannot be written)."""
+    under an input folder keep their relative sub-folders. ``-`` (standard output) takes one
+    input's ``.fc`` / ``.npy`` bytes. Every output is checked before any work (exists without
+    ``force``, is an input, collides with another, cannot be written)."""
     files = expand_inputs(inputs, extensions)
     out = Path(output)
     single = len(inputs) == 1 and Path(inputs[0]).is_file()
