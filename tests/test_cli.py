@@ -183,3 +183,25 @@ def test_several_inputs_refuse_an_output_named_like_a_file(speech_dir, tmp_path,
     existing.mkdir()
     assert main(["encode", a, b, "-o", str(existing), "--model", TINY, "-q"]) == 0
     assert len(list(existing.glob("*.fc"))) == 2
+
+
+def test_tokens_to_file_restores_a_known_length(speech_dir, tmp_path) -> None:
+    """Bare tokens decode to T * hop samples; with the original length (a tokenize shard's
+    num_samples) to exactly that length, as the .fc file of the same audio decodes."""
+    from focalcodec import InputError
+    from focalcodec.compression import decompress_to_file, tokens_to_file
+
+    src = speech_dir / CLIPS[0]
+    fc = tmp_path / "x.fc"
+    assert main(["encode", str(src), "-o", str(fc), "--model", TINY, "-q"]) == 0
+    stream = CompressedAudio.load(fc)
+    _, natural, _ = tokens_to_file(stream.tokens, TINY, tmp_path / "natural.wav")
+    _, num, _ = tokens_to_file(stream.tokens, TINY, tmp_path / "known.wav", num_samples=stream.model_num_samples)
+    decompress_to_file(stream, TINY, tmp_path / "from_fc.wav")
+    assert natural == stream.num_tokens * 320 != num == frames(src) == frames(tmp_path / "known.wav")
+    a, _ = sf.read(str(tmp_path / "known.wav"))
+    b, _ = sf.read(str(tmp_path / "from_fc.wav"))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputError, match="does not belong"):
+        tokens_to_file(stream.tokens, TINY, tmp_path / "bad.wav", num_samples=stream.model_num_samples + 16000)
+    assert not (tmp_path / "bad.wav").exists()

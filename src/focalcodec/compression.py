@@ -311,17 +311,33 @@ def tokens_to_file(
     windowing: Windowing = DEFAULT,
     inputs: Sequence[str | Path] = (),
     progress: Progress | None = None,
+    num_samples: int | None = None,
 ) -> tuple[Path, int, int]:
-    """Bare tokens ``(T,)`` (no header: natural length ``T * hop``) -> a WAV/FLAC file, window
-    by window, optionally resampled to ``output_rate``. Returns ``(path, num_samples, rate)``."""
+    """Bare tokens ``(T,)`` -> a WAV/FLAC file, window by window, optionally resampled to
+    ``output_rate``. Returns ``(path, num_samples, rate)``.
+
+    ``num_samples``: the length at ``sample_rate_input`` of the audio the tokens were made from,
+    where it is known (a tokenize shard's ``num_samples``); the output then has that length
+    (``floor(N * sr_out / sr_in)`` samples, as a ``.fc`` file decodes). Without it (a ``.npy``:
+    no header), the natural length ``T * hop``."""
     path = _check_output(output, overwrite, inputs)
     assert path is not None
     codec = resolve_model(model)
     toks = torch.as_tensor(np.asarray(tokens)).reshape(-1).long()
     native = int(codec.sample_rate_output)
     rate = native if output_rate is None else check_sample_rate(output_rate, "output rate")
-    num = toks.shape[0] * codec.output_hop_length
     blocks: Iterable[np.ndarray] = (b.numpy() for b in iter_decode(codec, toks, windowing, progress))
+    if num_samples is None:
+        num = toks.shape[0] * codec.output_hop_length
+    else:
+        want = int(codec.num_tokens(int(num_samples)))
+        if num_samples < 0 or want != toks.shape[0]:
+            raise InputError(
+                f"{num_samples} samples take {want} tokens with model {codec.model_id!r}, but {toks.shape[0]} "
+                "were given; the stored length does not belong to these tokens (damaged data?)"
+            )
+        num = codec.num_output_samples(num_samples)
+        blocks = fit_blocks(blocks, num)
     if rate != native:
         num = num * rate // native
         blocks = resample_blocks(blocks, native, rate, num)

@@ -99,8 +99,15 @@ def run(args: argparse.Namespace) -> int:
                 "--model, or --allow-other-weights to decode with these weights anyway"
             )
     for uid, target in zip(ids, targets, strict=True):
-        tokens_to_file(
-            corpus[uid].tokens, model, target, output_rate=args.output_rate, overwrite=args.force, windowing=win
+        utt = corpus[uid]
+        tokens_to_file(  # the original length, as a .fc file decodes (not T * hop)
+            utt.tokens,
+            model,
+            target,
+            output_rate=args.output_rate,
+            overwrite=args.force,
+            windowing=win,
+            num_samples=utt.num_samples,
         )
         if not args.quiet:
             print(target)
