@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import FIXTURES, speech_files
+from conftest import FIXTURES, fixture_model, speech_files
 
 from focalcodec.cli import main
 from focalcodec.vc import SpeakerSet
@@ -177,3 +177,34 @@ def test_info_describes_a_speaker_set(short_files, tmp_path, capsys) -> None:
     assert main(["info", str(model_file)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a speaker set" in err[0], err
+
+
+def test_vc_stream_reads_the_source_piece_by_piece(short_files, tmp_path, monkeypatch) -> None:
+    """vc --stream holds one block of the source at a time (it used to load the whole file):
+    the source is never read whole, and no push carries more than one block of samples."""
+    import focalcodec.audio
+    from focalcodec.cli.vc import STREAM_BLOCK_CHUNKS
+    from focalcodec.streaming import StreamCodec
+
+    src, ref = short_files
+    sig, rate = sf.read(str(src), dtype="float32")
+    long_src = tmp_path / "long.wav"
+    sf.write(str(long_src), np.tile(sig, 1 + 8 * rate // len(sig)), rate)  # over 8 s
+    n = sf.info(str(long_src)).frames
+    spk = tmp_path / "voice.safetensors"
+    assert main(["vc", "--reference", str(ref), "--save-speaker-set", str(spk), "--model", OFFLINE, "-q"]) == 0
+
+    def whole(*args, **kwargs):
+        raise AssertionError("the source was read whole")
+
+    pushed = []
+    push = StreamCodec.push
+    monkeypatch.setattr(StreamCodec, "push", lambda self, x: pushed.append(x.shape[-1]) or push(self, x))
+    monkeypatch.setattr(focalcodec.audio, "load_audio", whole)
+    monkeypatch.setattr(focalcodec.audio, "read_audio", whole)
+    out = tmp_path / "out.wav"
+    argv = ["vc", str(long_src), "--speaker-set", str(spk), "-o", str(out), "--stream", "-q"]
+    assert main([*argv, "--model", CAUSAL, "--features-model", OFFLINE]) == 0
+    block = STREAM_BLOCK_CHUNKS * fixture_model("tiny_causal_4k").chunk_size
+    assert sum(pushed) == n and len(pushed) >= n // block and max(pushed) <= block, pushed
+    assert sf.info(str(out)).frames == n * 3 // 2

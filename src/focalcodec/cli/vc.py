@@ -29,6 +29,8 @@ from .common import (
 )
 
 FEATURES_MODEL = "lucadellalib/focalcodec_50hz"
+# vc --stream reads and pushes the source this many model chunks at a time (32 x 80 ms).
+STREAM_BLOCK_CHUNKS = 32
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -153,18 +155,25 @@ def _features_model(args: argparse.Namespace, codec):
 
 
 def _stream(codec, speaker, args: argparse.Namespace) -> tuple[int, int]:
-    """Convert through the streaming decoder, one chunk at a time, writing as it goes."""
-    from ..audio import fit_blocks, load_audio, resample_blocks, save_audio
+    """Convert through the streaming decoder, reading the source piece by piece
+    (:class:`focalcodec.audio.AudioReader`, as ``stream-encode`` does) and writing as it goes:
+    memory does not grow with the source. The output has ``floor(N * sr_out / sr_in)`` samples
+    for the source's ``N`` samples at 16 kHz (``floor(frames * 16000 / rate)``), as offline."""
+    import torch
+
+    from ..audio import AudioReader, audio_info, fit_blocks, resample_blocks, save_audio
     from ..streaming import StreamCodec
 
-    sig = load_audio(args.source, codec.sample_rate_input)
+    reader = AudioReader(args.source, codec.sample_rate_input, STREAM_BLOCK_CHUNKS * codec.chunk_size)
+    n = audio_info(args.source).frames * codec.sample_rate_input // reader.rate
+    if n < 1:
+        raise InputError(f"{args.source} has no audio samples to convert")
     sc = StreamCodec(codec, matching_set=speaker.feats, topk=args.topk, num_splits=args.num_splits or 1)
-    num = codec.num_output_samples(sig.shape[0])
-    step = codec.chunk_size * 32
+    num = codec.num_output_samples(n)
 
     def blocks():
-        for s in range(0, sig.shape[0], step):
-            yield sc.push(sig[s : s + step])[1].numpy()
+        for piece in reader:
+            yield sc.push(torch.from_numpy(piece))[1].numpy()
         yield sc.flush()[1].numpy()
 
     audio, rate = fit_blocks(blocks(), num), codec.sample_rate_output
