@@ -47,6 +47,7 @@ from ..outputs import check_writable, output_path, write_text
 from ..runtime import Distributed
 from .config import load_train_config
 from .data import AudioDataset, BucketBatchSampler, FeatureCache, collate, read_manifest
+from .probe import PROBE_FILE
 from .stages import Stage, StepContext, _run_stage, build_stage
 
 __all__ = ["LRSchedule", "Trainer", "train"]
@@ -445,6 +446,9 @@ class Trainer:
                     {k: {n: t.detach().cpu() for n, t in v.items()} for k, v in self.stage.export().items()},
                     tmp / "parts.pt",
                 )
+                probe = self.stage.encoder_probe()
+                if probe is not None:
+                    torch.save(probe, tmp / PROBE_FILE)
             write_text(self.checkpoint_dir / "latest", name + "\n", force=True)
             if is_best:
                 write_text(self.checkpoint_dir / "best", name + "\n", force=True)
