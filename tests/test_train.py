@@ -23,7 +23,7 @@ import torch
 from conftest import FIXTURES, SPEECH
 
 from focalcodec import FocalCodec
-from focalcodec.errors import ConfigError
+from focalcodec.errors import CheckpointError, ConfigError
 from focalcodec.train.config import load_train_config
 from focalcodec.train.data import build_manifest, write_manifest
 from focalcodec.train.export import export_checkpoint
@@ -238,6 +238,9 @@ def test_streaming_chain_learns_and_exports(manifest, heldout, tmp_path):
     assert toks.shape == (50,) and int(toks.max()) < 4096
     audio, _ = model.decode(toks)
     assert audio.shape == (24000,) and torch.isfinite(audio).all()
+    # the joint step's compressor works on its own distilled encoder, not on another one
+    with pytest.raises(CheckpointError, match="was trained on the features of another encoder"):
+        export_checkpoint(TINY_CAUSAL, [str(joint), f"encoder={TINY_CAUSAL}", f"decoder={TINY_CAUSAL}"], tmp_path / "x")
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
