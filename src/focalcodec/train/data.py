@@ -357,9 +357,13 @@ class BucketBatchSampler(Sampler[list[int]]):
     """Length-bucketed batches, sharded over ranks, resumable mid-epoch.
 
     Utterances are sorted by duration and split into ``num_buckets`` groups of similar
-    length; each epoch, every bucket is shuffled and cut into batches of ``batch_size``
-    items (or, with ``max_batch_seconds``, as many as keep ``items * longest <= max``), and
-    the batches are shuffled. Rank ``r`` of ``num_replicas`` takes batches ``r, r + R, ...``
+    length, each a whole number of batches (fewer buckets when there are fewer batches than
+    buckets); each epoch, every bucket is shuffled, the buckets are read one after the other
+    (shortest first) and cut into batches of ``batch_size`` items (or, with
+    ``max_batch_seconds``, as many as keep ``items * longest <= max``; the rest of a bucket is
+    then completed with items of the next one), and the batches are shuffled. Only the last
+    batch of an epoch can be smaller than asked (dropped with ``drop_last``), however small
+    the dataset. Rank ``r`` of ``num_replicas`` takes batches ``r, r + R, ...``
     (the list is cut to a multiple of ``R`` so every rank does the same number of steps).
     ``set_epoch(epoch, start)`` skips the first ``start`` batches of this rank (resume).
     """
@@ -397,26 +401,34 @@ class BucketBatchSampler(Sampler[list[int]]):
     def _batches(self) -> list[list[int]]:
         order = sorted(range(len(self.durations)), key=lambda i: (self.durations[i], i))
         size = math.ceil(len(order) / self.num_buckets)
+        if self.max_batch_seconds is None:  # whole batches per bucket: small buckets merge
+            size = math.ceil(size / self.batch_size) * self.batch_size
         rng = _seeded(self.seed, self.epoch, -1)
-        batches: list[list[int]] = []
+        # Buckets shuffled inside, in length order, read as one sequence and cut into batches
+        # only when full: with fixed-size batches every bucket but the last holds whole
+        # batches; with max_batch_seconds what remains of a bucket is completed by the next
+        # (longer) one. Only the last batch of the epoch can be smaller than asked.
+        sequence: list[int] = []
         for start in range(0, len(order), size):
             bucket = order[start : start + size]
             if self.shuffle:
                 rng.shuffle(bucket)
-            current: list[int] = []
-            longest = 0.0
-            for i in bucket:
-                longest_if = max(longest, self.durations[i])
-                full = len(current) >= self.batch_size
-                if self.max_batch_seconds is not None and current:
-                    full = full or (len(current) + 1) * longest_if > self.max_batch_seconds
-                if full:
-                    batches.append(current)
-                    current, longest_if = [], self.durations[i]
-                current.append(i)
-                longest = longest_if
-            if current and not (self.drop_last and len(current) < self.batch_size and self.max_batch_seconds is None):
+            sequence.extend(bucket)
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0.0
+        for i in sequence:
+            longest_if = max(longest, self.durations[i])
+            full = len(current) >= self.batch_size
+            if self.max_batch_seconds is not None and current:
+                full = full or (len(current) + 1) * longest_if > self.max_batch_seconds
+            if full:
                 batches.append(current)
+                current, longest_if = [], self.durations[i]
+            current.append(i)
+            longest = longest_if
+        if current and not (self.drop_last and len(current) < self.batch_size and self.max_batch_seconds is None):
+            batches.append(current)
         if self.shuffle:
             rng.shuffle(batches)
         usable = len(batches) - len(batches) % self.num_replicas
