@@ -629,10 +629,16 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         # the checkpoint is read before anything is written: a run that cannot resume leaves
         # the folder as it was
+        max_steps, max_epochs = int(self.tcfg["max_steps"]), int(self.tcfg["max_epochs"])
         if self.resume_from is not None:
             self.load_checkpoint(self.resume_from)
+            if self.step >= max_steps or self.epoch >= max_epochs:
+                raise ConfigError(
+                    f"the run in {self.output_dir} has already ended (step {self.step}, {self.epoch} epochs; "
+                    f"train.max_steps={max_steps}, train.max_epochs={max_epochs}): raise train.max_steps or "
+                    "train.max_epochs to train it further, or export it with `focalcodec train --export`"
+                )
         self._setup_output()
-        max_steps, max_epochs = int(self.tcfg["max_steps"]), int(self.tcfg["max_epochs"])
         accum = max(1, int(self.tcfg["grad_accum"]))
         log_every, valid_every, ckpt_every = (
             int(self.tcfg["log_every"]),
