@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from ..audio import AUDIO_EXTENSIONS, load_audio, read_audio
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..inputs import audio_files, manifest_base, read_rows
 from ..outputs import output_path, write_text
 
@@ -196,25 +196,58 @@ def _seeded(*parts: int) -> random.Random:
 
 
 class FeatureCache:
-    """Encoder features on disk, one ``.pt`` file per utterance, keyed by the audio path and
-    the encoder's identity (``tag``, e.g. a hash of its weights); ``(T, C)`` tensors."""
+    """Encoder features on disk, one ``.pt`` file per utterance: ``(T, C)`` tensors under
+    ``DIRECTORY/ENCODER_ID/``, keyed by the audio path.
 
-    def __init__(self, directory: str | Path, tag: str) -> None:
+    ``encoder_id`` (see :meth:`encoder_id`) is the encoder's identity: the package's weights
+    digest (:func:`focalcodec.hub.state_dict_sha256`, the one ``.fc`` files use), whether it is
+    causal and the input rate, since the same weights give other features causal. Features of
+    another encoder are never read: they live in another folder, and each file names the
+    encoder that made it (a file that names another one is an error, not data). Caches of
+    other layouts (before this identity) are left alone and rebuilt beside them.
+    """
+
+    def __init__(self, directory: str | Path, encoder_id: str) -> None:
         self.directory = Path(directory)
-        self.tag = tag
+        self.encoder_id = encoder_id
+        self.root = self.directory / encoder_id
+
+    @staticmethod
+    def encoder_id(encoder: torch.nn.Module, sample_rate: int) -> str:
+        """``WEIGHTS_SHA256-causal|noncausal-RATE`` for an encoder fed audio at ``sample_rate``."""
+        from ..hub import state_dict_sha256
+
+        kind = "causal" if getattr(encoder, "causal", False) else "noncausal"
+        return f"{state_dict_sha256(encoder.state_dict())}-{kind}-{int(sample_rate)}"
+
+    def stale_layouts(self) -> list[Path]:
+        """Cached features in ``directory`` that this cache does not use: files of the layout
+        before encoder folders (``DIRECTORY/xx/*.pt``)."""
+        if not self.directory.is_dir():
+            return []
+        return [p for p in sorted(self.directory.iterdir()) if p.is_dir() and len(p.name) == 2 and any(p.glob("*.pt"))]
 
     def path(self, audio_path: str) -> Path:
-        key = hashlib.sha1(f"{self.tag}\0{audio_path}".encode()).hexdigest()
-        return self.directory / key[:2] / f"{key}.pt"
+        key = hashlib.sha1(audio_path.encode()).hexdigest()
+        return self.root / key[:2] / f"{key}.pt"
 
     def get(self, audio_path: str) -> Tensor | None:
         p = self.path(audio_path)
-        return torch.load(p, map_location="cpu", weights_only=True) if p.is_file() else None
+        if not p.is_file():
+            return None
+        data = torch.load(p, map_location="cpu", weights_only=True)
+        if not isinstance(data, dict) or data.get("encoder") != self.encoder_id:
+            made_by = data.get("encoder") if isinstance(data, dict) else "an unknown encoder"
+            raise CheckpointError(
+                f"{p} holds features of another encoder ({made_by}) than {self.encoder_id}: delete {self.root} "
+                "and train again (the cache is rebuilt)"
+            )
+        return data["feats"]
 
     def put(self, audio_path: str, feats: Tensor) -> None:
         p = self.path(audio_path)
         with output_path(p, force=True) as tmp:
-            torch.save(feats.detach().cpu().contiguous(), tmp)
+            torch.save({"encoder": self.encoder_id, "feats": feats.detach().cpu().contiguous()}, tmp)
 
     @torch.inference_mode()
     def fill(

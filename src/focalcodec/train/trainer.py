@@ -240,15 +240,18 @@ class Trainer:
                 "data.feature_cache works with a frozen encoder (quantizer and decoder stages), "
                 f"not {self.stage.name!r}"
             )
-        import hashlib
-
-        h = hashlib.sha1()
-        for k, v in sorted(encoder.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().float().cpu().numpy().tobytes())
-        cache = FeatureCache(directory, h.hexdigest()[:16])
+        rate = int(self.cfg["data"]["sample_rate"])
+        cache = FeatureCache(directory, FeatureCache.encoder_id(encoder, rate))
+        stale = cache.stale_layouts()
+        if stale and self.rank == 0:
+            warnings.warn(
+                f"{directory} also holds cached features of an older layout ({len(stale)} folders such as "
+                f"{stale[0].name}/, keyed by another weights digest): they are not used; the features are computed "
+                f"again under {cache.root} (delete the old folders to free the space)",
+                stacklevel=2,
+            )
         todo = (train_entries + valid_entries)[self.rank :: self.world_size]
-        cache.fill(encoder, todo, self.cfg["data"]["sample_rate"], str(self.device))
+        cache.fill(encoder, todo, rate, str(self.device))
         self.dist.barrier()
         return cache
 
