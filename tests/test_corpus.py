@@ -339,6 +339,25 @@ def test_list_corpus_errors(tmp_path):
         list_corpus(tmp_path / "empty")
 
 
+def test_list_corpus_follows_linked_folders_and_reports_broken_links(tmp_path):
+    """A corpus assembled from symbolic links: linked speaker folders are read (they used to be
+    skipped without a word), a loop is walked once, and a broken link reaches the errors list."""
+    store, data = tmp_path / "store", tmp_path / "data"
+    (store / "spk1").mkdir(parents=True)
+    data.mkdir()
+    for name in ("u1.wav", "u2.wav"):
+        sf.write(store / "spk1" / name, np.zeros(800, dtype=np.float32), 16000)
+    sf.write(data / "own.wav", np.zeros(800, dtype=np.float32), 16000)
+    (data / "spk1").symlink_to(store / "spk1", target_is_directory=True)
+    (data / "loop").symlink_to(data, target_is_directory=True)
+    (data / "gone.wav").symlink_to(tmp_path / "deleted.wav")
+    assert [it.id for it in list_corpus(data)] == ["gone", "own", "spk1/u1", "spk1/u2"]
+    summary = tokenize_corpus(data, tmp_path / "tokens", fixture_model("tiny_50hz"), num_workers=0, progress=False)
+    assert summary.num_utterances == 3
+    (err,) = TokenCorpus(tmp_path / "tokens").errors()
+    assert err["id"] == "gone" and "not found" in err["reason"]
+
+
 def test_length_batches_respect_budget():
     lengths = [5, 100, 40, 41, 7, 100, 300, 1]
     batches = length_batches(lengths, max_batch_samples=200, max_batch_size=3)
