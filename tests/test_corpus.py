@@ -212,6 +212,42 @@ def test_kill_and_resume_gives_identical_shards(reference, corpus_dir, tmp_path)
     assert _files(out) == _files(reference)
 
 
+def test_disk_full_is_one_clear_error_and_the_rerun_resumes(reference, corpus_dir, tmp_path, monkeypatch, capsys):
+    """A full disk while writing a shard: one ``error:`` line naming the shard and saying how to
+    go on (pyarrow's own message named neither), finished shards kept, no temporary left, and
+    the same command then finishes with the uninterrupted run's bytes."""
+    out = tmp_path / "tokens"
+    real_write = pq.write_table
+    calls = []
+
+    def full_disk(table, where, **kwargs):
+        calls.append(where)
+        if len(calls) == 2:
+            real_write(table.slice(0, 1), where, **kwargs)  # part of the file made it
+            raise OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+        return real_write(table, where, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", full_disk)
+    args = _tokenize_cmd(corpus_dir, out)[2:]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: cannot write ")
+    assert "shard-000001.parquet: No space left on device" in err and "rerun the same command to resume" in err
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["shard-000000.parquet"]
+    monkeypatch.undo()
+    summary = tokenize_corpus(
+        corpus_dir,
+        out,
+        fixture_model("tiny_50hz"),
+        model_source=str(MODEL_DIR),
+        shard_size=SHARD_SIZE,
+        num_workers=0,
+        progress=False,
+    )
+    assert summary.skipped_shards == 1
+    assert _files(out) == _files(reference)
+
+
 def test_other_run_in_same_folder_is_refused(reference, corpus_dir, tmp_path):
     out = tmp_path / "tokens"
     shutil.copytree(reference, out)

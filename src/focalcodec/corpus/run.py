@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..audio import load_audio
-from ..errors import FocalCodecError, InputError
+from ..errors import FocalCodecError, InputError, OutputError
 from ..longform import encode_long
 from ..runtime import Distributed
 from ..windowing import DEFAULT, Windowing
@@ -222,8 +222,10 @@ def _agree_on_plan(dist: Distributed, job: _Job, overwrite: bool) -> None:
         try:
             job.out.mkdir(parents=True, exist_ok=True)
             prepare_out(job.out, job.plan, overwrite)
-        except (FocalCodecError, OSError) as exc:
+        except FocalCodecError as exc:
             problem = str(exc)
+        except OSError as exc:
+            problem = f"cannot write the output folder {job.out}: {exc.strerror or exc}"
     problems = [p for p in dist.all_gather(problem) if p]
     if problems:
         raise InputError(problems[0])
@@ -305,7 +307,12 @@ def _run_shards(
     try:
         for k, lo, hi in bounds:
             rows, errors, seconds = _encode_shard(model, stream, [items[i] for i in flat[lo:hi]], job, bar)
-            markers[k] = write_shard(job.out, k, rows, errors, job.plan, job.sample_rate, job.row_group_size)
+            try:
+                markers[k] = write_shard(job.out, k, rows, errors, job.plan, job.sample_rate, job.row_group_size)
+            except OutputError as exc:
+                raise OutputError(
+                    f"{exc} (the shards finished so far are kept: rerun the same command to resume)"
+                ) from None
             encoded += seconds
     finally:
         bar.close()
