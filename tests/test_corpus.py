@@ -3,6 +3,7 @@ give the same output as one, bad files are listed and skipped, read-back API and
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -249,10 +250,20 @@ def test_disk_full_is_one_clear_error_and_the_rerun_resumes(reference, corpus_di
 
 
 def test_other_run_in_same_folder_is_refused(reference, corpus_dir, tmp_path):
+    """Resuming with another shard size, model or weights is refused, and the message says
+    which (tokens of two models in one corpus would be a silent disaster); nothing is touched."""
     out = tmp_path / "tokens"
     shutil.copytree(reference, out)
-    with pytest.raises(InputError, match="another tokenization run"):
+    with pytest.raises(InputError, match="another tokenization run .*shard size 2 then, 3 now"):
         tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), shard_size=3, progress=False)
+    with pytest.raises(InputError, match="another model: tiny_50hz .* then, tiny_25hz"):
+        tokenize_corpus(corpus_dir, out, fixture_model("tiny_25hz"), shard_size=SHARD_SIZE, progress=False)
+    other = copy.deepcopy(fixture_model("tiny_50hz"))
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    new_sha = other.weights_sha256[:16]
+    with pytest.raises(InputError, match=f"other weights of tiny_50hz: sha256 [0-9a-f]{{16}} then, {new_sha} now"):
+        tokenize_corpus(corpus_dir, out, other, shard_size=SHARD_SIZE, progress=False)
     assert _files(out) == _files(reference)
 
 

@@ -172,6 +172,37 @@ def clean_temporaries(out: Path, k: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def plan_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What makes the run recorded in ``old`` (a ``plan.json``) another than ``new``, in words."""
+    if old.get("format") != FORMAT or old.get("version") != FORMAT_VERSION:
+        return [f"its plan.json is not a {FORMAT} plan of version {FORMAT_VERSION}"]
+    out = []
+    if old.get("files_sha256") != new["files_sha256"]:
+        out.append(f"other files: {old.get('num_utterances')} utterances then, {new['num_utterances']} now")
+    if old.get("shard_size") != new["shard_size"]:
+        out.append(f"shard size {old.get('shard_size')} then, {new['shard_size']} now")
+    was, now = old.get("model") or {}, new["model"]
+    if (was.get("model_id"), was.get("fingerprint")) != (now.get("model_id"), now.get("fingerprint")):
+        out.append(
+            f"another model: {was.get('model_id')} (config {str(was.get('fingerprint'))[:12]}) then, "
+            f"{now.get('model_id')} (config {str(now.get('fingerprint'))[:12]}) now"
+        )
+    elif was.get("weights_sha256") != now.get("weights_sha256"):
+        out.append(
+            f"other weights of {now.get('model_id')}: sha256 {str(was.get('weights_sha256'))[:16]} then, "
+            f"{str(now.get('weights_sha256'))[:16]} now"
+        )
+    if was.get("autocast") != now.get("autocast"):
+        out.append(f"--autocast {was.get('autocast') or 'off'} then, {now.get('autocast') or 'off'} now")
+    if old.get("windowing") and old["windowing"] != new["windowing"]:
+        window, context, lookahead = old["windowing"]
+        out.append(
+            f"its window was {window:g} s + {context:g} s + {lookahead:g} s, this one's {new['windowing'][0]:g} s "
+            f"(the default was 12 s before 60 s): pass --window {window:g} to resume it"
+        )
+    return out or ["its plan differs from this one's"]
+
+
 def prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
     """Rank 0: check that ``out`` is empty or holds this very plan; write ``plan.json``."""
     plan_path = out / "plan.json"
@@ -182,16 +213,8 @@ def prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
             old = {}
         if old.get("digest") != plan["digest"]:
             if not overwrite:
-                hint = ""
-                if old.get("windowing") and old.get("windowing") != plan["windowing"]:
-                    window, context, lookahead = old["windowing"]
-                    hint = (
-                        f" (its window was {window:g} s + {context:g} s + {lookahead:g} s, this one's "
-                        f"{plan['windowing'][0]:g} s; the default was 12 s before 60 s: pass --window {window:g} "
-                        "to resume it)"
-                    )
                 raise InputError(
-                    f"{out} holds another tokenization run (different files, shard size, model or window){hint}; "
+                    f"{out} holds another tokenization run ({'; '.join(plan_differences(old, plan))}); "
                     "choose a new -o/--output folder or pass -f/--force (Python: overwrite=True) to replace it"
                 )
             for folder in (SHARD_DIR, MARKER_DIR):
