@@ -213,6 +213,23 @@ def test_kill_and_resume_gives_identical_shards(reference, corpus_dir, tmp_path)
     assert _files(out) == _files(reference)
 
 
+def test_max_duration_is_part_of_the_run(corpus_dir, tmp_path):
+    """``--max-duration`` decides which files become rows: resuming with another limit would mix
+    shards cut two ways, so it is refused like another model (it used to go through)."""
+    out = tmp_path / "tokens"
+    model = fixture_model("tiny_50hz")
+    summary = tokenize_corpus(
+        corpus_dir, out, model, shard_size=SHARD_SIZE, max_duration=0.75, num_workers=0, progress=False
+    )
+    assert summary.num_errors == 1 + 2  # the corrupt file and the two clips over 0.75 s (0.8 and 0.9 s)
+    assert json.loads((out / "plan.json").read_text())["max_duration"] == 0.75
+    for limit, said in ((None, "none"), (5.0, "5 s")):
+        with pytest.raises(InputError, match=f"--max-duration 0.75 s then, {said} now"):
+            tokenize_corpus(corpus_dir, out, model, shard_size=SHARD_SIZE, max_duration=limit, progress=False)
+    again = tokenize_corpus(corpus_dir, out, model, shard_size=SHARD_SIZE, max_duration=0.75, progress=False)
+    assert again.skipped_shards == again.num_shards
+
+
 def test_disk_full_is_one_clear_error_and_the_rerun_resumes(reference, corpus_dir, tmp_path, monkeypatch, capsys):
     """A full disk while writing a shard: one ``error:`` line naming the shard and saying how to
     go on (pyarrow's own message named neither), finished shards kept, no temporary left, and

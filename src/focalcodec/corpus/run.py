@@ -139,7 +139,7 @@ def tokenize_corpus(
         identity = model_identity(model, model_source)
         if autocast is not None:
             identity["autocast"] = autocast
-        plan = make_plan(items, int(shard_size), identity, windowing)
+        plan = make_plan(items, int(shard_size), identity, windowing, max_duration)
         sample_rate = identity["sample_rate_input"]
         job = _Job(
             out=Path(out),

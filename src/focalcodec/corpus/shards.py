@@ -58,7 +58,11 @@ def digest(obj: Any) -> str:
 
 
 def make_plan(
-    items: Sequence[CorpusItem], shard_size: int, identity: Mapping[str, Any], windowing: Windowing = DEFAULT
+    items: Sequence[CorpusItem],
+    shard_size: int,
+    identity: Mapping[str, Any],
+    windowing: Windowing = DEFAULT,
+    max_duration: float | None = None,
 ) -> dict[str, Any]:
     files = digest([[it.id, it.path] for it in items])
     model = {k: identity[k] for k in ("model_id", "fingerprint", "weights_sha256", "autocast") if k in identity}
@@ -73,6 +77,8 @@ def make_plan(
         # Long files are encoded in windows: their tokens depend on the geometry.
         "windowing": [windowing.window, windowing.context, windowing.lookahead],
     }
+    if max_duration is not None:  # which files are skipped: recorded only when set (older plans keep their digest)
+        plan["max_duration"] = float(max_duration)
     plan["digest"] = digest(plan)
     return plan
 
@@ -194,6 +200,11 @@ def plan_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
         )
     if was.get("autocast") != now.get("autocast"):
         out.append(f"--autocast {was.get('autocast') or 'off'} then, {now.get('autocast') or 'off'} now")
+    if old.get("max_duration") != new.get("max_duration"):
+        was_max, now_max = (
+            f"{d:g} s" if d is not None else "none" for d in (old.get("max_duration"), new.get("max_duration"))
+        )
+        out.append(f"--max-duration {was_max} then, {now_max} now")
     if old.get("windowing") and old["windowing"] != new["windowing"]:
         window, context, lookahead = old["windowing"]
         out.append(
