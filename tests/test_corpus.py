@@ -401,6 +401,17 @@ def test_list_corpus_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no audio files"):
         list_corpus(tmp_path / "empty")
+    # Paths that start from another folder: refused before any work, not hours of "not found".
+    (tmp_path / "lists").mkdir()
+    elsewhere = tmp_path / "lists" / "train.tsv"
+    elsewhere.write_text("path\nspk1/u1.wav\nspk1/u2.wav\n")
+    with pytest.raises(InputError, match="none of the first 2 files listed .* pass --root"):
+        list_corpus(elsewhere)
+    with pytest.raises(InputError, match="none of the first 2 files"):
+        list_corpus(elsewhere, root=tmp_path / "empty")
+    (tmp_path / "spk1").mkdir()
+    sf.write(tmp_path / "spk1" / "u2.wav", np.zeros(100, dtype=np.float32), 16000)
+    assert [it.file for it in list_corpus(elsewhere)] == [str(tmp_path / "spk1" / f) for f in ("u1.wav", "u2.wav")]
 
 
 def test_list_corpus_follows_linked_folders_and_reports_broken_links(tmp_path):
