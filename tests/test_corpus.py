@@ -230,6 +230,29 @@ def test_max_duration_is_part_of_the_run(corpus_dir, tmp_path):
     assert again.skipped_shards == again.num_shards
 
 
+def test_output_folder_holding_other_files_is_refused(corpus_dir, tmp_path, capsys):
+    """``-o`` naming the corpus itself (or any folder with other files) is refused before any
+    work, even with --force (it used to get shards/, markers/ and a replaced errors.tsv); what a
+    run killed at once leaves (empty shards/ and markers/) is taken up again."""
+    data = tmp_path / "data"
+    shutil.copytree(corpus_dir, data)
+    (data / "errors.tsv").write_text("the user's own notes\n")
+    before = _files(data)
+    for extra in ([], ["--force"]):
+        assert main(_tokenize_cmd(data, data)[2:] + extra) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "is not empty" in err and "\n" not in err
+    assert _files(data) == before
+    out = tmp_path / "tokens"
+    (out / "shards").mkdir(parents=True)
+    (out / "markers").mkdir()
+    summary = tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), num_workers=0, progress=False)
+    assert summary.num_utterances == len(GOOD_IDS)
+    (out / "plan.json").write_text("[1]")  # not ours: named, not an internal error
+    with pytest.raises(InputError, match="another tokenization run .*not a focalcodec-tokens plan"):
+        tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), num_workers=0, progress=False)
+
+
 def test_disk_full_is_one_clear_error_and_the_rerun_resumes(reference, corpus_dir, tmp_path, monkeypatch, capsys):
     """A full disk while writing a shard: one ``error:`` line naming the shard and saying how to
     go on (pyarrow's own message named neither), finished shards kept, no temporary left, and

@@ -222,6 +222,8 @@ def prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
             old = json.loads(plan_path.read_text(encoding="utf-8"))
         except ValueError:
             old = {}
+        if not isinstance(old, dict):
+            old = {}
         if old.get("digest") != plan["digest"]:
             if not overwrite:
                 raise InputError(
@@ -236,6 +238,21 @@ def prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
                 (out / name).unlink(missing_ok=True)
     elif (out / "index.json").exists() or any((out / SHARD_DIR).glob("shard-*")):
         raise InputError(f"{out} holds shards without a plan.json; choose a new -o/--output folder")
+    else:
+        # Not a run of ours: write into it only when empty (-o given the corpus folder, or a home
+        # folder by mistake, would get shards/, markers/ and a replaced errors.tsv or index.json).
+        # Empty shards/ and markers/ and plan.json's temporary are what a run killed at once leaves.
+        others = sorted(
+            p.name
+            for p in out.iterdir()
+            if not (p.name in (SHARD_DIR, MARKER_DIR) and p.is_dir() and not any(p.iterdir()))
+            and not p.name.startswith(".plan.")
+        )
+        if others:
+            raise InputError(
+                f"{out} is not empty ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) and holds no "
+                "tokenization run; choose a new or empty -o/--output folder"
+            )
     for folder in (SHARD_DIR, MARKER_DIR):
         (out / folder).mkdir(parents=True, exist_ok=True)
     write_json(plan_path, plan, force=True, sort_keys=True)
