@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,9 @@ from focalcodec.corpus import (  # noqa: E402
     list_corpus,
     tokenize_corpus,
 )
+from focalcodec.corpus import run as corpus_run  # noqa: E402
 from focalcodec.errors import InputError  # noqa: E402
+from focalcodec.windowing import Windowing  # noqa: E402
 
 MODEL_DIR = FIXTURES / "tiny_50hz"
 SHARD_SIZE = 2
@@ -473,6 +476,43 @@ def test_items_list_and_bad_arguments(tmp_path, corpus_dir):
         tokenize_corpus(items, tmp_path / "o", fixture_model("tiny_50hz"), shard_size=0)
     summary = tokenize_corpus(items, tmp_path / "o", fixture_model("tiny_50hz"), num_workers=0, progress=False)
     assert summary.num_utterances == 1 and TokenCorpus(tmp_path / "o").ids() == ["only"]
+
+
+def test_long_files_are_encoded_as_they_come_not_held_in_a_sort_group(tmp_path, monkeypatch):
+    """Files longer than one window are encoded alone, window by window; they used to be held
+    until their whole sort group (256 files) was read, so a corpus of hour-long recordings
+    needed 256 of them in memory. Now at most one is alive, and the tokens are unchanged."""
+    clips = [load_audio(p).numpy() for p in speech_files("eval")[:6]]
+    speech = np.concatenate(clips)
+    for n in range(3):
+        sf.write(tmp_path / f"long{n}.wav", speech[n * 800 : n * 800 + 24000], 16000)  # 1.5 s
+    sf.write(tmp_path / "short.wav", speech[:8000], 16000)
+    model = fixture_model("tiny_50hz")
+    windowing = Windowing(window=1.0, context=0.1, lookahead=0.1)  # one pass up to 1.2 s
+    handed_out = []
+    alive_at_encode = []
+    real_getitem, real_encode_long = corpus_run._AudioFiles.__getitem__, corpus_run.encode_long
+
+    def tracked_getitem(self, i):
+        item = real_getitem(self, i)
+        if item[1] is not None and item[1].numel() > 16000:
+            handed_out.append(weakref.ref(item[1]))
+        return item
+
+    def counting_encode_long(model, sig, windowing):
+        alive_at_encode.append(sum(ref() is not None for ref in handed_out))
+        return real_encode_long(model, sig, windowing)
+
+    monkeypatch.setattr(corpus_run._AudioFiles, "__getitem__", tracked_getitem)
+    monkeypatch.setattr(corpus_run, "encode_long", counting_encode_long)
+    out = tmp_path / "tokens"
+    summary = tokenize_corpus(tmp_path, out, model, windowing=windowing, num_workers=0, progress=False)
+    assert summary.num_utterances == 4 and alive_at_encode == [1, 1, 1]
+    corpus = TokenCorpus(out)
+    for n in range(3):
+        sig = load_audio(tmp_path / f"long{n}.wav")
+        assert torch.equal(corpus[f"long{n}"].tokens, real_encode_long(model, sig, windowing))
+    assert torch.equal(corpus["short"].tokens, model.encode(load_audio(tmp_path / "short.wav")).tokens)
 
 
 def test_encoding_failure_of_one_item_spares_its_batch(tmp_path, corpus_dir, monkeypatch):

@@ -329,6 +329,7 @@ def _encode_shard(
     lengths: dict[int, int] = {}
     errors: dict[int, str] = {}
     seconds = 0.0
+    limit = _one_pass_limit(model, job.windowing)
     for lo in range(0, len(items), job.window):
         hi = min(lo + job.window, len(items))
         sigs: dict[int, Tensor] = {}
@@ -336,12 +337,22 @@ def _encode_shard(
             _, sig, reason = next(stream)
             if sig is None:
                 errors[i] = reason or "unknown error"
+                continue
+            lengths[i] = sig.numel()
+            if sig.numel() > limit:
+                # Encoded alone anyway: done now, so that a sort group never holds more than one
+                # long file (256 one-hour files held together would need 60 GB).
+                toks, errs = _encode_window(model, {i: sig}, 1, 1, job.windowing, job.autocast)
+                tokens.update(toks)
+                errors.update(errs)
+                del sig
             else:
-                sigs[i], lengths[i] = sig, sig.numel()
+                sigs[i] = sig
         toks, errs = _encode_window(model, sigs, job.max_batch_samples, job.max_batch_size, job.windowing, job.autocast)
+        del sigs
         tokens.update(toks)
         errors.update(errs)
-        done = sum(lengths[i] for i in toks) / job.sample_rate
+        done = sum(lengths[i] for i in range(lo, hi) if i in tokens) / job.sample_rate
         seconds += done
         bar.update(done, hi - lo, sum(1 for i in range(lo, hi) if i in errors))
     rows = [(item, lengths[i], tokens[i]) for i, item in enumerate(items) if i in tokens]
@@ -414,6 +425,12 @@ def _encode_batch(model: Any, sigs: Sequence[Tensor]) -> list[Tensor]:
     return [toks[row, : int(tok_lens[row])].clone() for row in range(len(sigs))]
 
 
+def _one_pass_limit(model: Any, windowing: Windowing) -> int:
+    """Samples up to which an utterance is encoded in one pass (one window with its context);
+    longer ones are encoded alone, window by window."""
+    return sum(windowing.token_geometry(model.token_rate)) * model.hop_length
+
+
 def _failure(exc: BaseException) -> str:
     return f"encoding failed: {type(exc).__name__}: {exc}"
 
@@ -434,7 +451,7 @@ def _encode_window(
     ``torch.autocast`` (the codec keeps its sign decisions in float32)."""
     tokens: dict[int, Tensor] = {}
     errors: dict[int, str] = {}
-    limit = sum(windowing.token_geometry(model.token_rate)) * model.hop_length
+    limit = _one_pass_limit(model, windowing)
     region = torch.autocast(model.device.type, dtype=getattr(torch, autocast)) if autocast else nullcontext()
     with region:
         for k in [k for k in sigs if sigs[k].numel() > limit]:
