@@ -23,8 +23,10 @@ import soundfile as sf
 import torch
 from conftest import FIXTURES, SPEECH, fixture_model, speech_files
 
+from focalcodec import audio as audio_module  # noqa: E402
 from focalcodec.audio import load_audio, resample  # noqa: E402
 from focalcodec.cli import main  # noqa: E402
+from focalcodec.compression import encode_audio  # noqa: E402
 from focalcodec.corpus import (  # noqa: E402
     CorpusItem,
     TokenCorpus,
@@ -308,6 +310,12 @@ def test_other_run_in_same_folder_is_refused(reference, corpus_dir, tmp_path):
     with pytest.raises(InputError, match=f"other weights of tiny_50hz: sha256 [0-9a-f]{{16}} then, {new_sha} now"):
         tokenize_corpus(corpus_dir, out, other, shard_size=SHARD_SIZE, progress=False)
     assert _files(out) == _files(reference)
+    plan = json.loads((out / "plan.json").read_text())
+    del plan["reading"]  # a run started before files were read as `focalcodec encode` reads them
+    plan["digest"] = "0" * 64
+    (out / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(InputError, match="started by an older focalcodec"):
+        tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), shard_size=SHARD_SIZE, progress=False)
 
 
 # -- scale-out -------------------------------------------------------------------------------------
@@ -478,14 +486,46 @@ def test_items_list_and_bad_arguments(tmp_path, corpus_dir):
     assert summary.num_utterances == 1 and TokenCorpus(tmp_path / "o").ids() == ["only"]
 
 
+def test_tokens_equal_focalcodec_encode_whatever_the_rate_and_length(tmp_path, monkeypatch):
+    """Each file gets exactly the tokens ``focalcodec encode`` (:func:`encode_audio`) gives it:
+    resampled files have its length rule (floor(frames * 16000 / rate); one token more for some
+    lengths before), long ones its windows, and a long 16 kHz FLAC is read window by window
+    (never loaded whole) as encode reads it."""
+    speech = np.concatenate([load_audio(p).numpy() for p in speech_files("eval")[:6]])
+    files = {}
+    for n, (rate, seconds) in enumerate([(22050, 0.125), (44100, 0.37), (8000, 0.61), (22050, 1.5), (16000, 1.5)]):
+        x = speech[n * 800 : n * 800 + int(seconds * 16000)]
+        name = f"f{n}_{rate}.{'flac' if rate == 16000 else 'wav'}"
+        sf.write(tmp_path / name, resample(x, 16000, rate) if rate != 16000 else x, rate)
+        files[name.split(".")[0]] = tmp_path / name
+    model = fixture_model("tiny_50hz")
+    windowing = Windowing(window=1.0, context=0.1, lookahead=0.1)  # one pass up to 1.2 s
+    loaded = []
+    real_read = audio_module.read_audio
+
+    def tracking_read(path):
+        loaded.append(Path(path).name)
+        return real_read(path)
+
+    monkeypatch.setattr(audio_module, "read_audio", tracking_read)
+    out = tmp_path / "tokens"
+    summary = tokenize_corpus(tmp_path, out, model, windowing=windowing, num_workers=0, progress=False)
+    monkeypatch.undo()
+    assert summary.num_utterances == 5 and summary.num_errors == 0
+    corpus = TokenCorpus(out)
+    for uid, path in files.items():
+        expected = encode_audio(path, model, windowing=windowing)
+        assert torch.equal(corpus[uid].tokens, torch.as_tensor(expected.tokens).flatten()), uid
+    assert "f4_16000.flac" not in loaded  # read on demand, window by window
+
+
 def test_long_files_are_encoded_as_they_come_not_held_in_a_sort_group(tmp_path, monkeypatch):
     """Files longer than one window are encoded alone, window by window; they used to be held
     until their whole sort group (256 files) was read, so a corpus of hour-long recordings
-    needed 256 of them in memory. Now at most one is alive, and the tokens are unchanged."""
-    clips = [load_audio(p).numpy() for p in speech_files("eval")[:6]]
-    speech = np.concatenate(clips)
-    for n in range(3):
-        sf.write(tmp_path / f"long{n}.wav", speech[n * 800 : n * 800 + 24000], 16000)  # 1.5 s
+    needed 256 of them in memory. Now at most one is alive."""
+    speech = np.concatenate([load_audio(p).numpy() for p in speech_files("eval")[:6]])
+    for n in range(3):  # 1.5 s at 22.05 kHz: loaded and resampled
+        sf.write(tmp_path / f"long{n}.wav", resample(speech[n * 800 : n * 800 + 24000], 16000, 22050), 22050)
     sf.write(tmp_path / "short.wav", speech[:8000], 16000)
     model = fixture_model("tiny_50hz")
     windowing = Windowing(window=1.0, context=0.1, lookahead=0.1)  # one pass up to 1.2 s
@@ -495,7 +535,7 @@ def test_long_files_are_encoded_as_they_come_not_held_in_a_sort_group(tmp_path, 
 
     def tracked_getitem(self, i):
         item = real_getitem(self, i)
-        if item[1] is not None and item[1].numel() > 16000:
+        if isinstance(item[1], torch.Tensor) and item[1].numel() > 16000:
             handed_out.append(weakref.ref(item[1]))
         return item
 
@@ -505,14 +545,8 @@ def test_long_files_are_encoded_as_they_come_not_held_in_a_sort_group(tmp_path, 
 
     monkeypatch.setattr(corpus_run._AudioFiles, "__getitem__", tracked_getitem)
     monkeypatch.setattr(corpus_run, "encode_long", counting_encode_long)
-    out = tmp_path / "tokens"
-    summary = tokenize_corpus(tmp_path, out, model, windowing=windowing, num_workers=0, progress=False)
+    summary = tokenize_corpus(tmp_path, tmp_path / "tokens", model, windowing=windowing, num_workers=0, progress=False)
     assert summary.num_utterances == 4 and alive_at_encode == [1, 1, 1]
-    corpus = TokenCorpus(out)
-    for n in range(3):
-        sig = load_audio(tmp_path / f"long{n}.wav")
-        assert torch.equal(corpus[f"long{n}"].tokens, real_encode_long(model, sig, windowing))
-    assert torch.equal(corpus["short"].tokens, model.encode(load_audio(tmp_path / "short.wav")).tokens)
 
 
 def test_encoding_failure_of_one_item_spares_its_batch(tmp_path, corpus_dir, monkeypatch):

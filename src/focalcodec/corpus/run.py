@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ..audio import load_audio
+from ..audio import AudioFileSamples, audio_info
 from ..errors import FocalCodecError, InputError, OutputError
 from ..longform import encode_long
 from ..runtime import Distributed
@@ -293,7 +294,7 @@ def _run_shards(
     total_h = sum(durations) / 3600 if all(d is not None for d in durations) else None  # type: ignore[arg-type]
     bar = _Progress(show, total_h, len(flat), note)
     loader = torch.utils.data.DataLoader(
-        _AudioFiles([items[i] for i in flat], job.sample_rate, job.max_duration),
+        _AudioFiles([items[i] for i in flat], job.sample_rate, job.max_duration, _one_pass_limit(model, job.windowing)),
         batch_size=1,
         shuffle=False,
         num_workers=job.num_workers,
@@ -338,8 +339,8 @@ def _encode_shard(
             if sig is None:
                 errors[i] = reason or "unknown error"
                 continue
-            lengths[i] = sig.numel()
-            if sig.numel() > limit:
+            lengths[i] = len(sig)
+            if len(sig) > limit:
                 # Encoded alone anyway: done now, so that a sort group never holds more than one
                 # long file (256 one-hour files held together would need 60 GB).
                 toks, errs = _encode_window(model, {i: sig}, 1, 1, job.windowing, job.autocast)
@@ -361,28 +362,59 @@ def _encode_shard(
 
 
 class _AudioFiles(torch.utils.data.Dataset):
-    """``dataset[i] -> (i, (N,) float32 at 16 kHz or None, reason or None)``; never raises
-    for a bad file, so that one file cannot stop the run."""
+    """``dataset[i] -> (i, signal or None, reason or None)``; never raises for a bad file, so
+    that one file cannot stop the run.
 
-    def __init__(self, items: Sequence[CorpusItem], sample_rate: int, max_duration: float | None) -> None:
+    Each file is read as ``focalcodec encode`` reads it (:func:`focalcodec.compression.model_signal`),
+    so every command gives a file the same tokens: ``floor(frames * 16000 / rate)`` samples at
+    16 kHz; a 16 kHz file in a format read sample-exactly (WAV, FLAC, ...) longer than
+    ``one_pass`` samples stays an :class:`~focalcodec.audio.AudioFileSamples`, read window by
+    window while encoding (memory independent of its duration), shorter ones are ``(N,)``
+    float32 tensors. ``max_duration`` is checked on the header first: such a file is never loaded."""
+
+    def __init__(
+        self, items: Sequence[CorpusItem], sample_rate: int, max_duration: float | None, one_pass: int
+    ) -> None:
         self.items = list(items)
         self.sample_rate = sample_rate
         self.max_duration = max_duration
+        self.one_pass = one_pass
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[int, Tensor | None, str | None]:
+    def _too_long(self, seconds: float) -> str | None:
+        if self.max_duration is not None and seconds > self.max_duration:
+            return f"longer than the limit of {self.max_duration:g} s ({seconds:.1f} s)"
+        return None
+
+    def __getitem__(self, i: int) -> tuple[int, Tensor | AudioFileSamples | None, str | None]:
+        from ..compression import model_signal
+
         item = self.items[i]
         try:
-            sig = load_audio(item.file, self.sample_rate, warn=False)
+            info = audio_info(item.file)
+            reason = self._too_long(info.frames / info.samplerate) if info.frames > 0 else None
+            if reason:
+                return i, None, reason
+            with warnings.catch_warnings():  # channels mixed down: expected in a corpus, not news
+                warnings.simplefilter("ignore", UserWarning)
+                sig, _, _ = model_signal(item.file, _Rate(self.sample_rate))
+            if isinstance(sig, AudioFileSamples) and len(sig) <= self.one_pass:
+                sig = sig[0 : len(sig)]  # batched with the others
         except FocalCodecError as exc:
             return i, None, str(exc)
         except Exception as exc:  # noqa: BLE001 - any failure of one file is reported, not fatal
             return i, None, f"{type(exc).__name__}: {exc}"
-        if self.max_duration is not None and sig.numel() > self.max_duration * self.sample_rate:
-            return i, None, f"longer than the limit of {self.max_duration:g} s ({sig.numel() / self.sample_rate:.1f} s)"
-        return i, sig, None
+        reason = self._too_long(len(sig) / self.sample_rate)
+        return (i, None, reason) if reason else (i, sig, None)
+
+
+class _Rate(NamedTuple):
+    """What :func:`~focalcodec.compression.model_signal` needs of the codec (the model itself
+    stays out of the DataLoader workers)."""
+
+    sample_rate_input: int
 
 
 def _worker_init(_: int) -> None:
@@ -437,14 +469,15 @@ def _failure(exc: BaseException) -> str:
 
 def _encode_window(
     model: Any,
-    sigs: dict[int, Tensor],
+    sigs: Mapping[int, Tensor | AudioFileSamples],
     max_batch_samples: int,
     max_batch_size: int,
     windowing: Windowing = DEFAULT,
     autocast: str | None = None,
 ) -> tuple[dict[int, Tensor], dict[int, str]]:
     """Encode ``{index: (N,) signal}`` in length-sorted batches. Utterances longer than one
-    window with its context (64 s by default) are encoded alone, window by window (shorter
+    window with its context (64 s by default; tensors or files read on demand) are encoded
+    alone, window by window (shorter
     ones would be one pass there too, and causal models give one-pass tokens in any case). A
     batch that fails is retried item by item, so only the items that fail alone are reported
     (as ``{index: reason}``). ``autocast``: a dtype of :data:`AUTOCAST_DTYPES` to run under
@@ -454,16 +487,18 @@ def _encode_window(
     limit = _one_pass_limit(model, windowing)
     region = torch.autocast(model.device.type, dtype=getattr(torch, autocast)) if autocast else nullcontext()
     with region:
-        for k in [k for k in sigs if sigs[k].numel() > limit]:
+        for k in [k for k in sigs if len(sigs[k]) > limit]:
             try:
                 tokens[k] = encode_long(model, sigs[k], windowing).cpu()
             except (KeyboardInterrupt, SystemExit):
                 raise
             except MemoryError:
                 errors[k] = "out of memory while encoding (window by window); use a smaller --window"
+            except FocalCodecError as exc:  # a file read on demand: NaN or truncated further in
+                errors[k] = str(exc)
             except Exception as exc:  # noqa: BLE001
                 errors[k] = _failure(exc)
-        keys = [k for k in sigs if sigs[k].numel() <= limit]
+        keys = [k for k in sigs if len(sigs[k]) <= limit]
         for batch in length_batches([sigs[k].numel() for k in keys], max_batch_samples, max_batch_size):
             ids = [keys[b] for b in batch]
             try:

@@ -25,6 +25,7 @@ FORMAT = "focalcodec-tokens"
 FORMAT_VERSION = 1
 SHARD_DIR = "shards"
 MARKER_DIR = "markers"
+READING = 2
 
 
 def pyarrow_module():
@@ -76,6 +77,9 @@ def make_plan(
         "model": model,
         # Long files are encoded in windows: their tokens depend on the geometry.
         "windowing": [windowing.window, windowing.context, windowing.lookahead],
+        # How files become samples: 2 = as `focalcodec encode` reads them (compression.model_signal);
+        # plans without it read some resampled files one sample longer, which changed their tokens.
+        "reading": READING,
     }
     if max_duration is not None:  # which files are skipped: recorded only when set (older plans keep their digest)
         plan["max_duration"] = float(max_duration)
@@ -183,6 +187,11 @@ def plan_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
     if old.get("format") != FORMAT or old.get("version") != FORMAT_VERSION:
         return [f"its plan.json is not a {FORMAT} plan of version {FORMAT_VERSION}"]
     out = []
+    if old.get("reading") != new.get("reading"):
+        out.append(
+            "it was started by an older focalcodec, which read some resampled files one sample longer than "
+            "`focalcodec encode` does (other tokens): finish it with that version, or start again"
+        )
     if old.get("files_sha256") != new["files_sha256"]:
         out.append(f"other files: {old.get('num_utterances')} utterances then, {new['num_utterances']} now")
     if old.get("shard_size") != new["shard_size"]:
