@@ -258,6 +258,23 @@ def test_output_folder_holding_other_files_is_refused(corpus_dir, tmp_path, caps
         tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), num_workers=0, progress=False)
 
 
+def test_rerun_of_a_finished_run_says_nothing_to_do_and_all_failed_is_an_error(reference, corpus_dir, tmp_path, capsys):
+    """The same command on a finished folder: a clear no-op line, no file touched. A corpus of
+    which no file could be tokenized: exit code 1 and one error line (it used to exit 0)."""
+    out = tmp_path / "tokens"
+    shutil.copytree(reference, out)
+    assert main(_tokenize_cmd(corpus_dir, out)[2:]) == 0
+    assert capsys.readouterr().out.startswith("nothing to do: this run was already complete: 6 utterances")
+    assert _files(out) == _files(reference)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(corpus_dir / "broken.wav", bad / "x.wav")
+    (bad / "y.flac").write_bytes(b"")
+    assert main(_tokenize_cmd(bad, tmp_path / "bad_tokens")[2:]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: no file could be tokenized: all 2 failed") and "errors.tsv" in err[-1]
+
+
 def test_disk_full_is_one_clear_error_and_the_rerun_resumes(reference, corpus_dir, tmp_path, monkeypatch, capsys):
     """A full disk while writing a shard: one ``error:`` line naming the shard and saying how to
     go on (pyarrow's own message named neither), finished shards kept, no temporary left, and

@@ -115,15 +115,25 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         autocast=args.autocast,
     )
-    if int(os.environ.get("RANK", "0")) == 0:
-        rate = summary.encoded_duration_s / 3600 / max(summary.wall_s / 3600, 1e-9)
-        print(
-            f"{summary.num_utterances} utterances ({summary.duration_s / 3600:.3f} h, {summary.num_tokens} tokens) "
-            f"in {summary.num_shards} shards under {summary.out} "
-            f"(on {summary.world_size} process{'es' if summary.world_size > 1 else ''}); "
-            f"{summary.skipped_shards} shards were already done; "
-            f"{summary.num_errors} files skipped (see errors.tsv); {rate:.2f} h of audio per hour this run"
+    if summary.num_utterances == 0:  # every rank: the same exit code
+        raise InputError(
+            f"no file could be tokenized: all {summary.num_errors} failed, with the reasons in "
+            f"{summary.out / 'errors.tsv'}"
         )
+    if int(os.environ.get("RANK", "0")) == 0:
+        totals = (
+            f"{summary.num_utterances} utterances ({summary.duration_s / 3600:.3f} h, {summary.num_tokens} tokens) "
+            f"in {summary.num_shards} shards under {summary.out}"
+        )
+        if summary.skipped_shards == summary.num_shards:
+            print(f"nothing to do: this run was already complete: {totals}; {summary.num_errors} files skipped")
+        else:
+            rate = summary.encoded_duration_s / 3600 / max(summary.wall_s / 3600, 1e-9)
+            print(
+                f"{totals} (on {summary.world_size} process{'es' if summary.world_size > 1 else ''}); "
+                f"{summary.skipped_shards} shards were already done; "
+                f"{summary.num_errors} files skipped (see errors.tsv); {rate:.2f} h of audio per hour this run"
+            )
         if summary.num_errors:
             print(
                 f"warning: {summary.num_errors} files could not be tokenized, listed in {summary.out / 'errors.tsv'}",
