@@ -146,6 +146,28 @@ def test_parquet_loads_with_pyarrow(reference):
     assert whole.column("path").to_pylist()[:3] == ["a_22k.wav", "b_ogg.ogg", "c_mono48k.flac"]
 
 
+def test_format_facts_in_the_docs_hold(reference, corpus_dir):
+    """What docs/tokenize.md tells a reader without this package: shard k holds list items
+    k * shard_size ... in order, its schema metadata names the plan and k, durations are
+    samples / 16000, plan.json's files_sha256 is the sha256 of the compact [id, path] list."""
+    index = json.loads((reference / "index.json").read_text())
+    plan = json.loads((reference / "plan.json").read_text())
+    items = list_corpus(corpus_dir)
+    listed = json.dumps([[it.id, it.path] for it in items], sort_keys=True, separators=(",", ":"))
+    assert plan["files_sha256"] == hashlib.sha256(listed.encode()).hexdigest()
+    assert index["plan"] == plan["digest"] and plan["reading"] == 2 and index["version"] == 1
+    for k, shard in enumerate(index["shards"]):
+        table = pq.read_table(reference / shard["file"])
+        meta = json.loads(table.schema.metadata[b"focalcodec"])
+        assert meta == {"plan": plan["digest"], "shard": k}
+        wanted = [it.id for it in items[k * plan["shard_size"] : (k + 1) * plan["shard_size"]] if it.id != "broken"]
+        assert table.column("id").to_pylist() == wanted
+        for n, d in zip(table.column("num_samples").to_pylist(), table.column("duration").to_pylist(), strict=True):
+            assert d == n / 16000
+    lines = (reference / "errors.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0].split("\t") == ["id", "path", "reason"] and lines[1].split("\t")[:2] == ["broken", "broken.wav"]
+
+
 def test_index_checksums_and_model_identity(reference):
     index = json.loads((reference / "index.json").read_text())
     model = fixture_model("tiny_50hz")
