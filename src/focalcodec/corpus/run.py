@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -339,6 +340,8 @@ def _encode_shard(
             if sig is None:
                 errors[i] = reason or "unknown error"
                 continue
+            if isinstance(sig, np.ndarray):
+                sig = torch.from_numpy(sig)
             lengths[i] = len(sig)
             if len(sig) > limit:
                 # Encoded alone anyway: done now, so that a sort group never holds more than one
@@ -370,7 +373,7 @@ class _AudioFiles(torch.utils.data.Dataset):
     16 kHz; a 16 kHz file in a format read sample-exactly (WAV, FLAC, ...) longer than
     ``one_pass`` samples stays an :class:`~focalcodec.audio.AudioFileSamples`, read window by
     window while encoding (memory independent of its duration), shorter ones are ``(N,)``
-    float32 tensors. ``max_duration`` is checked on the header first: such a file is never loaded."""
+    float32 arrays. ``max_duration`` is checked on the header first: such a file is never loaded."""
 
     def __init__(
         self, items: Sequence[CorpusItem], sample_rate: int, max_duration: float | None, one_pass: int
@@ -388,7 +391,7 @@ class _AudioFiles(torch.utils.data.Dataset):
             return f"longer than the limit of {self.max_duration:g} s ({seconds:.1f} s)"
         return None
 
-    def __getitem__(self, i: int) -> tuple[int, Tensor | AudioFileSamples | None, str | None]:
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | AudioFileSamples | None, str | None]:
         from ..compression import model_signal
 
         item = self.items[i]
@@ -407,7 +410,12 @@ class _AudioFiles(torch.utils.data.Dataset):
         except Exception as exc:  # noqa: BLE001 - any failure of one file is reported, not fatal
             return i, None, f"{type(exc).__name__}: {exc}"
         reason = self._too_long(len(sig) / self.sample_rate)
-        return (i, None, reason) if reason else (i, sig, None)
+        if reason:
+            return i, None, reason
+        # A NumPy array, not a tensor: it crosses from a worker process in the pipe, whereas a
+        # tensor would pass a file descriptor through a helper thread that prints a traceback
+        # when Ctrl-C ends the run.
+        return i, (sig.numpy() if isinstance(sig, Tensor) else sig), None
 
 
 class _Rate(NamedTuple):
