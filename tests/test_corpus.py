@@ -273,6 +273,7 @@ def test_output_folder_holding_other_files_is_refused(corpus_dir, tmp_path, caps
     out = tmp_path / "tokens"
     (out / "shards").mkdir(parents=True)
     (out / "markers").mkdir()
+    (out / ".DS_Store").write_bytes(b"\0")
     summary = tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), num_workers=0, progress=False)
     assert summary.num_utterances == len(GOOD_IDS)
     (out / "plan.json").write_text("[1]")  # not ours: named, not an internal error

@@ -250,12 +250,13 @@ def prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
     else:
         # Not a run of ours: write into it only when empty (-o given the corpus folder, or a home
         # folder by mistake, would get shards/, markers/ and a replaced errors.tsv or index.json).
-        # Empty shards/ and markers/ and plan.json's temporary are what a run killed at once leaves.
+        # Empty shards/ and markers/ are what a run killed at once leaves; hidden files (plan.json's
+        # temporary, .DS_Store, .nfs...) are not in the way.
         others = sorted(
             p.name
             for p in out.iterdir()
             if not (p.name in (SHARD_DIR, MARKER_DIR) and p.is_dir() and not any(p.iterdir()))
-            and not p.name.startswith(".plan.")
+            and not p.name.startswith(".")
         )
         if others:
             raise InputError(
