@@ -250,7 +250,9 @@ def test_bfloat16_model_end_to_end(device: str) -> None:
         with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             toks = half.sig_to_toks(io["sig"].bfloat16())
             sig = half.toks_to_sig(toks)
-        assert toks.shape == io["toks"].shape and (toks == io["toks"]).float().mean() > 0.5
+        # Measured on CPU: 0.88 (tiny_50hz) and 0.97 (causal) of the float32 tokens; random weights
+        # sit closer to the sign boundaries than trained ones, so this bounds a broken cast, not bf16.
+        assert toks.shape == io["toks"].shape and (toks == io["toks"]).float().mean() > 0.75
         assert sig.shape == io["toks_sig"].shape and torch.isfinite(sig.float()).all()
         out = half.decode(half.encode(io["sig"][0]).tokens).audio
         assert out.dtype == torch.float32 and torch.isfinite(out).all()

@@ -128,3 +128,42 @@ def test_readme_evaluation_snippet_runs(capsys):
     delay_ms, stoi = capsys.readouterr().out.split()[:2]
     assert 15.0 <= float(delay_ms) <= 25.0
     assert "stoi" in stoi
+
+
+def test_short_clips_get_a_delay_that_leaves_an_overlap():
+    """The search range is cut to lags that keep half of the shorter signal: a 100-sample clip
+    (shorter than the 500 ms range) used to get a delay with no overlap, and the harness's
+    alignment ended the whole run."""
+    x = load_audio(CLIP).numpy()
+    for n in (1, 100, 3000):
+        ref, hyp = x[8000 : 8000 + n], x[8000 : 8000 + n] * 0.5
+        d = estimate_delay(ref, hyp)
+        assert abs(d.samples) <= n // 2, (n, d)
+        r, h = align_pair(ref, hyp, d.samples)
+        assert r.shape == h.shape and r.shape[0] >= (n + 1) // 2
+    utts = [Utterance("short", CLIP)]
+    metrics = {"mel_distance": build_metric("mel_distance")}
+    short = evaluate_resynthesis([_Cut(100)], utts, metrics, n_boot=0)
+    row = short.codecs["cut"]["utterances"][0]
+    assert "error" not in row and np.isfinite(row["mel_distance"])
+
+
+class _Cut(Codec):
+    """Returns only the first ``n`` samples of its input: a codec whose output is far shorter."""
+
+    name = "cut"
+    nominal_bitrate = 1.0
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def roundtrip(self, audio: np.ndarray) -> Reconstruction:
+        return Reconstruction(np.asarray(audio, np.float32)[: self.n], 16000, num_bits=1)
+
+
+def test_an_empty_output_fails_its_item_not_the_run():
+    utts = [Utterance("a", CLIP), Utterance("b", CLIP)]
+    result = evaluate_resynthesis([_Cut(0)], utts, {"mel_distance": build_metric("mel_distance")}, n_boot=0)
+    rows = result.codecs["cut"]["utterances"]
+    assert [r["error"] for r in rows] == ["codec produced no samples"] * 2
+    assert result.codecs["cut"]["summary"]["failed"] == 2

@@ -341,3 +341,16 @@ def test_report_lists_skipped_items_ground_truth_wer_and_per_language_tables(tmp
     assert "The ASR's own WER on the original audio" in md
     if report["models"]["dwer"]["model"] == "Whisper tiny.en":
         assert f"`dwer`: {n_fr} item(s) left out: language 'fr'" in md
+
+
+def test_evaluate_help_names_the_default_metrics_and_codec2_modes():
+    """The help spells out what ``--metrics auto`` and ``--codec`` accept (it cannot import
+    the harness: --help stays torch-free), so it is checked against the harness here."""
+    from focalcodec.cli import build_parser
+    from focalcodec.eval.baselines import CODEC2_MODES
+    from focalcodec.eval.harness import DEFAULT_METRICS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["evaluate"]
+    helps = {a.dest: a.help for a in sub._actions}
+    assert f"({','.join(DEFAULT_METRICS['resynth'])})" in helps["metrics"]
+    assert "codec2-" + "/".join(m.lower() for m in CODEC2_MODES) in helps["codec"]

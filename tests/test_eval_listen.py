@@ -350,3 +350,15 @@ def test_cli_errors_help_and_serve(run_dir: Path, test_dir: Path, tmp_path: Path
         proc.send_signal(2)  # Ctrl-C
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().endswith("error: interrupted")
+
+
+def test_listen_help_shows_each_default_once(capsys):
+    """The listen steps use the commands' one help formatter: a default written into the help
+    text is not repeated as ``(default: None)``."""
+    from focalcodec.cli import main
+
+    for step in ("build", "serve", "export", "analyze"):
+        with pytest.raises(SystemExit):
+            main(["listen", step, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text and text.count("(default:") >= 1, (step, text)

@@ -12,6 +12,7 @@ from conftest import SPEECH
 
 from focalcodec.audio import load_audio
 from focalcodec.errors import InputError
+from focalcodec.eval import baselines as M_codecs
 from focalcodec.eval import metrics as M
 from focalcodec.eval.asr import (
     DWERMetric,
@@ -103,6 +104,63 @@ def test_pesq_of_silence_is_nan_with_warning(clean):
     with pytest.warns(UserWarning, match="PESQ undefined"):
         out = m(np.zeros(16000, np.float32), np.zeros(16000, np.float32), 16000)
     assert np.isnan(out["pesq_wb"]) and out["skip"].startswith("PESQ undefined")
+
+
+@pytest.mark.parametrize("name", ["stoi", "estoi"])
+def test_stoi_of_too_little_speech_is_nan_with_a_reason(name, clean):
+    """pystoi returns 1e-5 (with a warning) when fewer than 30 frames (384 ms) of speech are
+    left after its silence removal, and fails on a few samples: either would enter a corpus
+    mean as a real score. Both are NaN with the reason, as is a silent reference."""
+    m = build_metric(name)
+    short = clean[8000:12800]  # 0.3 s of speech, compared with a scaled copy of itself
+    for ref, hyp in ((short, 0.5 * short), (clean[:100], clean[:100])):
+        out = m(ref, hyp, 16000)
+        assert np.isnan(out[name]) and "too little speech" in out["skip"], out
+    silent = m(np.zeros_like(clean), clean, 16000)
+    assert np.isnan(silent[name]) and "silent reference" in silent["skip"]
+    assert m(clean[:16000], clean[:16000].copy(), 16000)[name] > 0.99  # 1 s is enough
+
+
+def test_si_sdr_of_silence_is_nan_with_a_reason(clean):
+    m = build_metric("si_sdr")
+    for ref, hyp, reason in (
+        (np.zeros_like(clean), clean, "silent (or constant) reference"),
+        (clean, 0 * clean, "reconstruction"),
+    ):
+        out = m(ref, hyp, 16000)
+        assert np.isnan(out["si_sdr"]) and reason in out["skip"], out
+
+
+def test_undefined_values_never_enter_a_summary_silently(clean):
+    """A metric value that comes back NaN without a reason (a user's metric, or a built-in
+    one's blind spot) is counted out of the summary with a reason the report lists."""
+    from focalcodec.eval.data import Utterance
+    from focalcodec.eval.harness import evaluate_resynthesis
+
+    class Flaky(Metric):
+        name = "flaky"
+        keys = {"flaky": True}
+        model = "test"
+
+        def compute(self, ref, hyp, meta):
+            return {"flaky": float("nan")}
+
+    class Loud(Metric):  # no reference: sees the whole output, never an aligned overlap
+        name = "loud"
+        keys = {"loud": True}
+        needs_reference = False
+
+        def compute(self, ref, hyp, meta):
+            return {"loud": float(np.abs(hyp).max())}
+
+    result = evaluate_resynthesis(
+        [M_codecs.build_codec("identity")], [Utterance("a", CLIP)], {"flaky": Flaky(), "loud": Loud()}, n_boot=0
+    )
+    summary = result.codecs["identity"]["summary"]
+    assert summary["flaky_n"] == 0 and summary["flaky_skipped"] == {"flaky undefined (NaN)": 1}
+    assert summary["loud_n"] == 1 and "loud_skipped" not in summary
+    # the report's "time-aligned" column: only metrics that compare with the reference are aligned
+    assert result.models["flaky"]["align"] is True and result.models["loud"]["align"] is False
 
 
 def test_htk_mel_filter_bank_shape_and_coverage():
@@ -326,6 +384,16 @@ def test_f0_error_of_a_tone_shifted_by_100_cents(mcd_f0):
     half = a.copy()
     half[n // 2 :] = 0.0
     assert mcd_f0(a, half, 16000)["vde"] == pytest.approx(50.0, abs=4.0)
+
+
+def test_f0_of_unvoiced_or_too_short_input_is_nan_with_a_reason(mcd_f0, clean):
+    """Praat cannot track pitch in under 50 ms (it raised PraatError) and F0 needs frames voiced
+    in both signals: NaN with the reason, never an unexplained NaN or an exception."""
+    short = mcd_f0(clean[:100], clean[:100], 16000)
+    assert all(np.isnan(short[k]) for k in mcd_f0.keys) and "too short" in short["skip"]
+    silent = mcd_f0(clean, np.zeros_like(clean), 16000)
+    assert np.isnan(silent["f0_rmse"]) and np.isnan(silent["f0_corr"]) and "voiced in both" in silent["skip"]
+    assert math.isfinite(silent["mcd"]) and math.isfinite(silent["vde"])
 
 
 def test_mcd_ignores_gain_and_grows_with_noise(mcd_f0, clean):

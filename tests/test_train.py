@@ -320,6 +320,20 @@ def test_resume_is_exact(manifest, tmp_path):
     assert max(r["epoch"] for r in _metrics(part)) == 1
 
 
+def test_planned_steps_is_where_the_run_ends(manifest, tmp_path):
+    """The progress bar's total: a recipe bounded by epochs (stage Q: 100 epochs, max_steps
+    1e8) ends after max_epochs x steps per epoch, not at max_steps."""
+    stage = {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}
+    extra = ("data.valid=null", "train.validate_first=false", "train.grad_accum=2", "train.max_steps=100000000")
+    # 6 utterances, batch 2: 3 batches per epoch, 2 steps of 2 micro-batches (the last has 1)
+    trainer = Trainer(_config(stage, manifest, tmp_path / "e", "train.max_epochs=2", *extra))
+    assert trainer.planned_steps() == 4
+    trainer.fit()
+    assert trainer.step == 4
+    trainer = Trainer(_config(stage, manifest, tmp_path / "s", "train.max_epochs=2", *extra[:-1], "train.max_steps=3"))
+    assert trainer.planned_steps() == 3
+
+
 def test_resume_is_exact_for_gan_stage(manifest, tmp_path):
     stage = {"stage": "decoder", "model": TINY, "init": {"encoder": TINY}, "discriminator": {"width": 0.05}}
     extra = (

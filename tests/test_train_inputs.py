@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from conftest import FIXTURES, SPEECH
 
 from focalcodec.cli import main
-from focalcodec.errors import ConfigError, HubError
+from focalcodec.errors import ConfigError, HubError, OutputError
 from focalcodec.train.config import load_train_config
 from focalcodec.train.data import read_manifest, write_manifest
 from focalcodec.train.stages import build_stage, run_checkpoint
@@ -235,6 +236,19 @@ def test_prepare_leaves_unusable_files_out(tmp_path, capsys):
     assert names == ["good.wav", "inf.wav"]  # headers only: bad samples are not seen
 
 
+def test_prepare_to_stdout_writes_only_the_manifest_there(tmp_path, capsys):
+    """``-o -`` pipes the manifest (``prepare DIR -o - > m.jsonl``): the summary goes to stderr."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for p in _speech(2):
+        shutil.copy(p, data / p.name)
+    assert main(["prepare", str(data), "-o", "-"]) == 0
+    captured = capsys.readouterr()
+    (tmp_path / "m.jsonl").write_text(captured.out)
+    assert len(read_manifest(tmp_path / "m.jsonl")) == 2
+    assert "2 utterances" in captured.err
+
+
 # -- checkpoints ----------------------------------------------------------------------------------
 def test_truncated_state_gives_one_clear_error(tmp_path, capsys):
     manifest = write_manifest([{"path": str(p), "duration": 2.0} for p in _speech(2)], tmp_path / "m.jsonl")
@@ -283,3 +297,59 @@ def test_run_checkpoint_choice_follows_the_recipes(tmp_path):
     assert run_checkpoint(quantizer, "latest").name == "step_00000002"
     with pytest.raises(ConfigError, match="auto, best or latest"):
         run_checkpoint(decoder, "newest")
+
+
+# -- the run folder ---------------------------------------------------------------------------------
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_folder_is_never_written_into_silently(tmp_path, capsys):
+    manifest = write_manifest([{"path": str(p), "duration": 2.0} for p in _speech(2)], tmp_path / "m.jsonl")
+    run = tmp_path / "run"
+    Trainer(load_train_config(STAGE_Q, _overrides(manifest, run, "train.max_steps=2"))).fit()
+    before = _snapshot(run)
+    # starting over in it, or training another stage in it (e.g. two recipes left at one output_dir)
+    with pytest.raises(OutputError, match=r"already holds a training run .*train.resume=none.*--force"):
+        Trainer(load_train_config(STAGE_Q, _overrides(manifest, run, "train.max_steps=1", "train.resume=none")))
+    decoder = {**STAGE_Q, "stage": "decoder"}
+    with pytest.raises(ConfigError, match=r"holds a run of the quantizer stage, not decoder"):
+        Trainer(load_train_config(decoder, _overrides(manifest, run, "data.crop_frames=8")))
+    assert _snapshot(run) == before  # config.yaml still says quantizer: --export picks its best checkpoint
+    # a file where the run folder should be: one line, before any work
+    recipe = tmp_path / "q.yaml"
+    recipe.write_text(json.dumps(STAGE_Q))
+    assert main(["train", "--config", str(recipe), *_overrides(manifest, manifest, "train.max_steps=1")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: output_dir: {manifest} is a file; give a folder"], err
+    # --force replaces the earlier run: nothing of it is left
+    args = ["train", "--config", str(recipe), *_overrides(manifest, run, "train.max_steps=1", "train.resume=none")]
+    assert main(args) == 1 and "--force" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 0
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_00000001"]
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    """A run killed between checkpoints has logged steps that its resume runs again: the log
+    is cut back to the checkpoint, so metrics.jsonl (and TensorBoard) read as one run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    manifest = write_manifest([{"path": str(p), "duration": 2.0} for p in _speech(4)], tmp_path / "m.jsonl")
+    extra = ("train.max_steps=4", "train.ckpt_every=2", "train.tensorboard=true")
+    full, run = tmp_path / "full", tmp_path / "run"
+    Trainer(load_train_config(STAGE_Q, _overrides(manifest, full, *extra))).fit()
+    Trainer(load_train_config(STAGE_Q, _overrides(manifest, run, *extra))).fit()
+    # as if killed after logging step 4, before its checkpoint
+    shutil.rmtree(run / "checkpoints" / "step_00000004")
+    (run / "checkpoints" / "latest").write_text("step_00000002\n")
+    Trainer(load_train_config(STAGE_Q, _overrides(manifest, run, *extra))).fit()
+
+    def rows(folder: Path) -> list[tuple]:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["loss"]) for r in map(json.loads, lines)]
+
+    assert rows(run) == rows(full) and [s for s, _ in rows(run)] == [1, 2, 3, 4]
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]

@@ -132,14 +132,18 @@ class FocalCodec(nn.Module):
     # -- properties --------------------------------------------------------------------------
     @property
     def sample_rate_input(self) -> int:
+        """Rate of the audio ``encode`` and ``sig_to_*`` take: 16000 Hz."""
         return SAMPLE_RATE
 
     @property
     def sample_rate_output(self) -> int:
+        """Rate of the audio ``decode`` and ``*_to_sig`` give: 16000 Hz (Vocos) or 24000 Hz (WaveNeXt)."""
         return SAMPLE_RATE * self.decoder.upsample_factor // self.encoder.downsample_factor
 
     @property
     def sample_rate(self) -> int:
+        """The one sample rate of a model whose input and output rates agree (the reference's
+        name); AttributeError for the 24 kHz models, which have two."""
         if self.sample_rate_input != self.sample_rate_output:
             raise AttributeError(
                 f"input and output sample rates differ ({self.sample_rate_input} vs {self.sample_rate_output}); "
@@ -154,6 +158,7 @@ class FocalCodec(nn.Module):
 
     @property
     def codebook_size(self) -> int:
+        """Codes in the codebook, ``2^D`` (8192 for the official non-causal models)."""
         return self.quantizer.codebook_size
 
     @property
@@ -168,6 +173,7 @@ class FocalCodec(nn.Module):
 
     @property
     def causal(self) -> bool:
+        """Whether every part is causal (the model streams in ``chunk_size`` chunks)."""
         return all(
             bool(getattr(m, "causal", False)) for m in (self.encoder, self.compressor, self.decompressor, self.decoder)
         )
@@ -211,10 +217,12 @@ class FocalCodec(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Device of the weights."""
         return self.encoder.feature_proj.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """Floating-point dtype of the weights (``torch.float32`` unless converted)."""
         return self.encoder.feature_proj.weight.dtype
 
     @property
@@ -250,6 +258,7 @@ class FocalCodec(nn.Module):
         return digest
 
     def info(self) -> dict:
+        """The model's identity and rates as a JSON-ready dict (what ``focalcodec info --model`` prints)."""
         return {
             "model_id": self.model_id,
             "weights_sha256": self.weights_sha256,
@@ -314,7 +323,7 @@ class FocalCodec(nn.Module):
     def sig_to_feats(
         self, sig: Tensor, encoder_state: State = (), length: Tensor | None = None, return_state: bool = False
     ) -> Any:
-        """``(B, N) -> (B, T, C)``."""
+        """``sig (B, N)`` float at 16 kHz ``-> feats (B, T, C)`` at 50 Hz."""
         feats, es = self._encoder(sig, encoder_state, length, self._streams(return_state, encoder_state))
         return self._out(feats, [es], return_state)
 
@@ -324,16 +333,22 @@ class FocalCodec(nn.Module):
         return self._out(lats, [cs], return_state)
 
     def feats_to_toks(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
+        """``feats (B, T, C) -> toks (B, T') int64``. With ``return_state=True`` (or a state given) a causal model
+        streams and the new states follow the output, in argument order."""
         lats, cs = self._compressor(feats, compressor_state, self._streams(return_state, compressor_state))
         return self._out(self.quantizer.lats_to_toks(lats), [cs], return_state)
 
     def feats_to_codes(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
+        """``feats (B, T, C) -> codes (B, T', D)`` float, entries ``±1/sqrt(D)``. With ``return_state=True`` (or a state
+        given) a causal model streams and the new states follow the output, in argument order."""
         lats, cs = self._compressor(feats, compressor_state, self._streams(return_state, compressor_state))
         return self._out(self.quantizer.lats_to_codes(lats), [cs], return_state)
 
     def feats_to_qfeats(
         self, feats: Tensor, compressor_state: State = (), decompressor_state: State = (), return_state: bool = False
     ) -> Any:
+        """``feats (B, T, C) -> qfeats (B, T'', C)``, ``T'' = T' * frames_per_token``. With ``return_state=True`` (or a
+        state given) a causal model streams and the new states follow the output, in argument order."""
         stream = self._streams(return_state, compressor_state, decompressor_state)
         lats, cs = self._compressor(feats, compressor_state, stream)
         qfeats, ds = self._decompressor(self.quantizer.lats_to_codes(lats), decompressor_state, stream)
@@ -349,25 +364,34 @@ class FocalCodec(nn.Module):
         output_length: int | None = None,
         return_state: bool = False,
     ) -> Any:
-        """``(B, T, C) -> (B, T * hop)``; with ``matching_set (M, C)`` every frame is first
-        replaced by the mean of its ``topk`` nearest (cosine) matching frames (kNN-VC)."""
+        """``feats (B, T, C) -> sig (B, T * output_hop_length // frames_per_token)`` at
+        ``sample_rate_output`` (320 samples per frame at 16 kHz, 480 at 24 kHz); with
+        ``matching_set (M, C)`` every frame is first replaced by the mean of its ``topk`` nearest
+        (cosine) matching frames (kNN-VC)."""
         stream = self._streams(return_state, decoder_state)
         sig, gs = self._decoder(feats, decoder_state, matching_set, topk, num_splits, output_length, stream)
         return self._out(sig, [gs], return_state)
 
     def lats_to_toks(self, lats: Tensor) -> Tensor:
+        """``lats (B, T', D) -> toks (B, T') int64``: the signs as bits, latent dim 0 the most significant."""
         return self.quantizer.lats_to_toks(lats)
 
     def lats_to_codes(self, lats: Tensor) -> Tensor:
+        """``lats (B, T', D) -> codes (B, T', D)``: the signs scaled to ``±1/sqrt(D)``."""
         return self.quantizer.lats_to_codes(lats)
 
     def lats_to_qfeats(self, lats: Tensor, decompressor_state: State = (), return_state: bool = False) -> Any:
+        """``lats (B, T', D) -> qfeats (B, T'', C)`` (quantized first). With ``return_state=True`` (or a state given) a
+        causal model streams and the new states follow the output, in argument order."""
         return self.codes_to_qfeats(self.quantizer.lats_to_codes(lats), decompressor_state, return_state)
 
     def toks_to_codes(self, toks: Tensor) -> Tensor:
+        """``toks (B, T')`` integer in ``[0, 2^D)`` ``-> codes (B, T', D)`` float, entries ``±1/sqrt(D)``."""
         return self.quantizer.toks_to_codes(toks)
 
     def toks_to_qfeats(self, toks: Tensor, decompressor_state: State = (), return_state: bool = False) -> Any:
+        """``toks (B, T') -> qfeats (B, T'', C)``. With ``return_state=True`` (or a state given) a causal model streams
+        and the new states follow the output, in argument order."""
         return self.codes_to_qfeats(self.quantizer.toks_to_codes(toks), decompressor_state, return_state)
 
     def toks_to_sig(
@@ -381,6 +405,10 @@ class FocalCodec(nn.Module):
         output_length: int | None = None,
         return_state: bool = False,
     ) -> Any:
+        """``toks (B, T') -> sig (B, T' * output_hop_length)`` float at ``sample_rate_output`` (``output_length=M``: cut
+        or edge-padded to M samples); ``matching_set`` and ``topk`` as in :meth:`feats_to_sig` (kNN-VC). With
+        ``return_state=True`` (or a state given) a causal model streams and the new states follow the output, in
+        argument order."""
         return self.codes_to_sig(
             self.quantizer.toks_to_codes(toks),
             decompressor_state,
@@ -393,9 +421,12 @@ class FocalCodec(nn.Module):
         )
 
     def codes_to_toks(self, codes: Tensor) -> Tensor:
+        """``codes (B, T', D) -> toks (B, T') int64`` (the signs as bits)."""
         return self.quantizer.codes_to_toks(codes)
 
     def codes_to_qfeats(self, codes: Tensor, decompressor_state: State = (), return_state: bool = False) -> Any:
+        """``codes (B, T', D) -> qfeats (B, T'', C)``. With ``return_state=True`` (or a state given) a causal model
+        streams and the new states follow the output, in argument order."""
         qfeats, ds = self._decompressor(codes, decompressor_state, self._streams(return_state, decompressor_state))
         return self._out(qfeats, [ds], return_state)
 
@@ -410,6 +441,8 @@ class FocalCodec(nn.Module):
         output_length: int | None = None,
         return_state: bool = False,
     ) -> Any:
+        """``codes (B, T', D) -> sig (B, T' * output_hop_length)``, as :meth:`toks_to_sig`. With ``return_state=True``
+        (or a state given) a causal model streams and the new states follow the output, in argument order."""
         stream = self._streams(return_state, decompressor_state, decoder_state)
         qfeats, ds = self._decompressor(codes, decompressor_state, stream)
         sig, gs = self._decoder(qfeats, decoder_state, matching_set, topk, num_splits, output_length, stream)
@@ -429,6 +462,9 @@ class FocalCodec(nn.Module):
         length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
+        """``sig (B, N)`` float at 16 kHz ``-> lats (B, T', D)`` unit-norm. ``length``: (B,) relative lengths in [0, 1]
+        (encoder only; not batch-invariant, :meth:`encode` is). With ``return_state=True`` (or a state given) a causal
+        model streams and the new states follow the output, in argument order."""
         stream = self._streams(return_state, encoder_state, compressor_state)
         lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
         return self._out(lats, [es, cs], return_state)
@@ -441,6 +477,10 @@ class FocalCodec(nn.Module):
         length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
+        """``sig (B, N)`` float at 16 kHz ``-> toks (B, T') int64``.
+        ``length``: (B,) relative lengths in [0, 1] (encoder
+        only; not batch-invariant, :meth:`encode` is). With ``return_state=True`` (or a state given) a causal model
+        streams and the new states follow the output, in argument order."""
         stream = self._streams(return_state, encoder_state, compressor_state)
         lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
         return self._out(self.quantizer.lats_to_toks(lats), [es, cs], return_state)
@@ -453,6 +493,9 @@ class FocalCodec(nn.Module):
         length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
+        """``sig (B, N)`` float at 16 kHz ``-> codes (B, T', D)``. ``length``: (B,) relative lengths in [0, 1] (encoder
+        only; not batch-invariant, :meth:`encode` is). With ``return_state=True`` (or a state given) a causal model
+        streams and the new states follow the output, in argument order."""
         stream = self._streams(return_state, encoder_state, compressor_state)
         lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
         return self._out(self.quantizer.lats_to_codes(lats), [es, cs], return_state)
@@ -466,6 +509,10 @@ class FocalCodec(nn.Module):
         length: Tensor | None = None,
         return_state: bool = False,
     ) -> Any:
+        """``sig (B, N)`` float at 16 kHz ``-> qfeats (B, T'', C)``.
+        ``length``: (B,) relative lengths in [0, 1] (encoder
+        only; not batch-invariant, :meth:`encode` is). With ``return_state=True`` (or a state given) a causal model
+        streams and the new states follow the output, in argument order."""
         stream = self._streams(return_state, encoder_state, compressor_state, decompressor_state)
         lats, cs, es = self._lats(sig, encoder_state, compressor_state, length, stream)
         qfeats, ds = self._decompressor(self.quantizer.lats_to_codes(lats), decompressor_state, stream)
@@ -597,7 +644,8 @@ class FocalCodec(nn.Module):
         return int(num_samples) * self.sample_rate_output // self.sample_rate_input
 
     def num_tokens(self, num_samples: int | Tensor) -> Tensor:
-        """Tokens that ``encode`` produces for inputs of ``num_samples`` samples."""
+        """Tokens that ``encode`` produces for inputs of ``num_samples`` samples: an int64 tensor
+        of the shape of ``num_samples`` (0-d for an int)."""
         n = torch.as_tensor(num_samples, dtype=torch.long)
         return self.compressor.num_frames(self.encoder.num_frames(n))
 

@@ -107,6 +107,8 @@ class FocalCodecConfig:
     # -- reading -----------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], name: str | None = None) -> FocalCodecConfig:
+        """A config from the official ``config.json`` dict (``{part}_name`` / ``{part}_config`` for the five
+        parts), validated; :class:`ConfigError` naming what is missing, unknown or out of bounds."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"a FocalCodec config must be a JSON object, got {type(data).__name__}")
         expected = {f"{s}_{k}" for s in PARTS for k in ("name", "config")}
@@ -126,6 +128,7 @@ class FocalCodecConfig:
 
     @classmethod
     def from_json(cls, path: str | Path, name: str | None = None) -> FocalCodecConfig:
+        """A config from a ``config.json`` file (named after the file unless ``name`` is given)."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -137,6 +140,7 @@ class FocalCodecConfig:
 
     @classmethod
     def from_preset(cls, name: str) -> FocalCodecConfig:
+        """One of the six shipped presets, by name (``focalcodec_50hz`` or ``lucadellalib/focalcodec_50hz``)."""
         preset = preset_name(name)
         if preset is None:
             raise ConfigError(f"unknown preset {name!r}; presets are: {', '.join(PRESETS)}")

@@ -42,8 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         nargs="+",
         default=["focalcodec"],
         metavar="NAME",
-        help="codecs: focalcodec (uses --model), focalcodec:MODEL, codec2-700c/1200/2400/3200, opus-6, opus-8, "
-        "opus-KBPS, identity, reference:CONFIG, package.module:factory (default: focalcodec)",
+        help="codecs: focalcodec (uses --model), focalcodec:MODEL, codec2-700c/1200/1300/1400/1600/2400/3200, "
+        "opus-6, opus-8, opus-KBPS, identity, reference:CONFIG, package.module:factory (default: focalcodec)",
     )
     add_model_options(p)
     p.add_argument(
@@ -58,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--metrics",
         default="auto",
         help="comma-separated metric names, or 'auto' = every default metric available here "
-        "(pesq_wb,pesq_nb,stoi,estoi,mel_distance,dwer,sim,utmos,dnsmos,distillmos)",
+        "(pesq_wb,pesq_nb,stoi,estoi,si_sdr,mel_distance,mcd_f0,dwer,sim,utmos,dnsmos,distillmos); --task vc "
+        "leaves out the ones that compare waveforms",
     )
     p.add_argument(
         "--where",

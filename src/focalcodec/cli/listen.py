@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import InputError
+from .common import HelpFormatter
 
 DESCRIPTION = (
     "MUSHRA listening test (ITU-R BS.1534-3) from a 'focalcodec evaluate --save-audio' run: build the stimuli "
@@ -25,7 +26,7 @@ DESCRIPTION = (
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter  # the commands' one formatter: each default shown once
     p = sub.add_parser("listen", help="MUSHRA listening test: build, serve, export, analyze", description=DESCRIPTION)
     steps = p.add_subparsers(dest="step", metavar="STEP", required=True)
 

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import InputError
     from ..limits import check_seconds
-    from ..outputs import check_targets
+    from ..outputs import STDOUT, check_targets
     from ..train.data import build_manifest, write_manifest
 
     check_seconds(args.min_duration, "--min-duration", 0.0, strict=False)
@@ -74,5 +74,6 @@ def run(args: argparse.Namespace) -> int:
     hours = sum(e["duration"] for e in entries) / 3600
     speakers = len({e.get("speaker") for e in entries if e.get("speaker")})
     left_out = f", {len(rejected)} unusable files left out" if rejected else ""
-    print(f"{out}: {len(entries)} utterances, {hours:.2f} h, {speakers} speakers{left_out}")
+    summary = f"{out}: {len(entries)} utterances, {hours:.2f} h, {speakers} speakers{left_out}"
+    print(summary, file=sys.stderr if args.output == STDOUT else sys.stdout)  # "-o -": stdout is the manifest
     return 0

@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="export mode: which checkpoint of a run folder to take; auto = as the recipes keep: the latest "
         "for decoder runs, the best-validation one for the other stages (default: auto)",
     )
-    add_force_option(p, "an existing --export folder")
+    add_force_option(p, "an existing --export folder, or the training run already in output_dir")
     p.set_defaults(func=run)
     return p
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from ..train.trainer import train
 
-    metrics = train(cfg)
+    metrics = train(cfg, force=args.force)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0 and metrics:

@@ -79,14 +79,17 @@ def _log_mel(x: np.ndarray, sample_rate: int, hop: int) -> np.ndarray:
 
 def estimate_delay(ref: np.ndarray, hyp: np.ndarray, sample_rate: int = 16000, max_delay_s: float = 0.5) -> Delay:
     """Delay of ``hyp`` (M,) relative to ``ref`` (N,), both at ``sample_rate``, searched in
-    ``[-max_delay_s, +max_delay_s]``. Silent or constant inputs give delay 0 with correlation 0."""
+    ``[-max_delay_s, +max_delay_s]``, and within half the shorter signal's length (so that half of
+    it always overlaps). Silent or constant inputs give delay 0 with correlation 0."""
     ref = np.asarray(ref, dtype=np.float64).reshape(-1)
     hyp = np.asarray(hyp, dtype=np.float64).reshape(-1)
     if ref.size == 0 or hyp.size == 0:
         raise InputError("cannot estimate the delay of an empty signal")
     if max_delay_s < 0:
         raise InputError(f"max_delay_s must be >= 0, got {max_delay_s}")
-    max_lag = int(round(max_delay_s * sample_rate))
+    # a lag must leave at least half of the shorter signal overlapping: a short clip gets a
+    # search range it can hold (a delay past its length would leave nothing to compare)
+    max_lag = min(int(round(max_delay_s * sample_rate)), min(ref.shape[0], hyp.shape[0]) // 2)
     hop = max(1, int(round(ENVELOPE_HOP * sample_rate / 16000)))
     a, b = _log_mel(ref, sample_rate, hop), _log_mel(hyp, sample_rate, hop)
     energy = float(np.sqrt((a**2).sum() * (b**2).sum()))

@@ -96,6 +96,8 @@ def _audio_path(root: Path, codec: Codec, name: str) -> Path:
 
 def _to_16k(rec: Reconstruction) -> np.ndarray:
     y = np.ascontiguousarray(rec.audio, dtype=np.float32).reshape(-1)
+    if y.size == 0:
+        raise FocalCodecError("codec produced no samples")
     if not np.isfinite(y).all():
         raise FocalCodecError("codec produced NaN or infinite samples")
     return resample(y, rec.sample_rate, SAMPLE_RATE)
@@ -123,6 +125,9 @@ def _score(
         except Exception as exc:  # noqa: BLE001 - one bad utterance must not end a long run
             warnings.warn(f"metric {name} failed on {row.get('id')}: {type(exc).__name__}: {exc}", stacklevel=2)
             values = {k: float("nan") for k in metric.keys} | {"skip": f"failed: {type(exc).__name__}: {exc}"}
+        undefined = [k for k in metric.keys if k in values and not finite([values[k]]).size]
+        if undefined and not values.get("skip"):  # never a NaN without a reason the report can list
+            values["skip"] = f"{', '.join(undefined)} undefined (NaN)"
         for k, v in values.items():
             row[k if k in metric.keys else f"{name}.{k}"] = v
 
@@ -370,7 +375,12 @@ def _new_result(
     _progress(opt.progress, f"[reference] scoring the original audio of {len(sources)} utterances")
     result = EvalResult(task, {n: dict(m.keys) for n, m in metrics.items()})
     result.models = {
-        n: {"model": m.model or type(m).__name__, "paper": m.paper, "status": m.paper_status, "align": m.align}
+        n: {
+            "model": m.model or type(m).__name__,
+            "paper": m.paper,
+            "status": m.paper_status,
+            "align": m.align and m.needs_reference,  # no-reference metrics see the whole output
+        }
         for n, m in metrics.items()
     }
     result.example_id = example_id

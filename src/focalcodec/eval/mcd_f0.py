@@ -13,6 +13,10 @@ Both signals (the delay-compensated overlap, 16 kHz) are analysed in 5 ms frames
   ``f0_rmse`` = RMS error in cents over the frames voiced in both signals, ``f0_corr`` =
   Pearson correlation of F0 over those frames, ``vde`` = voicing decision error, the
   percentage of frames voiced in one signal only.
+
+Undefined values are NaN with the reason in ``skip`` (the report counts them out and lists
+why): every value for inputs under 50 ms, ``f0_rmse`` / ``f0_corr`` when fewer than 3 frames
+are voiced in both signals, ``f0_corr`` when F0 is constant over them.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ FRAME_MS = 5.0
 F0_FLOOR, F0_CEIL = 60.0, 500.0
 MCEP_ORDER = 24
 MIN_VOICED_FRAMES = 3
+MIN_SECONDS = 3 / F0_FLOOR  # the shortest input Praat's pitch tracker accepts at the 60 Hz floor
 
 
 def mel_cepstrum(x: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
@@ -74,6 +79,10 @@ class McdF0Metric(Metric):
 
     def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         assert ref is not None
+        if ref.shape[0] < MIN_SECONDS * self.sample_rate:  # Praat needs 3 periods of the lowest F0
+            nan = float("nan")
+            reason = f"too short for MCD and F0 analysis (under {1000 * MIN_SECONDS:.0f} ms)"
+            return {"mcd": nan, "f0_rmse": nan, "f0_corr": nan, "vde": nan, "voiced_frames": 0, "skip": reason}
         mc_r, mc_h = mel_cepstrum(ref, self.sample_rate), mel_cepstrum(hyp, self.sample_rate)
         n = min(mc_r.shape[0], mc_h.shape[0])
         diff = mc_r[:n, 1:] - mc_h[:n, 1:]
@@ -85,10 +94,15 @@ class McdF0Metric(Metric):
         vde = 100.0 * float(np.mean(v_r != v_h)) if n else float("nan")
         both = v_r & v_h
         rmse = corr = float("nan")
+        out: dict[str, Any] = {"voiced_frames": int(both.sum())}
         if int(both.sum()) >= MIN_VOICED_FRAMES:
             cents = 1200.0 * np.log2(f0_h[both] / f0_r[both])
             rmse = float(np.sqrt(np.mean(cents**2)))
             a, b = f0_r[both], f0_h[both]
             if a.std() > 0 and b.std() > 0:
                 corr = float(np.corrcoef(a, b)[0, 1])
-        return {"mcd": mcd, "f0_rmse": rmse, "f0_corr": corr, "vde": vde, "voiced_frames": int(both.sum())}
+            else:
+                out["skip"] = "F0 constant over the frames voiced in both signals: f0_corr undefined"
+        else:
+            out["skip"] = f"fewer than {MIN_VOICED_FRAMES} frames voiced in both signals: f0_rmse and f0_corr undefined"
+        return {"mcd": mcd, "f0_rmse": rmse, "f0_corr": corr, "vde": vde, **out}

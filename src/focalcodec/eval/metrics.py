@@ -290,6 +290,9 @@ class PesqNarrowMetric(PesqMetric):
 
 
 # -- STOI -----------------------------------------------------------------------------------------
+STOI_MIN_SPEECH_MS = 384  # pystoi's 30 frames of 128 samples at 10 kHz
+
+
 class StoiMetric(Metric):
     """Short-time objective intelligibility, 0..1 (1 for identical signals)."""
 
@@ -307,11 +310,25 @@ class StoiMetric(Metric):
         from pystoi import stoi
 
         assert ref is not None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            value = float(
-                stoi(ref.astype(np.float64), hyp.astype(np.float64), self.sample_rate, extended=self.extended)
-            )
+        if not np.any(ref):
+            return {self.name: float("nan"), "skip": f"silent reference: {self.name.upper()} undefined"}
+        too_short = {
+            self.name: float("nan"),
+            "skip": f"too little speech for {self.name.upper()} (under {STOI_MIN_SPEECH_MS} ms above the "
+            "reference's silence threshold)",
+        }
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                value = float(
+                    stoi(ref.astype(np.float64), hyp.astype(np.float64), self.sample_rate, extended=self.extended)
+                )
+            except (ValueError, IndexError):  # a few samples: pystoi's framing fails
+                return too_short
+        # pystoi returns 1e-5 with this warning when fewer than 30 frames of speech are left:
+        # a stand-in, not a score, that would drag a corpus mean down
+        if any("Not enough STFT frames" in str(w.message) for w in caught):
+            return too_short
         return {self.name: value}
 
 
@@ -363,7 +380,8 @@ SI_SDR_MAX = 100.0
 def si_sdr(ref: np.ndarray, hyp: np.ndarray) -> float:
     """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019): both signals
     made zero-mean, ``target = (<hyp, ref> / ||ref||^2) ref``, ``10 log10(||target||^2 /
-    ||hyp - target||^2)``. NaN for a silent reference; very large for an exact (scaled) copy."""
+    ||hyp - target||^2)``. NaN for a silent (or constant) reference or reconstruction, capped at
+    ``SI_SDR_MAX`` (100 dB) for an exact (scaled) copy."""
     r = np.asarray(ref, dtype=np.float64) - float(np.mean(ref))
     h = np.asarray(hyp, dtype=np.float64) - float(np.mean(hyp))
     power = float(r @ r)
@@ -390,7 +408,12 @@ class SISDRMetric(Metric):
 
     def compute(self, ref: np.ndarray | None, hyp: np.ndarray, meta: dict[str, Any]) -> dict[str, Any]:
         assert ref is not None
-        return {"si_sdr": si_sdr(ref, hyp)}
+        value = si_sdr(ref, hyp)
+        if math.isnan(value):
+            what = "reference" if not np.any(ref - ref.mean()) else "reconstruction"
+            what = f"silent (or constant) {what}"
+            return {"si_sdr": value, "skip": f"{what}: SI-SDR undefined"}
+        return {"si_sdr": value}
 
 
 # -- tokens, bitrate, speed, memory --------------------------------------------------------------------

@@ -46,7 +46,8 @@ def _entropy(probs: Tensor, eps: float) -> Tensor:
 
 
 class BinarySphericalQuantizer(nn.Module):
-    """Stateless BSQ over ``D = log2(codebook_size)`` dimensions."""
+    """Stateless BSQ over ``D = log2(codebook_size)`` dimensions: ``lats (..., D) -> codes (..., D)``
+    ``<-> toks (...,)`` int64 (see the module docstring)."""
 
     def __init__(self, codebook_size: int = 4096) -> None:
         super().__init__()

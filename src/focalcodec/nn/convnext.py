@@ -32,12 +32,14 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), float(layerscale_init)))
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``x (B, T, C) -> (B, T, C)``; ``lengths (B,)``: valid frames per item (a padded item gets what it gets
+        alone)."""
         y = self.pwconv2(self.activation(self.pwconv1(self.norm(self.dwconv(x, lengths)))))
         return x + self.gamma * y
 
 
 class ConvNeXtBackbone(nn.Module):
-    """Embedding conv, LayerNorm, ``num_layers`` ConvNeXt blocks, LayerNorm."""
+    """Embedding conv, LayerNorm, ``num_layers`` ConvNeXt blocks, LayerNorm: ``(B, T, input_dim) -> (B, T, dim)``."""
 
     def __init__(
         self,
@@ -62,6 +64,8 @@ class ConvNeXtBackbone(nn.Module):
         self.output_norm = nn.LayerNorm(dim, eps=1e-6)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``x (B, T, input_dim) -> (B, T, dim)``; ``lengths (B,)``: valid frames per item (a padded item gets what
+        it gets alone)."""
         x = self.input_norm(self.embedding(x, lengths))
         for layer in self.layers:
             x = layer(x, lengths)

@@ -58,6 +58,8 @@ class FocalModulation(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``x (B, T, C) -> (B, T, C)``; ``lengths (B,)``: valid frames per item (a padded item gets what it gets
+        alone)."""
         q, ctx, gates = self.in_proj(x).split([self.dim, self.dim, self.focal_level + 1], dim=-1)
         acc = 0.0
         for level, (conv, activation) in enumerate(self.layers):
@@ -114,6 +116,8 @@ class FocalBlock(nn.Module):
             self.feed_forward_gamma = None
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``x (B, T, C) -> (B, T, C)``; ``lengths (B,)``: valid frames per item (a padded item gets what it gets
+        alone)."""
         y = self.modulation(self.modulation_norm(x), lengths)
         if self.modulation_gamma is not None:
             y = y * self.modulation_gamma
@@ -141,6 +145,7 @@ class DownScale(nn.Module):
         self.activation = Snake(out_dim)
 
     def num_frames(self, lengths: Tensor) -> Tensor:
+        """Output frames for ``lengths`` input frames (int64 tensor, any shape)."""
         f = self.factor
         if self.causal:
             return torch.div(lengths - 1, f, rounding_mode="floor") + 1
@@ -148,6 +153,8 @@ class DownScale(nn.Module):
         return torch.div(padded - f, f, rounding_mode="floor") + 1
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``x (B, T, C_in) -> (B, num_frames(T), C)``; ``lengths (B,)``: valid frames per item (a padded item gets
+        what it gets alone)."""
         y = self.downscale(x, lengths)
         f, T = self.factor, x.shape[1]
         if f > 2 and not self.causal:
@@ -170,11 +177,12 @@ class UpScale(nn.Module):
         self.upscale = FrameConvTranspose(in_dim, out_dim, factor)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x (B, T, C) -> (B, T * factor, C_out)``."""
         return self.upscale(self.activation(x))
 
 
 class FocalDownScale(nn.Module):
-    """DownScale then FocalBlock."""
+    """DownScale then FocalBlock: ``(B, T, C_in) -> (B, T', C)``."""
 
     def __init__(self, in_dim: int, out_dim: int, factor: int, **block: object) -> None:
         super().__init__()
@@ -182,6 +190,7 @@ class FocalDownScale(nn.Module):
         self.focal_block = FocalBlock(out_dim, **block)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``x (B, T, C_in), lengths (B,) or None -> (B, T', C)`` and the output's lengths."""
         x = self.downscale(x, lengths)
         if lengths is not None:
             lengths = self.downscale.num_frames(lengths)
@@ -189,7 +198,7 @@ class FocalDownScale(nn.Module):
 
 
 class FocalUpScale(nn.Module):
-    """FocalBlock then UpScale."""
+    """FocalBlock then UpScale: ``(B, T, C_in) -> (B, T * factor, C_out)``."""
 
     def __init__(self, in_dim: int, out_dim: int, factor: int, **block: object) -> None:
         super().__init__()
@@ -197,6 +206,7 @@ class FocalUpScale(nn.Module):
         self.upscale = UpScale(in_dim, out_dim, factor, bool(block["causal"]))
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``x (B, T, C_in), lengths (B,) or None -> (B, T * factor, C_out)`` and ``lengths * factor``."""
         x = self.upscale(self.focal_block(x, lengths))
         return x, (None if lengths is None else lengths * self.upscale.factor)
 
@@ -217,6 +227,7 @@ class ChunkRefiner(nn.Module):
         self.out_proj = nn.Linear(width, width)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``x (B, T, C) -> (B, T, C)``; frames at or past ``lengths (B,)`` are zeroed first."""
         B, T, C = x.shape
         x = zero_padded_frames(x, lengths)
         pad = (-T) % self.chunk
@@ -279,11 +290,14 @@ class FocalCompressor(nn.Module):
         self.out_proj = nn.Linear(in_dim, output_dim)
 
     def num_frames(self, lengths: Tensor) -> Tensor:
+        """Latent frames ``T'`` for ``lengths`` feature frames (int64 tensor, any shape)."""
         for layer in self.layers:
             lengths = layer.downscale.num_frames(lengths)
         return lengths
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``feats (B, T, input_dim) -> (B, T', output_dim)`` raw latents (float32 under autocast);
+        ``lengths (B,)``: valid frames per item (a padded item gets what it gets alone)."""
         for layer in self.layers:
             x, lengths = layer(x, lengths)
         return in_float32(self.out_proj, self.dropout(x))  # the tokens are its signs

@@ -112,6 +112,7 @@ class Conv(nn.Conv1d):
         return x.new_zeros(x.shape[0], self.context, x.shape[2])
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``x (B, T, C_in) -> (B, T', C_out)``; ``lengths (B,)``: valid frames (see the class)."""
         if self.causal:
             return self.convolve(torch.cat([self.start_context(x), x], dim=1) if self.context else x)
         k = self.kernel_size[0]
@@ -147,6 +148,7 @@ class FrameConvTranspose(nn.ConvTranspose1d):
         super().__init__(in_dim, out_dim, factor, factor)
 
     def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        """``x (B, T, C_in) -> (B, T * u, C_out)``."""
         B, T, _ = x.shape
         w = self.weight
         y = x @ w.permute(0, 2, 1).reshape(w.shape[0], -1)
@@ -164,6 +166,7 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(torch.ones(dim, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x (..., C) -> (..., C)``."""
         alpha = self.alpha[:, 0]
         return x + (alpha + 1e-9).reciprocal() * torch.sin(alpha * x) ** 2
 
@@ -176,6 +179,7 @@ class DynamicTanh(nn.Module):
         self.alpha = nn.Parameter(torch.full((1,), float(init)))
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x (..., C) -> (..., C)``."""
         return torch.tanh(self.alpha * x)
 
 
@@ -190,5 +194,6 @@ class FeedForward(nn.Module):
         self.out_proj = nn.Linear(ffn_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x (..., dim) -> (..., dim)``."""
         x = self.dropout(self.activation(self.in_proj(x)))
         return self.dropout(self.out_proj(x))

@@ -71,7 +71,8 @@ class ISTFTHead(nn.Module):
         return (mag * torch.cos(phase)) @ cos + (mag * torch.sin(phase)) @ sin
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """Float32 throughout, also inside an autocast region."""
+        """``x (B, T, dim) -> (B, T * hop)`` float32 (float32 throughout, also inside an autocast region);
+        ``lengths (B,)``: valid frames."""
         return in_float32(self._synthesise, x, lengths)
 
     def _synthesise(self, x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -99,7 +100,8 @@ class ISTFTHead(nn.Module):
 
 
 class Vocos(nn.Module):
-    """Vocos decoder. Keys match the official checkpoints."""
+    """Vocos decoder: ``qfeats (B, T, input_dim) -> sig (B, T * hop_length)`` float32 (16 kHz with the
+    official configs). Keys match the official checkpoints."""
 
     def __init__(
         self,

@@ -23,12 +23,14 @@ class LinearHead(nn.Module):
         self.proj = nn.Linear(dim, hop_length)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x (B, T, dim) -> (B, T * hop)`` in [-1, 1] (float32 under autocast)."""
         B, T, _ = x.shape
         return in_float32(self.proj, x).reshape(B, -1).clamp(-1.0, 1.0)  # float32 even under autocast
 
 
 class WaveNeXt(nn.Module):
-    """WaveNeXt decoder. Keys match the official checkpoints."""
+    """WaveNeXt decoder: ``qfeats (B, T, input_dim) -> sig (B, T * hop_length)`` float32 in [-1, 1]
+    (24 kHz with the official configs). Keys match the official checkpoints."""
 
     def __init__(
         self,

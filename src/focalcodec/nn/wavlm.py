@@ -45,6 +45,7 @@ class ConvBlock(nn.Module):
         self.activation = nn.GELU()
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x (B, N, C_in) -> (B, N', C_out)``."""
         return self.activation(self.norm(self.conv(x)))
 
 
@@ -62,6 +63,7 @@ class FeatureExtractor(nn.Module):
         )
 
     def forward(self, sig: Tensor) -> Tensor:
+        """``sig (B, N) -> (B, T, hidden_dims[-1])``."""
         if sig.device.type == "cpu" and sig.shape[0] > 1 and sig.shape[1] > 64000 and not torch.jit.is_tracing():
             # On CPU the large early activations of a batch fall out of cache: run items one
             # by one (same numbers, about a third less time per item for 10 s inputs).
@@ -87,6 +89,7 @@ class PositionalEmbedding(nn.Module):
         self.activation = nn.GELU()
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x (B, T, C) -> (B, T, C)``."""
         return self.activation(self.conv(x))
 
 
@@ -123,6 +126,7 @@ class SelfAttention(nn.Module):
         return gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0
 
     def forward(self, x: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
+        """``x (B, T, C)``, ``bias ([B,] H, T, T)``, ``mask (B or 1, 1, T, T)`` additive or None ``-> (B, T, C)``."""
         return self.attend(x, *self.project(x), bias, mask)
 
     def attend(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
@@ -139,7 +143,7 @@ class SelfAttention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """Pre-LN layer: ``x + Attn(LN(x))`` then ``x + FFN(LN(x))``."""
+    """Pre-LN layer: ``x + Attn(LN(x))`` then ``x + FFN(LN(x))``; ``(B, T, C) -> (B, T, C)``."""
 
     def __init__(self, dim: int, ffn_dim: int, num_heads: int, dropout: float) -> None:
         super().__init__()
@@ -150,6 +154,7 @@ class TransformerLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
+        """``x (B, T, C)``, ``bias ([B,] H, T, T)``, ``mask (B or 1, 1, T, T)`` additive or None ``-> (B, T, C)``."""
         x = x + self.dropout(self.attention(self.attention_norm(x), bias, mask))
         return x + self.feed_forward(self.feed_forward_norm(x))
 
@@ -214,7 +219,8 @@ class TransformerEncoder(nn.Module):
 
 
 class WavLM(nn.Module):
-    """The WavLM encoder (see module docstring). Keys match the official checkpoints."""
+    """The WavLM encoder (see module docstring): ``sig (B, N)`` at 16 kHz ``-> feats (B, T, dim)`` at 50 Hz.
+    Keys match the official checkpoints."""
 
     def __init__(
         self,

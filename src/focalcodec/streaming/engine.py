@@ -18,7 +18,7 @@ the rows without a chunk with no valid frame (left exactly as they were). A stre
 concatenated outputs equal what it gets alone (:class:`~focalcodec.streaming.StreamCodec` on the
 same input): tokens identical, audio equal to float rounding.
 
-``graph="fixed"`` runs every stage's step at the full ``max_streams`` rows with tensor-only
+``graph="fixed"`` runs every part's step at the full ``max_streams`` rows with tensor-only
 control (see :mod:`focalcodec.streaming.layers`), ``"compile"`` the same through
 ``torch.compile``, ``"cuda"`` as CUDA graphs captured once and replayed; the default runs
 eagerly on the live rows only, with host-side shortcuts.
@@ -60,7 +60,7 @@ class StreamOutput:
 
 
 class _Graph:
-    """A stage's step at its full capacity with fixed input buffers: compiled or CUDA-graphed."""
+    """A part stream's step at its full capacity with fixed input buffers: compiled or CUDA-graphed."""
 
     def __init__(self, stage: PartStream, kind: str) -> None:
         self.stage, c = stage, stage.control

@@ -9,7 +9,7 @@ as an input and its new value as an output, all rows advancing by one step:
 
 State tensors have the batch first and a shape fixed by the config (``state_names``,
 ``state_shapes``); all zeros (:func:`initial_state`) is a new stream, and so is any row whose
-``<stage>.frames`` counter is set to 0, whatever its other tensors hold.
+``<part>.frames`` counter (e.g. ``encoder.frames``) is set to 0, whatever its other tensors hold.
 """
 
 from __future__ import annotations

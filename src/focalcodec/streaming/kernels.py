@@ -38,8 +38,8 @@ __all__ = [
 FEW_ROWS = 64
 # Taps up to which a depthwise conv is a window sum (oneDNN's ~100 us set-up costs more).
 SMALL_KERNEL = 64
-# Linear layers of a stage kept in float32 at every precision (the encoder's projection and
-# the decompressor's input layer: small, and where the stage's float input is read).
+# Linear layers of a part kept in float32 at every precision (the encoder's projection and
+# the decompressor's input layer: small, and where the part's float input is read).
 KEEP_FLOAT = ("feature_proj", "in_proj")
 
 

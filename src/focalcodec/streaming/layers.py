@@ -1,6 +1,6 @@
 """How each layer of a causal model streams: the layers that own streaming state.
 
-A stage (encoder, compressor, decompressor, decoder) streams as a copy of its module tree
+A part (encoder, compressor, decompressor, decoder) streams as a copy of its module tree
 that shares the weights and in which three kinds of module are replaced (:func:`streaming_tree`):
 
 - every causal :class:`~focalcodec.nn.layers.Conv` with context by a :class:`StreamingConv`,
@@ -13,7 +13,7 @@ State tensors are allocated once for ``capacity`` rows (batch first) and updated
 Every step brings ``step_frames`` frames per row, of which ``valid[b]`` count (0: the row is
 left exactly as it was; fewer than ``step_frames``: the row advances by that many). A row
 whose frame counter is 0 is a new stream: replicate (or, for WaveNeXt, zero) padding from its
-first frame and an empty cache. The :class:`Control` of a stage carries the counters and the
+first frame and an empty cache. The :class:`Control` of a part stream carries the counters and the
 step's per-row inputs to its layers.
 
 Two ways of running: eager (host-side hints skip work: long contexts slide in a buffer with a
@@ -38,7 +38,7 @@ SLIDE_STEPS = 16
 
 
 class Control:
-    """The per-row frame counters of one stage (state) and the current step's per-row inputs.
+    """The per-row frame counters of one part stream (state) and the current step's per-row inputs.
 
     ``frames (capacity,) int64``: frames seen per row (0: a new stream). For a step of ``rows``
     rows: ``valid (rows,) int64`` frames that count (of ``step_frames``); eager runs also set
@@ -179,7 +179,7 @@ class StreamingConv(StreamingLayer):
 
 class CachedAttention(StreamingLayer):
     """A WavLM :class:`~focalcodec.nn.wavlm.SelfAttention` whose keys and values go to a ring of
-    ``slots`` per row (``keys``/``values (capacity, H, slots, d)``) at the slots the stage's
+    ``slots`` per row (``keys``/``values (capacity, H, slots, d)``) at the slots the part stream's
     :class:`StreamingTransformer` chose; the queries attend to every slot (key order does not
     matter given the bias and mask per slot). Rows with no valid frame write nothing."""
 

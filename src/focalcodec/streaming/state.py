@@ -1,8 +1,8 @@
-"""A stage that streams: one part of a causal codec with the streaming state of ``capacity`` rows.
+"""A part that streams: one part of a causal codec with the streaming state of ``capacity`` rows.
 
 :class:`PartStream` owns a streaming copy of one part (``"encoder"``, ``"compressor"``,
 ``"decompressor"`` or ``"decoder"``, built once per codec and kind by :func:`part_template`
-and copied per stage, sharing the weights), its :class:`~focalcodec.streaming.layers.Control`
+and copied per part stream, sharing the weights), its :class:`~focalcodec.streaming.layers.Control`
 and the row operations the engine needs: :meth:`PartStream.run` (one step of every row),
 :meth:`PartStream.reset` (rows start new streams), :meth:`PartStream.move` (a row takes another's
 state), :meth:`PartStream.resize`, and :meth:`PartStream.snapshot` / :meth:`PartStream.load`
@@ -41,7 +41,7 @@ class PartState(NamedTuple):
 
 def step_shape(codec: nn.Module, part: str) -> tuple[tuple[int, ...], int]:
     """``(input shape, frames)`` of one step of ``part`` for one row: its input (samples for the
-    encoder, ``(frames, width)`` otherwise) and the frames it brings at the stage's counter rate."""
+    encoder, ``(frames, width)`` otherwise) and the frames it brings at the part's counter rate."""
     chunk = int(codec.encoder.chunk_frames)
     refiner = getattr(codec.decompressor, "refiner", None)
     group = int(refiner.chunk) if refiner is not None else chunk
@@ -218,5 +218,5 @@ class PartStream:
 
 
 def out_length(total_in: int, step_in: int, step_out: int) -> int:
-    """Outputs of ``total_in`` valid inputs for a stage making ``step_out`` per ``step_in``."""
+    """Outputs of ``total_in`` valid inputs for a part making ``step_out`` per ``step_in``."""
     return math.ceil(total_in * step_out / step_in)

@@ -2,10 +2,10 @@
 
 - :class:`StreamEncoder` / :class:`StreamDecoder` / :class:`StreamCodec`: a ``(B, n)`` push drives
   ``B`` streams of a :class:`~focalcodec.streaming.engine.StreamEngine` in lock step;
-- :func:`run_part`: one stage of ``codec.sig_to_toks(chunk, enc_state, comp_state,
+- :func:`run_part`: one part of ``codec.sig_to_toks(chunk, enc_state, comp_state,
   return_state=True)`` and the other reference-named methods, on a :class:`~focalcodec.streaming.state.PartStream`
   kept per codec. States are :class:`~focalcodec.streaming.state.PartState` values, copied in
-  and out of the stage: the same state passed twice gives the same result.
+  and out of the part stream: the same state passed twice gives the same result.
 """
 
 from __future__ import annotations
@@ -246,10 +246,10 @@ _PARTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, PartStream]] = weakref.
 @torch.no_grad()
 def run_part(codec: nn.Module, part: str, x: Tensor, state: PartState | None) -> tuple[Tensor, PartState]:
     """``codec.<part>`` over ``x (B, ...)`` continuing the streams of ``state`` (None: new
-    streams) -> the output and the new state. The encoder takes whole chunks; the other stages
+    streams) -> the output and the new state. The encoder takes whole chunks; the other parts
     any number of frames (the decompressor's refiner blocks start at the call, as the reference's)."""
     stages = _PARTS.setdefault(codec, {})
-    # one stage per mode: state made in inference mode can only be changed in it
+    # one part stream per mode: state made in inference mode can only be changed in it
     key = (part, codec.device, torch.is_inference_mode_enabled())
     stage = stages.get(key)
     if stage is None:

@@ -5,7 +5,8 @@ exact resume.
 Run layout (``output_dir``)::
 
     config.yaml               the resolved configuration
-    metrics.jsonl             one JSON object per logged step / validation
+    metrics.jsonl             one JSON object per logged step / validation (a resumed run
+                              first cuts it back to its checkpoint, so no step appears twice)
     tb/                       TensorBoard events (losses, LR, gradient norms, audio, mels)
     checkpoints/step_XXXXXXXX/state.pt   model, optimisers, schedulers, scalers, step,
                                           data position, RNG of every rank
@@ -13,7 +14,10 @@ Run layout (``output_dir``)::
     checkpoints/latest, checkpoints/best  names of the latest / best-validation checkpoint
 
 A checkpoint is written to a temporary folder and renamed into place, so an interrupted
-write never leaves a broken checkpoint. Resuming restores everything needed to continue
+write never leaves a broken checkpoint. The folder of another run is never written into
+silently: starting a run where one already is (``train.resume=none``, or a run with no
+checkpoint to resume) needs ``force`` (``-f``), and a run of another stage is refused before
+anything is written. Resuming restores everything needed to continue
 exactly as an uninterrupted run: the batches that follow (the data order and crops are
 functions of seed, epoch and position), the optimiser and scheduler states and the RNGs.
 """
@@ -38,14 +42,16 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..errors import CheckpointError, ConfigError
-from ..outputs import output_path, write_text
+from ..errors import CheckpointError, ConfigError, OutputError
+from ..outputs import check_writable, output_path, write_text
 from ..runtime import Distributed
 from .config import load_train_config
 from .data import AudioDataset, BucketBatchSampler, FeatureCache, collate, read_manifest
-from .stages import Stage, StepContext, build_stage
+from .stages import Stage, StepContext, _run_stage, build_stage
 
 __all__ = ["LRSchedule", "Trainer", "train"]
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "tb")  # what a run writes into output_dir
 
 
 class LRSchedule:
@@ -142,13 +148,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 class Trainer:
     """Train one stage from a resolved config (see :mod:`.config`). ``fit()`` returns the
-    last logged metrics."""
+    last logged metrics. ``force`` lets a new run replace the run already in ``output_dir``
+    (see :meth:`_check_output_dir`)."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], force: bool = False) -> None:
         cfg = load_train_config(cfg)  # resolved and validated (idempotent)
         self.cfg = cfg
         self.tcfg = cfg["train"]
         self.output_dir = Path(cfg["output_dir"])
+        self.resume_from, self._replace = self._check_output_dir(force)  # before any work
         if self.tcfg["num_threads"]:
             torch.set_num_threads(int(self.tcfg["num_threads"]))
         want = self.tcfg["device"]
@@ -175,6 +183,7 @@ class Trainer:
         self._pending_n = 0
         self._pending_resumed = 0
         self._skipped_seen: set[str] = set()
+        self._resumed_metrics_bytes: int | None = None
 
         seed = int(cfg["seed"])
         torch.manual_seed(seed)  # identical initial weights on every rank
@@ -419,6 +428,7 @@ class Trainer:
                 "best": self.best,
                 "num_validations": self.num_validations,
                 "pending_logs": {"values": dict(self._pending), "count": self._pending_n},
+                "metrics_bytes": self._metrics_bytes(),
                 "stage": self.stage.name,
                 "nets": {n: m.state_dict() for n, m in self.stage.nets.items()},
                 "optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
@@ -468,13 +478,47 @@ class Trainer:
             if not (path / "state.pt").is_file():
                 raise CheckpointError(
                     f"{pointer} names {path.name}, which has no state.pt: set train.resume to an intact "
-                    f"checkpoint folder ({self._intact_checkpoints()}) or train.resume=none to start over"
+                    f"checkpoint folder ({self._intact_checkpoints()}) or train.resume=none --force to start over"
                 )
             return path
         path = Path(resume)
         if not (path / "state.pt").is_file():
             raise ConfigError(f"train.resume: {path} is not a checkpoint folder (no state.pt)")
         return path
+
+    def _check_output_dir(self, force: bool) -> tuple[Path | None, list[str]]:
+        """Before any work: the checkpoint to resume from, and the files of an earlier run in
+        ``output_dir`` that this run replaces (only with ``force``). Resuming a run of this
+        folder continues it; any other start refuses a folder that holds a run, and a run of
+        another stage is refused whatever ``force`` says."""
+        out = self.output_dir
+        try:
+            check_writable(out, folder=True)
+        except OutputError as exc:
+            raise OutputError(f"output_dir: {exc}") from None
+        resume = self._resume_path()
+        own = resume is not None and resume.resolve().parent.parent == out.resolve()
+        if own:
+            stage = _run_stage(out)
+            if stage not in (None, self.cfg["stage"]):
+                raise ConfigError(
+                    f"{out} holds a run of the {stage} stage, not {self.cfg['stage']}: set output_dir to "
+                    "another folder (each stage trains in its own)"
+                )
+            return resume, []
+        found = [name for name in RUN_FILES if (out / name).exists()]
+        if found and not force:
+            if resume is not None:
+                why = f"train.resume names {resume}, a checkpoint of another folder"
+            elif self.tcfg["resume"] == "auto":
+                why = "no checkpoint to resume from"
+            else:
+                why = f"train.resume={self.tcfg['resume']}"
+            raise OutputError(
+                f"{out} already holds a training run ({', '.join(found)}; {why}): continue it with "
+                "train.resume=auto, set output_dir to a new folder, or add -f/--force to replace it"
+            )
+        return resume, found
 
     def _intact_checkpoints(self, but: Path | None = None) -> str:
         """The last three checkpoint folders with a state.pt (other than ``but``), for messages."""
@@ -490,7 +534,7 @@ class Trainer:
             raise CheckpointError(
                 f"cannot resume: {path / 'state.pt'} is truncated or corrupt ({type(exc).__name__}); "
                 f"set train.resume to an earlier checkpoint folder ({self._intact_checkpoints(path)}) "
-                "or train.resume=none to start over"
+                "or train.resume=none --force to start over"
             ) from None
         if state.get("stage") != self.stage.name:
             raise ConfigError(f"{path} is a checkpoint of stage {state.get('stage')!r}, not {self.stage.name!r}")
@@ -502,7 +546,7 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(
                 f"{path} does not fit this run's networks ({str(exc).splitlines()[0]}): resume it with the config "
-                "it was trained with, or set train.resume=none"
+                "it was trained with, or start over with train.resume=none --force"
             ) from None
         for p, s in self.schedules.items():
             s.load_state_dict(state["schedules"][p])
@@ -514,12 +558,28 @@ class Trainer:
         self._pending_n = self._pending_resumed = int(state["pending_logs"]["count"])
         rngs = state["rng"]
         _set_rng_state(rngs[self.rank % len(rngs)])
+        self._resumed_metrics_bytes = state.get("metrics_bytes")
+
+    def _metrics_bytes(self) -> int:
+        path = self.output_dir / "metrics.jsonl"
+        return path.stat().st_size if path.is_file() else 0
 
     # -- main loop ---------------------------------------------------------------------------
     def _setup_output(self) -> None:
+        """Rank 0: replace an earlier run (``force``), or cut the log of the run being resumed
+        back to its checkpoint (the steps after it are logged again, so none appears twice),
+        then write config.yaml and open TensorBoard."""
         if self.rank != 0:
             return
+        for name in self._replace:
+            path = self.output_dir / name
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        metrics = self.output_dir / "metrics.jsonl"
+        keep = self._resumed_metrics_bytes
+        if keep is not None and metrics.is_file() and metrics.stat().st_size > keep:
+            with open(metrics, "r+b") as fh:
+                fh.truncate(keep)
         import yaml
 
         write_text(self.output_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False), force=True)
@@ -532,7 +592,9 @@ class Trainer:
                     stacklevel=2,
                 )
             else:
-                self.writer = SummaryWriter(str(self.output_dir / "tb"))
+                # a resumed run drops the events logged after its checkpoint
+                purge = self.step + 1 if self.resume_from is not None else None
+                self.writer = SummaryWriter(str(self.output_dir / "tb"), purge_step=purge)
 
     def _batches(self) -> Iterator[dict[str, Tensor]]:
         for batch in self._train_loader():
@@ -551,11 +613,21 @@ class Trainer:
             tqdm.write(f"warning: skipped a training utterance: {msg}", file=sys.stderr)
             self._log({"skipped": msg})
 
+    def planned_steps(self) -> int:
+        """The steps the run will end at: ``train.max_steps``, or fewer when ``train.max_epochs``
+        epochs end first (the recipes bound stage Q by epochs; exact for fixed-size batches, an
+        estimate with ``data.max_batch_seconds``). The progress bar's total."""
+        accum = max(1, int(self.tcfg["grad_accum"]))
+        batches = len(self.train_sampler._batches())  # this rank's batches of one epoch
+        per_epoch = max(1, math.ceil(batches / accum))
+        return min(int(self.tcfg["max_steps"]), int(self.tcfg["max_epochs"]) * per_epoch)
+
     def fit(self) -> dict[str, float]:
+        # the checkpoint is read before anything is written: a run that cannot resume leaves
+        # the folder as it was
+        if self.resume_from is not None:
+            self.load_checkpoint(self.resume_from)
         self._setup_output()
-        resume = self._resume_path()
-        if resume is not None:
-            self.load_checkpoint(resume)
         max_steps, max_epochs = int(self.tcfg["max_steps"]), int(self.tcfg["max_epochs"])
         accum = max(1, int(self.tcfg["grad_accum"]))
         log_every, valid_every, ckpt_every = (
@@ -567,7 +639,7 @@ class Trainer:
         if self.rank == 0 and self.tcfg["progress"]:
             from tqdm import tqdm
 
-            pbar = tqdm(total=max_steps, initial=self.step, desc=f"{self.stage.name}", dynamic_ncols=True)
+            pbar = tqdm(total=self.planned_steps(), initial=self.step, desc=f"{self.stage.name}", dynamic_ncols=True)
         if self.tcfg["validate_first"] and self.step == 0:
             self.validate()
         t0 = time.perf_counter()
@@ -637,9 +709,10 @@ class Trainer:
         self.dist.close()
 
 
-def train(cfg: dict[str, Any]) -> dict[str, float]:
-    """Build a :class:`Trainer` from a resolved config, train, clean up."""
-    trainer = Trainer(cfg)
+def train(cfg: dict[str, Any], force: bool = False) -> dict[str, float]:
+    """Build a :class:`Trainer` from a resolved config, train, clean up (``force``: replace
+    the run already in ``output_dir``)."""
+    trainer = Trainer(cfg, force)
     try:
         return trainer.fit()
     finally:
