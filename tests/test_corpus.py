@@ -487,6 +487,28 @@ def test_manifest_with_missing_file(tmp_path):
     assert torch.equal(corpus["x"].tokens, fixture_model("tiny_50hz").encode(torch.from_numpy(x)).tokens)
 
 
+def test_retry_errors_redoes_the_shards_that_skipped_files(tmp_path):
+    """A file missing during the run (network storage, a copy under way) stays in errors.tsv on
+    a plain rerun; --retry-errors redoes the shards that skipped files, and the result equals a
+    fresh run's."""
+    clip = sorted((SPEECH / "eval").glob("s2i_*.flac"))[0]
+    x = load_audio(clip).numpy()[:8000]
+    for name, n in (("a", 4000), ("b", 6000), ("d", 7000)):  # c.wav is missing at first
+        sf.write(tmp_path / f"{name}.wav", x[:n], 16000)
+    manifest = tmp_path / "list.tsv"
+    manifest.write_text("path\na.wav\nb.wav\nc.wav\nd.wav\n")
+    out = tmp_path / "tokens"
+    args = ["tokenize", "--data", str(manifest), "-o", str(out), "--model", str(MODEL_DIR)]
+    args += ["--shard-size", "2", "--workers", "0", "-q"]
+    assert main(args) == 0 and [e["id"] for e in TokenCorpus(out).errors()] == ["c"]
+    sf.write(tmp_path / "c.wav", x[:5000], 16000)  # restored
+    assert main(args) == 0 and [e["id"] for e in TokenCorpus(out).errors()] == ["c"]
+    assert main(args + ["--retry-errors"]) == 0
+    assert TokenCorpus(out).errors() == [] and TokenCorpus(out).ids() == ["a", "b", "c", "d"]
+    assert main(args[:4] + [str(tmp_path / "fresh")] + args[5:]) == 0
+    assert _files(out) == _files(tmp_path / "fresh")
+
+
 def test_list_corpus_shared_manifest_and_folder():
     items = list_corpus(SPEECH / "eval" / "manifest.tsv")
     assert len(items) == 210 and all(Path(it.file).is_file() for it in items)

@@ -76,6 +76,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="files longer than this many seconds go to the errors list",
     )
+    p.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="redo the finished shards that skipped files (after restoring them), instead of keeping their errors",
+    )
     add_force_option(p, "an output folder that holds a different run (other files, shard size, model or window)")
     p.add_argument("--overwrite", dest="force", action="store_true", help=argparse.SUPPRESS)  # old name
     add_quiet_option(p)
@@ -114,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.force,
         progress=not args.quiet,
         autocast=args.autocast,
+        retry_errors=args.retry_errors,
     )
     if summary.num_utterances == 0:  # every rank: the same exit code
         raise InputError(

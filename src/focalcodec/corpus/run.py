@@ -113,6 +113,7 @@ def tokenize_corpus(
     dist_timeout_hours: float = 72.0,
     autocast: str | None = None,
     windowing: Windowing = DEFAULT,
+    retry_errors: bool = False,
 ) -> TokenizeSummary:
     """Tokenize every utterance of ``data`` into Parquet shards under ``out``.
 
@@ -127,7 +128,9 @@ def tokenize_corpus(
     ``max_duration``: longer files go to the errors list. ``autocast``: ``"float16"`` or
     ``"bfloat16"`` to encode under ``torch.autocast`` (faster on GPUs; tokens close to but not
     always equal to float32's: 99.6 % for float16 on real speech, docs/benchmarks.md); it is
-    part of the run's identity, so a resumed run must use the same. Under ``torchrun`` (``WORLD_SIZE``
+    part of the run's identity, so a resumed run must use the same. ``retry_errors``: redo the
+    finished shards that skipped files (once those files are restored: a network file system's
+    hiccup, a copy still under way). Under ``torchrun`` (``WORLD_SIZE``
     > 1) each rank does shards ``k % world_size == rank`` and rank 0 writes the index.
     Returns a :class:`TokenizeSummary` (the same on every rank).
     """
@@ -159,7 +162,7 @@ def tokenize_corpus(
         )
         _agree_on_plan(dist, job, overwrite)
         mine = [k for k in range(plan["num_shards"]) if k % dist.world == dist.rank]
-        done = _finished_shards(job, mine)
+        done = _finished_shards(job, mine, retry_errors)
         todo = [k for k in mine if k not in done]
         note = f" (rank 0 of {dist.world})" if dist.world > 1 else ""
         markers, encoded_s = _run_shards(model, items, todo, job, progress and dist.rank == 0, note)
@@ -235,13 +238,14 @@ def _agree_on_plan(dist: Distributed, job: _Job, overwrite: bool) -> None:
         (job.out / folder).mkdir(parents=True, exist_ok=True)
 
 
-def _finished_shards(job: _Job, shards: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """The markers of ``shards`` a previous run of this plan finished (file intact)."""
+def _finished_shards(job: _Job, shards: Sequence[int], retry_errors: bool = False) -> dict[int, dict[str, Any]]:
+    """The markers of ``shards`` a previous run of this plan finished (file intact); with
+    ``retry_errors``, not those that skipped files (they are redone)."""
     done = {}
     for k in shards:
         clean_temporaries(job.out, k)
         marker = finished_marker(job.out, k, job.plan)
-        if marker is not None:
+        if marker is not None and not (retry_errors and marker["num_errors"]):
             done[k] = marker
     return done
 
