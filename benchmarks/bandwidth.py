@@ -13,7 +13,7 @@ measures, for each thread count:
   rows and weights cycled through a pool larger than the last-level cache (what the model
   sees): ``float32`` (``W @ x^T``), ``float16`` and ``int8`` (fbgemm dynamic linears);
 
-and counts the bytes each variant of the engine's streaming stages holds (the
+and counts the bytes each variant of the engine's part streams holds (the
 linear layers at their stored precision, everything else float32). It prints, per variant, the
 megabytes read per chunk and two lower bounds on the chunk time: at the plain bandwidth, and at
 the kernels' measured throughput (other weights at the plain bandwidth). The non-matrix work
@@ -96,7 +96,7 @@ def kernel_throughput(kind: str, pool_mb: int, repeats: int, rows: int = 4) -> f
 
 
 def weight_bytes(model: nn.Module) -> dict[str, int]:
-    """Bytes of weights a streaming stage reads per call: ``{"float32": ..., "float16": ...,
+    """Bytes of weights a part stream reads per call: ``{"float32": ..., "float16": ...,
     "int8": ...}`` (quantised linear layers by their stored type, every other parameter and
     buffer as is, each tensor once; a conv run as per-group linear layers counts only those)."""
     run_by_kernel = {id(m.conv) for m in model.modules() if isinstance(m, StreamingConv) and m.kernel is not None}
@@ -125,8 +125,8 @@ def variant_bytes(codec: FocalCodec, variant: str) -> dict[str, int]:
     enc, _, dec = variant.partition("+")
     totals = {"float32": 0, "float16": 0, "int8": 0}
     for precision, side in ((enc, "encode"), (dec or enc, "decode")):
-        for stage in Side(codec, side, precision=precision).stages:
-            for kind, n in weight_bytes(stage.model).items():
+        for part in Side(codec, side, precision=precision).parts:
+            for kind, n in weight_bytes(part.model).items():
                 totals[kind] += n
     return totals
 

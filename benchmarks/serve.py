@@ -2,7 +2,7 @@
 
     python benchmarks/serve.py                                  # full-size 4k causal model, random weights
     python benchmarks/serve.py --model ../shared/fixtures/tiny_causal_4k --clients 1 2 4 8 16
-    python benchmarks/serve.py --precision float16 --decoder-precision int8
+    python benchmarks/serve.py --precision float16 --decode-precision int8
     python benchmarks/serve.py --device cuda --clients 1 16 64 256   # on a GPU
 
 The server runs in its own process (`python -m focalcodec serve --port 0`), so the clients
@@ -80,8 +80,8 @@ def model_dir(name: str, cache: Path) -> str:
 def start_server(args: argparse.Namespace, model: str, max_streams: int) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "focalcodec", "serve", "--model", model, "--port", "0", "--quiet"]
     cmd += ["--max-streams", str(max_streams), "--precision", args.precision, "--device", args.device]
-    if args.decoder_precision:
-        cmd += ["--decoder-precision", args.decoder_precision]
+    if args.decode_precision:
+        cmd += ["--decode-precision", args.decode_precision]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -135,7 +135,7 @@ def main() -> None:
     ap.add_argument("--clients", nargs="+", type=int, default=[1, 2, 4, 8])
     ap.add_argument("--seconds", type=float, default=10.0, help="audio each client streams")
     ap.add_argument("--precision", default="float32", choices=("float32", "float16", "int8"))
-    ap.add_argument("--decoder-precision", default=None, choices=("float32", "float16", "int8"))
+    ap.add_argument("--decode-precision", default=None, choices=("float32", "float16", "int8"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="server's torch threads (default: one per core less one)")
     ap.add_argument("--rt-ms", type=float, default=200.0, help="p99 latency bound of a real-time stream")
@@ -184,7 +184,7 @@ def main() -> None:
         },
         "model": args.model,
         "precision": args.precision,
-        "decoder_precision": args.decoder_precision or args.precision,
+        "decode_precision": args.decode_precision or args.precision,
         "threads": args.threads,
         "rt_ms": args.rt_ms,
         "engine": "batched StreamEngine",

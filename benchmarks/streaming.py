@@ -11,7 +11,7 @@
    on the same weights (``--reference-repo``, a checkout of lucadellalib/focalcodec: its
    ``sig_to_toks``/``toks_to_sig`` with states, as in its demo), then
    :class:`focalcodec.streaming.StreamCodec` at each precision (``float16+int8``: float16
-   encoder side, int8 decoder side). ``--compare-package DIR`` adds the same precisions from
+   encode side, int8 decode side). ``--compare-package DIR`` adds the same precisions from
    another copy of this package importable from ``DIR`` under another name (development: a
    frozen earlier version), with their ratios.
 2. **Streams in real time**: ``n`` resynthesis streams through one
@@ -54,7 +54,7 @@ CHUNK_MS = 80.0
 
 
 def split_variant(variant: str) -> tuple[str, str]:
-    """``"float16+int8"`` -> ("float16", "int8"): encoder-side and decoder-side precisions."""
+    """``"float16+int8"`` -> ("float16", "int8"): encode-side and decode-side precisions."""
     enc, _, dec = variant.partition("+")
     return enc, dec or enc
 
@@ -114,9 +114,10 @@ def latency_table(args: argparse.Namespace, codec: FocalCodec) -> list[dict]:
     for variant in args.precisions:
         enc, dec = split_variant(variant)
         if others:
-            old = others["streaming"].StreamCodec(others["codec"], precision=enc, decoder_precision=dec)
+            # positional: a frozen copy may predate the keyword's current name
+            old = others["streaming"].StreamCodec(others["codec"], None, 4, 1, True, enc, dec)
             variants[f"old {variant}"] = lambda x, s=old: s.push(x)[1]
-        sc = StreamCodec(codec, precision=enc, decoder_precision=dec)
+        sc = StreamCodec(codec, precision=enc, decode_precision=dec)
         variants[variant] = lambda x, s=sc: s.push(x)[1]
     times: dict[str, list[float]] = {k: [] for k in variants}
     before = load()
@@ -173,7 +174,7 @@ def engine_table(args: argparse.Namespace, codec: FocalCodec, device: str) -> li
         enc, dec = split_variant(variant)
         for graph in graphs:
             for n in args.streams if device == "cpu" else args.gpu_streams:
-                engine = StreamEngine(codec, max_streams=n, precision=enc, decoder_precision=dec, graph=graph)
+                engine = StreamEngine(codec, max_streams=n, precision=enc, decode_precision=dec, graph=graph)
                 before = load()
                 times, _ = engine_steps(engine, n, args.engine_chunks, args.warmup)
                 row = {"device": device, "variant": variant, "graph": graph, "streams": n, **stats(times)}

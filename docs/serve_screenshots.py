@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,26 +20,18 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FOCALCODEC_SHARED", ROOT.parent / "shared"))
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
 WAIT_MS = 120_000
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser import CHROMIUM, FAKE_MIC_ARGS  # the browser tests' chromium set-up
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(SHARED / "fixtures" / "tiny_causal_4k"))
     ap.add_argument("--speech", default=str(SHARED / "speech" / "eval" / "aishell_BAC009S0913W0306.flac"))
     ap.add_argument("--voice", default=str(SHARED / "speech" / "eval" / "asterisk_en_conf_usermenu.flac"))
-    ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--chromium", default=CHROMIUM)
     ap.add_argument("--out", default=str(ROOT / "docs"))
     args = ap.parse_args()
 
@@ -63,7 +56,7 @@ def main() -> None:
             sync_playwright() as p,
         ):
             browser = p.chromium.launch(
-                executable_path=args.chromium, args=[*ARGS, f"--use-file-for-fake-audio-capture={wav}"]
+                executable_path=args.chromium, args=[*FAKE_MIC_ARGS, f"--use-file-for-fake-audio-capture={wav}"]
             )
             page = browser.new_page(viewport={"width": 960, "height": 760})
             page.goto(srv.url)

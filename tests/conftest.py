@@ -12,7 +12,6 @@ import functools
 import inspect
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -182,16 +181,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-# Debian's chromium for the browser tests (playwright drives it; it never downloads a browser).
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--autoplay-policy=no-user-gesture-required",
-]

@@ -60,7 +60,7 @@ def test_published_sizes_and_rates(name: str) -> None:
     assert model.chunk_size == 1280
     assert model.latency == (80.0 if causal else None)
     assert model.codebook_size == 2**model.code_dim
-    # what features need to know, said by the codec (not read from its stages)
+    # what features need to know, said by the codec (not read from its parts)
     assert model.hop_length == 16000 / token_rate and model.output_hop_length == sr_out / token_rate
     assert model.frames_per_token == 50 / token_rate and model.feature_hop_length == 320
     assert model.feature_dim == 1024 and model.receptive_field == 400

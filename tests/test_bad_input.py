@@ -140,7 +140,7 @@ def test_stereo_and_six_channels(channels: int, tmp_path) -> None:
 @pytest.mark.parametrize("minutes", [pytest.param(60, marks=pytest.mark.slow), 10])
 def test_one_hour_file(minutes: int, tmp_path) -> None:
     """A real 1-hour (and, in the fast suite, 10-minute) WAV through the whole file path, with
-    the model's stages replaced by cheap stand-ins that record how much they are given at
+    the model's parts replaced by cheap stand-ins that record how much they are given at
     once: windows stay bounded."""
     codec = FocalCodec.from_pretrained(FIXTURES / "tiny_50hz")
     seen = {"encode": 0, "decode": 0}
@@ -244,3 +244,28 @@ def test_cli_batch_goes_on_past_a_bad_file(stream_bytes: bytes, tmp_path, capsys
     err = capsys.readouterr().err
     assert "bad.fc" in err and "1 of 2 files failed" in err and "Traceback" not in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.wav"]
+
+
+def test_a_folder_where_a_file_is_expected(tmp_path, capsys) -> None:
+    """A folder given as the one input file is named as a folder (not "not found", not a bare
+    OS error); an input folder without a matching file is named with what was looked for."""
+    causal = str(FIXTURES / "tiny_causal_4k")
+    folder = tmp_path / "speech.wav"
+    folder.mkdir()
+    out = tmp_path / "out"
+    for argv in (
+        ["info", str(folder)],
+        ["stream", str(folder), "--model", causal],
+        ["stream-encode", str(folder), "-o", str(out / "x.fcs"), "--model", causal],
+        ["stream-decode", str(folder), "-o", str(out / "x.wav"), "--model", causal],
+        ["vc", str(folder), "--reference", str(CLIP), "-o", str(out / "x.wav"), "--model", TINY],
+    ):
+        line = cli_error(capsys, argv)
+        assert f"{folder} is a folder" in line, (argv, line)
+    line = cli_error(capsys, ["encode", str(folder), "-o", str(out), "--model", TINY])
+    assert str(folder) in line and ".flac" in line, line
+    line = cli_error(capsys, ["decode", str(folder), "-o", str(out), "--model", TINY])
+    assert str(folder) in line and ".fc" in line, line
+    with pytest.raises(focalcodec.bitstream.BitstreamError, match="is a folder"):
+        CompressedAudio.load(folder)
+    assert not out.exists()

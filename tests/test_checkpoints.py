@@ -68,6 +68,7 @@ def test_wrong_checkpoint_names_missing_and_unexpected_keys(tmp_path: Path) -> N
     message = str(info.value)
     assert "missing keys: " in message and "modulation_norm.weight" in message
     assert "unexpected keys: " in message and "modulation_norm.alpha" in message
+    assert ":;" not in message and "architecture of its config: missing keys: " in message  # one readable line
 
 
 def test_missing_and_extra_tensor(tmp_path: Path) -> None:

@@ -134,3 +134,29 @@ def test_module_entry_point(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "focalcodec", "info", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("error:") and "newer" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_encode_to_stdout_is_only_the_stream(speech_dir, capsysbinary) -> None:
+    """`encode X -o -` writes exactly the .fc bytes to standard output (the summary line goes to
+    standard error), so `focalcodec encode x.wav -o - | ...` carries a valid stream."""
+    src = speech_dir / CLIPS[0]
+    assert main(["encode", str(src), "-o", "-", "--model", TINY]) == 0
+    out, err = capsysbinary.readouterr()
+    assert CompressedAudio.from_bytes(out).num_tokens == (frames(src) - 400) // 320 + 1
+    assert b"tokens" in err
+
+
+def test_stdout_refused_where_it_cannot_work(speech_dir, tmp_path, capsys) -> None:
+    """Audio commands cannot write WAV/FLAC to a pipe, and several inputs cannot share one
+    stream: each is one error line before any work, naming what to do (no --raw: these
+    commands have none)."""
+    for argv in (
+        ["decode", str(tmp_path / "x.fc"), "-o", "-"],
+        ["resynth", str(speech_dir / CLIPS[0]), "-o", "-"],
+        ["encode", str(speech_dir), "-o", "-"],
+    ):
+        (tmp_path / "x.fc").write_bytes(b"")
+        assert main([*argv, "--model", str(tmp_path / "no-model")]) == 1  # refused before the model loads
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "standard output" in err[0] and "add --raw" not in err[0], (argv, err)
+    assert not (tmp_path / "-").exists() and not (speech_dir / "-").exists()

@@ -43,17 +43,17 @@ def test_stream_non_causal_and_int8(short_files, tmp_path, capsys) -> None:
     assert sf.info(str(tmp_path / "a.wav")).frames == sf.info(str(src)).frames
     assert main(["stream", str(src), "--model", CAUSAL, "--precision", "int8"]) == 0
     assert "int8" in capsys.readouterr().out
-    args = ["stream", str(src), "--model", CAUSAL, "--precision", "float16", "--decoder-precision", "int8", "--json"]
+    args = ["stream", str(src), "--model", CAUSAL, "--precision", "float16", "--decode-precision", "int8", "--json"]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["precision"] == "float16" and report["decoder_precision"] == "int8"
+    assert report["precision"] == "float16" and report["decode_precision"] == "int8"
 
 
 def test_stream_errors(short_files, capsys) -> None:
     assert main(["stream", "--model", CAUSAL]) == 1
     assert "--mic" in capsys.readouterr().err
     assert main(["stream", str(short_files[0]), "--model", OFFLINE, "--precision", "int8"]) == 1
-    assert main(["stream", str(short_files[0]), "--model", OFFLINE, "--decoder-precision", "int8"]) == 1
+    assert main(["stream", str(short_files[0]), "--model", OFFLINE, "--decode-precision", "int8"]) == 1
 
 
 def test_vc_reference_save_and_reload(short_files, tmp_path) -> None:
@@ -94,3 +94,33 @@ def test_vc_errors(short_files, tmp_path, capsys) -> None:
         )
         == 1
     )
+
+
+def test_vc_saved_voice_uses_model_as_when_converting(short_files, tmp_path) -> None:
+    """Without SOURCE, --model still makes the features (a non-causal model is its own features
+    model), so saving a voice alone gives the set a conversion with --reference builds."""
+    src, ref = short_files
+    alone, with_source = tmp_path / "alone.safetensors", tmp_path / "with.safetensors"
+    assert main(["vc", "--reference", str(ref), "--save-speaker-set", str(alone), "--model", OFFLINE, "-q"]) == 0
+    argv = [
+        "vc",
+        str(src),
+        "--reference",
+        str(ref),
+        "--save-speaker-set",
+        str(with_source),
+        "-o",
+        str(tmp_path / "x.wav"),
+    ]
+    assert main([*argv, "--model", OFFLINE, "-q"]) == 0
+    a, b = SpeakerSet.load(alone), SpeakerSet.load(with_source)
+    assert a.model_weights == b.model_weights and (a.feats == b.feats).all()
+
+
+def test_vc_topk_above_the_voice_is_one_actionable_line(short_files, tmp_path, capsys) -> None:
+    src, ref = short_files
+    argv = ["vc", str(src), "--reference", str(ref), "-o", str(tmp_path / "x.wav"), "--model", OFFLINE]
+    assert main([*argv, "--topk", "100000", "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fewer than topk=100000" in err[0] and "--topk" in err[0], err
+    assert list(tmp_path.iterdir()) == []

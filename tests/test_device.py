@@ -5,7 +5,7 @@
 
 Models live on the device and inputs go there; every result is compared with the reference
 fixtures (tokens identical, floats within 1e-4) or with the same model on the same device
-(batch invariance, streams, exports, tokenization). Covered: every fixture stage output,
+(batch invariance, streams, exports, tokenization). Covered: every part output in the fixtures,
 padded batches against solo items, the stream classes (reference chunks, random pieces,
 batches of streams, and the streaming engine's join/leave when it is present), ONNX and
 TorchScript exports made from the device model, autocast in float16 and bfloat16 (float32

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BROWSER_ARGS, CHROMIUM, ROOT, SPEECH
+from browser import BROWSER_ARGS, CHROMIUM
+from conftest import ROOT, SPEECH
 
 from focalcodec.audio import load_audio
 from focalcodec.cli import main
@@ -362,3 +363,18 @@ def test_listen_help_shows_each_default_once(capsys):
             main(["listen", step, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert "(default: None)" not in text and text.count("(default:") >= 1, (step, text)
+
+
+def test_listen_takes_the_commands_shared_output_options(capsys):
+    """build / export / analyze take the -o / -f / -q of every command (focalcodec.cli.common),
+    with its promise that --force never replaces an input and its old --no-progress name."""
+    from focalcodec.cli import build_parser
+
+    parser = build_parser()
+    for step in ("build", "export", "analyze"):
+        quiet = ["--no-progress"] if step != "export" else []  # export prints only the count
+        args = parser.parse_args(["listen", step, "IN", "-o", "OUT", "-f", *quiet])
+        assert (args.output, args.force, getattr(args, "quiet", True)) == ("OUT", True, True)
+        with pytest.raises(SystemExit):
+            parser.parse_args(["listen", step, "--help"])
+        assert "inputs are never replaced" in " ".join(capsys.readouterr().out.split()), step

@@ -11,7 +11,7 @@ import torch
 from conftest import FIXTURE_NAMES, FIXTURES, fixture_io, fixture_model
 
 from focalcodec.cli import main
-from focalcodec.export import export_onnx, export_torchscript
+from focalcodec.export import ExportError, export_onnx, export_torchscript
 
 
 @pytest.mark.parametrize(
@@ -48,3 +48,16 @@ def test_export_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "use --force" in capsys.readouterr().err
     assert main(["export", "--model", model, "-o", str(tmp_path), "--format", "torchscript", "--graphs", "decode"]) == 0
     assert (tmp_path / "decode.pt").is_file()
+
+
+def test_opsets_the_graphs_cannot_use_are_refused_before_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--opset below what the graphs need (18: bitwise token unpacking, attention) or above
+    what this torch writes is one error line naming the range, before the model loads."""
+    for opset in ("5", "17", "99"):
+        argv = ["export", "--model", str(tmp_path / "none"), "-o", str(tmp_path / "out"), "--opset", opset]
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: --opset {opset}") and "18" in err[0], err
+    with pytest.raises(ExportError, match="opset 17"):
+        export_onnx(fixture_model("tiny_50hz"), tmp_path / "d.onnx", "decode", opset=17)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "d.onnx").exists()

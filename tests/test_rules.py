@@ -61,6 +61,10 @@ def test_same_flag_for_the_same_idea() -> None:
             rate = options["--output-rate"].type
             with pytest.raises(argparse.ArgumentTypeError):
                 rate("0")
+            assert options["--output-rate"].metavar in ("HZ", "HZ|input"), name  # cli.common's option
+        for action in p._actions:  # every option says what it is for in --help
+            if action.option_strings and action.help != argparse.SUPPRESS:
+                assert action.help, f"{name} {action.option_strings[-1]} has no help text"
     assert "--force" in {s for a in subcommands()["train"]._actions for s in a.option_strings}
 
 
@@ -234,6 +238,17 @@ def test_cuda_without_cuda_is_one_line(argv, short_wav, tmp_path, capsys) -> Non
         pytest.skip("this machine has CUDA")
     argv = [str(short_wav) if a == "IN" else a.replace("OUT", str(tmp_path)) for a in argv]
     assert "CUDA" in one_error_line(capsys, [*argv, "--device", "cuda"])
+
+
+@pytest.mark.parametrize("device", ["meta", "xla", "hpu", "tpu"])
+def test_devices_that_cannot_run_the_model_are_one_line(device, short_wav, tmp_path, capsys) -> None:
+    """torch knows "meta" (no data) and "xla" (needs torch_xla) as device names, but neither runs
+    the codec here: refused by the --device check, before any work, like an unknown name."""
+    line = one_error_line(
+        capsys, ["encode", str(short_wav), "-o", str(tmp_path / "x.fc"), "--model", TINY, "--device", device]
+    )
+    assert line.startswith(f"error: --device {device}") or line.startswith(f"error: --device {device!r}"), line
+    assert "internal error" not in line and list(tmp_path.iterdir()) == []
 
 
 def test_missing_optional_packages_are_named_before_work(monkeypatch, tmp_path, capsys) -> None:

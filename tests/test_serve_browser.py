@@ -11,7 +11,8 @@ import base64
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import BROWSER_ARGS, CHROMIUM, speech_files
+from browser import CHROMIUM, FAKE_MIC_ARGS
+from conftest import speech_files
 
 from focalcodec.audio import load_audio
 from focalcodec.serve.client import health, stream
@@ -19,11 +20,6 @@ from focalcodec.serve.server import BackgroundServer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 WAIT_MS = 120_000  # generous: the machine may be shared; every wait is for an event
-FAKE_MIC_ARGS = [
-    *BROWSER_ARGS,
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]
 
 
 @pytest.fixture(scope="module")

@@ -239,3 +239,26 @@ def test_bad_streams_and_options_are_one_line_errors(codec, clip, tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fc", "a.fcs", "flip.fcs", "hdr.fcs"]
     with pytest.raises(Exception, match="stream-decode"):
         CompressedAudio.from_bytes(data)
+
+
+def test_rate_is_for_raw_input_only(clip, tmp_path, capsys) -> None:
+    """--rate describes headerless PCM; with an audio file (whose header has the rate) it would
+    be silently ignored, so it is refused before any work; a bad value names what --rate takes."""
+    out = tmp_path / "x.fcs"
+    cases = [
+        (["stream-encode", str(clip), "-o", str(out), "--rate", "8000"], "--raw"),
+        (["stream-encode", "-", "-o", str(out), "--rate", "0"], "sample rate in Hz"),
+    ]
+    for argv, match in cases:
+        assert main([*argv, "--model", str(tmp_path / "no-model")]) == 1, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0] and "'input'" not in err[0], (argv, err)
+    assert not out.exists()
+
+
+def test_stream_encode_says_when_it_mixes_channels_down(clip, tmp_path, capsys) -> None:
+    x, rate = sf.read(str(clip), dtype="float32")
+    stereo = tmp_path / "stereo.wav"
+    sf.write(str(stereo), np.stack([x, 0.5 * x], axis=1), rate)
+    with pytest.warns(UserWarning, match="2 channels mixed down to mono"):
+        assert main(["stream-encode", str(stereo), "-o", str(tmp_path / "s.fcs"), "--model", CAUSAL, "-q"]) == 0

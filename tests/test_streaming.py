@@ -429,8 +429,8 @@ def test_conv_kernels_equal_the_convolution(frames: int) -> None:
 
 
 def test_reduced_precisions() -> None:
-    """float16 weights keep the tokens and the audio close; int8: the decoder side synthesises
-    the same tokens close to float32; the encoder side keeps almost every token bit (whole
+    """float16 weights keep the tokens and the audio close; int8: the decode side synthesises
+    the same tokens close to float32; the encode side keeps almost every token bit (whole
     tokens less often: random-weight latents sit near the sign boundaries, and one of 12 bits
     flipping changes the token)."""
     codec, io = fixture_model(CAUSAL), fixture_io(CAUSAL)
@@ -456,15 +456,15 @@ def test_reduced_precisions() -> None:
 def test_mixed_precision_keeps_encoder_tokens() -> None:
     """float16 tokens with int8 synthesis: each side quantises only its own layers."""
     codec, io = fixture_model(CAUSAL), fixture_io(CAUSAL)
-    mixed = StreamCodec(codec, precision="float16", decoder_precision="int8")
+    mixed = StreamCodec(codec, precision="float16", decode_precision="int8")
     toks, audio = mixed.push(io["sig"])
     assert torch.equal(toks, StreamCodec(codec, precision="float16").push(io["sig"])[0])
     assert audio.shape[-1] == 1920 * (toks.shape[-1] // 4) and torch.isfinite(audio).all()
     sides = mixed.engine._sides
     quantized = torch.ao.nn.quantized.dynamic.Linear
-    assert isinstance(sides["decode"].stages[1].model.backbone.layers[0].pwconv1, quantized)
-    assert isinstance(sides["encode"].stages[1].model.layers[0].focal_block.feed_forward.in_proj, quantized)
-    feature_proj = sides["encode"].stages[0].model.feature_proj  # kept float (W @ x^T on few rows)
+    assert isinstance(sides["decode"].parts[1].model.backbone.layers[0].pwconv1, quantized)
+    assert isinstance(sides["encode"].parts[1].model.layers[0].focal_block.feed_forward.in_proj, quantized)
+    feature_proj = sides["encode"].parts[0].model.feature_proj  # kept float (W @ x^T on few rows)
     assert isinstance(feature_proj, FewRowsLinear) and feature_proj.weight.dtype == torch.float32
 
 

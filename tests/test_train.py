@@ -16,6 +16,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,9 @@ import torch
 from conftest import FIXTURES, SPEECH
 
 from focalcodec import FocalCodec
-from focalcodec.errors import ConfigError
+from focalcodec.errors import CheckpointError, ConfigError
 from focalcodec.train.config import load_train_config
-from focalcodec.train.data import build_manifest, write_manifest
+from focalcodec.train.data import FeatureCache, build_manifest, write_manifest
 from focalcodec.train.export import export_checkpoint
 from focalcodec.train.trainer import Trainer
 
@@ -238,6 +239,9 @@ def test_streaming_chain_learns_and_exports(manifest, heldout, tmp_path):
     assert toks.shape == (50,) and int(toks.max()) < 4096
     audio, _ = model.decode(toks)
     assert audio.shape == (24000,) and torch.isfinite(audio).all()
+    # the joint step's compressor works on its own distilled encoder, not on another one
+    with pytest.raises(CheckpointError, match="was trained on the features of another encoder"):
+        export_checkpoint(TINY_CAUSAL, [str(joint), f"encoder={TINY_CAUSAL}", f"decoder={TINY_CAUSAL}"], tmp_path / "x")
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -431,6 +435,53 @@ def test_feature_cache_gives_the_same_losses(manifest, tmp_path):
     assert len(list((tmp_path / "cache").rglob("*.pt"))) == 6
     for ra, rb in zip(_metrics(plain), _metrics(cached), strict=False):
         assert rb["loss"] == pytest.approx(ra["loss"], abs=1e-5)
+
+
+def test_feature_cache_is_keyed_by_the_package_weights_digest(manifest, tmp_path):
+    """One identity for weights: the cache folder is the encoder's state_dict_sha256 (what
+    .fc files name), plus causal/non-causal and the rate. A cache of the old layout (keyed by
+    a digest of its own) holding other features is not reused: the losses are those of
+    features computed afresh, and a warning says the old files are unused."""
+    import hashlib
+
+    from focalcodec.hub import state_dict_sha256
+
+    stage = {"stage": "quantizer", "model": TINY, "init": {"encoder": TINY}}
+    extra = ("train.max_steps=2", "train.validate_first=false", "data.valid=null", "data.segment_seconds=null")
+    plain = _fit(_config(stage, manifest, tmp_path / "plain", *extra))
+    encoder = FocalCodec.from_pretrained(TINY).encoder
+    # the cache as the old trainer wrote it: sha1 of the float bytes, garbage features inside
+    h = hashlib.sha1()
+    for k, v in sorted(encoder.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    cache = tmp_path / "cache"
+    for line in manifest.read_text().splitlines():
+        entry = json.loads(line)
+        key = hashlib.sha1(f"{h.hexdigest()[:16]}\0{entry['path']}".encode()).hexdigest()
+        (cache / key[:2]).mkdir(parents=True, exist_ok=True)
+        frames = int(encoder.num_frames(torch.tensor(round(entry["duration"] * 16000))))
+        torch.save(torch.randn(frames, 64), cache / key[:2] / f"{key}.pt")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cached = _fit(_config(stage, manifest, tmp_path / "cached", f"data.feature_cache={cache}", *extra))
+    for ra, rb in zip(_metrics(plain), _metrics(cached), strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], abs=1e-5)
+    assert [str(w.message) for w in caught if "older layout" in str(w.message)]
+    folder = f"{state_dict_sha256(encoder.state_dict())}-noncausal-16000"
+    assert [p.name for p in cache.iterdir() if len(p.name) > 2] == [folder]
+    assert len(list((cache / folder).rglob("*.pt"))) == 6
+    # the same weights, causal, are another encoder: another folder
+    causal = FocalCodec.from_pretrained(TINY_CAUSAL).encoder
+    causal.load_state_dict(encoder.state_dict())
+    assert FeatureCache.encoder_id(causal, 16000) == folder.replace("noncausal", "causal")
+    # a file that names another encoder is refused in one line, never read as features
+    other = FeatureCache(cache, FeatureCache.encoder_id(causal, 16000))
+    path = json.loads(manifest.read_text().splitlines()[0])["path"]
+    other.path(path).parent.mkdir(parents=True)
+    other.path(path).write_bytes(FeatureCache(cache, folder).path(path).read_bytes())
+    with pytest.raises(CheckpointError, match="holds features of another encoder"):
+        other.get(path)
 
 
 def test_config_errors_and_shipped_recipes(manifest, tmp_path):

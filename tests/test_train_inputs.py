@@ -85,6 +85,12 @@ def test_unknown_options_in_every_section_are_errors(recipe, overrides, named):
         ("optim.betas=[0.9]", "optim.betas must be two numbers"),
         ("train.precision=bf17", "train.precision must be one of fp32, bf16, fp16"),
         ("train.max_steps=true", "train.max_steps must be an integer"),
+        (
+            "train.max_steps=0",
+            "train.max_steps must be an integer >= 1 (a run of no step would save untrained weights)",
+        ),
+        ("train.max_epochs=0", "train.max_epochs must be an integer >= 1"),
+        ("train.max_steps=-3", "train.max_steps must be an integer >= 1"),
         ("train.progress=maybe", "train.progress must be true or false"),
         ("scheduler.type=cosine", "scheduler.type must be one of plateau, exponential, constant"),
         ("data.min_duration=5", "data.min_duration (5) is above data.max_duration"),
@@ -328,6 +334,28 @@ def test_a_run_folder_is_never_written_into_silently(tmp_path, capsys):
     assert main([*args, "--force"]) == 0
     assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_00000001"]
+
+
+def test_a_run_with_nothing_to_do_is_refused_in_one_line(tmp_path, capsys):
+    """max_steps=0 at config validation (it used to save a checkpoint of untrained weights),
+    and resuming a run that has already reached its end, before anything is written."""
+    manifest = write_manifest([{"path": str(p), "duration": 2.0} for p in _speech(2)], tmp_path / "m.jsonl")
+    recipe = tmp_path / "q.yaml"
+    recipe.write_text(json.dumps(STAGE_Q))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(recipe), *_overrides(manifest, run, "train.max_steps=0")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: train.max_steps must be an integer >= 1"), err
+    assert not run.exists()
+    assert main(["train", "--config", str(recipe), *_overrides(manifest, run, "train.max_steps=2")]) == 0
+    capsys.readouterr()
+    before = _snapshot(run)
+    assert main(["train", "--config", str(recipe), *_overrides(manifest, run, "train.max_steps=2")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has already ended (step 2" in err[0] and "raise train.max_steps" in err[0], err
+    assert _snapshot(run) == before
+    assert main(["train", "--config", str(recipe), *_overrides(manifest, run, "train.max_steps=3")]) == 0
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
 def test_a_resumed_run_logs_each_step_once(tmp_path):

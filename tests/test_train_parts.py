@@ -4,6 +4,7 @@ discriminators, bucketed sampling."""
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
@@ -107,8 +108,8 @@ def test_bucket_sampler_shards_buckets_and_resumes():
     b0, b1 = list(s0), list(s1)
     assert len(b0) == len(b1) == len(s0)
     assert not set(i for b in b0 for i in b) & set(i for b in b1 for i in b)
-    for b in b0:  # batches group similar lengths
-        assert max(durs[i] for i in b) - min(durs[i] for i in b) <= 1.1
+    for b in b0:  # batches group similar lengths: 5 buckets of 12 (10 rounded to whole batches), 0.1 s apart
+        assert max(durs[i] for i in b) - min(durs[i] for i in b) <= 1.1 + 1e-9
     s0.set_epoch(0, start=2)
     assert list(s0) == b0[2:]
     s0.set_epoch(1)
@@ -116,3 +117,74 @@ def test_bucket_sampler_shards_buckets_and_resumes():
     dyn = BucketBatchSampler(durs, batch_size=100, max_batch_seconds=12.0, shuffle=False)
     assert all(len(b) * max(durs[i] for i in b) <= 12.0 for b in dyn)
     assert sorted(i for b in dyn for i in b) == list(range(50))
+
+
+def test_small_buckets_still_give_full_batches():
+    """12 utterances in 10 buckets with batch 4: three batches of 4 (each bucket used to give
+    its own batch of 1 or 2), each of neighbouring lengths."""
+    durs = [1.0 + 0.25 * i for i in (7, 2, 11, 0, 5, 9, 1, 10, 3, 8, 6, 4)]
+    rank_of = {i: r for r, i in enumerate(sorted(range(12), key=lambda i: durs[i]))}
+    for seed in range(4):
+        batches = list(BucketBatchSampler(durs, batch_size=4, num_buckets=10, seed=seed))
+        assert [len(b) for b in batches] == [4, 4, 4]
+        assert sorted(i for b in batches for i in b) == list(range(12))
+        assert sorted(sorted(rank_of[i] for i in b) for b in batches) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+
+
+def _properties(durs: list[float], batch: int, buckets: int, seed: int, max_seconds: float | None = None) -> None:
+    n = len(durs)
+    sampler = BucketBatchSampler(durs, batch_size=batch, max_batch_seconds=max_seconds, num_buckets=buckets, seed=seed)
+    batches = list(sampler)
+    # every utterance once, determined by the seed, resumable at any batch
+    assert sorted(i for b in batches for i in b) == list(range(n))
+    again = BucketBatchSampler(durs, batch_size=batch, max_batch_seconds=max_seconds, num_buckets=buckets, seed=seed)
+    assert list(again) == batches
+    start = len(batches) // 2
+    again.set_epoch(0, start)
+    assert list(again) == batches[start:]
+    rank = {i: r for r, i in enumerate(sorted(range(n), key=lambda i: (durs[i], i)))}
+    if max_seconds is None:
+        # full batches but one (n % batch items), each within one bucket of the sorted order
+        sizes = sorted(len(b) for b in batches)
+        assert sizes == [n % batch] * (n % batch > 0) + [batch] * (n // batch), (sizes, n, batch)
+        span = math.ceil(math.ceil(n / buckets) / batch) * batch
+        for b in batches:
+            assert len({rank[i] // span for i in b}) == 1, (b, span)
+        dropped = BucketBatchSampler(durs, batch_size=batch, num_buckets=buckets, seed=seed, drop_last=True)
+        assert [len(b) for b in dropped] == [batch] * (n // batch)
+        # N ranks share the single process's batches (as gradient accumulation over N micro-batches)
+        for ranks in (2, 3):
+            shards = [
+                list(
+                    BucketBatchSampler(
+                        durs, batch_size=batch, num_buckets=buckets, seed=seed, num_replicas=ranks, rank=r
+                    )
+                )
+                for r in range(ranks)
+            ]
+            if len(batches) >= ranks:
+                usable = len(batches) - len(batches) % ranks
+                assert [b for step in zip(*shards, strict=True) for b in step] == batches[:usable]
+    else:
+        # in length order (no shuffling), every batch but the last is full: the next utterance
+        # would break the batch size or the seconds bound
+        ordered = list(
+            BucketBatchSampler(
+                durs, batch_size=batch, max_batch_seconds=max_seconds, num_buckets=buckets, shuffle=False
+            )
+        )
+        assert sorted(i for b in ordered for i in b) == list(range(n))
+        for b, after in zip(ordered, ordered[1:], strict=False):
+            assert len(b) * max(durs[i] for i in b) <= max_seconds or len(b) == 1
+            nxt = after[0]
+            assert len(b) == batch or (len(b) + 1) * max(durs[i] for i in [*b, nxt]) > max_seconds, (b, nxt)
+
+
+def test_bucket_sampler_properties_on_random_sizes():
+    rng = random.Random(0)
+    for trial in range(60):
+        n = rng.randint(1, 120)
+        durs = [round(rng.uniform(0.5, 20.0), 2) for _ in range(n)]
+        batch, buckets = rng.randint(1, 9), rng.randint(1, 15)
+        _properties(durs, batch, buckets, seed=trial)
+        _properties(durs, batch + 8, buckets, seed=trial, max_seconds=rng.uniform(20.0, 80.0))

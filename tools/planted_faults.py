@@ -160,6 +160,42 @@ FAULTS: tuple[Fault, ...] = (
         "except OSError as exc:",
         "one NaN or missing file in the manifest kills the run",
     ),
+    Fault(
+        "export-ignores-encoder-probe",
+        "train/export.py",
+        "    check_probes(codec.encoder, resolved, runs)\n",
+        "",
+        "--export combines stages trained on another encoder (random, or another WavLM) without a word",
+    ),
+    Fault(
+        "decoder-probe-never-compared",
+        "train/probe.py",
+        'if probe.get("stage") == "decoder" and causal and not probe.get("causal"):',
+        'if probe.get("stage") == "decoder":',
+        "a Vocos decoder trained on another encoder exports into a non-causal codec",
+    ),
+    Fault(
+        "buckets-not-whole-batches",
+        "train/data.py",
+        "            size = math.ceil(size / self.batch_size) * self.batch_size\n",
+        "            pass\n",
+        "length buckets are not whole batches: batches mix utterances of two buckets",
+    ),
+    Fault(
+        "feature-cache-own-digest",
+        "train/data.py",
+        "state_dict_sha256(encoder.state_dict())",
+        "hashlib.sha1(str(sorted(encoder.state_dict())).encode()).hexdigest()",
+        "the feature cache keys encoders by a digest of its own, not the package's weights identity",
+    ),
+    Fault(
+        "zero-steps-accepted",
+        "train/config.py",
+        "lambda v: _is_int(v) and v >= 1,\n    ),",
+        "lambda v: _is_int(v) and v >= 0,\n    ),",
+        "train.max_steps=0 / max_epochs=0 pass validation and save a checkpoint of untrained weights",
+        count=2,
+    ),
 )
 
 

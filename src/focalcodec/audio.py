@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .errors import InputError
-from .limits import AUDIO_EXTENSIONS, SAMPLE_RATE_RANGE, check_sample_rate
+from .limits import AUDIO_EXTENSIONS, SAMPLE_RATE_RANGE, check_input_file, check_sample_rate
 from .outputs import output_path
 
 __all__ = [
@@ -297,8 +297,7 @@ class AudioFileSamples:
 
 def _check_file(path: Path) -> None:
     """:class:`AudioError` for a missing or empty file (before libsndfile sees it)."""
-    if not path.is_file():
-        raise AudioError(f"audio file not found: {path}")
+    check_input_file(path, "audio file", AudioError)
     if path.stat().st_size == 0:
         raise AudioError(f"audio file is empty (0 bytes): {path}")
 
@@ -399,7 +398,10 @@ class AudioReader:
         else:
             if not isinstance(source, (str, Path)):
                 raise InputError("audio from standard input must be raw PCM (--raw)")
-            self.rate = int(audio_info(source).samplerate)
+            meta = audio_info(source)
+            self.rate = int(meta.samplerate)
+            if meta.channels > 1:
+                warnings.warn(f"{source}: {meta.channels} channels mixed down to mono", stacklevel=2)
         self.samples_read = 0  # at the input's own rate
 
     def _pieces(self) -> Iterator[np.ndarray]:

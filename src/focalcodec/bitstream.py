@@ -255,6 +255,7 @@ class CompressedAudio:
     # -- derived facts -----------------------------------------------------------------------
     @property
     def num_tokens(self) -> int:
+        """Tokens in the stream: ``T`` of ``tokens (T,)``."""
         return int(self.tokens.size)
 
     @property
@@ -279,10 +280,13 @@ class CompressedAudio:
 
     @property
     def header_size(self) -> int:
+        """Bytes of the header, CRC included: 56 + n (version 1) or 64 + n (version 2) for an
+        n-byte UTF-8 model name."""
         return header_size(len(self.model_name.encode("utf-8")), self.version)
 
     @property
     def payload_size(self) -> int:
+        """Bytes of the packed tokens after the header: ``ceil(T * D / 8)`` (``D = code_dim``)."""
         return payload_size(self.num_tokens, self.code_dim)
 
     @property
@@ -486,9 +490,9 @@ class CompressedAudio:
     @classmethod
     def load(cls, path: str | Path) -> CompressedAudio:
         """Read and validate a ``.fc`` file."""
-        path = Path(path)
-        if not path.is_file():
-            raise BitstreamError(f"bitstream file not found: {path}")
+        from .limits import check_input_file
+
+        path = check_input_file(path, "bitstream file", BitstreamError)
         return cls.from_bytes(path.read_bytes(), source=str(path))
 
     @classmethod

@@ -563,7 +563,10 @@ class FocalCodec(nn.Module):
         if matching_set.ndim != 2 or matching_set.shape[-1] != input.shape[-1]:
             raise InputError(f"matching_set must be (M, {input.shape[-1]}), got {tuple(matching_set.shape)}")
         if matching_set.shape[0] < topk:
-            raise InputError(f"matching_set has {matching_set.shape[0]} frames, fewer than topk={topk}")
+            raise InputError(
+                f"the matching set (target voice) has {matching_set.shape[0]} frames, fewer than topk={topk}: "
+                "lower topk (CLI: --topk) or give more reference audio"
+            )
         query = F.normalize(input.reshape(-1, input.shape[-1]), dim=-1)
         best_sim: Tensor | None = None
         best_idx: Tensor | None = None

@@ -36,7 +36,7 @@ from .codec import FocalCodec
 from .errors import FocalCodecError
 from .streaming.export import ExportStep, matmul_istft
 
-__all__ = ["GRAPHS", "ExportError", "export_onnx", "export_torchscript"]
+__all__ = ["GRAPHS", "MIN_OPSET", "ExportError", "check_opset", "export_onnx", "export_torchscript"]
 
 GRAPHS = ("encode", "decode", "stream_encode", "stream_decode")
 EXAMPLE_SECONDS = 2.0
@@ -115,9 +115,29 @@ def _stream_graph(codec: FocalCodec, graph: str) -> _Graph:
     return _Graph(step, (example, *step.initial_state(2)), input_names, output_names, axes)
 
 
-def export_onnx(codec: FocalCodec, path: str | Path, graph: str = "encode", opset: int = 18) -> Path:
+# The lowest ONNX opset every graph exports at: token unpacking needs BitwiseAnd (opset 18),
+# attention needs opset 14 (measured with torch 2.13: decode fails at 17, encode at 13).
+MIN_OPSET = 18
+
+
+def check_opset(opset: int) -> int:
+    """``opset`` when every graph can be written at it, else :class:`ExportError` naming the
+    range (:data:`MIN_OPSET` up to the newest opset this torch writes)."""
+    from torch.onnx import _constants
+
+    newest = int(getattr(_constants, "ONNX_MAX_OPSET", opset))
+    if not MIN_OPSET <= opset <= newest:
+        raise ExportError(
+            f"--opset {opset}: the graphs export at ONNX opset {MIN_OPSET} to {newest} (torch {torch.__version__}); "
+            f"the default {MIN_OPSET} is the one tested with onnxruntime"
+        )
+    return opset
+
+
+def export_onnx(codec: FocalCodec, path: str | Path, graph: str = "encode", opset: int = MIN_OPSET) -> Path:
     """Write ``graph`` (one of :data:`GRAPHS`) as an ONNX model with dynamic batch (and, for
-    ``encode``/``decode``, time) axes."""
+    ``encode``/``decode``, time) axes, at ONNX ``opset`` (:func:`check_opset`)."""
+    check_opset(opset)
     g = _graph(codec, graph)
     path = Path(path)
     with warnings.catch_warnings(), torch.no_grad():

@@ -139,7 +139,7 @@ def load_state_dict(model: nn.Module, state_dict: dict[str, Tensor], source: str
         def show(keys: list) -> str:
             return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
 
-        lines = [f"{source} does not match the model architecture of its config:"]
+        lines = []
         if missing:
             lines.append(f"missing keys: {show(missing)}")
         if unexpected:
@@ -147,7 +147,7 @@ def load_state_dict(model: nn.Module, state_dict: dict[str, Tensor], source: str
         if shapes:
             lines.append(f"wrong shapes: {show(shapes)}")
         lines.append("check that the weights and the config belong to the same model")
-        raise CheckpointError("; ".join(lines))
+        raise CheckpointError(f"{source} does not match the model architecture of its config: " + "; ".join(lines))
     bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""

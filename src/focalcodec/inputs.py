@@ -67,15 +67,17 @@ def expand_inputs(paths: Iterable[str | Path], extensions: Iterable[str] = AUDIO
     (:func:`audio_files` order). :class:`InputError` for a missing path or no file at all."""
     extensions = tuple(extensions)
     out: list[Path] = []
+    folders: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(audio_files(p, extensions))
+            folders.append(str(p))
         elif p.exists():
             out.append(p)
         else:
             raise InputError(f"input not found: {p}")
     if not out:
-        raise InputError("no input files found")
+        raise InputError(f"no {'/'.join(extensions)} file in {', '.join(folders)} (folders are searched recursively)")
     return out
 
 

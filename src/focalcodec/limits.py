@@ -9,7 +9,14 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["AUDIO_EXTENSIONS", "SAMPLE_RATE_RANGE", "check_sample_rate", "check_seconds", "read_text_input"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "SAMPLE_RATE_RANGE",
+    "check_input_file",
+    "check_sample_rate",
+    "check_seconds",
+    "read_text_input",
+]
 
 # Suffixes of the audio files that folders are searched for.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf")
@@ -42,6 +49,17 @@ def check_seconds(value: object, what: str, minimum: float = 0.0, strict: bool =
         bound = f"more than {minimum:g}" if strict else f"at least {minimum:g}"
         raise InputError(f"{what} must be a finite number {bound}, got {value!r}")
     return x
+
+
+def check_input_file(path: str | Path, what: str = "file", error: type[Exception] = InputError) -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it is an existing file; else ``error`` saying
+    that it is missing or that it is a folder (where one file is expected)."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path} is a folder, not a {what}; give a {what}")
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    return path
 
 
 def read_text_input(path: str | Path, what: str = "file") -> str:

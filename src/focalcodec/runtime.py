@@ -35,6 +35,14 @@ def check_device(name: str):
             raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise InputError(f"--device {name}: MPS is not available here; use --device cpu")
+    elif device.type == "meta":
+        raise InputError(f"--device {name}: the meta device holds no data and cannot run a model; use e.g. cpu or cuda")
+    elif device.type != "cpu":
+        try:  # other backends (xla, xpu, hpu, ...): usable only where torch is built or extended for them
+            torch.empty(1, device=device).cpu()
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds here (RuntimeError, ImportError, ...)
+            text = " ".join(str(exc).split()).split(". ")[0][:160] or type(exc).__name__
+            raise InputError(f"--device {name}: not usable here ({text}); use e.g. cpu or cuda") from None
     return device
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..inputs import expand_inputs
-from ..outputs import check_targets
+from ..outputs import STDOUT, check_targets
 from . import message
 from .common import (
     add_force_option,
@@ -26,8 +26,10 @@ from .common import (
 Job = tuple[Path, Path]
 
 
-def add_batch_options(parser: argparse.ArgumentParser, what: str) -> None:
-    add_output_option(parser, f"output file (one input) or folder ({what})")
+def add_batch_options(parser: argparse.ArgumentParser, what: str, stdout: bool = False) -> None:
+    """``-o`` (``stdout``: ``-`` is standard output), ``-f``, ``-q`` and ``--window``."""
+    dash = ", or - for standard output (one input)" if stdout else ""
+    add_output_option(parser, f"output file (one input) or folder ({what}){dash}")
     add_force_option(parser, "existing output files")
     add_quiet_option(parser)
     add_window_option(parser)
@@ -51,11 +53,22 @@ def audio_suffix(args: argparse.Namespace) -> str:
 def plan(inputs: Sequence[str], output: str, extensions: Iterable[str], suffix: str, force: bool) -> list[Job]:
     """(input, output) pairs. One input file and an output that is not a folder: that file.
     Otherwise ``output`` is a folder; files found under an input folder keep their relative
-    sub-folders. Every output is checked before any work (exists without ``force``, is an
-    input, collides with another, cannot be written)."""
+    sub-folders. ``-`` (standard output) takes one input's ``.fc`` / ``.npy`` bytes. Every
+    output is checked before any work (exists without ``force``, is an input, collides with
+    another, cannot be written)."""
     files = expand_inputs(inputs, extensions)
     out = Path(output)
     single = len(inputs) == 1 and Path(inputs[0]).is_file()
+    if output == STDOUT:
+        if suffix not in (".fc", ".npy"):
+            raise InputError(
+                "-o -: WAV/FLAC audio cannot go to standard output (its header needs the length); give a file "
+                "name (raw PCM to standard output: focalcodec stream-decode --raw)"
+            )
+        if not single:
+            raise InputError("-o -: standard output takes one input file; give a folder for several")
+        check_targets([], [files[0]], force)
+        return [(files[0], Path(STDOUT))]
     if single and not out.is_dir() and not output.endswith(("/", "\\")):
         jobs = [(files[0], out)]
     else:
@@ -107,7 +120,7 @@ def run_jobs(jobs: list[Job], work: Callable[[Path, Path], str | None], args: ar
             bar.write(f"error: {text if str(src) in text else f'{src}: {text}'}", file=sys.stderr)
             continue
         if note and not quiet and len(jobs) < 2:
-            print(note)
+            print(note, file=sys.stderr if str(dst) == STDOUT else sys.stdout)  # stdout carries the data
     if failed:
         if len(jobs) > 1:
             print(f"error: {failed} of {len(jobs)} files failed", file=sys.stderr)

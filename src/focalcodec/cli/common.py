@@ -52,8 +52,8 @@ def add_force_option(parser: argparse.ArgumentParser, what: str = "existing outp
     parser.add_argument("-f", "--force", action="store_true", help=f"replace {what} (inputs are never replaced)")
 
 
-def add_quiet_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-file lines")
+def add_quiet_option(parser: argparse.ArgumentParser, help: str = "no progress bar and no per-file lines") -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help=help)
     parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)  # old name
 
 
@@ -123,11 +123,12 @@ def output_rate(text: str) -> object:
 
 
 def hz(text: str) -> int:
-    """A sample rate in Hz (no ``input``)."""
-    rate = output_rate(text)
-    if rate == "input":
-        raise argparse.ArgumentTypeError("expected a sample rate in Hz")
-    return int(rate)  # type: ignore[arg-type]
+    """A sample rate in Hz in :data:`focalcodec.limits.SAMPLE_RATE_RANGE` (no ``input``)."""
+    try:
+        return check_sample_rate(text, "the sample rate")
+    except InputError:
+        lo, hi = SAMPLE_RATE_RANGE
+        raise argparse.ArgumentTypeError(f"expected a sample rate in Hz in [{lo}, {hi}], got {text!r}") from None
 
 
 def add_output_rate_option(parser: argparse.ArgumentParser, allow_input: bool = True) -> None:

@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ".npy token arrays with --format npy. Long files are encoded window by window (--window).",
     )
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders (searched recursively)")
-    add_batch_options(p, "created if needed")
+    add_batch_options(p, "created if needed", stdout=True)
     add_model_options(p)
     p.add_argument(
         "--format",

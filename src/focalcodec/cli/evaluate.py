@@ -53,7 +53,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_output_option(p, "report folder (created)")
     add_force_option(p, "an earlier report in the folder")
-    p.add_argument("--task", choices=("resynth", "vc"), default="resynth")
+    p.add_argument(
+        "--task",
+        choices=("resynth", "vc"),
+        default="resynth",
+        help="resynth: every utterance through each codec; vc: sources converted to target speakers (see --vc-pairs)",
+    )
     p.add_argument(
         "--metrics",
         default="auto",
@@ -78,7 +83,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="CTranslate2 Whisper model folder for dWER (default: an installed offline model)",
     )
-    p.add_argument("--speaker-backend", choices=("auto", "wavlm", "resemblyzer"), default="auto")
+    p.add_argument(
+        "--speaker-backend",
+        choices=("auto", "wavlm", "resemblyzer"),
+        default="auto",
+        help="speaker-similarity model: WavLM-base-SV (the paper's, when its weights are present), resemblyzer, "
+        "or auto (the first available)",
+    )
     p.add_argument(
         "--vc-pairs", default=None, help="--task vc: .tsv with source and target (references separated by |) columns"
     )

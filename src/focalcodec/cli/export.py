@@ -30,7 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_model_options(p)
     add_output_option(p, "output folder")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument(
+        "--format",
+        choices=("onnx", "torchscript"),
+        default="onnx",
+        help="ONNX (GRAPH.onnx, for onnxruntime) or TorchScript (GRAPH.pt, for torch.jit.load)",
+    )
     p.add_argument(
         "--graphs",
         "--graph",
@@ -40,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="graphs to write; stream_encode / stream_decode are the streaming steps of a causal model, with "
         "explicit state tensors",
     )
-    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset")
+    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (18 or later)")
     add_force_option(p, "existing graph files")
     p.set_defaults(func=run)
     return p
@@ -59,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     check_targets(targets, force=args.force)
     if args.format == "onnx":
         require("onnx", "export", "ONNX export")
+        from ..export import check_opset
+
+        check_opset(args.opset)
     codec = load_model(args)
 
     from ..export import export_onnx, export_torchscript

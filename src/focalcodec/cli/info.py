@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..limits import check_input_file
 from .common import add_command, add_model_options, load_model
 
 
@@ -35,8 +36,7 @@ def describe_file(path: Path) -> dict[str, Any]:
     from ..audio import audio_info
     from ..bitstream import FLAG_STREAM, MAGIC, CompressedAudio
 
-    if not path.is_file():
-        raise InputError(f"file not found: {path}")
+    check_input_file(path)
     with open(path, "rb") as f:
         head = f.read(len(MAGIC) + 2)
     if head[: len(MAGIC)] == MAGIC and len(head) > 5 and head[5] & FLAG_STREAM:

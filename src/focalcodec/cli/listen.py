@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import InputError
-from .common import HelpFormatter
+from .common import HelpFormatter, add_force_option, add_output_option, add_quiet_option
 
 DESCRIPTION = (
     "MUSHRA listening test (ITU-R BS.1534-3) from a 'focalcodec evaluate --save-audio' run: build the stimuli "
@@ -36,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "'focalcodec evaluate --save-audio'.",
     )  # fmt: skip
     b.add_argument("run", help="output folder of a focalcodec evaluate run made with --save-audio")
-    b.add_argument("-o", "--output", required=True, help="test folder to create")
-    b.add_argument("-f", "--force", action="store_true", help="replace an existing test folder")
+    add_output_option(b, "test folder to create")
+    add_force_option(b, "an existing test folder")
     b.add_argument("--systems", nargs="+", metavar="CODEC", help="codecs of the run to test (default: all)")
     b.add_argument("--items", nargs="+", metavar="ID", help="utterance ids to use (default: drawn at random)")
     b.add_argument("--num-items", type=int, default=10, help="items drawn when --items is not given")
@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--loudness", type=float, default=-26.0, help="loudness of every stimulus, LUFS (ITU-R BS.1770)")
     b.add_argument("--seed", type=int, default=0, help="seed of the item draw")
     b.add_argument("--title", default="Speech codec listening test (MUSHRA)", help="title shown to the raters")
-    b.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_quiet_option(b, "no progress lines")
     b.set_defaults(func=run_build)
 
     s = steps.add_parser(
@@ -65,8 +65,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Write every rating as given (one row per slider release) as CSV.",
     )  # fmt: skip
     e.add_argument("test", help="test folder")
-    e.add_argument("-o", "--output", required=True, help="CSV file to write ('-' = standard output)")
-    e.add_argument("-f", "--force", action="store_true", help="overwrite an existing CSV file")
+    add_output_option(e, "CSV file to write ('-' = standard output)")
+    add_force_option(e, "an existing CSV file")
     e.add_argument("--db", default=None, help="ratings database (default: TEST/ratings.sqlite)")
     e.set_defaults(func=run_export)
 
@@ -77,10 +77,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "results.json, results.md, mushra_vs_bitrate.png, mushra_distributions.png.",
     )  # fmt: skip
     a.add_argument("test", help="test folder")
-    a.add_argument("-o", "--output", required=True, help="folder for the results")
-    a.add_argument("-f", "--force", action="store_true", help="overwrite existing results")
+    add_output_option(a, "folder for the results")
+    add_force_option(a, "existing results")
     a.add_argument("--db", default=None, help="ratings database (default: TEST/ratings.sqlite)")
-    a.add_argument("-q", "--quiet", action="store_true", help="do not print the results table")
+    add_quiet_option(a, "do not print the results table")
     a.set_defaults(func=run_analyze)
     return p
 

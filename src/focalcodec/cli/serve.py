@@ -43,7 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="CPU only: engine weights in float16 or int8",
     )
     p.add_argument(
-        "--decoder-precision", choices=PRECISIONS, default=None, help="synthesis side (default: --precision)"
+        "--decode-precision",
+        choices=PRECISIONS,
+        default=None,
+        help="decode side: decompressor + decoder (default: --precision)",
     )
     p.add_argument(
         "--speaker-sets",
@@ -123,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         max_streams=args.max_streams,
         precision=args.precision,
-        decoder_precision=args.decoder_precision,
+        decode_precision=args.decode_precision,
         speaker_sets=speaker_sets,
         allowed_origins=args.allowed_origins,
         on_start=started,

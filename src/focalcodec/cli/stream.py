@@ -54,10 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "(about 3x faster, approximate output)",
     )
     p.add_argument(
-        "--decoder-precision",
+        "--decode-precision",
         choices=("float32", "float16", "int8"),
-        help="precision of the synthesis side (default: --precision); --precision float16 "
-        "--decoder-precision int8 keeps the tokens and is faster still",
+        help="precision of the decode side, decompressor + decoder (default: --precision); --precision float16 "
+        "--decode-precision int8 keeps the tokens and is faster still",
     )
     p.add_argument(
         "--threads",
@@ -145,13 +145,13 @@ def run(args: argparse.Namespace) -> int:
     rate = codec.sample_rate_input
     block = max(1, int(round(args.block_ms * rate / 1000)))
     if codec.causal:
-        stream = StreamCodec(codec, precision=args.precision, decoder_precision=args.decoder_precision)
+        stream = StreamCodec(codec, precision=args.precision, decode_precision=args.decode_precision)
         latency_ms = stream.latency_ms
         push = lambda x: stream.push(x)[1]  # noqa: E731
         flush = lambda: stream.flush()[1]  # noqa: E731
     else:
-        if args.precision != "float32" or args.decoder_precision not in (None, "float32"):
-            raise InputError("--precision / --decoder-precision other than float32 need a causal model")
+        if args.precision != "float32" or args.decode_precision not in (None, "float32"):
+            raise InputError("--precision / --decode-precision other than float32 need a causal model")
         stream = ChunkedStream(codec)
         latency_ms = stream.latency_ms
         push, flush = stream.push, stream.flush
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         "model": codec.model_id,
         "mode": "stream" if codec.causal else "chunked pseudo-stream",
         "precision": args.precision,
-        "decoder_precision": args.decoder_precision or args.precision,
+        "decode_precision": args.decode_precision or args.precision,
         "threads": torch.get_num_threads(),
         "algorithmic_latency_ms": latency_ms,
         "block_ms": 1000.0 * block / rate,
@@ -227,8 +227,8 @@ def run_remote(args: argparse.Namespace) -> int:
     from ..audio import load_audio
     from ..serve.client import health, paced, run_stream
 
-    if args.precision != "float32" or args.decoder_precision:
-        raise InputError("--precision / --decoder-precision are the server's (focalcodec serve --precision)")
+    if args.precision != "float32" or args.decode_precision:
+        raise InputError("--precision / --decode-precision are the server's (focalcodec serve --precision)")
     info = health(args.server)
     rate = int(info["sample_rate_in"])
     block = max(1, int(round(args.block_ms * rate / 1000)))
@@ -249,7 +249,7 @@ def run_remote(args: argparse.Namespace) -> int:
         "mode": "server",
         "server": args.server,
         "precision": info.get("precision"),
-        "decoder_precision": info.get("decoder_precision"),
+        "decode_precision": info.get("decode_precision"),
         "speaker_set": args.speaker_set,
         "algorithmic_latency_ms": info["latency_ms"],
         "block_ms": 1000.0 * block / rate,

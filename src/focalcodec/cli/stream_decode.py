@@ -17,8 +17,9 @@ import contextlib
 import sys
 import warnings
 
+from ..limits import check_input_file
 from ..outputs import STDOUT
-from .common import add_command, add_model_options, add_output_option, check_device, output_rate
+from .common import add_command, add_model_options, add_output_option, add_output_rate_option, check_device
 from .pipes import add_pipe_options, broken_pipe
 
 
@@ -40,13 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "will differ from what the encoder's model gives)",
     )
     add_pipe_options(p, "out")
-    p.add_argument(
-        "--output-rate",
-        type=output_rate,
-        default=None,
-        help="sample rate of the written audio: Hz, or 'input' for the rate the stream was made from "
-        "(default: the model's output rate)",
-    )
+    add_output_rate_option(p)
     p.set_defaults(func=run)
     return p
 
@@ -68,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         if stdin:
             reader = FrameReader(sys.stdin.buffer, "standard input")
         else:
-            reader = FrameReader(stack.enter_context(open(args.input, "rb")), args.input)
+            path = check_input_file(args.input, "stream file")
+            reader = FrameReader(stack.enter_context(open(path, "rb")), args.input)
         header = reader.header
         codec = resolve_model(args.model, header).to(device)
         header.check_model(codec, check_weights=not args.allow_other_weights)

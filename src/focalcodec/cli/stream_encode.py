@@ -37,8 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--rate",
         type=hz,
-        default=16000,
-        help="sample rate of raw PCM input, resampled to the model's",
+        default=None,
+        metavar="HZ",
+        help="sample rate of raw PCM input (--raw, or IN = -), resampled to the model's (default: 16000; an audio "
+        "file's rate comes from its header)",
     )
     p.set_defaults(func=run)
     return p
@@ -54,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     stdin = args.input == STDOUT
     raw = args.raw or ("f32" if stdin else None)
+    if args.rate is not None and raw is None:
+        raise InputError(
+            f"--rate is the sample rate of raw PCM (--raw, or - for standard input); {args.input} has its rate "
+            "in its header: leave --rate out"
+        )
     check_targets([args.output], [] if stdin else [args.input], args.force)
     codec = load_model(args)
     if not codec.causal:
@@ -62,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             "use `focalcodec encode` for whole files"
         )
     source = sys.stdin.buffer if stdin else args.input
-    reader = AudioReader(source, codec.sample_rate_input, codec.chunk_size, raw=raw, raw_rate=args.rate)
+    reader = AudioReader(source, codec.sample_rate_input, codec.chunk_size, raw=raw, raw_rate=args.rate or 16000)
     header = StreamHeader.for_model(codec, original_rate=reader.rate)
     encoder = StreamEncoder(codec, precision=args.precision)
     pieces = iter(reader)

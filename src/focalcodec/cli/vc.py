@@ -1,9 +1,10 @@
 """``focalcodec vc SOURCE --reference REF... -o OUT``: kNN voice conversion (SPEC §3.4).
 
-The target voice comes from reference audio (files or folders), encoded with the non-causal
-50 Hz model (``--features-model``), or from a speaker set saved earlier (``--speaker-set``);
-``--save-speaker-set`` writes it for reuse (SOURCE may then be omitted). Long sources are
-converted window by window (bounded memory); every output is checked before any work.
+The target voice comes from reference audio (files or folders), encoded with ``--model`` (the
+non-causal 50 Hz model when ``--model`` is causal; ``--features-model`` overrides), or from a
+speaker set saved earlier (``--speaker-set``); ``--save-speaker-set`` writes it for reuse
+(SOURCE may then be omitted). Long sources are converted window by window (bounded memory);
+every output is checked before any work.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--features-model",
         default=None,
-        help=f"model whose continuous features make the matching set (default: {FEATURES_MODEL}, "
-        "or --model when it is the same)",
+        help=f"model whose continuous features make the matching set (default: --model, or {FEATURES_MODEL} "
+        "when --model is causal)",
     )
     p.add_argument("--topk", type=positive_int, default=4, help="nearest reference frames averaged per frame")
     p.add_argument(
@@ -94,11 +95,15 @@ def run(args: argparse.Namespace) -> int:
     if args.speaker_set:
         speaker = SpeakerSet.load(args.speaker_set)
     else:
-        features_name = args.features_model or FEATURES_MODEL
-        if codec is not None and args.features_model in (None, args.model) and not codec.causal:
-            feat_model = codec
+        if args.features_model in (None, args.model):
+            # --model makes the features unless it is causal (then the 50 Hz model does),
+            # whether or not a SOURCE is converted in this run: a voice saved alone equals one
+            # built while converting.
+            feat_model = codec if codec is not None else load_model(args)
+            if feat_model.causal:
+                feat_model = load_model(args, args.features_model or FEATURES_MODEL)
         else:
-            feat_model = load_model(args, features_name)
+            feat_model = load_model(args, args.features_model)
         speaker = build_speaker_set(feat_model, args.reference)
         if not args.quiet:
             print(f"target voice: {len(speaker.sources)} file(s), {speaker.seconds:.1f} s, {speaker.num_frames} frames")

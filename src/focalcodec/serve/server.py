@@ -673,7 +673,7 @@ class Server:
             "code_dim": self.code_dim,
             "latency_ms": e.latency_ms,
             "precision": getattr(e, "precision", None),
-            "decoder_precision": getattr(e, "decoder_precision", None),
+            "decode_precision": getattr(e, "decode_precision", None),
             "bitrate_bps": 8 * self.frame_bytes * e.sample_rate_in / e.chunk_samples,
             "streams_open": len(self.sessions),
             "max_streams": e.max_streams,
@@ -794,13 +794,13 @@ def _app_for(
     codec: Any,
     max_streams: int,
     precision: str,
-    decoder_precision: str | None,
+    decode_precision: str | None,
     speaker_sets: dict | None,
     allowed_origins: Iterable[str],
     limits: Limits | None,
     host: str,
 ) -> web.Application:
-    engine = StreamEngine(codec, max_streams=max_streams, precision=precision, decoder_precision=decoder_precision)
+    engine = StreamEngine(codec, max_streams=max_streams, precision=precision, decode_precision=decode_precision)
     _warm_up(engine)
     return create_app(
         engine,
@@ -843,14 +843,14 @@ def run_server(
     port: int = 8765,
     max_streams: int = 8,
     precision: str = "float32",
-    decoder_precision: str | None = None,
+    decode_precision: str | None = None,
     speaker_sets: dict | None = None,
     allowed_origins: Iterable[str] = (),
     limits: Limits | None = None,
     on_start=None,
 ) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM). ``on_start(port)`` is called once listening."""
-    app = _app_for(codec, max_streams, precision, decoder_precision, speaker_sets, allowed_origins, limits, host)
+    app = _app_for(codec, max_streams, precision, decode_precision, speaker_sets, allowed_origins, limits, host)
 
     async def main() -> None:
         import signal
@@ -880,14 +880,14 @@ class BackgroundServer:
         port: int = 0,
         max_streams: int = 8,
         precision: str = "float32",
-        decoder_precision: str | None = None,
+        decode_precision: str | None = None,
         speaker_sets: dict | None = None,
         allowed_origins: Iterable[str] = (),
         limits: Limits | None = None,
     ) -> None:
         self.host = host
         self.app = _app_for(
-            codec, max_streams, precision, decoder_precision, speaker_sets, allowed_origins, limits, host
+            codec, max_streams, precision, decode_precision, speaker_sets, allowed_origins, limits, host
         )
         self.port: int | None = None
         self._ready = threading.Event()

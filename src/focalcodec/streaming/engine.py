@@ -2,7 +2,7 @@
 
 ::
 
-    engine = StreamEngine(codec, max_streams=64)       # precision="float16", decoder_precision="int8" on CPU
+    engine = StreamEngine(codec, max_streams=64)       # precision="float16", decode_precision="int8" on CPU
     sid = engine.open(mode="resynth")                  # "encode" (audio -> tokens), "decode", "resynth"
     engine.push(sid, samples)                          # 1-D, any length (decode: 1-D integer tokens)
     engine.flush(sid)                                  # end of utterance; the stream then restarts fresh
@@ -62,15 +62,16 @@ class StreamOutput:
 class _Graph:
     """A part stream's step at its full capacity with fixed input buffers: compiled or CUDA-graphed."""
 
-    def __init__(self, stage: PartStream, kind: str) -> None:
-        self.stage, c = stage, stage.control
-        dtype = torch.float32 if stage.part != "decompressor" else stage.model.in_proj.weight.dtype
-        self.x = torch.zeros((stage.capacity,) + stage.input_shape, dtype=dtype, device=stage.device)
-        self.valid = c.valid = torch.zeros(stage.capacity, dtype=torch.long, device=stage.device)
+    def __init__(self, part: PartStream, kind: str) -> None:
+        self.part, c = part, part.control
+        decompressor = part.part == "decompressor"
+        dtype = part.model.in_proj.weight.dtype if decompressor else torch.float32
+        self.x = torch.zeros((part.capacity,) + part.input_shape, dtype=dtype, device=part.device)
+        self.valid = c.valid = torch.zeros(part.capacity, dtype=torch.long, device=part.device)
 
         def step() -> Tensor:
-            kwargs = {"lengths": self.valid} if stage.part == "decompressor" else {}
-            y = stage.model(self.x, **kwargs)
+            kwargs = {"lengths": self.valid} if decompressor else {}
+            y = part.model(self.x, **kwargs)
             c.frames.add_(self.valid)
             return y
 
@@ -96,10 +97,10 @@ class _Graph:
         n = x.shape[0]
         self.x[:n].copy_(x)
         self.x[n:].zero_()
-        full = valid + [0] * (self.stage.capacity - n)
+        full = valid + [0] * (self.part.capacity - n)
         self.valid.copy_(torch.tensor(full, dtype=torch.long))
         for row, v in enumerate(full):
-            self.stage.frames_host[row] += v
+            self.part.frames_host[row] += v
         return self.fn()[:n]
 
 
@@ -119,45 +120,45 @@ class Side:
         graph: str | None = None,
         inplace: bool = True,
     ) -> None:
-        parts = ("encoder", "compressor") if side == "encode" else ("decompressor", "decoder")
+        names = ("encoder", "compressor") if side == "encode" else ("decompressor", "decoder")
         capturable = graph is not None or not inplace
-        self.stages = [PartStream(codec, p, capacity, precision, fast, capturable, inplace) for p in parts]
+        self.parts = [PartStream(codec, name, capacity, precision, fast, capturable, inplace) for name in names]
         self.side, self.quantizer = side, codec.quantizer
         self.upsample = int(codec.frames_per_token)
-        self.graphs = [_Graph(stage, graph) for stage in self.stages] if graph else None
+        self.graphs = [_Graph(part, graph) for part in self.parts] if graph else None
 
     @property
     def capacity(self) -> int:
-        return self.stages[0].capacity
+        return self.parts[0].capacity
 
-    def _stage(self, i: int, x: Tensor, valid: list[int] | Tensor) -> Tensor:
+    def _run_part(self, i: int, x: Tensor, valid: list[int] | Tensor) -> Tensor:
         if self.graphs is not None:
             return self.graphs[i](x, list(valid))
-        return self.stages[i].run(x, valid)
+        return self.parts[i].run(x, valid)
 
     def run(self, x: Tensor, valid: list[int] | Tensor, knn: dict[int, tuple] | None = None) -> Tensor:
         """One step of rows ``[0, x.shape[0])``; ``knn``: row -> ``(matching_set, topk, num_splits)``."""
         if self.side == "encode":
-            lats = self._stage(1, self._stage(0, x, valid), valid)
+            lats = self._run_part(1, self._run_part(0, x, valid), valid)
             return self.quantizer.lats_to_toks(F.normalize(lats, dim=-1))
-        codes = self.quantizer.toks_to_codes(x).to(self.stages[0].model.in_proj.weight.dtype)
-        qfeats = self._stage(0, codes, valid)
+        codes = self.quantizer.toks_to_codes(x).to(self.parts[0].model.in_proj.weight.dtype)
+        qfeats = self._run_part(0, codes, valid)
         for row, (matching_set, topk, num_splits) in (knn or {}).items():
             qfeats[row] = _knn(qfeats[row], matching_set, topk, num_splits)
         frames = valid * self.upsample if isinstance(valid, Tensor) else [v * self.upsample for v in valid]
-        return self._stage(1, qfeats, frames).float()
+        return self._run_part(1, qfeats, frames).float()
 
     def resize(self, capacity: int) -> None:
-        for stage in self.stages:
-            stage.resize(capacity)
+        for part in self.parts:
+            part.resize(capacity)
 
     def reset(self, row: int) -> None:
-        for stage in self.stages:
-            stage.reset([row])
+        for part in self.parts:
+            part.reset([row])
 
     def move(self, src: int, dst: int) -> None:
-        for stage in self.stages:
-            stage.move(src, dst)
+        for part in self.parts:
+            part.move(src, dst)
 
 
 def _knn(qfeats: Tensor, matching_set: Tensor, topk: int, num_splits: int) -> Tensor:
@@ -191,7 +192,7 @@ class _Stream:
 class StreamEngine:
     """Many independent streams of one causal codec, stepped together (see the module doc).
 
-    ``precision`` / ``decoder_precision``: as :class:`~focalcodec.streaming.StreamCodec`
+    ``precision`` / ``decode_precision``: as :class:`~focalcodec.streaming.StreamCodec`
     (``"float16"`` and ``"int8"`` on CPU only). ``optimize``: the few-frame CPU kernels
     (:mod:`focalcodec.streaming.kernels`). ``graph``: None, ``"fixed"``, ``"compile"`` or
     ``"cuda"`` (see the module doc).
@@ -203,7 +204,7 @@ class StreamEngine:
         codec: nn.Module,
         max_streams: int = 64,
         precision: str = "float32",
-        decoder_precision: str | None = None,
+        decode_precision: str | None = None,
         optimize: bool = True,
         graph: str | None = None,
     ) -> None:
@@ -218,9 +219,9 @@ class StreamEngine:
             raise InputError(f"graph must be one of {GRAPHS}, got {graph!r}")
         if graph == "cuda" and codec.device.type != "cuda":
             raise InputError("graph='cuda' needs the codec on a CUDA device")
-        self.decoder_precision = decoder_precision or precision
+        self.decode_precision = decode_precision or precision
         device = codec.device
-        for p in (precision, self.decoder_precision):
+        for p in (precision, self.decode_precision):
             if p not in PRECISIONS:
                 raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {p!r}")
             if p != "float32" and device.type != "cpu":
@@ -288,7 +289,7 @@ class StreamEngine:
         live = self._live[side]
         if side not in self._sides:
             first = self.max_streams if self.graph else 1
-            precision = self.precision if side == "encode" else self.decoder_precision
+            precision = self.precision if side == "encode" else self.decode_precision
             self._sides[side] = Side(self.codec, side, first, precision, self.optimize, self.graph)
         s = self._sides[side]
         if len(live) == s.capacity:

@@ -51,19 +51,19 @@ class ExportStep(nn.Module):
                 f"{getattr(codec, 'model_id', 'this model')} is not causal"
             )
         self.side = Side(codec, side, capacity=1, fast=False, inplace=False)
-        self.stages = nn.ModuleList(stage.model for stage in self.side.stages)
-        for stage in self.side.stages:
-            matmul_istft(stage.model)
+        self.parts = nn.ModuleList(part.model for part in self.side.parts)
+        for part in self.side.parts:
+            matmul_istft(part.model)
         self.refs: list[tuple[object, str]] = []
         self.state_names: list[str] = []
-        for stage in self.side.stages:
-            self.refs.append((stage.control, "frames"))
-            self.state_names.append(f"{stage.part}.frames")
-            for layer in stage.layers:
+        for part in self.side.parts:
+            self.refs.append((part.control, "frames"))
+            self.state_names.append(f"{part.part}.frames")
+            for layer in part.layers:
                 for name in layer.state_names:
                     self.refs.append((layer, name))
-                    self.state_names.append(f"{stage.part}.{stage.names[id(layer)]}.{name}")
-        first = self.side.stages[0]
+                    self.state_names.append(f"{part.part}.{part.names[id(layer)]}.{name}")
+        first = self.side.parts[0]
         self.input_shape = first.input_shape if side == "encode" else (first.step_frames,)
         self.step_frames = first.step_frames
         tensors = [getattr(obj, attr) for obj, attr in self.refs]

@@ -53,13 +53,13 @@ class _Lockstep:
         codec: nn.Module,
         optimize: bool = True,
         precision: str = "float32",
-        decoder_precision: str | None = None,
+        decode_precision: str | None = None,
         matching_set: Tensor | None = None,
         topk: int = 4,
         num_splits: int = 1,
     ) -> None:
         self.codec = codec
-        self._args = dict(precision=precision, decoder_precision=decoder_precision, optimize=optimize)
+        self._args = dict(precision=precision, decode_precision=decode_precision, optimize=optimize)
         self._knn = {} if matching_set is None else dict(matching_set=matching_set, topk=topk, num_splits=num_splits)
         probe = StreamEngine(codec, 1, **self._args)  # checks the codec, the precisions and the matching set now
         if matching_set is not None:
@@ -183,10 +183,6 @@ class StreamDecoder(_Lockstep):
         super().__init__(codec, optimize, "float32", precision, matching_set, topk, num_splits)
 
     @property
-    def tokens_in(self) -> int:
-        return self.steps_in
-
-    @property
     def buffered(self) -> int:
         """Tokens waiting for their group to complete."""
         return self.steps_in % self.group
@@ -203,9 +199,9 @@ class StreamCodec(_Lockstep):
 
     ``push(sig) -> (toks, audio)``; ``flush()`` ends both (audio past the input is not trimmed:
     ``output_length`` tells how many output samples the input corresponds to).
-    ``precision`` applies to both halves unless ``decoder_precision`` is given: e.g.
-    ``precision="float16", decoder_precision="int8"`` keeps the tokens of float16 weights and
-    synthesises with int8 weights (docs/streaming.md).
+    ``precision`` applies to both sides unless ``decode_precision`` (the decode side: decompressor
+    and decoder) is given: e.g. ``precision="float16", decode_precision="int8"`` keeps the tokens
+    of float16 weights and synthesises with int8 weights (docs/streaming.md).
     """
 
     def __init__(
@@ -216,9 +212,9 @@ class StreamCodec(_Lockstep):
         num_splits: int = 1,
         optimize: bool = True,
         precision: str = "float32",
-        decoder_precision: str | None = None,
+        decode_precision: str | None = None,
     ) -> None:
-        super().__init__(codec, optimize, precision, decoder_precision, matching_set, topk, num_splits)
+        super().__init__(codec, optimize, precision, decode_precision, matching_set, topk, num_splits)
 
     @property
     def latency_ms(self) -> float:
@@ -248,23 +244,23 @@ def run_part(codec: nn.Module, part: str, x: Tensor, state: PartState | None) ->
     """``codec.<part>`` over ``x (B, ...)`` continuing the streams of ``state`` (None: new
     streams) -> the output and the new state. The encoder takes whole chunks; the other parts
     any number of frames (the decompressor's refiner blocks start at the call, as the reference's)."""
-    stages = _PARTS.setdefault(codec, {})
+    part_streams = _PARTS.setdefault(codec, {})
     # one part stream per mode: state made in inference mode can only be changed in it
     key = (part, codec.device, torch.is_inference_mode_enabled())
-    stage = stages.get(key)
-    if stage is None:
-        stage = stages[key] = PartStream(codec, part, fast=False)
+    part_stream = part_streams.get(key)
+    if part_stream is None:
+        part_stream = part_streams[key] = PartStream(codec, part, fast=False)
     B = x.shape[0]
     if state is not None:
         if isinstance(state, PartState) and state.batch_size != B:
             raise InputError(f"the {part} state holds {state.batch_size} streams, the input {B}")
-    if stage.capacity < B:
-        stage.resize(B)
+    if part_stream.capacity < B:
+        part_stream.resize(B)
     if state is None:
-        stage.reset(range(B))
+        part_stream.reset(range(B))
     else:
-        stage.load(state)
-    (step, *_), frames = stage.input_shape, stage.step_frames
+        part_stream.load(state)
+    (step, *_), frames = part_stream.input_shape, part_stream.step_frames
     n = x.shape[1]
     if part == "encoder" and (n == 0 or n % step):
         raise InputError(
@@ -276,8 +272,8 @@ def run_part(codec: nn.Module, part: str, x: Tensor, state: PartState | None) ->
         piece = x[:, start : start + step]
         valid = piece.shape[1] * frames // step
         piece = F.pad(piece, (0, 0) * (piece.ndim - 2) + (0, step - piece.shape[1]))
-        outs.append(stage.run(piece, [valid] * B))
+        outs.append(part_stream.run(piece, [valid] * B))
     if not outs:
-        return x.new_zeros(B, 0, *x.shape[2:]), stage.snapshot(B)
+        return x.new_zeros(B, 0, *x.shape[2:]), part_stream.snapshot(B)
     y = torch.cat(outs, dim=1)
-    return y[:, : out_length(n, step, y.shape[1] // len(outs))], stage.snapshot(B)
+    return y[:, : out_length(n, step, y.shape[1] // len(outs))], part_stream.snapshot(B)

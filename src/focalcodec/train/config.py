@@ -224,8 +224,14 @@ CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "scheduler.gamma": _unit(),
     "scheduler.interval": _one_of("epoch", "step"),
     "scheduler.every": _int(1),
-    "train.max_steps": _int(0),
-    "train.max_epochs": _int(0),
+    "train.max_steps": (
+        "an integer >= 1 (a run of no step would save untrained weights)",
+        lambda v: _is_int(v) and v >= 1,
+    ),
+    "train.max_epochs": (
+        "an integer >= 1 (a run of no epoch would save untrained weights)",
+        lambda v: _is_int(v) and v >= 1,
+    ),
     "train.grad_accum": _int(1),
     "train.precision": _one_of("fp32", "bf16", "fp16"),
     "train.log_every": _int(0),

@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from ..audio import AUDIO_EXTENSIONS, load_audio, read_audio
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..inputs import audio_files, manifest_base, read_rows
 from ..outputs import output_path, write_text
 
@@ -196,25 +196,58 @@ def _seeded(*parts: int) -> random.Random:
 
 
 class FeatureCache:
-    """Encoder features on disk, one ``.pt`` file per utterance, keyed by the audio path and
-    the encoder's identity (``tag``, e.g. a hash of its weights); ``(T, C)`` tensors."""
+    """Encoder features on disk, one ``.pt`` file per utterance: ``(T, C)`` tensors under
+    ``DIRECTORY/ENCODER_ID/``, keyed by the audio path.
 
-    def __init__(self, directory: str | Path, tag: str) -> None:
+    ``encoder_id`` (see :meth:`encoder_id`) is the encoder's identity: the package's weights
+    digest (:func:`focalcodec.hub.state_dict_sha256`, the one ``.fc`` files use), whether it is
+    causal and the input rate, since the same weights give other features causal. Features of
+    another encoder are never read: they live in another folder, and each file names the
+    encoder that made it (a file that names another one is an error, not data). Caches of
+    other layouts (before this identity) are left alone and rebuilt beside them.
+    """
+
+    def __init__(self, directory: str | Path, encoder_id: str) -> None:
         self.directory = Path(directory)
-        self.tag = tag
+        self.encoder_id = encoder_id
+        self.root = self.directory / encoder_id
+
+    @staticmethod
+    def encoder_id(encoder: torch.nn.Module, sample_rate: int) -> str:
+        """``WEIGHTS_SHA256-causal|noncausal-RATE`` for an encoder fed audio at ``sample_rate``."""
+        from ..hub import state_dict_sha256
+
+        kind = "causal" if getattr(encoder, "causal", False) else "noncausal"
+        return f"{state_dict_sha256(encoder.state_dict())}-{kind}-{int(sample_rate)}"
+
+    def stale_layouts(self) -> list[Path]:
+        """Cached features in ``directory`` that this cache does not use: files of the layout
+        before encoder folders (``DIRECTORY/xx/*.pt``)."""
+        if not self.directory.is_dir():
+            return []
+        return [p for p in sorted(self.directory.iterdir()) if p.is_dir() and len(p.name) == 2 and any(p.glob("*.pt"))]
 
     def path(self, audio_path: str) -> Path:
-        key = hashlib.sha1(f"{self.tag}\0{audio_path}".encode()).hexdigest()
-        return self.directory / key[:2] / f"{key}.pt"
+        key = hashlib.sha1(audio_path.encode()).hexdigest()
+        return self.root / key[:2] / f"{key}.pt"
 
     def get(self, audio_path: str) -> Tensor | None:
         p = self.path(audio_path)
-        return torch.load(p, map_location="cpu", weights_only=True) if p.is_file() else None
+        if not p.is_file():
+            return None
+        data = torch.load(p, map_location="cpu", weights_only=True)
+        if not isinstance(data, dict) or data.get("encoder") != self.encoder_id:
+            made_by = data.get("encoder") if isinstance(data, dict) else "an unknown encoder"
+            raise CheckpointError(
+                f"{p} holds features of another encoder ({made_by}) than {self.encoder_id}: delete {self.root} "
+                "and train again (the cache is rebuilt)"
+            )
+        return data["feats"]
 
     def put(self, audio_path: str, feats: Tensor) -> None:
         p = self.path(audio_path)
         with output_path(p, force=True) as tmp:
-            torch.save(feats.detach().cpu().contiguous(), tmp)
+            torch.save({"encoder": self.encoder_id, "feats": feats.detach().cpu().contiguous()}, tmp)
 
     @torch.inference_mode()
     def fill(
@@ -357,9 +390,13 @@ class BucketBatchSampler(Sampler[list[int]]):
     """Length-bucketed batches, sharded over ranks, resumable mid-epoch.
 
     Utterances are sorted by duration and split into ``num_buckets`` groups of similar
-    length; each epoch, every bucket is shuffled and cut into batches of ``batch_size``
-    items (or, with ``max_batch_seconds``, as many as keep ``items * longest <= max``), and
-    the batches are shuffled. Rank ``r`` of ``num_replicas`` takes batches ``r, r + R, ...``
+    length, each a whole number of batches (fewer buckets when there are fewer batches than
+    buckets); each epoch, every bucket is shuffled, the buckets are read one after the other
+    (shortest first) and cut into batches of ``batch_size`` items (or, with
+    ``max_batch_seconds``, as many as keep ``items * longest <= max``; the rest of a bucket is
+    then completed with items of the next one), and the batches are shuffled. Only the last
+    batch of an epoch can be smaller than asked (dropped with ``drop_last``), however small
+    the dataset. Rank ``r`` of ``num_replicas`` takes batches ``r, r + R, ...``
     (the list is cut to a multiple of ``R`` so every rank does the same number of steps).
     ``set_epoch(epoch, start)`` skips the first ``start`` batches of this rank (resume).
     """
@@ -397,26 +434,34 @@ class BucketBatchSampler(Sampler[list[int]]):
     def _batches(self) -> list[list[int]]:
         order = sorted(range(len(self.durations)), key=lambda i: (self.durations[i], i))
         size = math.ceil(len(order) / self.num_buckets)
+        if self.max_batch_seconds is None:  # whole batches per bucket: small buckets merge
+            size = math.ceil(size / self.batch_size) * self.batch_size
         rng = _seeded(self.seed, self.epoch, -1)
-        batches: list[list[int]] = []
+        # Buckets shuffled inside, in length order, read as one sequence and cut into batches
+        # only when full: with fixed-size batches every bucket but the last holds whole
+        # batches; with max_batch_seconds what remains of a bucket is completed by the next
+        # (longer) one. Only the last batch of the epoch can be smaller than asked.
+        sequence: list[int] = []
         for start in range(0, len(order), size):
             bucket = order[start : start + size]
             if self.shuffle:
                 rng.shuffle(bucket)
-            current: list[int] = []
-            longest = 0.0
-            for i in bucket:
-                longest_if = max(longest, self.durations[i])
-                full = len(current) >= self.batch_size
-                if self.max_batch_seconds is not None and current:
-                    full = full or (len(current) + 1) * longest_if > self.max_batch_seconds
-                if full:
-                    batches.append(current)
-                    current, longest_if = [], self.durations[i]
-                current.append(i)
-                longest = longest_if
-            if current and not (self.drop_last and len(current) < self.batch_size and self.max_batch_seconds is None):
+            sequence.extend(bucket)
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0.0
+        for i in sequence:
+            longest_if = max(longest, self.durations[i])
+            full = len(current) >= self.batch_size
+            if self.max_batch_seconds is not None and current:
+                full = full or (len(current) + 1) * longest_if > self.max_batch_seconds
+            if full:
                 batches.append(current)
+                current, longest_if = [], self.durations[i]
+            current.append(i)
+            longest = longest_if
+        if current and not (self.drop_last and len(current) < self.batch_size and self.max_batch_seconds is None):
+            batches.append(current)
         if self.shuffle:
             rng.shuffle(batches)
         usable = len(batches) - len(batches) % self.num_replicas

@@ -17,6 +17,7 @@ from typing import Any
 from ..codec import FocalCodec
 from ..config import FocalCodecConfig
 from ..errors import ConfigError
+from .probe import check_probes
 from .stages import PARTS, load_part, read_parts, run_checkpoint
 
 __all__ = ["export_checkpoint", "resolve_sources"]
@@ -51,7 +52,10 @@ def export_checkpoint(
     """Build the codec of architecture ``model`` (preset / config / dict, plus dot-path
     ``overrides``), fill every part from its source and write it to ``output_dir``; returns
     the weights path. Every part with parameters must have a source. ``checkpoint`` (auto,
-    best or latest) picks the checkpoint of run folders given as sources."""
+    best or latest) picks the checkpoint of run folders given as sources. The trained parts of
+    each run must have been trained on the features the exported encoder gives (checked on the
+    probe signal each checkpoint records, see :mod:`.probe`; a :class:`CheckpointError` names
+    both sources otherwise)."""
     config = FocalCodecConfig.load(model).with_overrides(overrides or {})
     resolved = dict(sources) if isinstance(sources, Mapping) else resolve_sources(sources, checkpoint)
     missing = [p for p in PARTS if p not in resolved]
@@ -60,4 +64,6 @@ def export_checkpoint(
     codec = FocalCodec(config)
     for part in PARTS:
         load_part(getattr(codec, part), resolved[part], part, checkpoint=checkpoint)
+    runs = {part: run_checkpoint(Path(resolved[part]), checkpoint) for part in PARTS}
+    check_probes(codec.encoder, resolved, runs)
     return codec.save_pretrained(output_dir)

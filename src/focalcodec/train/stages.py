@@ -61,6 +61,7 @@ from .losses import (
     masked_mse,
     mel_l1,
 )
+from .probe import encoder_probe
 
 __all__ = ["STAGES", "QuantizerPipeline", "Stage", "StepContext", "build_stage", "load_part_state"]
 
@@ -298,6 +299,7 @@ class Stage:
         self.loss_cfg = cfg["loss"]  # every option resolved by load_train_config
         self.nets: dict[str, nn.Module] = {}
         self.frozen: dict[str, nn.Module] = {}
+        self._probe: dict[str, Any] | None = None
 
     # construction helpers
     def _load_init(self, module: nn.Module, key: str, part: str, allow_missing: Sequence[str] = ()) -> None:
@@ -362,6 +364,18 @@ class Stage:
         """Trained codec parts ``{part: state_dict}``."""
         raise NotImplementedError
 
+    def encoder_probe(self) -> dict[str, Any] | None:
+        """What the checkpoint records about the encoder whose features the exported
+        compressor/decompressor or decoder were trained on (see :mod:`.probe`); None for
+        stages that export only an encoder. Computed once for a frozen encoder."""
+        return None
+
+    def _frozen_encoder_probe(self, parts: Sequence[str]) -> dict[str, Any]:
+        if self._probe is None:
+            source = str(self.init.get("encoder") or RANDOM)
+            self._probe = encoder_probe(self.frozen["encoder"], parts, self.name, source, f"init.encoder={source}")
+        return self._probe
+
 
 class QuantizerStage(Stage):
     """SPEC §4.2 (and §4.4 step 4 with a causal config and the distilled encoder)."""
@@ -405,6 +419,9 @@ class QuantizerStage(Stage):
     def export(self) -> dict[str, dict[str, Tensor]]:
         p = self.nets["pipeline"]
         return {"compressor": p.compressor.state_dict(), "decompressor": p.decompressor.state_dict()}
+
+    def encoder_probe(self) -> dict[str, Any]:
+        return self._frozen_encoder_probe(("compressor", "decompressor"))
 
 
 class DecoderStage(Stage):
@@ -520,6 +537,9 @@ class DecoderStage(Stage):
     def export(self) -> dict[str, dict[str, Tensor]]:
         return {"decoder": self.nets["generator"].state_dict()}
 
+    def encoder_probe(self) -> dict[str, Any]:
+        return self._frozen_encoder_probe(("decoder",))
+
 
 class PosConvStage(Stage):
     """SPEC §4.4 step 2: causal positional conv distilled from the non-causal one."""
@@ -624,6 +644,13 @@ class JointStage(Stage):
             "compressor": p.compressor.state_dict(),
             "decompressor": p.decompressor.state_dict(),
         }
+
+    def encoder_probe(self) -> dict[str, Any]:
+        # the compressor is trained on this run's own (trained) encoder, exported with it
+        out = str(self.cfg["output_dir"])
+        return encoder_probe(
+            self.nets["encoder"], ("compressor", "decompressor"), self.name, out, f"the encoder of {out}"
+        )
 
 
 STAGES = {s.name: s for s in (QuantizerStage, DecoderStage, PosConvStage, EncoderDistillStage, JointStage)}

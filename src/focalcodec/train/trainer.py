@@ -47,6 +47,7 @@ from ..outputs import check_writable, output_path, write_text
 from ..runtime import Distributed
 from .config import load_train_config
 from .data import AudioDataset, BucketBatchSampler, FeatureCache, collate, read_manifest
+from .probe import PROBE_FILE
 from .stages import Stage, StepContext, _run_stage, build_stage
 
 __all__ = ["LRSchedule", "Trainer", "train"]
@@ -239,15 +240,18 @@ class Trainer:
                 "data.feature_cache works with a frozen encoder (quantizer and decoder stages), "
                 f"not {self.stage.name!r}"
             )
-        import hashlib
-
-        h = hashlib.sha1()
-        for k, v in sorted(encoder.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().float().cpu().numpy().tobytes())
-        cache = FeatureCache(directory, h.hexdigest()[:16])
+        rate = int(self.cfg["data"]["sample_rate"])
+        cache = FeatureCache(directory, FeatureCache.encoder_id(encoder, rate))
+        stale = cache.stale_layouts()
+        if stale and self.rank == 0:
+            warnings.warn(
+                f"{directory} also holds cached features of an older layout ({len(stale)} folders such as "
+                f"{stale[0].name}/, keyed by another weights digest): they are not used; the features are computed "
+                f"again under {cache.root} (delete the old folders to free the space)",
+                stacklevel=2,
+            )
         todo = (train_entries + valid_entries)[self.rank :: self.world_size]
-        cache.fill(encoder, todo, self.cfg["data"]["sample_rate"], str(self.device))
+        cache.fill(encoder, todo, rate, str(self.device))
         self.dist.barrier()
         return cache
 
@@ -445,6 +449,9 @@ class Trainer:
                     {k: {n: t.detach().cpu() for n, t in v.items()} for k, v in self.stage.export().items()},
                     tmp / "parts.pt",
                 )
+                probe = self.stage.encoder_probe()
+                if probe is not None:
+                    torch.save(probe, tmp / PROBE_FILE)
             write_text(self.checkpoint_dir / "latest", name + "\n", force=True)
             if is_best:
                 write_text(self.checkpoint_dir / "best", name + "\n", force=True)
@@ -625,10 +632,16 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         # the checkpoint is read before anything is written: a run that cannot resume leaves
         # the folder as it was
+        max_steps, max_epochs = int(self.tcfg["max_steps"]), int(self.tcfg["max_epochs"])
         if self.resume_from is not None:
             self.load_checkpoint(self.resume_from)
+            if self.step >= max_steps or self.epoch >= max_epochs:
+                raise ConfigError(
+                    f"the run in {self.output_dir} has already ended (step {self.step}, {self.epoch} epochs; "
+                    f"train.max_steps={max_steps}, train.max_epochs={max_epochs}): raise train.max_steps or "
+                    "train.max_epochs to train it further, or export it with `focalcodec train --export`"
+                )
         self._setup_output()
-        max_steps, max_epochs = int(self.tcfg["max_steps"]), int(self.tcfg["max_epochs"])
         accum = max(1, int(self.tcfg["grad_accum"]))
         log_every, valid_every, ckpt_every = (
             int(self.tcfg["log_every"]),
