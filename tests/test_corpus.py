@@ -533,6 +533,8 @@ def test_list_corpus_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no audio files"):
         list_corpus(tmp_path / "empty")
+    with pytest.raises(InputError, match="is a folder: --root only applies to a manifest"):
+        list_corpus(tmp_path, root=tmp_path / "empty")  # was ignored without a word
     # Paths that start from another folder: refused before any work, not hours of "not found".
     (tmp_path / "lists").mkdir()
     elsewhere = tmp_path / "lists" / "train.tsv"

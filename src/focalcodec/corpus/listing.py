@@ -47,12 +47,14 @@ def list_corpus(data: PathLike, root: PathLike | None = None) -> list[CorpusItem
     ``.jsonl`` with the same keys; or any other text file with one path a line. Manifest order is
     kept. Relative manifest paths are read from ``root`` when given, else from the manifest's
     folder or the nearest folder above it where the first path exists.
-    Raises :class:`InputError` for a missing ``data``, no files, duplicate ids, or a manifest
-    none of whose first files exists (a wrong ``root``).
+    Raises :class:`InputError` for a missing ``data``, no files, duplicate ids, a manifest
+    none of whose first files exists (a wrong ``root``), or a ``root`` given with a folder.
     """
     data = Path(data)
     items: list[CorpusItem] = []
     if data.is_dir():
+        if root is not None:
+            raise InputError(f"{data} is a folder: --root only applies to a manifest's relative paths; drop --root")
         for p in audio_files(data):
             rel = p.relative_to(data).as_posix()
             items.append(CorpusItem(id=rel.rsplit(".", 1)[0], path=rel, file=str(p)))
