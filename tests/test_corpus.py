@@ -3,6 +3,7 @@ give the same output as one, bad files are listed and skipped, read-back API and
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +23,10 @@ import soundfile as sf
 import torch
 from conftest import FIXTURES, SPEECH, fixture_model, speech_files
 
+from focalcodec import audio as audio_module  # noqa: E402
 from focalcodec.audio import load_audio, resample  # noqa: E402
 from focalcodec.cli import main  # noqa: E402
+from focalcodec.compression import encode_audio  # noqa: E402
 from focalcodec.corpus import (  # noqa: E402
     CorpusItem,
     TokenCorpus,
@@ -32,7 +36,9 @@ from focalcodec.corpus import (  # noqa: E402
     list_corpus,
     tokenize_corpus,
 )
+from focalcodec.corpus import run as corpus_run  # noqa: E402
 from focalcodec.errors import InputError  # noqa: E402
+from focalcodec.windowing import Windowing  # noqa: E402
 
 MODEL_DIR = FIXTURES / "tiny_50hz"
 SHARD_SIZE = 2
@@ -140,6 +146,28 @@ def test_parquet_loads_with_pyarrow(reference):
     assert whole.column("path").to_pylist()[:3] == ["a_22k.wav", "b_ogg.ogg", "c_mono48k.flac"]
 
 
+def test_format_facts_in_the_docs_hold(reference, corpus_dir):
+    """What docs/tokenize.md tells a reader without this package: shard k holds list items
+    k * shard_size ... in order, its schema metadata names the plan and k, durations are
+    samples / 16000, plan.json's files_sha256 is the sha256 of the compact [id, path] list."""
+    index = json.loads((reference / "index.json").read_text())
+    plan = json.loads((reference / "plan.json").read_text())
+    items = list_corpus(corpus_dir)
+    listed = json.dumps([[it.id, it.path] for it in items], sort_keys=True, separators=(",", ":"))
+    assert plan["files_sha256"] == hashlib.sha256(listed.encode()).hexdigest()
+    assert index["plan"] == plan["digest"] and plan["reading"] == 2 and index["version"] == 1
+    for k, shard in enumerate(index["shards"]):
+        table = pq.read_table(reference / shard["file"])
+        meta = json.loads(table.schema.metadata[b"focalcodec"])
+        assert meta == {"plan": plan["digest"], "shard": k}
+        wanted = [it.id for it in items[k * plan["shard_size"] : (k + 1) * plan["shard_size"]] if it.id != "broken"]
+        assert table.column("id").to_pylist() == wanted
+        for n, d in zip(table.column("num_samples").to_pylist(), table.column("duration").to_pylist(), strict=True):
+            assert d == n / 16000
+    lines = (reference / "errors.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0].split("\t") == ["id", "path", "reason"] and lines[1].split("\t")[:2] == ["broken", "broken.wav"]
+
+
 def test_index_checksums_and_model_identity(reference):
     index = json.loads((reference / "index.json").read_text())
     model = fixture_model("tiny_50hz")
@@ -212,12 +240,158 @@ def test_kill_and_resume_gives_identical_shards(reference, corpus_dir, tmp_path)
     assert _files(out) == _files(reference)
 
 
-def test_other_run_in_same_folder_is_refused(reference, corpus_dir, tmp_path):
+def test_max_duration_is_part_of_the_run(corpus_dir, tmp_path):
+    """``--max-duration`` decides which files become rows: resuming with another limit would mix
+    shards cut two ways, so it is refused like another model (it used to go through)."""
+    out = tmp_path / "tokens"
+    model = fixture_model("tiny_50hz")
+    summary = tokenize_corpus(
+        corpus_dir, out, model, shard_size=SHARD_SIZE, max_duration=0.75, num_workers=0, progress=False
+    )
+    assert summary.num_errors == 1 + 2  # the corrupt file and the two clips over 0.75 s (0.8 and 0.9 s)
+    assert json.loads((out / "plan.json").read_text())["max_duration"] == 0.75
+    for limit, said in ((None, "none"), (5.0, "5 s")):
+        with pytest.raises(InputError, match=f"--max-duration 0.75 s then, {said} now"):
+            tokenize_corpus(corpus_dir, out, model, shard_size=SHARD_SIZE, max_duration=limit, progress=False)
+    again = tokenize_corpus(corpus_dir, out, model, shard_size=SHARD_SIZE, max_duration=0.75, progress=False)
+    assert again.skipped_shards == again.num_shards
+
+
+def test_output_folder_holding_other_files_is_refused(corpus_dir, tmp_path, capsys):
+    """``-o`` naming the corpus itself (or any folder with other files) is refused before any
+    work, even with --force (it used to get shards/, markers/ and a replaced errors.tsv); what a
+    run killed at once leaves (empty shards/ and markers/) is taken up again."""
+    data = tmp_path / "data"
+    shutil.copytree(corpus_dir, data)
+    (data / "errors.tsv").write_text("the user's own notes\n")
+    before = _files(data)
+    for extra in ([], ["--force"]):
+        assert main(_tokenize_cmd(data, data)[2:] + extra) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "is not empty" in err and "\n" not in err
+    assert _files(data) == before
+    out = tmp_path / "tokens"
+    (out / "shards").mkdir(parents=True)
+    (out / "markers").mkdir()
+    (out / ".DS_Store").write_bytes(b"\0")
+    summary = tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), num_workers=0, progress=False)
+    assert summary.num_utterances == len(GOOD_IDS)
+    (out / "plan.json").write_text("[1]")  # not ours: named, not an internal error
+    with pytest.raises(InputError, match="another tokenization run .*not a focalcodec-tokens plan"):
+        tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), num_workers=0, progress=False)
+
+
+def test_rerun_of_a_finished_run_says_nothing_to_do_and_all_failed_is_an_error(reference, corpus_dir, tmp_path, capsys):
+    """The same command on a finished folder: a clear no-op line, no file touched. A corpus of
+    which no file could be tokenized: exit code 1 and one error line (it used to exit 0)."""
     out = tmp_path / "tokens"
     shutil.copytree(reference, out)
-    with pytest.raises(InputError, match="another tokenization run"):
-        tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), shard_size=3, progress=False)
+    assert main(_tokenize_cmd(corpus_dir, out)[2:]) == 0
+    assert capsys.readouterr().out.startswith("nothing to do: this run was already complete: 6 utterances")
     assert _files(out) == _files(reference)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(corpus_dir / "broken.wav", bad / "x.wav")
+    (bad / "y.flac").write_bytes(b"")
+    assert main(_tokenize_cmd(bad, tmp_path / "bad_tokens")[2:]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: no file could be tokenized: all 2 failed") and "errors.tsv" in err[-1]
+
+
+def test_disk_full_is_one_clear_error_and_the_rerun_resumes(reference, corpus_dir, tmp_path, monkeypatch, capsys):
+    """A full disk while writing a shard: one ``error:`` line naming the shard and saying how to
+    go on (pyarrow's own message named neither), finished shards kept, no temporary left, and
+    the same command then finishes with the uninterrupted run's bytes."""
+    out = tmp_path / "tokens"
+    real_write = pq.write_table
+    calls = []
+
+    def full_disk(table, where, **kwargs):
+        calls.append(where)
+        if len(calls) == 2:
+            real_write(table.slice(0, 1), where, **kwargs)  # part of the file made it
+            raise OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+        return real_write(table, where, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", full_disk)
+    args = _tokenize_cmd(corpus_dir, out)[2:]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: cannot write ")
+    assert "shard-000001.parquet: No space left on device" in err and "rerun the same command to resume" in err
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["shard-000000.parquet"]
+    monkeypatch.undo()
+    summary = tokenize_corpus(
+        corpus_dir,
+        out,
+        fixture_model("tiny_50hz"),
+        model_source=str(MODEL_DIR),
+        shard_size=SHARD_SIZE,
+        num_workers=0,
+        progress=False,
+    )
+    assert summary.skipped_shards == 1
+    assert _files(out) == _files(reference)
+
+
+@pytest.mark.slow  # starts Python twice (about 15 s on 2 quiet cores)
+def test_ctrl_c_is_one_line_and_the_rerun_resumes(reference, corpus_dir, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, DataLoader workers included) ends the run
+    with "error: interrupted" alone: samples cross from the workers as NumPy arrays, because
+    tensors pass file descriptors through a helper thread that printed a traceback when the
+    main process went away. The same command then resumes to the uninterrupted run's bytes."""
+    sample = corpus_run._AudioFiles(list_corpus(corpus_dir), 16000, None, 16000 * 64)[0][1]
+    assert isinstance(sample, np.ndarray)
+    out = tmp_path / "tokens"
+    cmd = [sys.executable, *_tokenize_cmd(corpus_dir, out)]
+    cmd[cmd.index("--workers") + 1] = "1"
+
+    def own_group_with_default_sigint():
+        os.setpgrp()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(
+        cmd,
+        env=_cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=own_group_with_default_sigint,
+    )
+    while proc.poll() is None and not (out / "markers" / "shard-000000.json").exists():
+        time.sleep(0.01)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "the run finished before it could be interrupted"
+    assert err.strip() == "error: interrupted"
+    res = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert _files(out) == _files(reference)
+
+
+def test_other_run_in_same_folder_is_refused(reference, corpus_dir, tmp_path):
+    """Resuming with another shard size, model or weights is refused, and the message says
+    which (tokens of two models in one corpus would be a silent disaster); nothing is touched."""
+    out = tmp_path / "tokens"
+    shutil.copytree(reference, out)
+    with pytest.raises(InputError, match="another tokenization run .*shard size 2 then, 3 now"):
+        tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), shard_size=3, progress=False)
+    with pytest.raises(InputError, match="another model: tiny_50hz .* then, tiny_25hz"):
+        tokenize_corpus(corpus_dir, out, fixture_model("tiny_25hz"), shard_size=SHARD_SIZE, progress=False)
+    other = copy.deepcopy(fixture_model("tiny_50hz"))
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    new_sha = other.weights_sha256[:16]
+    with pytest.raises(InputError, match=f"other weights of tiny_50hz: sha256 [0-9a-f]{{16}} then, {new_sha} now"):
+        tokenize_corpus(corpus_dir, out, other, shard_size=SHARD_SIZE, progress=False)
+    assert _files(out) == _files(reference)
+    plan = json.loads((out / "plan.json").read_text())
+    del plan["reading"]  # a run started before files were read as `focalcodec encode` reads them
+    plan["digest"] = "0" * 64
+    (out / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(InputError, match="started by an older focalcodec"):
+        tokenize_corpus(corpus_dir, out, fixture_model("tiny_50hz"), shard_size=SHARD_SIZE, progress=False)
 
 
 # -- scale-out -------------------------------------------------------------------------------------
@@ -321,6 +495,28 @@ def test_manifest_with_missing_file(tmp_path):
     assert torch.equal(corpus["x"].tokens, fixture_model("tiny_50hz").encode(torch.from_numpy(x)).tokens)
 
 
+def test_retry_errors_redoes_the_shards_that_skipped_files(tmp_path):
+    """A file missing during the run (network storage, a copy under way) stays in errors.tsv on
+    a plain rerun; --retry-errors redoes the shards that skipped files, and the result equals a
+    fresh run's."""
+    clip = sorted((SPEECH / "eval").glob("s2i_*.flac"))[0]
+    x = load_audio(clip).numpy()[:8000]
+    for name, n in (("a", 4000), ("b", 6000), ("d", 7000)):  # c.wav is missing at first
+        sf.write(tmp_path / f"{name}.wav", x[:n], 16000)
+    manifest = tmp_path / "list.tsv"
+    manifest.write_text("path\na.wav\nb.wav\nc.wav\nd.wav\n")
+    out = tmp_path / "tokens"
+    args = ["tokenize", "--data", str(manifest), "-o", str(out), "--model", str(MODEL_DIR)]
+    args += ["--shard-size", "2", "--workers", "0", "-q"]
+    assert main(args) == 0 and [e["id"] for e in TokenCorpus(out).errors()] == ["c"]
+    sf.write(tmp_path / "c.wav", x[:5000], 16000)  # restored
+    assert main(args) == 0 and [e["id"] for e in TokenCorpus(out).errors()] == ["c"]
+    assert main(args + ["--retry-errors"]) == 0
+    assert TokenCorpus(out).errors() == [] and TokenCorpus(out).ids() == ["a", "b", "c", "d"]
+    assert main(args[:4] + [str(tmp_path / "fresh")] + args[5:]) == 0
+    assert _files(out) == _files(tmp_path / "fresh")
+
+
 def test_list_corpus_shared_manifest_and_folder():
     items = list_corpus(SPEECH / "eval" / "manifest.tsv")
     assert len(items) == 210 and all(Path(it.file).is_file() for it in items)
@@ -345,6 +541,38 @@ def test_list_corpus_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no audio files"):
         list_corpus(tmp_path / "empty")
+    with pytest.raises(InputError, match="is a folder: --root only applies to a manifest"):
+        list_corpus(tmp_path, root=tmp_path / "empty")  # was ignored without a word
+    # Paths that start from another folder: refused before any work, not hours of "not found".
+    (tmp_path / "lists").mkdir()
+    elsewhere = tmp_path / "lists" / "train.tsv"
+    elsewhere.write_text("path\nspk1/u1.wav\nspk1/u2.wav\n")
+    with pytest.raises(InputError, match="none of the first 2 files listed .* pass --root"):
+        list_corpus(elsewhere)
+    with pytest.raises(InputError, match="none of the first 2 files"):
+        list_corpus(elsewhere, root=tmp_path / "empty")
+    (tmp_path / "spk1").mkdir()
+    sf.write(tmp_path / "spk1" / "u2.wav", np.zeros(100, dtype=np.float32), 16000)
+    assert [it.file for it in list_corpus(elsewhere)] == [str(tmp_path / "spk1" / f) for f in ("u1.wav", "u2.wav")]
+
+
+def test_list_corpus_follows_linked_folders_and_reports_broken_links(tmp_path):
+    """A corpus assembled from symbolic links: linked speaker folders are read (they used to be
+    skipped without a word), a loop is walked once, and a broken link reaches the errors list."""
+    store, data = tmp_path / "store", tmp_path / "data"
+    (store / "spk1").mkdir(parents=True)
+    data.mkdir()
+    for name in ("u1.wav", "u2.wav"):
+        sf.write(store / "spk1" / name, np.zeros(800, dtype=np.float32), 16000)
+    sf.write(data / "own.wav", np.zeros(800, dtype=np.float32), 16000)
+    (data / "spk1").symlink_to(store / "spk1", target_is_directory=True)
+    (data / "loop").symlink_to(data, target_is_directory=True)
+    (data / "gone.wav").symlink_to(tmp_path / "deleted.wav")
+    assert [it.id for it in list_corpus(data)] == ["gone", "own", "spk1/u1", "spk1/u2"]
+    summary = tokenize_corpus(data, tmp_path / "tokens", fixture_model("tiny_50hz"), num_workers=0, progress=False)
+    assert summary.num_utterances == 3
+    (err,) = TokenCorpus(tmp_path / "tokens").errors()
+    assert err["id"] == "gone" and "not found" in err["reason"]
 
 
 def test_length_batches_respect_budget():
@@ -364,6 +592,69 @@ def test_items_list_and_bad_arguments(tmp_path, corpus_dir):
         tokenize_corpus(items, tmp_path / "o", fixture_model("tiny_50hz"), shard_size=0)
     summary = tokenize_corpus(items, tmp_path / "o", fixture_model("tiny_50hz"), num_workers=0, progress=False)
     assert summary.num_utterances == 1 and TokenCorpus(tmp_path / "o").ids() == ["only"]
+
+
+def test_tokens_equal_focalcodec_encode_whatever_the_rate_and_length(tmp_path, monkeypatch):
+    """Each file gets exactly the tokens ``focalcodec encode`` (:func:`encode_audio`) gives it:
+    resampled files have its length rule (floor(frames * 16000 / rate); one token more for some
+    lengths before), long ones its windows, and a long 16 kHz FLAC is read window by window
+    (never loaded whole) as encode reads it."""
+    speech = np.concatenate([load_audio(p).numpy() for p in speech_files("eval")[:6]])
+    files = {}
+    for n, (rate, seconds) in enumerate([(22050, 0.125), (44100, 0.37), (8000, 0.61), (22050, 1.5), (16000, 1.5)]):
+        x = speech[n * 800 : n * 800 + int(seconds * 16000)]
+        name = f"f{n}_{rate}.{'flac' if rate == 16000 else 'wav'}"
+        sf.write(tmp_path / name, resample(x, 16000, rate) if rate != 16000 else x, rate)
+        files[name.split(".")[0]] = tmp_path / name
+    model = fixture_model("tiny_50hz")
+    windowing = Windowing(window=1.0, context=0.1, lookahead=0.1)  # one pass up to 1.2 s
+    loaded = []
+    real_read = audio_module.read_audio
+
+    def tracking_read(path):
+        loaded.append(Path(path).name)
+        return real_read(path)
+
+    monkeypatch.setattr(audio_module, "read_audio", tracking_read)
+    out = tmp_path / "tokens"
+    summary = tokenize_corpus(tmp_path, out, model, windowing=windowing, num_workers=0, progress=False)
+    monkeypatch.undo()
+    assert summary.num_utterances == 5 and summary.num_errors == 0
+    corpus = TokenCorpus(out)
+    for uid, path in files.items():
+        expected = encode_audio(path, model, windowing=windowing)
+        assert torch.equal(corpus[uid].tokens, torch.as_tensor(expected.tokens).flatten()), uid
+    assert "f4_16000.flac" not in loaded  # read on demand, window by window
+
+
+def test_long_files_are_encoded_as_they_come_not_held_in_a_sort_group(tmp_path, monkeypatch):
+    """Files longer than one window are encoded alone, window by window; they used to be held
+    until their whole sort group (256 files) was read, so a corpus of hour-long recordings
+    needed 256 of them in memory. Now at most one is alive."""
+    speech = np.concatenate([load_audio(p).numpy() for p in speech_files("eval")[:6]])
+    for n in range(3):  # 1.5 s at 22.05 kHz: loaded and resampled
+        sf.write(tmp_path / f"long{n}.wav", resample(speech[n * 800 : n * 800 + 24000], 16000, 22050), 22050)
+    sf.write(tmp_path / "short.wav", speech[:8000], 16000)
+    model = fixture_model("tiny_50hz")
+    windowing = Windowing(window=1.0, context=0.1, lookahead=0.1)  # one pass up to 1.2 s
+    handed_out = []
+    alive_at_encode = []
+    real_getitem, real_encode_long = corpus_run._AudioFiles.__getitem__, corpus_run.encode_long
+
+    def tracked_getitem(self, i):
+        item = real_getitem(self, i)
+        if isinstance(item[1], np.ndarray) and item[1].size > 16000:  # a tensor made from it keeps it alive
+            handed_out.append(weakref.ref(item[1]))
+        return item
+
+    def counting_encode_long(model, sig, windowing):
+        alive_at_encode.append(sum(ref() is not None for ref in handed_out))
+        return real_encode_long(model, sig, windowing)
+
+    monkeypatch.setattr(corpus_run._AudioFiles, "__getitem__", tracked_getitem)
+    monkeypatch.setattr(corpus_run, "encode_long", counting_encode_long)
+    summary = tokenize_corpus(tmp_path, tmp_path / "tokens", model, windowing=windowing, num_workers=0, progress=False)
+    assert summary.num_utterances == 4 and alive_at_encode == [1, 1, 1]
 
 
 def test_encoding_failure_of_one_item_spares_its_batch(tmp_path, corpus_dir, monkeypatch):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,39 @@ __all__ = ["audio_files", "expand_inputs", "manifest_base", "read_rows"]
 
 def audio_files(folder: str | Path, extensions: Iterable[str] = AUDIO_EXTENSIONS) -> list[Path]:
     """Every file below ``folder`` whose suffix is one of ``extensions`` (any case), sorted by
-    the relative path (``a/b.wav`` as text), so the order is the same on every machine."""
+    the relative path (``a/b.wav`` as text), so the order is the same on every machine.
+
+    Symbolic links to folders are followed (corpora are often assembled from links; a link
+    back to a folder above it is not), and a link whose target is gone is listed too, so that
+    reading it reports the file instead of losing it without a word."""
     folder = Path(folder)
     exts = tuple(e.lower() for e in extensions)
-    found = [p for p in folder.rglob("*") if p.suffix.lower() in exts and p.is_file()]
+    found: list[Path] = []
+
+    def walk(path: Path, above: frozenset[tuple[int, int]]) -> None:
+        try:
+            st = path.stat()
+            entries = list(os.scandir(path))
+        except OSError:
+            return
+        here = above | {(st.st_dev, st.st_ino)}
+        for entry in entries:
+            p = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                try:
+                    st_sub = p.stat()
+                except OSError:
+                    continue
+                if (st_sub.st_dev, st_sub.st_ino) not in here:
+                    walk(p, here)
+            elif p.suffix.lower() in exts and (entry.is_file() or entry.is_symlink()):
+                found.append(p)
+
+    walk(folder, frozenset())
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 

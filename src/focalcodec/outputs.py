@@ -35,12 +35,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from .errors import OutputError
+from .errors import FocalCodecError, OutputError
 
 __all__ = ["check_targets", "check_writable", "open_output", "output_path", "write_bytes", "write_json", "write_text"]
 
 STDOUT = "-"
 _TAG = ".focalcodec-tmp"
+# errno values of a write that failed for want of room (or on a read-only file system), never for a bad input
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 _live: set[Path] = set()
 _lock = threading.Lock()
 _handlers_installed = False
@@ -248,11 +250,16 @@ def output_path(
         if not tmp.exists():
             raise OutputError(f"nothing was written for {path}")
         _publish(tmp, path, force)
-    except BaseException:
+    except BaseException as exc:
         _remove(tmp)
         for d in made:  # leave no empty folders behind (deepest first)
             with contextlib.suppress(OSError):
                 d.rmdir()
+        if isinstance(exc, OSError) and not isinstance(exc, FocalCodecError) and exc.errno in _FULL:
+            # Disk full and the like: name the file (the OS and pyarrow do not).
+            raise OutputError(
+                f"cannot write {path}: {os.strerror(exc.errno)}; free some space or choose another output"
+            ) from None
         raise
     finally:
         with _lock:

@@ -76,6 +76,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="files longer than this many seconds go to the errors list",
     )
+    p.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="redo the finished shards that skipped files (after restoring them), instead of keeping their errors",
+    )
     add_force_option(p, "an output folder that holds a different run (other files, shard size, model or window)")
     p.add_argument("--overwrite", dest="force", action="store_true", help=argparse.SUPPRESS)  # old name
     add_quiet_option(p)
@@ -114,16 +119,27 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.force,
         progress=not args.quiet,
         autocast=args.autocast,
+        retry_errors=args.retry_errors,
     )
-    if int(os.environ.get("RANK", "0")) == 0:
-        rate = summary.encoded_duration_s / 3600 / max(summary.wall_s / 3600, 1e-9)
-        print(
-            f"{summary.num_utterances} utterances ({summary.duration_s / 3600:.3f} h, {summary.num_tokens} tokens) "
-            f"in {summary.num_shards} shards under {summary.out} "
-            f"(on {summary.world_size} process{'es' if summary.world_size > 1 else ''}); "
-            f"{summary.skipped_shards} shards were already done; "
-            f"{summary.num_errors} files skipped (see errors.tsv); {rate:.2f} h of audio per hour this run"
+    if summary.num_utterances == 0:  # every rank: the same exit code
+        raise InputError(
+            f"no file could be tokenized: all {summary.num_errors} failed, with the reasons in "
+            f"{summary.out / 'errors.tsv'}"
         )
+    if int(os.environ.get("RANK", "0")) == 0:
+        totals = (
+            f"{summary.num_utterances} utterances ({summary.duration_s / 3600:.3f} h, {summary.num_tokens} tokens) "
+            f"in {summary.num_shards} shards under {summary.out}"
+        )
+        if summary.skipped_shards == summary.num_shards:
+            print(f"nothing to do: this run was already complete: {totals}; {summary.num_errors} files skipped")
+        else:
+            rate = summary.encoded_duration_s / 3600 / max(summary.wall_s / 3600, 1e-9)
+            print(
+                f"{totals} (on {summary.world_size} process{'es' if summary.world_size > 1 else ''}); "
+                f"{summary.skipped_shards} shards were already done; "
+                f"{summary.num_errors} files skipped (see errors.tsv); {rate:.2f} h of audio per hour this run"
+            )
         if summary.num_errors:
             print(
                 f"warning: {summary.num_errors} files could not be tokenized, listed in {summary.out / 'errors.tsv'}",

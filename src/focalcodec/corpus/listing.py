@@ -16,6 +16,7 @@ PathLike = str | Path
 _PATH_COLUMNS = ("path", "audio", "audio_path", "file", "filename", "wav")
 _ID_COLUMNS = ("id", "utt_id", "utterance_id", "key")
 _DURATION_COLUMNS = ("duration", "duration_s", "dur_s", "dur", "seconds")
+_PROBE = 16  # listed files looked at to tell a wrong base folder from a few missing files
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,14 @@ def list_corpus(data: PathLike, root: PathLike | None = None) -> list[CorpusItem
     ``.jsonl`` with the same keys; or any other text file with one path a line. Manifest order is
     kept. Relative manifest paths are read from ``root`` when given, else from the manifest's
     folder or the nearest folder above it where the first path exists.
-    Raises :class:`InputError` for a missing ``data``, no files, or duplicate ids.
+    Raises :class:`InputError` for a missing ``data``, no files, duplicate ids, a manifest
+    none of whose first files exists (a wrong ``root``), or a ``root`` given with a folder.
     """
     data = Path(data)
     items: list[CorpusItem] = []
     if data.is_dir():
+        if root is not None:
+            raise InputError(f"{data} is a folder: --root only applies to a manifest's relative paths; drop --root")
         for p in audio_files(data):
             rel = p.relative_to(data).as_posix()
             items.append(CorpusItem(id=rel.rsplit(".", 1)[0], path=rel, file=str(p)))
@@ -69,6 +73,13 @@ def list_corpus(data: PathLike, root: PathLike | None = None) -> list[CorpusItem
             )
         paths = [_pick(r, _PATH_COLUMNS) for r in rows]
         base = Path(root) if root is not None else manifest_base(data, paths)
+        probe = [p for p in paths if p][:_PROBE]
+        if probe and not any((base / p).exists() for p in probe):
+            # A wrong base folder would send every file to the errors list, after hours of work.
+            raise InputError(
+                f"none of the first {len(probe)} files listed in {data} exists (e.g. {base / probe[0]}); "
+                f"relative paths are read from {base}: pass --root with the folder they start from"
+            )
         for n, (row, path) in enumerate(zip(rows, paths, strict=False), 1):
             if not path:
                 raise InputError(f"manifest {data}, row {n}: empty path")

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from ..audio import load_audio
-from ..errors import FocalCodecError, InputError
+from ..audio import AudioFileSamples, audio_info
+from ..errors import FocalCodecError, InputError, OutputError
 from ..longform import encode_long
 from ..runtime import Distributed
 from ..windowing import DEFAULT, Windowing
@@ -111,6 +113,7 @@ def tokenize_corpus(
     dist_timeout_hours: float = 72.0,
     autocast: str | None = None,
     windowing: Windowing = DEFAULT,
+    retry_errors: bool = False,
 ) -> TokenizeSummary:
     """Tokenize every utterance of ``data`` into Parquet shards under ``out``.
 
@@ -125,7 +128,9 @@ def tokenize_corpus(
     ``max_duration``: longer files go to the errors list. ``autocast``: ``"float16"`` or
     ``"bfloat16"`` to encode under ``torch.autocast`` (faster on GPUs; tokens close to but not
     always equal to float32's: 99.6 % for float16 on real speech, docs/benchmarks.md); it is
-    part of the run's identity, so a resumed run must use the same. Under ``torchrun`` (``WORLD_SIZE``
+    part of the run's identity, so a resumed run must use the same. ``retry_errors``: redo the
+    finished shards that skipped files (once those files are restored: a network file system's
+    hiccup, a copy still under way). Under ``torchrun`` (``WORLD_SIZE``
     > 1) each rank does shards ``k % world_size == rank`` and rank 0 writes the index.
     Returns a :class:`TokenizeSummary` (the same on every rank).
     """
@@ -139,7 +144,7 @@ def tokenize_corpus(
         identity = model_identity(model, model_source)
         if autocast is not None:
             identity["autocast"] = autocast
-        plan = make_plan(items, int(shard_size), identity, windowing)
+        plan = make_plan(items, int(shard_size), identity, windowing, max_duration)
         sample_rate = identity["sample_rate_input"]
         job = _Job(
             out=Path(out),
@@ -157,7 +162,7 @@ def tokenize_corpus(
         )
         _agree_on_plan(dist, job, overwrite)
         mine = [k for k in range(plan["num_shards"]) if k % dist.world == dist.rank]
-        done = _finished_shards(job, mine)
+        done = _finished_shards(job, mine, retry_errors)
         todo = [k for k in mine if k not in done]
         note = f" (rank 0 of {dist.world})" if dist.world > 1 else ""
         markers, encoded_s = _run_shards(model, items, todo, job, progress and dist.rank == 0, note)
@@ -222,8 +227,10 @@ def _agree_on_plan(dist: Distributed, job: _Job, overwrite: bool) -> None:
         try:
             job.out.mkdir(parents=True, exist_ok=True)
             prepare_out(job.out, job.plan, overwrite)
-        except (FocalCodecError, OSError) as exc:
+        except FocalCodecError as exc:
             problem = str(exc)
+        except OSError as exc:
+            problem = f"cannot write the output folder {job.out}: {exc.strerror or exc}"
     problems = [p for p in dist.all_gather(problem) if p]
     if problems:
         raise InputError(problems[0])
@@ -231,13 +238,14 @@ def _agree_on_plan(dist: Distributed, job: _Job, overwrite: bool) -> None:
         (job.out / folder).mkdir(parents=True, exist_ok=True)
 
 
-def _finished_shards(job: _Job, shards: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """The markers of ``shards`` a previous run of this plan finished (file intact)."""
+def _finished_shards(job: _Job, shards: Sequence[int], retry_errors: bool = False) -> dict[int, dict[str, Any]]:
+    """The markers of ``shards`` a previous run of this plan finished (file intact); with
+    ``retry_errors``, not those that skipped files (they are redone)."""
     done = {}
     for k in shards:
         clean_temporaries(job.out, k)
         marker = finished_marker(job.out, k, job.plan)
-        if marker is not None:
+        if marker is not None and not (retry_errors and marker["num_errors"]):
             done[k] = marker
     return done
 
@@ -291,7 +299,7 @@ def _run_shards(
     total_h = sum(durations) / 3600 if all(d is not None for d in durations) else None  # type: ignore[arg-type]
     bar = _Progress(show, total_h, len(flat), note)
     loader = torch.utils.data.DataLoader(
-        _AudioFiles([items[i] for i in flat], job.sample_rate, job.max_duration),
+        _AudioFiles([items[i] for i in flat], job.sample_rate, job.max_duration, _one_pass_limit(model, job.windowing)),
         batch_size=1,
         shuffle=False,
         num_workers=job.num_workers,
@@ -305,7 +313,12 @@ def _run_shards(
     try:
         for k, lo, hi in bounds:
             rows, errors, seconds = _encode_shard(model, stream, [items[i] for i in flat[lo:hi]], job, bar)
-            markers[k] = write_shard(job.out, k, rows, errors, job.plan, job.sample_rate, job.row_group_size)
+            try:
+                markers[k] = write_shard(job.out, k, rows, errors, job.plan, job.sample_rate, job.row_group_size)
+            except OutputError as exc:
+                raise OutputError(
+                    f"{exc} (the shards finished so far are kept: rerun the same command to resume)"
+                ) from None
             encoded += seconds
     finally:
         bar.close()
@@ -322,6 +335,7 @@ def _encode_shard(
     lengths: dict[int, int] = {}
     errors: dict[int, str] = {}
     seconds = 0.0
+    limit = _one_pass_limit(model, job.windowing)
     for lo in range(0, len(items), job.window):
         hi = min(lo + job.window, len(items))
         sigs: dict[int, Tensor] = {}
@@ -329,12 +343,24 @@ def _encode_shard(
             _, sig, reason = next(stream)
             if sig is None:
                 errors[i] = reason or "unknown error"
+                continue
+            if isinstance(sig, np.ndarray):
+                sig = torch.from_numpy(sig)
+            lengths[i] = len(sig)
+            if len(sig) > limit:
+                # Encoded alone anyway: done now, so that a sort group never holds more than one
+                # long file (256 one-hour files held together would need 60 GB).
+                toks, errs = _encode_window(model, {i: sig}, 1, 1, job.windowing, job.autocast)
+                tokens.update(toks)
+                errors.update(errs)
+                del sig
             else:
-                sigs[i], lengths[i] = sig, sig.numel()
+                sigs[i] = sig
         toks, errs = _encode_window(model, sigs, job.max_batch_samples, job.max_batch_size, job.windowing, job.autocast)
+        del sigs
         tokens.update(toks)
         errors.update(errs)
-        done = sum(lengths[i] for i in toks) / job.sample_rate
+        done = sum(lengths[i] for i in range(lo, hi) if i in tokens) / job.sample_rate
         seconds += done
         bar.update(done, hi - lo, sum(1 for i in range(lo, hi) if i in errors))
     rows = [(item, lengths[i], tokens[i]) for i, item in enumerate(items) if i in tokens]
@@ -343,28 +369,64 @@ def _encode_shard(
 
 
 class _AudioFiles(torch.utils.data.Dataset):
-    """``dataset[i] -> (i, (N,) float32 at 16 kHz or None, reason or None)``; never raises
-    for a bad file, so that one file cannot stop the run."""
+    """``dataset[i] -> (i, signal or None, reason or None)``; never raises for a bad file, so
+    that one file cannot stop the run.
 
-    def __init__(self, items: Sequence[CorpusItem], sample_rate: int, max_duration: float | None) -> None:
+    Each file is read as ``focalcodec encode`` reads it (:func:`focalcodec.compression.model_signal`),
+    so every command gives a file the same tokens: ``floor(frames * 16000 / rate)`` samples at
+    16 kHz; a 16 kHz file in a format read sample-exactly (WAV, FLAC, ...) longer than
+    ``one_pass`` samples stays an :class:`~focalcodec.audio.AudioFileSamples`, read window by
+    window while encoding (memory independent of its duration), shorter ones are ``(N,)``
+    float32 arrays. ``max_duration`` is checked on the header first: such a file is never loaded."""
+
+    def __init__(
+        self, items: Sequence[CorpusItem], sample_rate: int, max_duration: float | None, one_pass: int
+    ) -> None:
         self.items = list(items)
         self.sample_rate = sample_rate
         self.max_duration = max_duration
+        self.one_pass = one_pass
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[int, Tensor | None, str | None]:
+    def _too_long(self, seconds: float) -> str | None:
+        if self.max_duration is not None and seconds > self.max_duration:
+            return f"longer than the limit of {self.max_duration:g} s ({seconds:.1f} s)"
+        return None
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | AudioFileSamples | None, str | None]:
+        from ..compression import model_signal
+
         item = self.items[i]
         try:
-            sig = load_audio(item.file, self.sample_rate, warn=False)
+            info = audio_info(item.file)
+            reason = self._too_long(info.frames / info.samplerate) if info.frames > 0 else None
+            if reason:
+                return i, None, reason
+            with warnings.catch_warnings():  # channels mixed down: expected in a corpus, not news
+                warnings.simplefilter("ignore", UserWarning)
+                sig, _, _ = model_signal(item.file, _Rate(self.sample_rate))
+            if isinstance(sig, AudioFileSamples) and len(sig) <= self.one_pass:
+                sig = sig[0 : len(sig)]  # batched with the others
         except FocalCodecError as exc:
             return i, None, str(exc)
         except Exception as exc:  # noqa: BLE001 - any failure of one file is reported, not fatal
             return i, None, f"{type(exc).__name__}: {exc}"
-        if self.max_duration is not None and sig.numel() > self.max_duration * self.sample_rate:
-            return i, None, f"longer than the limit of {self.max_duration:g} s ({sig.numel() / self.sample_rate:.1f} s)"
-        return i, sig, None
+        reason = self._too_long(len(sig) / self.sample_rate)
+        if reason:
+            return i, None, reason
+        # A NumPy array, not a tensor: it crosses from a worker process in the pipe, whereas a
+        # tensor would pass a file descriptor through a helper thread that prints a traceback
+        # when Ctrl-C ends the run.
+        return i, (sig.numpy() if isinstance(sig, Tensor) else sig), None
+
+
+class _Rate(NamedTuple):
+    """What :func:`~focalcodec.compression.model_signal` needs of the codec (the model itself
+    stays out of the DataLoader workers)."""
+
+    sample_rate_input: int
 
 
 def _worker_init(_: int) -> None:
@@ -407,39 +469,48 @@ def _encode_batch(model: Any, sigs: Sequence[Tensor]) -> list[Tensor]:
     return [toks[row, : int(tok_lens[row])].clone() for row in range(len(sigs))]
 
 
+def _one_pass_limit(model: Any, windowing: Windowing) -> int:
+    """Samples up to which an utterance is encoded in one pass (one window with its context);
+    longer ones are encoded alone, window by window."""
+    return sum(windowing.token_geometry(model.token_rate)) * model.hop_length
+
+
 def _failure(exc: BaseException) -> str:
     return f"encoding failed: {type(exc).__name__}: {exc}"
 
 
 def _encode_window(
     model: Any,
-    sigs: dict[int, Tensor],
+    sigs: Mapping[int, Tensor | AudioFileSamples],
     max_batch_samples: int,
     max_batch_size: int,
     windowing: Windowing = DEFAULT,
     autocast: str | None = None,
 ) -> tuple[dict[int, Tensor], dict[int, str]]:
     """Encode ``{index: (N,) signal}`` in length-sorted batches. Utterances longer than one
-    window with its context (64 s by default) are encoded alone, window by window (shorter
+    window with its context (64 s by default; tensors or files read on demand) are encoded
+    alone, window by window (shorter
     ones would be one pass there too, and causal models give one-pass tokens in any case). A
     batch that fails is retried item by item, so only the items that fail alone are reported
     (as ``{index: reason}``). ``autocast``: a dtype of :data:`AUTOCAST_DTYPES` to run under
     ``torch.autocast`` (the codec keeps its sign decisions in float32)."""
     tokens: dict[int, Tensor] = {}
     errors: dict[int, str] = {}
-    limit = sum(windowing.token_geometry(model.token_rate)) * model.hop_length
+    limit = _one_pass_limit(model, windowing)
     region = torch.autocast(model.device.type, dtype=getattr(torch, autocast)) if autocast else nullcontext()
     with region:
-        for k in [k for k in sigs if sigs[k].numel() > limit]:
+        for k in [k for k in sigs if len(sigs[k]) > limit]:
             try:
                 tokens[k] = encode_long(model, sigs[k], windowing).cpu()
             except (KeyboardInterrupt, SystemExit):
                 raise
             except MemoryError:
                 errors[k] = "out of memory while encoding (window by window); use a smaller --window"
+            except FocalCodecError as exc:  # a file read on demand: NaN or truncated further in
+                errors[k] = str(exc)
             except Exception as exc:  # noqa: BLE001
                 errors[k] = _failure(exc)
-        keys = [k for k in sigs if sigs[k].numel() <= limit]
+        keys = [k for k in sigs if len(sigs[k]) <= limit]
         for batch in length_batches([sigs[k].numel() for k in keys], max_batch_samples, max_batch_size):
             ids = [keys[b] for b in batch]
             try:

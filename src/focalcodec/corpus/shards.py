@@ -25,6 +25,7 @@ FORMAT = "focalcodec-tokens"
 FORMAT_VERSION = 1
 SHARD_DIR = "shards"
 MARKER_DIR = "markers"
+READING = 2
 
 
 def pyarrow_module():
@@ -58,7 +59,11 @@ def digest(obj: Any) -> str:
 
 
 def make_plan(
-    items: Sequence[CorpusItem], shard_size: int, identity: Mapping[str, Any], windowing: Windowing = DEFAULT
+    items: Sequence[CorpusItem],
+    shard_size: int,
+    identity: Mapping[str, Any],
+    windowing: Windowing = DEFAULT,
+    max_duration: float | None = None,
 ) -> dict[str, Any]:
     files = digest([[it.id, it.path] for it in items])
     model = {k: identity[k] for k in ("model_id", "fingerprint", "weights_sha256", "autocast") if k in identity}
@@ -72,7 +77,12 @@ def make_plan(
         "model": model,
         # Long files are encoded in windows: their tokens depend on the geometry.
         "windowing": [windowing.window, windowing.context, windowing.lookahead],
+        # How files become samples: 2 = as `focalcodec encode` reads them (compression.model_signal);
+        # plans without it read some resampled files one sample longer, which changed their tokens.
+        "reading": READING,
     }
+    if max_duration is not None:  # which files are skipped: recorded only when set (older plans keep their digest)
+        plan["max_duration"] = float(max_duration)
     plan["digest"] = digest(plan)
     return plan
 
@@ -172,6 +182,47 @@ def clean_temporaries(out: Path, k: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def plan_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What makes the run recorded in ``old`` (a ``plan.json``) another than ``new``, in words."""
+    if old.get("format") != FORMAT or old.get("version") != FORMAT_VERSION:
+        return [f"its plan.json is not a {FORMAT} plan of version {FORMAT_VERSION}"]
+    out = []
+    if old.get("reading") != new.get("reading"):
+        out.append(
+            "it was started by an older focalcodec, which read some resampled files one sample longer than "
+            "`focalcodec encode` does (other tokens): finish it with that version, or start again"
+        )
+    if old.get("files_sha256") != new["files_sha256"]:
+        out.append(f"other files: {old.get('num_utterances')} utterances then, {new['num_utterances']} now")
+    if old.get("shard_size") != new["shard_size"]:
+        out.append(f"shard size {old.get('shard_size')} then, {new['shard_size']} now")
+    was, now = old.get("model") or {}, new["model"]
+    if (was.get("model_id"), was.get("fingerprint")) != (now.get("model_id"), now.get("fingerprint")):
+        out.append(
+            f"another model: {was.get('model_id')} (config {str(was.get('fingerprint'))[:12]}) then, "
+            f"{now.get('model_id')} (config {str(now.get('fingerprint'))[:12]}) now"
+        )
+    elif was.get("weights_sha256") != now.get("weights_sha256"):
+        out.append(
+            f"other weights of {now.get('model_id')}: sha256 {str(was.get('weights_sha256'))[:16]} then, "
+            f"{str(now.get('weights_sha256'))[:16]} now"
+        )
+    if was.get("autocast") != now.get("autocast"):
+        out.append(f"--autocast {was.get('autocast') or 'off'} then, {now.get('autocast') or 'off'} now")
+    if old.get("max_duration") != new.get("max_duration"):
+        was_max, now_max = (
+            f"{d:g} s" if d is not None else "none" for d in (old.get("max_duration"), new.get("max_duration"))
+        )
+        out.append(f"--max-duration {was_max} then, {now_max} now")
+    if old.get("windowing") and old["windowing"] != new["windowing"]:
+        window, context, lookahead = old["windowing"]
+        out.append(
+            f"its window was {window:g} s + {context:g} s + {lookahead:g} s, this one's {new['windowing'][0]:g} s "
+            f"(the default was 12 s before 60 s): pass --window {window:g} to resume it"
+        )
+    return out or ["its plan differs from this one's"]
+
+
 def prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
     """Rank 0: check that ``out`` is empty or holds this very plan; write ``plan.json``."""
     plan_path = out / "plan.json"
@@ -180,18 +231,12 @@ def prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
             old = json.loads(plan_path.read_text(encoding="utf-8"))
         except ValueError:
             old = {}
+        if not isinstance(old, dict):
+            old = {}
         if old.get("digest") != plan["digest"]:
             if not overwrite:
-                hint = ""
-                if old.get("windowing") and old.get("windowing") != plan["windowing"]:
-                    window, context, lookahead = old["windowing"]
-                    hint = (
-                        f" (its window was {window:g} s + {context:g} s + {lookahead:g} s, this one's "
-                        f"{plan['windowing'][0]:g} s; the default was 12 s before 60 s: pass --window {window:g} "
-                        "to resume it)"
-                    )
                 raise InputError(
-                    f"{out} holds another tokenization run (different files, shard size, model or window){hint}; "
+                    f"{out} holds another tokenization run ({'; '.join(plan_differences(old, plan))}); "
                     "choose a new -o/--output folder or pass -f/--force (Python: overwrite=True) to replace it"
                 )
             for folder in (SHARD_DIR, MARKER_DIR):
@@ -202,6 +247,22 @@ def prepare_out(out: Path, plan: Mapping[str, Any], overwrite: bool) -> None:
                 (out / name).unlink(missing_ok=True)
     elif (out / "index.json").exists() or any((out / SHARD_DIR).glob("shard-*")):
         raise InputError(f"{out} holds shards without a plan.json; choose a new -o/--output folder")
+    else:
+        # Not a run of ours: write into it only when empty (-o given the corpus folder, or a home
+        # folder by mistake, would get shards/, markers/ and a replaced errors.tsv or index.json).
+        # Empty shards/ and markers/ are what a run killed at once leaves; hidden files (plan.json's
+        # temporary, .DS_Store, .nfs...) are not in the way.
+        others = sorted(
+            p.name
+            for p in out.iterdir()
+            if not (p.name in (SHARD_DIR, MARKER_DIR) and p.is_dir() and not any(p.iterdir()))
+            and not p.name.startswith(".")
+        )
+        if others:
+            raise InputError(
+                f"{out} is not empty ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) and holds no "
+                "tokenization run; choose a new or empty -o/--output folder"
+            )
     for folder in (SHARD_DIR, MARKER_DIR):
         (out / folder).mkdir(parents=True, exist_ok=True)
     write_json(plan_path, plan, force=True, sort_keys=True)
