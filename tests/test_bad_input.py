@@ -269,3 +269,80 @@ def test_a_folder_where_a_file_is_expected(tmp_path, capsys) -> None:
     with pytest.raises(focalcodec.bitstream.BitstreamError, match="is a folder"):
         CompressedAudio.load(folder)
     assert not out.exists()
+
+
+# -- the Python API: the reference-named conversions and encode/decode -----------------------
+def _api_cases():
+    sig = torch.randn(1, 4000, generator=torch.Generator().manual_seed(0)) * 0.1
+    toks = torch.randint(0, 8192, (1, 12), generator=torch.Generator().manual_seed(1))
+    feats = torch.randn(1, 12, 64)
+    codes = torch.full((1, 12, 13), 13**-0.5)
+    return [
+        ("sig_to_toks", (sig[0],), r"sig must be \(B, N\).*sig\[None\]"),
+        ("sig_to_toks", (sig[None],), r"sig must be \(B, N\)"),
+        ("sig_to_feats", (sig[:, :0],), "sig is empty"),
+        ("sig_to_codes", (sig * float("nan"),), "NaN"),
+        ("sig_to_sig", (sig.long(),), "floating point samples"),
+        ("sig_to_toks", (sig.to("meta"),), "meta device"),
+        ("sig_to_toks", (sig, (), (), torch.tensor([2.0])), r"relative lengths in \[0, 1\]"),
+        ("sig_to_toks", (sig, (), (), torch.tensor([4000])), r"relative lengths.*lengths=\.\.\."),
+        ("sig_to_toks", (sig, (), (), torch.tensor([1.0, 0.5])), r"length must be \(1,\)"),
+        ("toks_to_sig", (toks[0],), r"toks must be \(B, T'\).*toks\[None\]"),
+        ("toks_to_sig", (toks - 9000,), r"\[0, 8192\).*found -"),
+        ("toks_to_qfeats", (toks + 8192,), r"\[0, 8192\)"),
+        ("toks_to_codes", (toks.float(),), "must be integers"),
+        ("toks_to_sig", (toks[:, :0],), "is empty"),
+        ("toks_to_sig", (toks.to("meta"),), "meta device"),
+        ("codes_to_sig", (codes[..., :5],), r"codes must be \(B, T, 13\)"),
+        ("codes_to_toks", (codes * float("nan"),), "NaN"),
+        ("codes_to_qfeats", (codes.long(),), "floating point"),
+        ("feats_to_toks", (feats[0],), r"feats must be \(B, T, 64\)"),
+        ("feats_to_sig", (feats[..., :5],), r"feats must be \(B, T, 64\)"),
+        ("lats_to_toks", (codes[..., :5],), r"lats must be \(\.\.\., 13\)"),
+        ("toks_to_sig", (toks,), r"topk must be at least 1", {"matching_set": feats[0], "topk": 0}),
+        ("toks_to_sig", (toks,), r"output_length must be .* >= 0", {"output_length": -1}),
+    ]
+
+
+@pytest.mark.parametrize("case", _api_cases(), ids=lambda c: f"{c[0]}:{c[2][:24]}")
+def test_reference_api_refuses_bad_input(tiny50, case) -> None:
+    """The reference-named methods: one InputError naming the problem, never a shape error from
+    deep inside nn/ nor silent garbage (out-of-range or float tokens, NaN, empty, relative
+    lengths that are not)."""
+    name, args, match, *kwargs = case
+    with pytest.raises(InputError, match=match):
+        getattr(tiny50, name)(*args, **(kwargs[0] if kwargs else {}))
+
+
+def test_reference_api_accepts_arrays_and_other_dtypes(tiny50) -> None:
+    """NumPy arrays, float64 / bfloat16 and int16 / int32 PCM work as ``encode`` takes them:
+    same tokens as float32 (PCM scaled to [-1, 1)); tensors needing gradients keep them."""
+    pcm = (torch.randn(1, 4000, generator=torch.Generator().manual_seed(2)) * 3000).to(torch.int16)
+    sig = pcm.float() / 32768
+    want = tiny50.sig_to_toks(sig)
+    assert torch.equal(want[0], tiny50.encode(sig[0]).tokens)
+    for x in (pcm, pcm.int() * 65536, sig.double(), sig.numpy()):
+        assert torch.equal(tiny50.sig_to_toks(x), want), x.dtype
+    assert tiny50.sig_to_toks(sig.bfloat16()).shape == want.shape
+    toks = want.numpy().astype(np.int32)
+    assert torch.equal(tiny50.toks_to_sig(toks), tiny50.toks_to_sig(want))
+    feats = tiny50.sig_to_feats(sig.clone().requires_grad_())
+    assert feats.requires_grad
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m: m.encode(torch.randn(2, 800), lengths=torch.tensor([True, True])), "whole numbers.*bool"),
+        (lambda m: m.encode(torch.randn(2, 800), lengths=["a", "b"]), "lengths must be a tensor or array"),
+        (lambda m: m.encode(torch.randn(800, device="meta")), "meta device"),
+        (lambda m: m.decode(torch.zeros(5, dtype=torch.long, device="meta")), "meta device"),
+        (lambda m: m.decode(torch.zeros(2, 5, dtype=torch.long), torch.tensor([5, 2], device="meta")), "meta"),
+    ],
+    ids=["bool-lengths", "str-lengths", "meta-audio", "meta-tokens", "meta-lengths"],
+)
+def test_encode_decode_refuse_odd_inputs(tiny50, call, match) -> None:
+    """Bool lengths were read as 1 sample each (silent garbage); meta tensors and text
+    lengths failed deep inside torch."""
+    with pytest.raises(InputError, match=match):
+        call(tiny50)

@@ -29,8 +29,10 @@ __all__ = [
     "AudioFileSamples",
     "AudioReader",
     "AudioWriter",
+    "as_tensor",
     "audio_info",
     "check_signal",
+    "check_token_ids",
     "crossfade",
     "fit_blocks",
     "fit_length",
@@ -191,6 +193,49 @@ def mel_filter_bank(
     return (bank * (2.0 / (hz[2:] - hz[:-2]))[None, :]).float()
 
 
+def as_tensor(x: Tensor | np.ndarray | Sequence, what: str, holding: str = "numbers") -> Tensor:
+    """``x`` (tensor, NumPy array or nested sequence) as a tensor holding data: the one
+    conversion of arrays given in memory. :class:`InputError` naming ``what`` when ``x`` is not
+    numbers or is a tensor on the ``meta`` device (a shape without data)."""
+    if not isinstance(x, Tensor):
+        try:
+            x = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"{what} must be a tensor or array of {holding}: {exc}") from None
+    if x.is_meta:
+        raise InputError(f"{what} is a tensor on the meta device, which holds no data: create it on cpu or cuda")
+    return x
+
+
+def check_token_ids(
+    x: Tensor | np.ndarray | Sequence[int],
+    codebook_size: int,
+    what: str = "tokens",
+    ndim: tuple[int, ...] | None = (1, 2),
+    layout: str = "(T,) or (B, T)",
+    allow_empty: bool = False,
+) -> Tensor:
+    """The one validator of tokens given in memory: ``x`` as an int64 tensor (on its device).
+    :class:`InputError` naming ``what`` when ``x`` is not integers (float, bool), its number of
+    dimensions is not in ``ndim`` (None: any), it is empty (unless ``allow_empty``) or a token
+    lies outside ``[0, codebook_size)``."""
+    x = as_tensor(x, what, "integer tokens")
+    if ndim is not None and x.ndim not in ndim:
+        raise InputError(f"{what} must be {layout}, got shape {tuple(x.shape)}")
+    if x.numel() == 0 and not allow_empty:
+        raise InputError(f"{what} is empty (shape {tuple(x.shape)})")
+    if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+        raise InputError(f"{what} must be integers (token ids), got {x.dtype}: convert with .long() if they are whole")
+    x = x.long()
+    bad = (x < 0) | (x >= codebook_size)
+    if bad.any():
+        raise InputError(
+            f"{what} must lie in [0, {codebook_size}) for this model (log2 = {codebook_size.bit_length() - 1} bits); "
+            f"found {int(x[bad][0])}: were they made by another model?"
+        )
+    return x
+
+
 def check_signal(
     x: Tensor | np.ndarray | Sequence[float],
     what: str = "audio",
@@ -203,11 +248,7 @@ def check_signal(
     (float32). :class:`InputError` naming ``what`` when ``x`` is not numbers, its number of
     dimensions is not in ``ndim`` (``layout`` says which shapes are accepted), it has no samples
     (unless ``allow_empty``) or it holds NaN / infinite samples."""
-    if not isinstance(x, Tensor):
-        try:
-            x = torch.as_tensor(np.asarray(x))
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise InputError(f"{what} must be a tensor or array of samples: {exc}") from None
+    x = as_tensor(x, what, "samples")
     if x.ndim not in ndim:
         raise InputError(f"{what} must be {layout}, got shape {tuple(x.shape)}")
     if x.numel() == 0 and not allow_empty:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .audio import check_signal, fit_length
+from .audio import as_tensor, check_signal, check_token_ids, fit_length
 from .config import MAX_PARAMS, FocalCodecConfig
 from .errors import ConfigError, InputError
 from .hub import load_state_dict, load_weights_file, resolve_checkpoint, save_checkpoint, state_dict_sha256
@@ -65,6 +65,14 @@ def _state(state: State) -> State | None:
     if state is None or (isinstance(state, (tuple, list)) and len(state) == 0):
         return None
     return state
+
+
+_PART_INPUT = {"encoder": "sig", "compressor": "feats", "decompressor": "codes", "decoder": "qfeats"}
+
+
+def _tracing() -> bool:
+    """Whether a graph is being traced or compiled (data-dependent checks are skipped there)."""
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
 
 
 class FocalCodec(nn.Module):
@@ -291,6 +299,8 @@ class FocalCodec(nn.Module):
         """Part ``name`` over ``x``: offline, or a stream step of a causal model (whole
         1280-sample chunks on the encoder; any length elsewhere)."""
         state = _state(state)
+        if x.shape[1] == 0 and not (stream and self.causal):
+            raise InputError(f"{_PART_INPUT[name]} is empty (shape {tuple(x.shape)}): there is nothing to code")
         if not stream:
             return getattr(self, name)(x, **offline), None
         if not self.causal:
@@ -301,8 +311,50 @@ class FocalCodec(nn.Module):
 
         return run_part(self, name, x, state)
 
+    def _checked(self, x: Any, what: str) -> Tensor:
+        """The reference-named methods' input check: ``x`` (tensor or array) as a tensor on the
+        model's device (floats in its dtype), or :class:`InputError` naming the problem.
+        ``what``: ``sig`` (B, N) samples (int16 / int32 PCM scaled), ``feats`` (B, T, C),
+        ``lats`` / ``codes`` (..., D), ``toks`` (...) integers in ``[0, codebook_size)``; a name
+        ending in ``3`` (``codes3``, ``lats3``, ``toks2``) also requires that many dimensions."""
+        if _tracing():
+            return x
+        rank = int(what[-1]) if what[-1].isdigit() else None
+        what = what.rstrip("23")
+        if what == "sig":
+            layout = "(B, N) samples (add a batch axis with sig[None]; codec.encode takes (N,))"
+            return check_signal(x, "sig", (2,), layout, allow_empty=True).to(self.device, self.dtype)
+        if what == "toks":
+            layout = "(B, T') integers (add a batch axis with toks[None]; codec.decode takes (T',))"
+            ndim = (rank,) if rank else None
+            return check_token_ids(x, self.codebook_size, "toks", ndim, layout, allow_empty=True).to(self.device)
+        width = self.feature_dim if what == "feats" else self.code_dim
+        x = as_tensor(x, what)
+        if (rank and x.ndim != rank) or x.ndim < 1 or x.shape[-1] != width:
+            shape = f"(B, T, {width})" if rank == 3 else f"(..., {width})"
+            raise InputError(f"{what} must be {shape} for this model, got shape {tuple(x.shape)}")
+        if not x.dtype.is_floating_point:
+            raise InputError(f"{what} must be floating point, got {x.dtype}")
+        if not torch.isfinite(x).all():
+            raise InputError(f"{what} contains NaN or infinite values")
+        return x.to(self.device, self.dtype if what == "feats" else x.dtype)
+
+    def _relative_length(self, length: Any, batch: int) -> Tensor | None:
+        """The reference's ``length=``: (B,) relative lengths in [0, 1], or None."""
+        if length is None or _tracing():
+            return length
+        lens = as_tensor(length, "length")
+        if not lens.dtype.is_floating_point or lens.shape != (batch,) or not ((lens >= 0) & (lens <= 1)).all():
+            raise InputError(
+                f"length must be ({batch},) relative lengths in [0, 1] (valid samples / N), got {lens.dtype} "
+                f"{tuple(lens.shape)}{'' if lens.numel() > 8 else ' ' + str(lens.tolist())}; "
+                "for absolute lengths in samples use codec.encode(sig, lengths=...)"
+            )
+        return lens.to(self.device)
+
     def _encoder(self, sig: Tensor, es: State, length: Tensor | None, stream: bool) -> tuple[Tensor, State]:
-        return self._part("encoder", sig, es, stream, length=length)
+        sig = self._checked(sig, "sig")
+        return self._part("encoder", sig, es, stream, length=self._relative_length(length, sig.shape[0]))
 
     def _compressor(self, feats: Tensor, cs: State, stream: bool) -> tuple[Tensor, State]:
         lats, cs = self._part("compressor", feats, cs, stream)
@@ -315,6 +367,8 @@ class FocalCodec(nn.Module):
         self, qfeats: Tensor, gs: State, matching_set: Tensor | None, topk: int, num_splits: int,
         output_length: int | None, stream: bool,
     ) -> tuple[Tensor, State]:  # fmt: skip
+        if output_length is not None and int(output_length) < 0:
+            raise InputError(f"output_length must be a number of samples >= 0, got {output_length}")
         if matching_set is not None:
             qfeats = self.knn(qfeats, matching_set.to(qfeats), topk, num_splits).mean(dim=-2)
         sig, gs = self._part("decoder", qfeats, gs, stream)
@@ -329,18 +383,21 @@ class FocalCodec(nn.Module):
 
     def feats_to_lats(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
         """``(B, T, C) -> (B, T', D)`` unit-norm latents."""
+        feats = self._checked(feats, "feats3")
         lats, cs = self._compressor(feats, compressor_state, self._streams(return_state, compressor_state))
         return self._out(lats, [cs], return_state)
 
     def feats_to_toks(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
         """``feats (B, T, C) -> toks (B, T') int64``. With ``return_state=True`` (or a state given) a causal model
         streams and the new states follow the output, in argument order."""
+        feats = self._checked(feats, "feats3")
         lats, cs = self._compressor(feats, compressor_state, self._streams(return_state, compressor_state))
         return self._out(self.quantizer.lats_to_toks(lats), [cs], return_state)
 
     def feats_to_codes(self, feats: Tensor, compressor_state: State = (), return_state: bool = False) -> Any:
         """``feats (B, T, C) -> codes (B, T', D)`` float, entries ``±1/sqrt(D)``. With ``return_state=True`` (or a state
         given) a causal model streams and the new states follow the output, in argument order."""
+        feats = self._checked(feats, "feats3")
         lats, cs = self._compressor(feats, compressor_state, self._streams(return_state, compressor_state))
         return self._out(self.quantizer.lats_to_codes(lats), [cs], return_state)
 
@@ -349,6 +406,7 @@ class FocalCodec(nn.Module):
     ) -> Any:
         """``feats (B, T, C) -> qfeats (B, T'', C)``, ``T'' = T' * frames_per_token``. With ``return_state=True`` (or a
         state given) a causal model streams and the new states follow the output, in argument order."""
+        feats = self._checked(feats, "feats3")
         stream = self._streams(return_state, compressor_state, decompressor_state)
         lats, cs = self._compressor(feats, compressor_state, stream)
         qfeats, ds = self._decompressor(self.quantizer.lats_to_codes(lats), decompressor_state, stream)
@@ -368,30 +426,36 @@ class FocalCodec(nn.Module):
         ``sample_rate_output`` (320 samples per frame at 16 kHz, 480 at 24 kHz); with
         ``matching_set (M, C)`` every frame is first replaced by the mean of its ``topk`` nearest
         (cosine) matching frames (kNN-VC)."""
+        feats = self._checked(feats, "feats3")
         stream = self._streams(return_state, decoder_state)
         sig, gs = self._decoder(feats, decoder_state, matching_set, topk, num_splits, output_length, stream)
         return self._out(sig, [gs], return_state)
 
     def lats_to_toks(self, lats: Tensor) -> Tensor:
         """``lats (B, T', D) -> toks (B, T') int64``: the signs as bits, latent dim 0 the most significant."""
+        lats = self._checked(lats, "lats")
         return self.quantizer.lats_to_toks(lats)
 
     def lats_to_codes(self, lats: Tensor) -> Tensor:
         """``lats (B, T', D) -> codes (B, T', D)``: the signs scaled to ``±1/sqrt(D)``."""
+        lats = self._checked(lats, "lats")
         return self.quantizer.lats_to_codes(lats)
 
     def lats_to_qfeats(self, lats: Tensor, decompressor_state: State = (), return_state: bool = False) -> Any:
         """``lats (B, T', D) -> qfeats (B, T'', C)`` (quantized first). With ``return_state=True`` (or a state given) a
         causal model streams and the new states follow the output, in argument order."""
+        lats = self._checked(lats, "lats3")
         return self.codes_to_qfeats(self.quantizer.lats_to_codes(lats), decompressor_state, return_state)
 
     def toks_to_codes(self, toks: Tensor) -> Tensor:
         """``toks (B, T')`` integer in ``[0, 2^D)`` ``-> codes (B, T', D)`` float, entries ``±1/sqrt(D)``."""
+        toks = self._checked(toks, "toks")
         return self.quantizer.toks_to_codes(toks)
 
     def toks_to_qfeats(self, toks: Tensor, decompressor_state: State = (), return_state: bool = False) -> Any:
         """``toks (B, T') -> qfeats (B, T'', C)``. With ``return_state=True`` (or a state given) a causal model streams
         and the new states follow the output, in argument order."""
+        toks = self._checked(toks, "toks2")
         return self.codes_to_qfeats(self.quantizer.toks_to_codes(toks), decompressor_state, return_state)
 
     def toks_to_sig(
@@ -409,6 +473,7 @@ class FocalCodec(nn.Module):
         or edge-padded to M samples); ``matching_set`` and ``topk`` as in :meth:`feats_to_sig` (kNN-VC). With
         ``return_state=True`` (or a state given) a causal model streams and the new states follow the output, in
         argument order."""
+        toks = self._checked(toks, "toks2")
         return self.codes_to_sig(
             self.quantizer.toks_to_codes(toks),
             decompressor_state,
@@ -422,11 +487,13 @@ class FocalCodec(nn.Module):
 
     def codes_to_toks(self, codes: Tensor) -> Tensor:
         """``codes (B, T', D) -> toks (B, T') int64`` (the signs as bits)."""
+        codes = self._checked(codes, "codes")
         return self.quantizer.codes_to_toks(codes)
 
     def codes_to_qfeats(self, codes: Tensor, decompressor_state: State = (), return_state: bool = False) -> Any:
         """``codes (B, T', D) -> qfeats (B, T'', C)``. With ``return_state=True`` (or a state given) a causal model
         streams and the new states follow the output, in argument order."""
+        codes = self._checked(codes, "codes3")
         qfeats, ds = self._decompressor(codes, decompressor_state, self._streams(return_state, decompressor_state))
         return self._out(qfeats, [ds], return_state)
 
@@ -443,6 +510,7 @@ class FocalCodec(nn.Module):
     ) -> Any:
         """``codes (B, T', D) -> sig (B, T' * output_hop_length)``, as :meth:`toks_to_sig`. With ``return_state=True``
         (or a state given) a causal model streams and the new states follow the output, in argument order."""
+        codes = self._checked(codes, "codes3")
         stream = self._streams(return_state, decompressor_state, decoder_state)
         qfeats, ds = self._decompressor(codes, decompressor_state, stream)
         sig, gs = self._decoder(qfeats, decoder_state, matching_set, topk, num_splits, output_length, stream)
@@ -562,6 +630,8 @@ class FocalCodec(nn.Module):
         the matching set to bound memory."""
         if matching_set.ndim != 2 or matching_set.shape[-1] != input.shape[-1]:
             raise InputError(f"matching_set must be (M, {input.shape[-1]}), got {tuple(matching_set.shape)}")
+        if int(topk) < 1:
+            raise InputError(f"topk must be at least 1 (the nearest matching frames averaged), got {topk}")
         if matching_set.shape[0] < topk:
             raise InputError(
                 f"the matching set (target voice) has {matching_set.shape[0]} frames, fewer than topk={topk}: "
@@ -602,11 +672,7 @@ class FocalCodec(nn.Module):
                     "(samples, channels)? Pass (batch, samples): mix down with x.mean(axis=1) or transpose with x.T"
                 )
         else:
-            if not isinstance(x, Tensor):
-                try:
-                    x = torch.as_tensor(np.asarray(x))
-                except (TypeError, ValueError) as exc:
-                    raise InputError(f"{what} must be a tensor or array: {exc}") from None
+            x = as_tensor(x, what, "integer tokens")
             if x.ndim not in (1, 2):
                 raise InputError(f"{what} must be {layout}, got shape {tuple(x.shape)}")
             if x.numel() == 0:
@@ -620,7 +686,9 @@ class FocalCodec(nn.Module):
     def _lengths(lengths: ArrayLike | None, batch: int, size: int, what: str) -> Tensor:
         if lengths is None:
             return torch.full((batch,), size, dtype=torch.long)
-        lens = torch.as_tensor(np.asarray(lengths) if not isinstance(lengths, Tensor) else lengths).reshape(-1).cpu()
+        lens = as_tensor(lengths, what, "whole numbers").reshape(-1).cpu()
+        if lens.dtype == torch.bool or lens.dtype.is_complex:
+            raise InputError(f"{what} must be whole numbers (valid samples or tokens per item), got {lens.dtype}")
         if lens.dtype.is_floating_point:
             if not torch.equal(lens, lens.round()):
                 raise InputError(f"{what} must be whole numbers (absolute lengths, not relative ones)")
@@ -634,12 +702,7 @@ class FocalCodec(nn.Module):
 
     def check_tokens(self, toks: Tensor) -> None:
         """:class:`InputError` unless every token lies in ``[0, codebook_size)``."""
-        bad = (toks < 0) | (toks >= self.codebook_size)
-        if bad.any():
-            raise InputError(
-                f"tokens must lie in [0, {self.codebook_size}) for this model (D = {self.code_dim}); "
-                f"found {int(toks[bad][0])}: were they made by another model?"
-            )
+        check_token_ids(toks, self.codebook_size, ndim=None, allow_empty=True)
 
     def num_output_samples(self, num_samples: int) -> int:
         """Samples at ``sample_rate_output`` for ``num_samples`` input samples: ``floor(N * out / in)``
