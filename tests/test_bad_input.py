@@ -346,3 +346,49 @@ def test_encode_decode_refuse_odd_inputs(tiny50, call, match) -> None:
     lengths failed deep inside torch."""
     with pytest.raises(InputError, match=match):
         call(tiny50)
+
+
+# -- focalcodec.audio: save_audio / load_audio from Python -----------------------------------
+def test_save_audio_scales_pcm_and_keeps_mono(tmp_path) -> None:
+    """int16 PCM was written as floats (every sample clipped to ±1); a (1, N) row is one signal."""
+    from focalcodec.audio import load_audio, save_audio
+
+    x = torch.linspace(-0.5, 0.5, 1600)
+    save_audio(tmp_path / "pcm.wav", (x * 32767).round().to(torch.int16), 16000)
+    save_audio(tmp_path / "row.wav", x[None].clone().requires_grad_(), 16000)
+    for name in ("pcm.wav", "row.wav"):
+        back = load_audio(tmp_path / name)
+        assert back.shape == (1600,)
+        assert torch.allclose(back, x, atol=1e-4), name
+
+
+@pytest.mark.parametrize(
+    "audio, rate, match",
+    [
+        (torch.randn(2, 1600) * 0.1, 16000, r"one mono signal.*\(2, 1600\)"),
+        (torch.randn(1, 1, 1600) * 0.1, 16000, r"\(N,\) or \(1, N\)"),
+        (torch.full((1600,), float("nan")), 16000, "NaN"),
+        (torch.zeros(1600, dtype=torch.long), 16000, "floating point samples"),
+        (torch.zeros(1600, device="meta"), 16000, "meta device"),
+        (torch.zeros(1600), 0, "sample rate must be a whole number of Hz"),
+        (torch.zeros(1600), 16000.5, "sample rate must be a whole number of Hz"),
+    ],
+    ids=["batch", "3-D", "nan", "int64", "meta", "rate-0", "rate-fraction"],
+)
+def test_save_audio_refuses_bad_input(tmp_path, audio, rate, match) -> None:
+    """Rows of a batch were written one after the other as one signal, NaN as noise, a rate of 0
+    failed inside libsndfile: one InputError and no file."""
+    from focalcodec.audio import save_audio
+
+    with pytest.raises(InputError, match=match):
+        save_audio(tmp_path / "x.wav", audio, rate)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("rate", [0, -16000, 8000.5])
+def test_load_audio_refuses_bad_rate(tmp_path, rate) -> None:
+    from focalcodec.audio import load_audio
+
+    sf.write(tmp_path / "a.wav", np.zeros(800, dtype=np.float32), 16000)
+    with pytest.raises(InputError, match="sample rate must be a whole number of Hz"):
+        load_audio(tmp_path / "a.wav", rate)

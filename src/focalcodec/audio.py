@@ -270,6 +270,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000, warn: bool = True) ->
     Returns a ``(N,)`` float32 tensor. Raises :class:`AudioError` on missing, empty or
     unreadable files and :class:`InputError` on NaN/inf samples.
     """
+    sample_rate = check_sample_rate(sample_rate)
     data, rate = read_audio(path)
     if data.shape[0] == 0:
         raise AudioError(f"audio file has no samples: {path}")
@@ -351,11 +352,12 @@ def save_audio(
     force: bool = True,
     inputs: Sequence[str | Path] = (),
 ) -> Path:
-    """Write ``(N,)`` samples, or an iterable of ``(n,)`` blocks (written as they come, never
-    held whole), as one 16-bit WAV/FLAC file (format from the suffix) through
-    :class:`AudioWriter`: optionally resampled to ``output_rate``, atomic (nothing is left if a
-    block fails), ``force=False`` refuses to replace an existing file, never replaces one of
-    ``inputs``."""
+    """Write ``(N,)`` or ``(1, N)`` samples (float, or int16 / int32 PCM: scaled), or an iterable
+    of ``(n,)`` blocks (written as they come, never held whole), as one 16-bit WAV/FLAC file
+    (format from the suffix) through :class:`AudioWriter`: optionally resampled to
+    ``output_rate``, atomic (nothing is left if a block fails), ``force=False`` refuses to
+    replace an existing file, never replaces one of ``inputs``. :class:`InputError` for NaN/inf,
+    a batch of several rows or a sample rate that is not a whole number of Hz."""
     blocks = [audio] if isinstance(audio, (Tensor, np.ndarray)) else audio
     with AudioWriter(path, sample_rate, output_rate, force=force, inputs=inputs) as writer:
         for block in blocks:
@@ -517,8 +519,9 @@ class AudioWriter:
         from .outputs import STDOUT, check_targets
 
         self.path, self.raw = str(path), raw
-        self.rate = int(output_rate or sample_rate)
-        self.resample = _StreamResampler(int(sample_rate), self.rate)
+        sample_rate = check_sample_rate(sample_rate)
+        self.rate = check_sample_rate(output_rate, "output rate") if output_rate else sample_rate
+        self.resample = _StreamResampler(sample_rate, self.rate)
         self.samples = 0
         if raw is not None and raw not in RAW_FORMATS:
             raise InputError(f"raw PCM format must be one of {', '.join(RAW_FORMATS)}, got {raw!r}")
@@ -567,8 +570,14 @@ class AudioWriter:
         self._f.flush()
 
     def write(self, x: np.ndarray | Tensor) -> None:
-        x = x.detach().cpu().float().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
-        self._put(self.resample(x.reshape(-1)))
+        """Append ``(n,)`` or ``(1, n)`` samples (float, or int16 / int32 PCM: scaled)."""
+        x = check_signal(x, "audio", (1, 2), "(N,) or (1, N) mono samples", allow_empty=True)
+        if x.ndim == 2 and x.shape[0] != 1:
+            raise InputError(
+                f"a file holds one mono signal, got shape {tuple(x.shape)}: save each row to its own file "
+                "(or mix down with x.mean(0))"
+            )
+        self._put(self.resample(x.detach().cpu().float().numpy().reshape(-1)))
 
     def __exit__(self, exc_type, exc, tb) -> bool | None:
         if exc_type is None:
