@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -520,3 +521,35 @@ def test_chunked_pseudo_streaming_non_causal() -> None:
     # With one chunk covering the whole input it is exactly the offline pass.
     whole = ChunkedStream(codec, chunk_ms=5000)
     torch.testing.assert_close(torch.cat([whole.push(sig), whole.flush()]), offline, atol=SIG_ATOL, rtol=0)
+
+
+def test_push_takes_what_encode_takes_and_a_bad_batch_pushes_nothing() -> None:
+    """Engine and stream classes take int16 PCM as ``encode`` does (it was refused), refuse meta
+    tensors and unsigned tokens past int64 with one InputError (they failed inside torch), and a
+    batch with one bad row is refused whole: before, the rows above it were queued and the
+    streams of the batch fell out of step."""
+    codec = fixture_model(CAUSAL)
+    sig = fixture_io(CAUSAL)["sig"][0, :2560]
+    pcm = (sig * 32767).round().to(torch.int16)
+    engine = StreamEngine(codec, max_streams=2)
+    a, b = engine.open("encode"), engine.open("encode")
+    engine.push(a, pcm)
+    engine.push(b, pcm.float() / 32768)
+    out = engine.step()
+    assert out[a].tokens.numel() == 4 and torch.equal(out[a].tokens, out[b].tokens)
+    with pytest.raises(InputError, match="meta device"):
+        engine.push(a, torch.zeros(1280, device="meta"))
+    engine.close(b)
+    d = engine.open("decode")
+    with pytest.raises(InputError, match=r"\[0, 4096\)"):
+        engine.push(d, np.array([2**63 + 1], dtype=np.uint64))
+
+    bad = torch.stack([sig, sig])
+    bad[1, 100] = float("nan")
+    enc = StreamEncoder(codec)
+    with pytest.raises(InputError, match="NaN"):
+        enc.push(bad)
+    assert enc.batch_size is None or enc.steps_in == 0
+    got = enc.push(torch.stack([sig, sig[:2560]]))
+    want = StreamEncoder(codec).push(sig)
+    assert torch.equal(got[0], want) and torch.equal(got[1], want)

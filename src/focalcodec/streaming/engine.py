@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..audio import check_signal, check_token_ids
 from ..errors import InputError
 from .state import PRECISIONS, PartStream
 
@@ -305,28 +306,14 @@ class StreamEngine:
             raise InputError(f"no open stream {sid!r}") from None
 
     def push(self, sid: int, x: Tensor) -> None:
-        """Queue input: 1-D float samples at 16 kHz (encode, resynth) or 1-D integer tokens
-        (decode). Nothing runs until :meth:`step`."""
+        """Queue input: 1-D samples at 16 kHz (encode, resynth: float, or int16 / int32 PCM,
+        scaled as :meth:`FocalCodec.encode` does) or 1-D integer tokens (decode), a tensor on any
+        device or an array. Nothing runs until :meth:`step`."""
         stream = self._stream(sid)
-        if not isinstance(x, Tensor):
-            try:
-                x = torch.as_tensor(x)
-            except (TypeError, ValueError, RuntimeError) as exc:
-                raise InputError(f"push takes a 1-D tensor or array: {exc}") from None
-        if x.ndim != 1:
-            raise InputError(f"push takes a 1-D tensor or array, got shape {tuple(x.shape)}")
         if stream.mode == "decode":
-            if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-                raise InputError(f"tokens must be integers, got {x.dtype}")
-            if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.codebook_size):
-                raise InputError(f"tokens must lie in [0, {self.codebook_size}) for this model")
-            x = x.long()
+            x = check_token_ids(x, self.codebook_size, "tokens", (1,), "1-D (k,) integers", allow_empty=True)
         else:
-            if not x.dtype.is_floating_point:
-                raise InputError(f"audio must be floating point samples, got {x.dtype}")
-            x = x.float()
-            if x.numel() and not torch.isfinite(x).all():
-                raise InputError("audio contains NaN or infinite samples")
+            x = check_signal(x, "audio", (1,), "1-D (n,) samples at 16 kHz", allow_empty=True).float()
         if x.numel():
             stream.queue[-1][0].append(x.cpu())
 

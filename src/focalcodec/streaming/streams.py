@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..audio import as_tensor, check_signal, check_token_ids
 from ..errors import InputError
 from .engine import StreamEngine
 from .state import PartState, PartStream, out_length
@@ -25,11 +26,7 @@ __all__ = ["StreamCodec", "StreamDecoder", "StreamEncoder", "as_batch", "run_par
 
 def as_batch(x: Tensor, what: str, batch_size: int | None) -> tuple[Tensor, bool]:
     """``(n,)`` or ``(B, n)`` -> ``(B, n)`` and whether the input was 1-D."""
-    if not isinstance(x, Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{what} must be a tensor or array: {exc}") from None
+    x = as_tensor(x, what)
     if x.ndim not in (1, 2):
         raise InputError(f"{what} must be 1-D (one stream) or 2-D (streams, time), got shape {tuple(x.shape)}")
     one = x.ndim == 1
@@ -82,6 +79,10 @@ class _Lockstep:
 
     def _push(self, x: Tensor) -> tuple[list[list], bool]:
         x, one = as_batch(x, self.what, self.batch_size)
+        if self.what == "tokens":  # the whole batch is checked before any row is queued
+            x = check_token_ids(x, self.codec.codebook_size, allow_empty=True)
+        else:
+            x = check_signal(x, self.what, (2,), allow_empty=True)
         if self.batch_size is None:
             if self.engine is None or self.engine.max_streams < x.shape[0]:
                 self.engine = StreamEngine(self.codec, x.shape[0], **self._args)
