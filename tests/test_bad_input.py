@@ -392,3 +392,15 @@ def test_load_audio_refuses_bad_rate(tmp_path, rate) -> None:
     sf.write(tmp_path / "a.wav", np.zeros(800, dtype=np.float32), 16000)
     with pytest.raises(InputError, match="sample rate must be a whole number of Hz"):
         load_audio(tmp_path / "a.wav", rate)
+
+
+@pytest.mark.parametrize("scale", [32767.0, 2147483647.0])
+def test_integer_pcm_stored_as_floats_is_refused(tiny50, scale) -> None:
+    """``np.int16`` samples cast to float (peak in the thousands) were coded as a signal
+    thousands of times full scale: silent garbage. Loud but real float audio still works."""
+    pcm = torch.linspace(-0.5, 0.5, 4000)
+    with pytest.raises(InputError, match=r"peaks at .*\[-1, 1\].*32768"):
+        tiny50.encode(pcm * scale)
+    with pytest.raises(InputError, match="peaks at"):
+        tiny50.sig_to_toks((pcm * scale)[None])
+    assert tiny50.encode(pcm * 8).tokens.numel() == tiny50.num_tokens(4000)  # +18 dBFS: clipped audio, coded

@@ -193,6 +193,10 @@ def mel_filter_bank(
     return (bank * (2.0 / (hz[2:] - hz[:-2]))[None, :]).float()
 
 
+# Float samples beyond this (48 dB over full scale) are integer PCM cast to float, not audio.
+MAX_FLOAT_PEAK = 256.0
+
+
 def as_tensor(x: Tensor | np.ndarray | Sequence, what: str, holding: str = "numbers") -> Tensor:
     """``x`` (tensor, NumPy array or nested sequence) as a tensor holding data: the one
     conversion of arrays given in memory. :class:`InputError` naming ``what`` when ``x`` is not
@@ -247,7 +251,8 @@ def check_signal(
     float tensor. Float samples keep their dtype; int16 / int32 PCM is scaled to [-1, 1)
     (float32). :class:`InputError` naming ``what`` when ``x`` is not numbers, its number of
     dimensions is not in ``ndim`` (``layout`` says which shapes are accepted), it has no samples
-    (unless ``allow_empty``) or it holds NaN / infinite samples."""
+    (unless ``allow_empty``), it holds NaN / infinite samples or float samples beyond
+    :data:`MAX_FLOAT_PEAK` (integer PCM cast to float)."""
     x = as_tensor(x, what, "samples")
     if x.ndim not in ndim:
         raise InputError(f"{what} must be {layout}, got shape {tuple(x.shape)}")
@@ -259,8 +264,14 @@ def check_signal(
         x = x.float() / 2147483648.0
     elif not x.dtype.is_floating_point:
         raise InputError(f"{what} must be floating point samples (or int16 / int32 PCM), got {x.dtype}")
-    if not torch.isfinite(x).all():
+    peak = float(x.detach().abs().max()) if x.numel() else 0.0  # NaN / inf propagate
+    if not math.isfinite(peak):
         raise InputError(f"{what} contains NaN or infinite samples; clean the audio first")
+    if peak > MAX_FLOAT_PEAK:
+        raise InputError(
+            f"{what} peaks at {peak:g}, but float samples lie in [-1, 1]: integer PCM stored as floats? "
+            "Divide by 32768 (16-bit) or 2147483648 (32-bit), or pass the int16 / int32 array itself"
+        )
     return x
 
 
