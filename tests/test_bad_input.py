@@ -404,3 +404,14 @@ def test_integer_pcm_stored_as_floats_is_refused(tiny50, scale) -> None:
     with pytest.raises(InputError, match="peaks at"):
         tiny50.sig_to_toks((pcm * scale)[None])
     assert tiny50.encode(pcm * 8).tokens.numel() == tiny50.num_tokens(4000)  # +18 dBFS: clipped audio, coded
+
+
+@pytest.mark.parametrize("source", [TINY, "someone/nothing"])
+def test_from_pretrained_refuses_unknown_keywords(source) -> None:
+    """A misspelt keyword (``cachedir=``) was dropped without a word for a local folder and, for
+    a repo id, reported as "could not fetch ... (no network? TypeError)"."""
+    from focalcodec import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown keyword argument.*cachedir.*cache_dir"):
+        FocalCodec.from_pretrained(source, cachedir="/tmp/x")
+

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -243,8 +244,27 @@ def _missing_local(text: str) -> str | None:
     return None
 
 
+def check_hub_kwargs(hub_kwargs: Mapping[str, Any]) -> None:
+    """:class:`ConfigError` for keyword arguments ``hf_hub_download`` does not take (a misspelt
+    ``cache_dir`` would otherwise be dropped for a local folder, or fail as a network error)."""
+    if not hub_kwargs:
+        return
+    import inspect
+
+    from huggingface_hub import hf_hub_download
+
+    known = set(inspect.signature(hf_hub_download).parameters) - {"repo_id", "filename"}
+    unknown = sorted(set(hub_kwargs) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown keyword argument(s) {', '.join(unknown)}: from_pretrained passes extra keywords to "
+            f"huggingface_hub.hf_hub_download, which takes {', '.join(sorted(known))}"
+        )
+
+
 def resolve_checkpoint(source: str, **hub_kwargs: Any) -> tuple[FocalCodecConfig, Path]:
     """Find the config and weights file for ``source`` (see module docstring)."""
+    check_hub_kwargs(hub_kwargs)
     text = str(source)
     path = Path(text)
     if path.is_dir():
