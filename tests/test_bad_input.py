@@ -415,3 +415,13 @@ def test_from_pretrained_refuses_unknown_keywords(source) -> None:
     with pytest.raises(ConfigError, match=r"unknown keyword argument.*cachedir.*cache_dir"):
         FocalCodec.from_pretrained(source, cachedir="/tmp/x")
 
+
+@pytest.mark.parametrize(
+    "where, match",
+    [("bogus", r"map_location='bogus' is not a torch device"), ("cuda:99", r"map_location='cuda:99': (no CUDA|only)")],
+)
+def test_from_pretrained_checks_map_location(where, match) -> None:
+    """An unknown or absent device failed inside torch (RuntimeError / AssertionError) after the
+    weights were read; now one InputError first, as ``--device`` gets."""
+    with pytest.raises(InputError, match=match):
+        FocalCodec.from_pretrained(TINY, map_location=where)

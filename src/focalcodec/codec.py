@@ -123,6 +123,9 @@ class FocalCodec(nn.Module):
         Both the current and the legacy v0.0.1 key layouts load; loading is strict.
         ``revision``, ``cache_dir`` and other keyword arguments go to ``hf_hub_download``.
         """
+        from .runtime import check_device
+
+        map_location = check_device(map_location, "map_location")  # before anything is downloaded or read
         if revision is not None:
             hub_kwargs["revision"] = revision
         if cache_dir is not None:

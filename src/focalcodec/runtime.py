@@ -19,30 +19,37 @@ from .errors import InputError
 __all__ = ["Distributed", "check_device"]
 
 
-def check_device(name: str):
-    """``--device`` as a ``torch.device`` that exists on this machine, else an
-    :class:`~focalcodec.errors.InputError` saying what is available."""
+def check_device(name, flag: str = "--device"):
+    """``--device`` (or, with ``flag``, another option or keyword such as ``map_location``) as a
+    ``torch.device`` that exists on this machine, else an :class:`~focalcodec.errors.InputError`
+    saying what is available."""
     import torch
+
+    cli = flag.startswith("--")
+    arg = f"{flag} {name}" if cli else f"{flag}={str(name)!r}"
+
+    def use(device: str) -> str:
+        return f"{flag} {device}" if cli else f"{flag}={device!r}"
 
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as exc:
-        raise InputError(f"--device {name!r} is not a torch device ({exc}); use e.g. cpu or cuda") from None
+        raise InputError(f"{arg} is not a torch device ({exc}); use e.g. {use('cpu')} or {use('cuda')}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputError(f"--device {name}: no CUDA device is available here; use --device cpu")
+            raise InputError(f"{arg}: no CUDA device is available here; use {use('cpu')}")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise InputError(f"{arg}: only {torch.cuda.device_count()} CUDA device(s) here")
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"--device {name}: MPS is not available here; use --device cpu")
+        raise InputError(f"{arg}: MPS is not available here; use {use('cpu')}")
     elif device.type == "meta":
-        raise InputError(f"--device {name}: the meta device holds no data and cannot run a model; use e.g. cpu or cuda")
+        raise InputError(f"{arg}: the meta device holds no data and cannot run a model; use e.g. {use('cpu')}")
     elif device.type != "cpu":
         try:  # other backends (xla, xpu, hpu, ...): usable only where torch is built or extended for them
             torch.empty(1, device=device).cpu()
         except Exception as exc:  # noqa: BLE001 - torch raises many kinds here (RuntimeError, ImportError, ...)
             text = " ".join(str(exc).split()).split(". ")[0][:160] or type(exc).__name__
-            raise InputError(f"--device {name}: not usable here ({text}); use e.g. cpu or cuda") from None
+            raise InputError(f"{arg}: not usable here ({text}); use e.g. {use('cpu')} or {use('cuda')}") from None
     return device
 
 
