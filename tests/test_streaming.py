@@ -553,3 +553,17 @@ def test_push_takes_what_encode_takes_and_a_bad_batch_pushes_nothing() -> None:
     got = enc.push(torch.stack([sig, sig[:2560]]))
     want = StreamEncoder(codec).push(sig)
     assert torch.equal(got[0], want) and torch.equal(got[1], want)
+
+
+def test_chunked_stream_push_checks_input() -> None:
+    """ChunkedStream took int16 PCM as floats in ±32768 (garbage tokens) and queued NaN; it now
+    reads samples as ``encode`` does and refuses bad ones before anything is kept."""
+    codec = fixture_model("tiny_50hz")
+    sig = fixture_io("tiny_50hz")["sig"][0, :12000]
+    want = ChunkedStream(codec).push(sig)
+    got = ChunkedStream(codec).push((sig * 32767).round().to(torch.int16))
+    assert got.shape == want.shape and (got - want).abs().max() < 0.05
+    cs = ChunkedStream(codec)
+    with pytest.raises(InputError, match="NaN"):
+        cs.push(torch.full((4000,), float("nan")))
+    assert torch.equal(cs.push(sig), want)  # nothing was kept from the refused push

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..audio import check_signal
 from ..errors import InputError
 from .streams import as_batch
 
@@ -106,6 +107,7 @@ class ChunkedStream:
 
     def push(self, sig: Tensor) -> Tensor:
         x, one = as_batch(sig, "audio", self.batch_size)
+        x = check_signal(x, "audio", (2,), allow_empty=True)  # int16 / int32 PCM scaled, NaN refused
         if self.batch_size is None:
             self.batch_size, self._one = x.shape[0], one
         x = x.to(self.codec.device, torch.float32)
