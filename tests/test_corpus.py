@@ -429,6 +429,19 @@ def test_fetch_by_id_and_position(reference):
         corpus["nope"]
     with pytest.raises(IndexError):
         corpus[6]
+    with pytest.raises(TypeError, match="position.*float"):
+        corpus[1.5]  # was read as corpus[1]
+
+
+def test_collate_takes_arrays_and_refuses_what_is_not_tokens():
+    """Lists and NumPy arrays collate like tensors (they failed with AttributeError); float
+    tokens and items without tokens are one InputError naming the item."""
+    got = collate_tokens([{"id": "a", "tokens": [1, 2, 3]}, {"id": "b", "tokens": np.array([4], dtype=np.int32)}])
+    assert torch.equal(got["tokens"], torch.tensor([[1, 2, 3], [4, 0, 0]])) and got["lengths"].tolist() == [3, 1]
+    with pytest.raises(InputError, match="item 1.*integers"):
+        collate_tokens([{"id": "a", "tokens": [1]}, {"id": "b", "tokens": torch.tensor([0.5])}])
+    with pytest.raises(InputError, match="item 0.*'tokens'"):
+        collate_tokens([{"id": "a"}])
 
 
 def test_torch_dataset_and_collate(reference):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import operator
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -170,7 +171,11 @@ class TokenCorpus:
             if pos is None:
                 raise KeyError(f"no utterance with id {key!r} in {self.directory}")
             key = pos
-        s, r = self._locate(int(key))
+        try:
+            key = operator.index(key)
+        except TypeError:
+            raise TypeError(f"a corpus is indexed by position (int) or id (str), got {type(key).__name__}") from None
+        s, r = self._locate(key)
         return self._row(self._table(s), r)
 
     def __iter__(self) -> Iterator[Utterance]:
@@ -208,9 +213,19 @@ class TokenDataset(torch.utils.data.Dataset):
 
 def collate_tokens(batch: Sequence[Mapping[str, Any]], pad_id: int = 0) -> dict[str, Any]:
     """``[{"id", "tokens" (T_i,)}] -> {"ids": [...], "tokens": (B, T) int64 padded with pad_id,
-    "lengths": (B,) int64}``."""
-    lengths = torch.tensor([int(b["tokens"].numel()) for b in batch], dtype=torch.long)
+    "lengths": (B,) int64}``. Tokens may be tensors, arrays or lists of integers."""
+    from ..audio import check_token_ids
+
+    rows = []
+    for i, b in enumerate(batch):
+        if "tokens" not in b:
+            raise InputError(f"item {i} of the batch has no 'tokens' (keys: {', '.join(map(str, b))})")
+        try:
+            rows.append(check_token_ids(b["tokens"], 2**62, "tokens", (1,), "(T,)", allow_empty=True).cpu())
+        except InputError as exc:
+            raise InputError(f"item {i} of the batch: {exc}") from None
+    lengths = torch.tensor([row.numel() for row in rows], dtype=torch.long)
     tokens = torch.full((len(batch), int(lengths.max()) if len(batch) else 0), pad_id, dtype=torch.long)
-    for row, b in enumerate(batch):
-        tokens[row, : lengths[row]] = b["tokens"]
+    for row, t in enumerate(rows):
+        tokens[row, : lengths[row]] = t
     return {"ids": [b["id"] for b in batch], "tokens": tokens, "lengths": lengths}
