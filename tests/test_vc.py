@@ -148,3 +148,25 @@ def test_errors(tmp_path) -> None:
         build_speaker_set(model, [tmp_path / "nope.wav"])
     with pytest.raises(InputError, match="width"):
         convert(model, torch.zeros(4000), torch.zeros(10, 32))
+
+
+def test_python_api_takes_arrays_and_refuses_interleaved_references():
+    """NumPy/list tokens, NumPy matching sets and NumPy references work as tensors do (they
+    failed with AttributeError / TypeError); a (N, 2) reference was flattened into an
+    interleaved signal at twice the length (garbage features) and is now refused."""
+    from focalcodec.vc import build_speaker_set, convert_tokens, matching_features
+
+    model = fixture_model("tiny_50hz")
+    ref = torch.linspace(-0.3, 0.3, 8000)
+    speaker = build_speaker_set(model, [ref])
+    assert torch.equal(build_speaker_set(model, [ref.numpy()]).feats, speaker.feats)
+    assert torch.equal(build_speaker_set(model, [ref[None]]).feats, speaker.feats)  # (1, N) is one signal
+    with pytest.raises(InputError, match=r"one mono signal.*\(8000, 2\)"):
+        build_speaker_set(model, [torch.stack([ref, ref], dim=1)])
+    assert torch.equal(matching_features(model, speaker.feats.numpy()), speaker.feats)
+    toks = model.encode(ref).tokens
+    want = convert_tokens(model, toks, speaker)
+    for other in (toks.numpy(), toks.tolist()):
+        assert torch.equal(convert_tokens(model, other, speaker), want)
+    with pytest.raises(InputError, match="integers"):
+        convert_tokens(model, toks.float(), speaker)

@@ -31,6 +31,7 @@ __all__ = [
     "AudioWriter",
     "as_tensor",
     "audio_info",
+    "check_mono",
     "check_signal",
     "check_token_ids",
     "crossfade",
@@ -273,6 +274,19 @@ def check_signal(
             "Divide by 32768 (16-bit) or 2147483648 (32-bit), or pass the int16 / int32 array itself"
         )
     return x
+
+
+def check_mono(x: Tensor | np.ndarray | Sequence[float], what: str = "audio", allow_empty: bool = False) -> Tensor:
+    """One mono signal given in memory, ``(N,)`` or ``(1, N)``, as ``(N,)`` (checked by
+    :func:`check_signal`); :class:`InputError` for several rows or columns, which flattening
+    would join or interleave."""
+    x = check_signal(x, what, (1, 2), "(N,) or (1, N) mono samples", allow_empty)
+    if x.ndim == 2 and x.shape[0] != 1:
+        raise InputError(
+            f"{what} must be one mono signal, got shape {tuple(x.shape)}: pass each row (or channel) on its own, "
+            "or mix down first (x.mean(0) for (channels, N), x.mean(1) for (N, channels))"
+        )
+    return x.reshape(-1)
 
 
 def load_audio(path: str | Path, sample_rate: int = 16000, warn: bool = True) -> Tensor:
@@ -582,13 +596,8 @@ class AudioWriter:
 
     def write(self, x: np.ndarray | Tensor) -> None:
         """Append ``(n,)`` or ``(1, n)`` samples (float, or int16 / int32 PCM: scaled)."""
-        x = check_signal(x, "audio", (1, 2), "(N,) or (1, N) mono samples", allow_empty=True)
-        if x.ndim == 2 and x.shape[0] != 1:
-            raise InputError(
-                f"a file holds one mono signal, got shape {tuple(x.shape)}: save each row to its own file "
-                "(or mix down with x.mean(0))"
-            )
-        self._put(self.resample(x.detach().cpu().float().numpy().reshape(-1)))
+        x = check_mono(x, "audio", allow_empty=True)
+        self._put(self.resample(x.detach().cpu().float().numpy()))
 
     def __exit__(self, exc_type, exc, tb) -> bool | None:
         if exc_type is None:

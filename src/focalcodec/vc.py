@@ -30,10 +30,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .audio import check_signal, fit_blocks, load_audio, resample_blocks, save_audio
+from .audio import (
+    as_tensor,
+    check_mono,
+    check_signal,
+    check_token_ids,
+    fit_blocks,
+    load_audio,
+    resample_blocks,
+    save_audio,
+)
 from .errors import InputError
 from .inputs import expand_inputs
 from .longform import Progress, encode_long, iter_decode
@@ -240,19 +250,19 @@ def _features(model: nn.Module, sig: Tensor) -> Tensor:
 
 def build_speaker_set(
     model: nn.Module,
-    references: Sequence[PathLike | Tensor],
+    references: Sequence[PathLike | Tensor | np.ndarray],
 ) -> SpeakerSet:
     """Matching set of a target voice from reference audio.
 
     ``model``: the feature model, the non-causal ``focalcodec_50hz`` for the published recipe
     (any FocalCodec works; the features must have the converting model's width).
-    ``references``: files, directories (all audio files below) or ``(N,)`` 16 kHz tensors.
+    ``references``: files, directories (all audio files below) or ``(N,)`` 16 kHz tensors / arrays.
     Returns a :class:`SpeakerSet` with ``feats (M, C)``, M = total frames.
     """
     items: list[Path | Tensor] = []
     for ref in references:
-        if isinstance(ref, Tensor):
-            items.append(ref)
+        if isinstance(ref, (Tensor, np.ndarray)):
+            items.append(as_tensor(ref, "reference"))
         else:
             items.extend(expand_inputs([ref]))
     if not items:
@@ -261,7 +271,7 @@ def build_speaker_set(
     for i, item in enumerate(items):
         if isinstance(item, Tensor):
             name = f"<tensor {i}>"
-            sig = check_signal(item.detach().reshape(-1), f"reference {name}").float()
+            sig = check_mono(item.detach(), f"reference {name}").float()
         else:
             sig, name = load_audio(item, model.sample_rate_input), str(item)
         if sig.shape[0] < model.receptive_field:
@@ -289,7 +299,7 @@ def auto_splits(num_queries: int, num_frames: int, budget_bytes: int = KNN_BUDGE
 def matching_features(codec: nn.Module, target: SpeakerSet | Tensor) -> Tensor:
     """The one check of a kNN-VC target: ``target``'s features ``(M, codec.feature_dim)``, else
     :class:`InputError` saying what is wrong."""
-    feats = target.feats if isinstance(target, SpeakerSet) else target
+    feats = target.feats if isinstance(target, SpeakerSet) else as_tensor(target, "the matching set")
     if feats.ndim != 2:
         raise InputError(f"matching set must be (M, C), got shape {tuple(feats.shape)}")
     if not feats.dtype.is_floating_point or not torch.isfinite(feats).all():
@@ -318,6 +328,7 @@ def convert_tokens(
     :func:`auto_splits`). ``output_length`` truncates/pads as ``toks_to_sig`` does.
     """
     feats = matching_features(codec, target)
+    toks = check_token_ids(toks, codec.codebook_size, "tokens", (1, 2), "(T',) or (B, T')")
     if toks.ndim == 1:
         toks = toks[None]
     if num_splits is None:
