@@ -52,7 +52,7 @@ def main() -> None:
         voices.mkdir()
         build_speaker_set(codec, [args.voice]).save(voices / "asterisk.safetensors")
         with (
-            BackgroundServer(codec, speaker_sets=load_speaker_sets(voices, codec)) as srv,
+            BackgroundServer(codec, speaker_sets=load_speaker_sets(voices, codec, codec)) as srv,
             sync_playwright() as p,
         ):
             browser = p.chromium.launch(

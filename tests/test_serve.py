@@ -12,7 +12,7 @@ import aiohttp
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, speech_files
+from conftest import FIXTURES, fixture_model, speech_files
 
 from focalcodec.audio import load_audio
 from focalcodec.serve.client import ServerError, StreamClient, health, run_stream, stream, stream_url
@@ -211,7 +211,7 @@ def test_voice_conversion(codec, clips, tmp_path) -> None:
 
     speaker = build_speaker_set(codec, [torch.from_numpy(clips[1])])
     speaker.save(tmp_path / "alice.safetensors")
-    sets = load_speaker_sets(tmp_path, codec)
+    sets = load_speaker_sets(tmp_path, codec, codec)  # the causal model's own features
     x = clips[0][:12000]
     with BackgroundServer(codec, speaker_sets=sets) as srv:
         assert health(srv.url)["speaker_sets"] == ["alice"]
@@ -465,7 +465,8 @@ def test_link_relays_frames_between_two_peers(server) -> None:
 # -- the commands ------------------------------------------------------------------------------
 def test_cli_serve_and_stream_through_it(codec, clips, tmp_path, capsys) -> None:
     """`focalcodec serve` in its own process: it prints its URL, answers /health, serves
-    `focalcodec stream --server`, and stops cleanly on SIGTERM."""
+    `focalcodec stream --server` (also with a speaker set built by its --features-model), and
+    stops cleanly on SIGTERM."""
     import os
     import signal
     import subprocess
@@ -475,13 +476,20 @@ def test_cli_serve_and_stream_through_it(codec, clips, tmp_path, capsys) -> None
     from conftest import ROOT
 
     from focalcodec.cli import main
+    from focalcodec.vc import build_speaker_set
 
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    speaker = build_speaker_set(codec, [torch.from_numpy(clips[1])])
+    speaker.save(voices / "alice.safetensors")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "focalcodec", "serve", "--model", str(CAUSAL), "--port", "0", "--max-streams", "3"]
+    cmd += ["--speaker-sets", str(voices), "--features-model", str(CAUSAL)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()  # blocks until the server listens (or exits)
         assert line.startswith("serving tiny_causal_4k on http://127.0.0.1:"), (line, proc.stderr.read())
+        assert "voices: alice)" in line, line
         url = line.split(" on ")[1].split(" ")[0]
         assert health(url)["max_streams"] == 3
         src = tmp_path / "in.wav"
@@ -494,6 +502,11 @@ def test_cli_serve_and_stream_through_it(codec, clips, tmp_path, capsys) -> None
         want = reference(codec, sf.read(str(src), dtype="float32")[0])[1][:30000]
         assert rate == 24000 and got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=2 / 32768, rtol=0)  # through 16-bit WAV
+        alice = tmp_path / "alice.wav"
+        assert main(["stream", str(src), "-o", str(alice), "--server", url, "--speaker-set", "alice"]) == 0
+        capsys.readouterr()
+        want = reference(codec, sf.read(str(src), dtype="float32")[0], matching_set=speaker.feats)[1][:30000]
+        np.testing.assert_allclose(sf.read(str(alice), dtype="float32")[0], want, atol=2 / 32768, rtol=0)
         assert main(["stream", str(src), "--server", url, "--speaker-set", "nobody"]) == 1
         assert "unknown speaker set 'nobody'" in capsys.readouterr().err
     finally:
@@ -515,6 +528,66 @@ def test_cli_serve_errors(capsys) -> None:
         assert main(argv) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and match in err[0], (argv, err)
+
+
+def test_cli_serve_checks_speaker_sets_against_the_features_model(codec, clips, tmp_path, capsys, monkeypatch):
+    """`serve --speaker-sets` applies the rule of `vc --speaker-set` (same code, same options):
+    a set built by another features model (architecture, or weights unless
+    --allow-other-weights) stops the server at start with one line naming the file and both
+    models; before, a set of the right width from another model was served as garbage."""
+    import focalcodec.serve.server as server_module
+    from focalcodec import FocalCodec
+    from focalcodec.cli import main
+    from focalcodec.vc import SpeakerSet, build_speaker_set
+
+    served = []
+    monkeypatch.setattr(server_module, "run_server", lambda codec, **kw: served.append(kw["speaker_sets"]))
+    ref = [torch.from_numpy(clips[1][:16000])]
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    good = build_speaker_set(codec, ref)
+    good.save(voices / "alice.safetensors")
+    base = ["serve", "--model", str(CAUSAL), "--speaker-sets", str(voices), "-q"]
+
+    def refused(argv, *words):
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: speaker set"), err
+        assert all(w in err[0] for w in words), err
+        assert not served  # never started, not even with the good set
+
+    # Another architecture (the 50 Hz fixture; same feature width, so only the identity tells).
+    bob = voices / "bob.safetensors"
+    build_speaker_set(fixture_model("tiny_50hz"), ref).save(bob)
+    refused([*base, "--features-model", str(CAUSAL)], str(bob), "tiny_50hz", "tiny_causal_4k", "architecture")
+    refused([*base, "--features-model", str(CAUSAL), "--allow-other-weights"], str(bob), "architecture")
+    # Same architecture, other weights: refused unless --allow-other-weights.
+    other = FocalCodec.from_pretrained(CAUSAL)
+    with torch.no_grad():
+        other.decoder.backbone.embedding.weight.mul_(1.5)
+    other_dir = tmp_path / "other" / "tiny_causal_4k"
+    other.save_pretrained(other_dir)
+    build_speaker_set(other, ref).save(bob, force=True)
+    refused([*base, "--features-model", str(CAUSAL)], str(bob), "other weights", "--allow-other-weights")
+    # --features-model says which model the sets are checked against: here the other weights.
+    assert main([*base, "--features-model", str(other_dir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(voices / "alice.safetensors") in err[0] and "other weights" in err[0], err
+    assert main([*base, "--features-model", str(CAUSAL), "--allow-other-weights"]) == 0
+    assert sorted(served.pop()) == ["alice", "bob"]
+    # Matching sets are served as built; an old set without identity warns once (as in vc).
+    SpeakerSet(feats=good.feats).save(bob, force=True)
+    with pytest.warns(UserWarning) as caught:
+        assert main([*base, "--features-model", str(CAUSAL)]) == 0
+    assert [str(w.message).split(" (")[0] for w in caught] == [
+        f"speaker set {bob} does not record the model that built it"
+    ]
+    sets = served.pop()
+    torch.testing.assert_close(sets["alice"], good.feats, rtol=0, atol=0)
+    torch.testing.assert_close(sets["bob"], good.feats, rtol=0, atol=0)
+    # The options mean nothing without --speaker-sets: said, not ignored.
+    assert main(["serve", "--model", str(CAUSAL), "--features-model", str(CAUSAL)]) == 1
+    assert "--speaker-sets" in capsys.readouterr().err
 
 
 def test_link_rooms_are_bounded_and_paced(server, monkeypatch) -> None:

@@ -1,14 +1,15 @@
 """Options and helpers shared by the sub-commands: one flag for one idea everywhere.
 
-==================  =================================================================
-``-o/--output``     what a command writes (file, or folder for several outputs)
-``-f/--force``      replace existing outputs (never an input)
-``-q/--quiet``      no progress bar and no per-file lines
-``--window``        seconds of audio per window for long inputs (bounded memory)
-``--model``         preset, Hugging Face repo id or local checkpoint folder
-``--device``        torch device, checked before any work (:func:`check_device`)
-``--output-rate``   sample rate of written audio (Hz, or ``input`` where it makes sense)
-==================  =================================================================
+======================  =================================================================
+``-o/--output``         what a command writes (file, or folder for several outputs)
+``-f/--force``          replace existing outputs (never an input)
+``-q/--quiet``          no progress bar and no per-file lines
+``--window``            seconds of audio per window for long inputs (bounded memory)
+``--model``             preset, Hugging Face repo id or local checkpoint folder
+``--device``            torch device, checked before any work (:func:`check_device`)
+``--output-rate``       sample rate of written audio (Hz, or ``input`` where it makes sense)
+``--features-model``    the model whose features make a kNN-VC speaker set (``vc``, ``serve``)
+======================  =================================================================
 
 This module imports neither torch nor numpy at import time, so ``focalcodec --help`` and
 ``focalcodec X --help`` stay fast.
@@ -24,6 +25,8 @@ from ..runtime import check_device  # the --device check (commands import it fro
 from ..windowing import Windowing
 
 DEFAULT_MODEL = "lucadellalib/focalcodec_50hz"
+# The features model of kNN-VC when the converting model is causal (SPEC §3.4).
+FEATURES_MODEL = "lucadellalib/focalcodec_50hz"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -154,6 +157,38 @@ def load_model(args: argparse.Namespace, source: str | None = None):
 
     device = check_device(args.device)
     return FocalCodec.from_pretrained(source or args.model, map_location=device)
+
+
+def add_features_model_options(parser: argparse.ArgumentParser, speaker_sets: str) -> None:
+    """``--features-model`` and ``--allow-other-weights``, with one meaning in ``vc`` and
+    ``serve``: the model whose features make (or made) a speaker set, and whether a set
+    built by other weights of that architecture is used anyway. ``speaker_sets`` names the
+    command's speaker-set option in the help."""
+    parser.add_argument(
+        "--features-model",
+        default=None,
+        help=f"model whose continuous features make the matching set; {speaker_sets} must have been built by "
+        f"it (default: --model, or {FEATURES_MODEL} when --model is causal)",
+    )
+    parser.add_argument(
+        "--allow-other-weights",
+        action="store_true",
+        help=f"use {speaker_sets} even if built by other weights (same architecture) than the features model",
+    )
+
+
+def features_model(args: argparse.Namespace, codec=None):
+    """The features model of kNN-VC (:func:`add_features_model_options`): ``--features-model``,
+    else ``--model`` unless it is causal (then :data:`FEATURES_MODEL`). ``codec`` is ``--model``
+    when the command has loaded it already (it is returned, not loaded twice, when it is the
+    features model). The choice does not depend on what the run does, so a voice saved alone
+    equals one built while converting, and a set ``vc`` built serves in ``serve``."""
+    if args.features_model not in (None, args.model):
+        return load_model(args, args.features_model)
+    model = codec if codec is not None else load_model(args)
+    if model.causal:
+        model = load_model(args, args.features_model or FEATURES_MODEL)
+    return model
 
 
 def require(module: str, extra: str, what: str) -> None:

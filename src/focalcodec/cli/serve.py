@@ -4,6 +4,8 @@ One engine runs every connected stream (continuous batching: all streams with a 
 80 ms chunk step together). ``GET /`` is the page (microphone, playback, live figures,
 voice conversion, two-tab "link" mode), ``GET /health`` the server's state as JSON,
 ``/v1/stream`` the WebSocket protocol (docs/serve.md). Needs the ``serve`` extra (aiohttp).
+``--speaker-sets`` are checked at start as ``vc --speaker-set`` is: each must have been built
+by the features model (``--features-model``, ``--allow-other-weights``: same meaning).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import sys
 
 from ..errors import InputError
-from .common import add_command, add_model_options, load_model, positive_int
+from .common import add_command, add_features_model_options, add_model_options, features_model, load_model, positive_int
 from .stream import DEFAULT_MODEL
 
 PRECISIONS = ("float32", "float16", "int8")
@@ -52,8 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--speaker-sets",
         metavar="DIR",
         help="folder of speaker sets (.safetensors, from `focalcodec vc --save-speaker-set`) offered for "
-        "voice conversion (default: none)",
+        "voice conversion (default: none); each must have been built by the features model",
     )
+    add_features_model_options(p, "--speaker-sets")
     p.add_argument(
         "--allowed-origins",
         nargs="+",
@@ -88,12 +91,16 @@ def run(args: argparse.Namespace) -> int:
         raise InputError('focalcodec serve needs aiohttp: pip install "focalcodec[serve]"') from None
     import torch
 
-    from ..serve.server import _is_loopback, load_speaker_sets, run_server
+    from ..serve.server import _is_loopback, load_speaker_sets, run_server, speaker_set_files
 
     if args.max_streams < 1:
         raise InputError("--max-streams must be at least 1")
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must lie in [0, 65535], got {args.port}")
+    if not args.speaker_sets and (args.features_model or args.allow_other_weights):
+        raise InputError("--features-model and --allow-other-weights apply to --speaker-sets DIR: give it too")
+    if args.speaker_sets:
+        speaker_set_files(args.speaker_sets)  # a missing or empty folder is refused before any model loads
     torch.set_num_threads(engine_threads(args.threads, torch.get_num_threads()))
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -103,7 +110,12 @@ def run(args: argparse.Namespace) -> int:
     codec = load_model(args)
     if not codec.causal:
         raise InputError(f"serve needs a causal model (e.g. {DEFAULT_MODEL}); {codec.model_id} is not causal")
-    speaker_sets = load_speaker_sets(args.speaker_sets, codec) if args.speaker_sets else {}
+    speaker_sets = {}
+    if args.speaker_sets:
+        # The rule of `focalcodec vc --speaker-set`: every set was built by the features model.
+        features = features_model(args, codec)
+        speaker_sets = load_speaker_sets(args.speaker_sets, codec, features, not args.allow_other_weights)
+        del features  # only needed for the check (unless it is the codec itself)
     if not _is_loopback(args.host):
         print(
             f"warning: listening on {args.host}: anyone who can reach port {args.port} can use this server "

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..errors import InputError
 from .common import (
     add_command,
+    add_features_model_options,
     add_force_option,
     add_model_options,
     add_output_option,
@@ -23,12 +24,12 @@ from .common import (
     add_quiet_option,
     add_window_option,
     check_device,
+    features_model,
     load_model,
     positive_int,
     windowing,
 )
 
-FEATURES_MODEL = "lucadellalib/focalcodec_50hz"
 # vc --stream reads and pushes the source this many model chunks at a time (32 x 80 ms).
 STREAM_BLOCK_CHUNKS = 32
 
@@ -48,17 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--speaker-set", metavar="FILE", help="load the target voice from a saved speaker set")
     p.add_argument("--save-speaker-set", metavar="FILE", help="save the target voice built from --reference")
     add_model_options(p)
-    p.add_argument(
-        "--features-model",
-        default=None,
-        help=f"model whose continuous features make the matching set (default: --model, or {FEATURES_MODEL} "
-        "when --model is causal)",
-    )
-    p.add_argument(
-        "--allow-other-weights",
-        action="store_true",
-        help="use --speaker-set even if it was built by other weights than the features model",
-    )
+    add_features_model_options(p, "--speaker-set")
     p.add_argument("--topk", type=positive_int, default=4, help="nearest reference frames averaged per frame")
     p.add_argument(
         "--num-splits",
@@ -100,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..vc import SpeakerSet, build_speaker_set
 
-    feat_model = _features_model(args, codec)
+    feat_model = features_model(args, codec)
     if args.speaker_set:
         # The set must come from the features model a --reference would use now (same
         # architecture and weights), as a .fc file must come from its decoder.
@@ -140,18 +131,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{args.source} -> {args.output}: {num} samples at {rate} Hz")
     return 0
-
-
-def _features_model(args: argparse.Namespace, codec):
-    """The model whose features make (or made) the target voice: ``--features-model``, else
-    ``--model`` unless it is causal (then the 50 Hz model), whether or not a SOURCE is converted
-    in this run, so a voice saved alone equals one built while converting."""
-    if args.features_model not in (None, args.model):
-        return load_model(args, args.features_model)
-    model = codec if codec is not None else load_model(args)
-    if model.causal:
-        model = load_model(args, args.features_model or FEATURES_MODEL)
-    return model
 
 
 def _stream(codec, speaker, args: argparse.Namespace) -> tuple[int, int]:

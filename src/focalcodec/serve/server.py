@@ -68,7 +68,15 @@ from .protocol import (
     tokens_from_bytes,
 )
 
-__all__ = ["BackgroundServer", "EngineWorker", "Limits", "create_app", "load_speaker_sets", "run_server"]
+__all__ = [
+    "BackgroundServer",
+    "EngineWorker",
+    "Limits",
+    "create_app",
+    "load_speaker_sets",
+    "run_server",
+    "speaker_set_files",
+]
 
 log = logging.getLogger("focalcodec.serve")
 
@@ -768,26 +776,40 @@ def create_app(
     return app
 
 
-def load_speaker_sets(folder: str | Path, codec: Any) -> dict[str, torch.Tensor]:
-    """Every ``*.safetensors`` speaker set in ``folder`` (named by file stem) whose features
-    fit ``codec``'s decoder; :class:`~focalcodec.errors.InputError` otherwise."""
+def load_speaker_sets(
+    folder: str | Path, codec: Any, features_model: Any, check_weights: bool = True
+) -> dict[str, torch.Tensor]:
+    """Every ``*.safetensors`` speaker set in ``folder`` (named by file stem), each checked as
+    ``focalcodec vc --speaker-set`` checks one (:meth:`focalcodec.vc.SpeakerSet.check_model`):
+    built by ``features_model`` (its architecture, and its weights unless
+    ``check_weights=False``; a set without that identity warns once and is used), with
+    features that fit ``codec``'s decoder. The first set that fails raises
+    :class:`~focalcodec.errors.InputError` naming its file and both models, so a server never
+    starts with part of its voices."""
     from ..vc import SpeakerSet, matching_features
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"--speaker-sets {folder}: not a folder (expected a folder of .safetensors speaker sets)")
     sets = {}
-    for path in sorted(folder.glob("*.safetensors")):
-        speaker = SpeakerSet.load(path)
+    for path in speaker_set_files(folder):
+        speaker = SpeakerSet.load(path, model=features_model, check_weights=check_weights)
         try:
             sets[path.stem] = matching_features(codec, speaker).float()
         except InputError as exc:
             raise InputError(f"speaker set {path}: {exc}") from None
-    if not sets:
+    return sets
+
+
+def speaker_set_files(folder: str | Path) -> list[Path]:
+    """The ``*.safetensors`` files of ``--speaker-sets`` ``folder``, sorted; :class:`InputError`
+    when it is not a folder or holds none (checked before any model is loaded)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"--speaker-sets {folder}: not a folder (expected a folder of .safetensors speaker sets)")
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
         raise InputError(
             f"--speaker-sets {folder}: no .safetensors speaker sets in it (make them with `focalcodec vc`)"
         )
-    return sets
+    return files
 
 
 def _app_for(
