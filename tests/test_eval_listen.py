@@ -279,9 +279,13 @@ def test_browser_completes_the_test_and_the_analysis_reads_it(test_dir: Path, tm
             page.wait_for_selector("#done:not(.hidden)")
             page.goto(server.url + "?rater=bob")
             page.click("#start")
-            for _ in test["trials"]:
+            for k in range(len(test["trials"])):
                 _rate_trial(page, test, bob)
                 page.click("#next")
+                if k + 1 < len(test["trials"]):  # the next trial's rows, not this one's still on the page
+                    page.wait_for_function(
+                        f"document.querySelector('#progress').textContent.startsWith('Trial {k + 2}')"
+                    )
             page.wait_for_selector("#done:not(.hidden)")
             assert errors == []
         finally:
