@@ -67,20 +67,16 @@ def corpus_dir(tmp_path_factory) -> Path:
 def reference(corpus_dir, tmp_path_factory) -> Path:
     """One uninterrupted single-process run (with a DataLoader worker process)."""
     out = tmp_path_factory.mktemp("ref") / "tokens"
-    summary = tokenize_corpus(
-        corpus_dir,
-        out,
-        fixture_model("tiny_50hz"),
-        model_source=str(MODEL_DIR),
-        shard_size=SHARD_SIZE,
-        window=3,
-        batch_seconds=1.5,
-        num_workers=1,
-        progress=False,
-    )
+    summary = _tokenize(corpus_dir, out, window=3, batch_seconds=1.5, num_workers=1)
     assert summary.num_utterances == 6 and summary.num_errors == 1 and summary.num_shards == 4
     assert summary.world_size == 1 and summary.skipped_shards == 0
     return out
+
+
+def _tokenize(data: Path, out: Path, **options) -> object:
+    """``tokenize_corpus`` with the tiny 50 Hz fixture model, this file's shard size, no progress."""
+    options = {"model_source": str(MODEL_DIR), "shard_size": SHARD_SIZE, "progress": False, **options}
+    return tokenize_corpus(data, out, fixture_model("tiny_50hz"), **options)
 
 
 def _files(out: Path) -> dict:
@@ -202,16 +198,7 @@ def test_resume_after_crash_debris_is_byte_identical(reference, corpus_dir, tmp_
     (out / "shards" / ".shard-000003.parquet.99999.tmp").write_bytes(b"partial")
     (out / "index.json").unlink()
     (out / "errors.tsv").unlink()
-    summary = tokenize_corpus(
-        corpus_dir,
-        out,
-        fixture_model("tiny_50hz"),
-        model_source=str(MODEL_DIR),
-        shard_size=SHARD_SIZE,
-        batch_seconds=100.0,
-        num_workers=0,
-        progress=False,
-    )
+    summary = _tokenize(corpus_dir, out, batch_seconds=100.0, num_workers=0)
     assert summary.skipped_shards == 2
     assert _files(out) == _files(reference)
 
@@ -321,15 +308,7 @@ def test_disk_full_is_one_clear_error_and_the_rerun_resumes(reference, corpus_di
     assert "shard-000001.parquet: No space left on device" in err and "rerun the same command to resume" in err
     assert sorted(p.name for p in (out / "shards").iterdir()) == ["shard-000000.parquet"]
     monkeypatch.undo()
-    summary = tokenize_corpus(
-        corpus_dir,
-        out,
-        fixture_model("tiny_50hz"),
-        model_source=str(MODEL_DIR),
-        shard_size=SHARD_SIZE,
-        num_workers=0,
-        progress=False,
-    )
+    summary = _tokenize(corpus_dir, out, num_workers=0)
     assert summary.skipped_shards == 1
     assert _files(out) == _files(reference)
 
