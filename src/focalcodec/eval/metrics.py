@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..audio import check_signal, mel_filter_bank, resample
+from ..audio import check_mono, mel_filter_bank, resample
 from ..errors import FocalCodecError, InputError
 from ..timing import real_time_factor  # the one RTF definition (processing / audio time)
 from .stats import bootstrap_ci, bootstrap_indices, finite, percentile_interval
@@ -68,11 +68,7 @@ class MetricUnavailable(FocalCodecError, RuntimeError):
 
 def as_mono(x: Signal, what: str) -> np.ndarray:
     """``(N,)`` or ``(1, N)`` tensor/array -> contiguous ``(N,)`` float32 array (finite, non-empty)."""
-    x = check_signal(x.detach().cpu() if isinstance(x, Tensor) else x, what, (1, 2), "a 1-D signal (N,)")
-    if x.ndim == 2:
-        if x.shape[0] != 1:
-            raise InputError(f"{what} must be a 1-D signal (N,), got shape {tuple(x.shape)}")
-        x = x[0]
+    x = check_mono(x.detach().cpu() if isinstance(x, Tensor) else x, what)
     return np.ascontiguousarray(x.float().numpy())
 
 
